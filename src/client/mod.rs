@@ -1,0 +1,472 @@
+//! The client: `call(service, endpoint, &request)` with timeouts, deadline propagation,
+//! metadata and trace propagation, node selection and retries; `publish(topic, &event)`.
+//!
+//! ```
+//! # use micro::prelude::*;
+//! # #[derive(serde::Serialize, serde::Deserialize)] struct Hello { name: String }
+//! # #[actix::main] async fn main() -> micro::Result<()> {
+//! async fn hello(Req(h): Req<Hello>) -> Result<String, Status> { Ok(format!("Hello {}", h.name)) }
+//! let svc = Service::builder("go.micro.srv.doc-client").transport("memory://doc-client")
+//!     .handle("Say.Hello", hello).start().await?;
+//! let client = Client::connect("memory://doc-client").await?;
+//! let reply: String = client.call("go.micro.srv.doc-client", "Say.Hello", &Hello { name: "John".into() }).await?;
+//! assert_eq!(reply, "Hello John");
+//! svc.stop().await?;
+//! # Ok(()) }
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::broker::{Broker, PublishOptions};
+use crate::codec::Codec;
+use crate::context::CallContext;
+use crate::error::{Error, ErrorKind, Result};
+use crate::message::{headers, new_id, Deadline, Headers, Message, Metadata, TraceParent};
+use crate::registry::{Registry, RegistryOptions};
+use crate::selector::{Filter, Selector, SelectorActor, Strategy};
+use crate::status::{Code, Status};
+use crate::transport::{self, subject, Transport};
+
+mod options;
+
+pub use options::{CallOptions, RetryPolicy};
+
+/// The id client-side errors carry.
+pub const CLIENT_ID: &str = "go.micro.client";
+
+/// Client defaults.
+#[derive(Clone, Debug)]
+pub(crate) struct ClientConfig {
+    pub(crate) name: String,
+    pub(crate) timeout: Duration,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) codec: Codec,
+    pub(crate) filter: Filter,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            name: CLIENT_ID.to_string(),
+            timeout: Duration::from_secs(5),
+            retry: RetryPolicy::default(),
+            codec: Codec::MsgPack,
+            filter: Filter::default(),
+        }
+    }
+}
+
+struct Inner {
+    transport: Arc<dyn Transport>,
+    registry: Registry,
+    selector: Selector,
+    broker: Broker,
+    config: ClientConfig,
+}
+
+/// A client handle. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("name", &self.inner.config.name)
+            .field("transport", &self.inner.transport.name())
+            .finish()
+    }
+}
+
+/// Builds a standalone [`Client`] (a service has one already: `ServiceHandle::client`).
+///
+/// ```no_run
+/// # #[actix::main] async fn main() -> micro::Result<()> {
+/// use std::time::Duration;
+/// use micro::{Client, RetryPolicy, selector::Strategy};
+/// let client = Client::builder()
+///     .transport("nats://127.0.0.1:4222")
+///     .timeout(Duration::from_secs(2))
+///     .retry(RetryPolicy::default().max_retries(3))
+///     .strategy(Strategy::RoundRobin)
+///     .connect()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Default)]
+pub struct ClientBuilder {
+    url: Option<String>,
+    config: ClientConfig,
+    strategy: Strategy,
+    registry: RegistryOptions,
+}
+
+impl ClientBuilder {
+    /// Transport URL (default: `MICRO_TRANSPORT`, else `memory://`).
+    pub fn transport(mut self, url: impl Into<String>) -> Self {
+        self.url = Some(url.into());
+        self
+    }
+
+    /// The name sent as caller (default `go.micro.client`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = name.into();
+        self
+    }
+
+    /// Default call timeout (default 5 s).
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.config.timeout = t;
+        self
+    }
+
+    /// Default retry policy (default: 2 retries).
+    pub fn retry(mut self, r: RetryPolicy) -> Self {
+        self.config.retry = r;
+        self
+    }
+
+    /// Default request encoding (default MessagePack).
+    pub fn codec(mut self, c: Codec) -> Self {
+        self.config.codec = c;
+        self
+    }
+
+    /// Node selection strategy (default random).
+    pub fn strategy(mut self, s: Strategy) -> Self {
+        self.strategy = s;
+        self
+    }
+
+    /// A filter every call applies (version, labels).
+    pub fn filter(mut self, f: Filter) -> Self {
+        self.config.filter = f;
+        self
+    }
+
+    /// Registry timings.
+    pub fn registry_options(mut self, o: RegistryOptions) -> Self {
+        self.registry = o;
+        self
+    }
+
+    /// Connects the transport, starts a registry and selector, and returns the client.
+    pub async fn connect(self) -> Result<Client> {
+        let url = transport::resolve_url(self.url.as_deref());
+        let transport = transport::connect(&url).await?;
+        let registry = Registry::start(transport.clone(), self.registry).await?;
+        let selector = Selector::new(self.strategy);
+        SelectorActor::start(selector.clone(), &registry).await?;
+        Ok(Client::from_parts(
+            transport,
+            registry,
+            selector,
+            self.config,
+        ))
+    }
+}
+
+impl Client {
+    /// A builder.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// Connects a client with default options.
+    pub async fn connect(url: &str) -> Result<Client> {
+        Client::builder().transport(url).connect().await
+    }
+
+    pub(crate) fn from_parts(
+        transport: Arc<dyn Transport>,
+        registry: Registry,
+        selector: Selector,
+        config: ClientConfig,
+    ) -> Client {
+        let broker = Broker::new(transport.clone(), config.name.clone());
+        Client {
+            inner: Arc::new(Inner {
+                transport,
+                registry,
+                selector,
+                broker,
+                config,
+            }),
+        }
+    }
+
+    /// The registry this client resolves services with.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// The selector (and its blacklist).
+    pub fn selector(&self) -> &Selector {
+        &self.inner.selector
+    }
+
+    /// The broker handle for publishing and subscribing.
+    pub fn broker(&self) -> &Broker {
+        &self.inner.broker
+    }
+
+    /// The transport.
+    pub fn transport(&self) -> &Arc<dyn Transport> {
+        &self.inner.transport
+    }
+
+    /// Calls `endpoint` of `service` and decodes the reply.
+    pub async fn call<Req, Resp>(
+        &self,
+        service: &str,
+        endpoint: &str,
+        request: &Req,
+    ) -> Result<Resp>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        self.call_with(service, endpoint, request, CallOptions::default())
+            .await
+    }
+
+    /// Calls with per-call options.
+    pub async fn call_with<Req, Resp>(
+        &self,
+        service: &str,
+        endpoint: &str,
+        request: &Req,
+        opts: CallOptions,
+    ) -> Result<Resp>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        let codec = opts.codec.unwrap_or(self.inner.config.codec);
+        let body = codec.encode(request)?;
+        let reply = self.call_raw(service, endpoint, body, codec, opts).await?;
+        reply.decode()
+    }
+
+    /// Calls with an already encoded body; the reply is returned undecoded with its codec.
+    pub async fn call_raw(
+        &self,
+        service: &str,
+        endpoint: &str,
+        body: Bytes,
+        codec: Codec,
+        opts: CallOptions,
+    ) -> Result<RawReply> {
+        let config = &self.inner.config;
+        let timeout = opts.timeout.unwrap_or(config.timeout);
+        let mut deadline = Deadline::after(timeout);
+        let mut metadata = opts.metadata;
+        let mut trace = None;
+        CallContext::with_current(|ctx| {
+            if let Some(d) = ctx.deadline {
+                deadline = deadline.min(d);
+            }
+            trace = ctx.trace.map(|t| t.child());
+            metadata.merge_missing(&ctx.metadata);
+        });
+        let trace = trace.unwrap_or_else(TraceParent::new_root);
+
+        let mut h = Headers::with_capacity(8 + metadata.iter().count());
+        h.push(headers::CONTENT_TYPE, codec.content_type());
+        h.push(headers::SERVICE, service);
+        h.push(headers::ENDPOINT, endpoint);
+        h.push(headers::ID, new_id());
+        h.push(headers::DEADLINE, deadline.as_millis().to_string());
+        h.push(headers::CALLER, config.name.as_str());
+        h.push(headers::TRACEPARENT, trace.to_string());
+        h.set_metadata(&metadata);
+        let message = Message::with_headers(h, body);
+
+        let filter = if opts.filter.is_empty() {
+            config.filter.clone()
+        } else {
+            config.filter.and(&opts.filter)
+        };
+        let retry = opts.retry.unwrap_or(config.retry);
+        let mut backoff = retry.backoff();
+        loop {
+            let attempt = self
+                .attempt(service, endpoint, &message, deadline, &filter, opts.shared)
+                .await;
+            let (err, idempotent) = match attempt {
+                Ok(reply) => return Ok(reply),
+                Err(e) => e,
+            };
+            let retryable = match err.kind() {
+                ErrorKind::Unavailable => true,
+                ErrorKind::Timeout => opts.idempotent.unwrap_or(idempotent),
+                ErrorKind::Remote => err.status().is_some_and(|s| s.code() == Code::Unavailable),
+                _ => false,
+            };
+            let Some(delay) = backoff.next().filter(|_| retryable) else {
+                return Err(err);
+            };
+            if deadline.remaining() <= delay {
+                return Err(err);
+            }
+            tracing::debug!(service, endpoint, error = %err, ?delay, "retrying call");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// One attempt: choose a node, send, interpret. On failure also says whether the endpoint
+    /// is registered as idempotent.
+    async fn attempt(
+        &self,
+        service: &str,
+        endpoint: &str,
+        message: &Message,
+        deadline: Deadline,
+        filter: &Filter,
+        shared: bool,
+    ) -> std::result::Result<RawReply, (Error, bool)> {
+        let (target, node, idempotent) = if shared {
+            (subject::service(service), None, false)
+        } else {
+            let records = match self.inner.registry.cached(service) {
+                Some(r) => r,
+                None => {
+                    self.inner
+                        .registry
+                        .settled(service)
+                        .await
+                        .map_err(|e| (e, false))?;
+                    self.inner.registry.cached(service).ok_or_else(|| {
+                        (
+                            Error::unavailable(format!(
+                                "service {service} not found in the registry"
+                            )),
+                            false,
+                        )
+                    })?
+                }
+            };
+            let picked = self
+                .inner
+                .selector
+                .select(&records, filter)
+                .ok_or_else(|| {
+                    (
+                        Error::unavailable(format!("no node of {service} matches {filter:?}")),
+                        false,
+                    )
+                })?;
+            let idempotent = records
+                .iter()
+                .find(|s| s.version == picked.version)
+                .and_then(|s| s.endpoint(endpoint))
+                .is_some_and(|e| e.is_idempotent());
+            (picked.address, Some(picked.node_id), idempotent)
+        };
+        let remaining = deadline.remaining();
+        if remaining.is_zero() {
+            return Err((
+                Error::timeout(format!("deadline of {service} {endpoint} passed")),
+                idempotent,
+            ));
+        }
+        match self
+            .inner
+            .transport
+            .request(&target, message.clone(), remaining)
+            .await
+        {
+            Ok(reply) => {
+                if let Some(n) = &node {
+                    self.inner.selector.succeeded(n);
+                }
+                RawReply::from_message(reply).map_err(|e| (e, idempotent))
+            }
+            Err(e) => {
+                if let (Some(n), ErrorKind::Unavailable | ErrorKind::Timeout) = (&node, e.kind()) {
+                    self.inner.selector.failed(n);
+                }
+                Err((e, idempotent))
+            }
+        }
+    }
+
+    /// Publishes an event on a topic (see [`Broker::publish`]).
+    pub async fn publish<T: Serialize + ?Sized>(&self, topic: &str, event: &T) -> Result<()> {
+        self.inner.broker.publish(topic, event).await
+    }
+
+    /// Publishes with options (metadata, codec).
+    pub async fn publish_with<T: Serialize + ?Sized>(
+        &self,
+        topic: &str,
+        event: &T,
+        opts: PublishOptions,
+    ) -> Result<()> {
+        self.inner.broker.publish_with(topic, event, opts).await
+    }
+}
+
+/// A successful reply, still encoded.
+#[derive(Clone, Debug)]
+pub struct RawReply {
+    /// The reply's codec (from its `Content-Type`).
+    pub codec: Codec,
+    /// The encoded body.
+    pub body: Bytes,
+    /// The reply's headers.
+    pub headers: Headers,
+}
+
+impl RawReply {
+    fn from_message(m: Message) -> Result<RawReply> {
+        let codec = match m.headers.get(headers::CONTENT_TYPE) {
+            None => Codec::MsgPack,
+            Some(ct) => Codec::from_content_type(ct)
+                .ok_or_else(|| Error::codec(format!("reply has unsupported content type {ct}")))?,
+        };
+        if m.headers.get(headers::ERROR).is_some() {
+            let status: Status = codec.decode(&m.body).unwrap_or_else(|_| {
+                let code = m
+                    .headers
+                    .get(headers::ERROR)
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(500);
+                Status::new(
+                    Code::from_u16(code),
+                    String::from_utf8_lossy(&m.body).into_owned(),
+                )
+            });
+            return Err(Error::remote(status));
+        }
+        Ok(RawReply {
+            codec,
+            body: m.body,
+            headers: m.headers,
+        })
+    }
+
+    /// Decodes the body.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
+        self.codec.decode(&self.body)
+    }
+
+    /// The body as JSON bytes, transcoding if needed.
+    pub fn to_json(&self) -> Result<Bytes> {
+        self.codec.transcode(&self.body, Codec::Json)
+    }
+}
+
+impl From<&Metadata> for CallOptions {
+    fn from(m: &Metadata) -> Self {
+        CallOptions {
+            metadata: m.clone(),
+            ..Default::default()
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! [`Codec`]: MessagePack (named fields) by default, JSON at the edges.
+//!
+//! The content type travels with every message (`Content-Type` header); a receiver decodes by it
+//! and replies in the same codec.
+//!
+//! ```
+//! use micro::Codec;
+//! #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+//! struct Hello { name: String }
+//! let bytes = Codec::MsgPack.encode(&Hello { name: "Ada".into() }).unwrap();
+//! let back: Hello = Codec::from_content_type("application/msgpack").unwrap().decode(&bytes).unwrap();
+//! assert_eq!(back, Hello { name: "Ada".into() });
+//! ```
+
+use bytes::Bytes;
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::error::{Error, Result};
+
+/// A payload encoding.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Codec {
+    /// MessagePack with field names (`rmp_serde::to_vec_named`), so peers can add fields freely.
+    #[default]
+    MsgPack,
+    /// JSON.
+    Json,
+}
+
+impl Codec {
+    /// The canonical content type.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Codec::MsgPack => "application/msgpack",
+            Codec::Json => "application/json",
+        }
+    }
+
+    /// The codec for a content type (parameters such as `; charset=utf-8` are ignored).
+    /// Accepts `application/msgpack`, `application/x-msgpack`, `application/vnd.msgpack`,
+    /// `application/json`; anything else is `None`.
+    pub fn from_content_type(ct: &str) -> Option<Codec> {
+        let base = ct.split(';').next().unwrap_or("").trim();
+        if base.eq_ignore_ascii_case("application/msgpack")
+            || base.eq_ignore_ascii_case("application/x-msgpack")
+            || base.eq_ignore_ascii_case("application/vnd.msgpack")
+        {
+            Some(Codec::MsgPack)
+        } else if base.eq_ignore_ascii_case("application/json") {
+            Some(Codec::Json)
+        } else {
+            None
+        }
+    }
+
+    /// Encodes a value.
+    pub fn encode<T: Serialize + ?Sized>(self, value: &T) -> Result<Bytes> {
+        match self {
+            Codec::MsgPack => rmp_serde::to_vec_named(value)
+                .map(Bytes::from)
+                .map_err(Error::codec),
+            Codec::Json => serde_json::to_vec(value)
+                .map(Bytes::from)
+                .map_err(Error::codec),
+        }
+    }
+
+    /// Decodes a value. The error names the path of the field that failed
+    /// (`name: invalid type: integer, expected a string`).
+    pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T> {
+        match self {
+            Codec::MsgPack => {
+                let mut de = rmp_serde::Deserializer::new(bytes);
+                serde_path_to_error::deserialize(&mut de).map_err(|e| Error::codec(describe(e)))
+            }
+            Codec::Json => {
+                let mut de = serde_json::Deserializer::from_slice(bytes);
+                serde_path_to_error::deserialize(&mut de).map_err(|e| Error::codec(describe(e)))
+            }
+        }
+    }
+
+    /// Re-encodes a payload from one codec to another (used at the JSON edges).
+    pub fn transcode(self, bytes: &[u8], to: Codec) -> Result<Bytes> {
+        if self == to {
+            return Ok(Bytes::copy_from_slice(bytes));
+        }
+        let value: serde_json::Value = self.decode(bytes)?;
+        to.encode(&value)
+    }
+}
+
+fn describe<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> String {
+    let path = e.path().to_string();
+    if path == "." || path.is_empty() {
+        e.into_inner().to_string()
+    } else {
+        format!("field `{path}`: {}", e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize, Serialize, PartialEq)]
+    struct Hello {
+        name: String,
+        age: u32,
+    }
+
+    #[test]
+    fn both_codecs_round_trip() {
+        for c in [Codec::MsgPack, Codec::Json] {
+            let v = Hello {
+                name: "Ada".into(),
+                age: 36,
+            };
+            let back: Hello = c.decode(&c.encode(&v).unwrap()).unwrap();
+            assert_eq!(back, v);
+        }
+    }
+
+    #[test]
+    fn decode_errors_name_the_field() {
+        let bad = Codec::Json
+            .encode(&serde_json::json!({"name": 5, "age": 1}))
+            .unwrap();
+        let e = Codec::Json.decode::<Hello>(&bad).unwrap_err().to_string();
+        assert!(e.contains("name"), "{e}");
+        let bad = Codec::MsgPack
+            .encode(&serde_json::json!({"name": "x", "age": "old"}))
+            .unwrap();
+        let e = Codec::MsgPack
+            .decode::<Hello>(&bad)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("age"), "{e}");
+        let missing = Codec::MsgPack
+            .encode(&serde_json::json!({"name": "x"}))
+            .unwrap();
+        let e = Codec::MsgPack
+            .decode::<Hello>(&missing)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing field `age`"), "{e}");
+    }
+
+    #[test]
+    fn content_types() {
+        assert_eq!(
+            Codec::from_content_type("application/json; charset=utf-8"),
+            Some(Codec::Json)
+        );
+        assert_eq!(
+            Codec::from_content_type("application/x-msgpack"),
+            Some(Codec::MsgPack)
+        );
+        assert_eq!(Codec::from_content_type("text/plain"), None);
+    }
+
+    #[test]
+    fn msgpack_to_json_transcode() {
+        let v = Hello {
+            name: "Ada".into(),
+            age: 3,
+        };
+        let j = Codec::MsgPack
+            .transcode(&Codec::MsgPack.encode(&v).unwrap(), Codec::Json)
+            .unwrap();
+        assert_eq!(&j[..], br#"{"age":3,"name":"Ada"}"# as &[u8]);
+    }
+}

@@ -1,0 +1,199 @@
+//! Local failures: [`Error`], [`ErrorKind`] and the crate's [`Result`].
+//!
+//! `Error` is what a call into the toolkit returns when something failed on this side or on the
+//! way: no node, a timeout, a broken connection, a payload that does not decode. A service's own
+//! error arrives as [`ErrorKind::Remote`] with the wire [`Status`] attached.
+//!
+//! ```
+//! use micro::{Error, ErrorKind};
+//! fn describe(e: &Error) -> &'static str {
+//!     match e.kind() {
+//!         ErrorKind::Unavailable => "no node could take the call",
+//!         ErrorKind::Timeout => "the deadline passed",
+//!         _ => "something else",
+//!     }
+//! }
+//! ```
+
+use std::fmt;
+
+use crate::status::{Code, Status};
+
+/// A boxed error source.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong, coarsely. Match on it; new kinds may be added.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// No node could take the request (none registered, none subscribed, all gone).
+    #[error("no node available")]
+    Unavailable,
+    /// The deadline passed before a reply arrived.
+    #[error("request timed out")]
+    Timeout,
+    /// The connection to the message system failed.
+    #[error("cannot connect")]
+    Connect,
+    /// Sending or receiving on an established connection failed.
+    #[error("transport failure")]
+    Transport,
+    /// Publishing or subscribing failed.
+    #[error("broker failure")]
+    Broker,
+    /// A payload could not be encoded or decoded.
+    #[error("codec failure")]
+    Codec,
+    /// The remote service answered with an error; see [`Error::status`].
+    #[error("remote returned an error")]
+    Remote,
+    /// The configuration is invalid (unknown URL scheme, bad name, missing feature).
+    #[error("invalid configuration")]
+    Config,
+    /// The service stopped because its handlers panicked too often.
+    #[error("restart intensity exceeded")]
+    RestartIntensity,
+}
+
+/// A local failure: a kind, a message, and optionally the underlying cause.
+pub struct Error {
+    kind: ErrorKind,
+    message: Option<String>,
+    status: Option<Box<Status>>,
+    source: Option<BoxError>,
+}
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: Some(message.into()),
+            status: None,
+            source: None,
+        }
+    }
+
+    pub(crate) fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    pub(crate) fn config(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Config, message)
+    }
+
+    pub(crate) fn codec(source: impl Into<BoxError>) -> Self {
+        let source = source.into();
+        Error {
+            kind: ErrorKind::Codec,
+            message: Some(source.to_string()),
+            status: None,
+            source: Some(source),
+        }
+    }
+
+    pub(crate) fn unavailable(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Unavailable, message)
+    }
+
+    pub(crate) fn timeout(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Timeout, message)
+    }
+
+    pub(crate) fn transport(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Transport, message)
+    }
+
+    pub(crate) fn remote(status: Status) -> Self {
+        Error {
+            kind: ErrorKind::Remote,
+            message: None,
+            status: Some(Box::new(status)),
+            source: None,
+        }
+    }
+
+    /// The kind of failure.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The remote service's error, for [`ErrorKind::Remote`].
+    pub fn status(&self) -> Option<&Status> {
+        self.status.as_deref()
+    }
+
+    /// The error message without the kind prefix.
+    pub fn message(&self) -> Option<&str> {
+        self.message.as_deref()
+    }
+
+    /// True for [`ErrorKind::Timeout`] and remote timeouts.
+    pub fn is_timeout(&self) -> bool {
+        self.kind == ErrorKind::Timeout || self.status().is_some_and(|s| s.code() == Code::Timeout)
+    }
+
+    /// True when no node could take the call (it provably did not run).
+    pub fn is_unavailable(&self) -> bool {
+        self.kind == ErrorKind::Unavailable
+    }
+
+    /// Converts into the wire status a handler would return for this failure: a remote status
+    /// passes through unchanged, a local failure maps to the nearest code.
+    pub fn to_status(&self, id: &str) -> Status {
+        if let Some(s) = self.status() {
+            return s.clone();
+        }
+        let code = match self.kind {
+            ErrorKind::Unavailable | ErrorKind::Connect => Code::Unavailable,
+            ErrorKind::Timeout => Code::Timeout,
+            ErrorKind::Codec => Code::BadRequest,
+            _ => Code::Internal,
+        };
+        Status::new(code, self.to_string()).with_id(id)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.status, &self.message) {
+            (Some(s), _) => write!(f, "{}: {s}", self.kind),
+            (None, Some(m)) => write!(f, "{}: {m}", self.kind),
+            (None, None) => write!(f, "{}", self.kind),
+        }
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.kind);
+        if let Some(m) = &self.message {
+            d.field("message", m);
+        }
+        if let Some(s) = &self.status {
+            d.field("status", s);
+        }
+        if let Some(s) = &self.source {
+            d.field("source", s);
+        }
+        d.finish()
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|s| &**s as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<Status> for Error {
+    fn from(status: Status) -> Self {
+        Error::remote(status)
+    }
+}

@@ -1,0 +1,85 @@
+//! # actix-micro
+//!
+//! A microservices toolkit on actix actors, in the spirit of Micro / go-micro: services are
+//! supervised actor systems that serve endpoints (`Say.Hello`) and subscribe to topics; requests
+//! and events travel over NATS or in memory; a gossip registry, a selector and a broker do
+//! discovery, client-side load balancing and pub/sub.
+//!
+//! ```
+//! use micro::prelude::*;
+//!
+//! #[derive(serde::Serialize, serde::Deserialize)]
+//! struct Request { name: String }
+//! #[derive(serde::Serialize, serde::Deserialize)]
+//! struct Response { msg: String }
+//!
+//! async fn hello(Req(r): Req<Request>) -> Result<Response, Status> {
+//!     Ok(Response { msg: format!("Hello {}", r.name) })
+//! }
+//!
+//! # #[actix::main] async fn main() -> micro::Result<()> {
+//! let svc = Service::builder("go.micro.srv.greeter")
+//!     .transport("memory://lib-doc")            // the embedded default; or nats://127.0.0.1:4222
+//!     .handle("Say.Hello", hello)
+//!     .start().await?;                           // or .run().await to serve until SIGTERM
+//! let client = Client::connect("memory://lib-doc").await?;
+//! let rsp: Response = client.call("go.micro.srv.greeter", "Say.Hello", &Request { name: "John".into() }).await?;
+//! assert_eq!(rsp.msg, "Hello John");
+//! svc.stop().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Features
+//!
+//! | feature | default | what |
+//! |---|---|---|
+//! | `nats` | yes | the `nats://` transport (async-nats) |
+//! | `test-util` | no | helpers for tests: broker URLs that fail loudly, unique names, wait-for |
+//!
+//! The wire protocol is in `docs/protocol.md`; the parts and flows in `ARCHITECTURE.md`.
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod broker;
+pub mod client;
+pub mod codec;
+pub mod context;
+pub mod error;
+pub mod message;
+pub mod registry;
+pub mod selector;
+pub mod server;
+pub mod service;
+pub mod status;
+pub mod transport;
+
+#[cfg(any(test, feature = "test-util"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub mod test_util;
+
+pub use broker::{Broker, Event, PublishOptions, SubscribeOptions};
+pub use client::{CallOptions, Client, RetryPolicy};
+pub use codec::Codec;
+pub use context::CallContext;
+pub use error::{Error, ErrorKind, Result};
+pub use message::{Metadata, TraceParent};
+pub use server::{ActorEndpoints, Meta, Req, RestartPolicy, State};
+pub use service::{Service, ServiceBuilder, ServiceHandle};
+pub use status::{Code, Status};
+
+/// What a service author needs: `use micro::prelude::*;`.
+pub mod prelude {
+    pub use crate::broker::{PublishOptions, SubscribeOptions};
+    pub use crate::client::{CallOptions, Client, RetryPolicy};
+    pub use crate::context::CallContext;
+    pub use crate::server::{ActorEndpoints, Meta, Req, RestartPolicy, State};
+    pub use crate::service::Service;
+    pub use crate::status::{Code, Status};
+    pub use crate::Codec;
+}

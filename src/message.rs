@@ -1,0 +1,380 @@
+//! Envelopes every backend moves: [`Message`] (headers + body), [`Headers`], [`Metadata`], and
+//! the header names of the wire protocol (see `docs/protocol.md`).
+//!
+//! ```
+//! use micro::message::{Message, headers};
+//! let mut m = Message::new(bytes::Bytes::from_static(b"\x80"));
+//! m.headers.insert(headers::ENDPOINT, "Say.Hello");
+//! assert_eq!(m.headers.get("micro-endpoint"), Some("Say.Hello")); // lookups ignore ASCII case
+//! ```
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// Header names of the wire protocol.
+pub mod headers {
+    /// Payload encoding: `application/msgpack` or `application/json`.
+    pub const CONTENT_TYPE: &str = "Content-Type";
+    /// Target service name (requests).
+    pub const SERVICE: &str = "Micro-Service";
+    /// Target endpoint `Handler.Method` (requests).
+    pub const ENDPOINT: &str = "Micro-Endpoint";
+    /// Unique message id (UUID v7 text).
+    pub const ID: &str = "Micro-Id";
+    /// Absolute deadline, milliseconds since the Unix epoch (requests).
+    pub const DEADLINE: &str = "Micro-Deadline";
+    /// The calling service or client name.
+    pub const CALLER: &str = "Micro-Caller";
+    /// Present on error replies: the numeric error code; the body is a `Status`.
+    pub const ERROR: &str = "Micro-Error";
+    /// Event topic (events).
+    pub const TOPIC: &str = "Micro-Topic";
+    /// Event timestamp, milliseconds since the Unix epoch (events).
+    pub const TIMESTAMP: &str = "Micro-Timestamp";
+    /// The publishing service or client (events).
+    pub const PUBLISHER: &str = "Micro-Publisher";
+    /// W3C trace context.
+    pub const TRACEPARENT: &str = "traceparent";
+    /// W3C trace state.
+    pub const TRACESTATE: &str = "tracestate";
+    /// Prefix of user metadata headers: `Micro-Meta-<key>`.
+    pub const META_PREFIX: &str = "Micro-Meta-";
+}
+
+/// An ordered list of header pairs. Lookups ignore ASCII case; names are sent as inserted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Headers(Vec<(String, String)>);
+
+impl Headers {
+    /// An empty header list.
+    pub fn new() -> Headers {
+        Headers(Vec::new())
+    }
+
+    /// An empty list with room for `n` pairs.
+    pub fn with_capacity(n: usize) -> Headers {
+        Headers(Vec::with_capacity(n))
+    }
+
+    /// Sets a header, replacing an existing one of the same name.
+    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        let name = name.into();
+        let value = value.into();
+        if let Some(slot) = self
+            .0
+            .iter_mut()
+            .find(|(n, _)| n.eq_ignore_ascii_case(&name))
+        {
+            slot.1 = value;
+        } else {
+            self.0.push((name, value));
+        }
+    }
+
+    /// Appends without checking for an existing name (the caller knows it is new).
+    pub fn push(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.0.push((name.into(), value.into()));
+    }
+
+    /// The value of a header.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// All pairs in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
+    /// Number of pairs.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// User metadata: every `Micro-Meta-<key>` header, key lower-cased.
+    pub fn metadata(&self) -> Metadata {
+        let mut m = Metadata::new();
+        let p = headers::META_PREFIX.len();
+        for (n, v) in &self.0 {
+            if n.len() > p && n[..p].eq_ignore_ascii_case(headers::META_PREFIX) {
+                m.insert(n[p..].to_ascii_lowercase(), v.clone());
+            }
+        }
+        m
+    }
+
+    /// Adds each metadata pair as a `Micro-Meta-<key>` header.
+    pub fn set_metadata(&mut self, meta: &Metadata) {
+        for (k, v) in meta.iter() {
+            self.insert(format!("{}{k}", headers::META_PREFIX), v);
+        }
+    }
+}
+
+impl FromIterator<(String, String)> for Headers {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
+        Headers(iter.into_iter().collect())
+    }
+}
+
+/// What a transport moves: headers and an opaque body.
+#[derive(Clone, Debug, Default)]
+pub struct Message {
+    /// Header pairs.
+    pub headers: Headers,
+    /// The encoded payload.
+    pub body: Bytes,
+}
+
+impl Message {
+    /// A message with a body and no headers.
+    pub fn new(body: Bytes) -> Message {
+        Message {
+            headers: Headers::new(),
+            body,
+        }
+    }
+
+    /// A message with headers and body.
+    pub fn with_headers(headers: Headers, body: Bytes) -> Message {
+        Message { headers, body }
+    }
+}
+
+/// User metadata: string pairs propagated from caller to callee (and on to the services it calls).
+/// Keys are lower-case on the wire.
+///
+/// ```
+/// let mut m = micro::Metadata::new();
+/// m.insert("tenant", "acme");
+/// assert_eq!(m.get("tenant"), Some("acme"));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Metadata(BTreeMap<String, String>);
+
+impl Metadata {
+    /// Empty metadata.
+    pub fn new() -> Metadata {
+        Metadata(BTreeMap::new())
+    }
+
+    /// Sets a pair; the key is lower-cased.
+    pub fn insert(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        self.0.insert(key.into().to_ascii_lowercase(), value.into());
+    }
+
+    /// The value for a key (any case).
+    pub fn get(&self, key: &str) -> Option<&str> {
+        if key.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.0.get(&key.to_ascii_lowercase()).map(String::as_str)
+        } else {
+            self.0.get(key).map(String::as_str)
+        }
+    }
+
+    /// All pairs, sorted by key.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Adds every pair of `other` that is not set here.
+    pub fn merge_missing(&mut self, other: &Metadata) {
+        for (k, v) in other.iter() {
+            self.0.entry(k.to_string()).or_insert_with(|| v.to_string());
+        }
+    }
+}
+
+impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Metadata {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        let mut m = Metadata::new();
+        for (k, v) in iter {
+            m.insert(k, v);
+        }
+        m
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// An absolute deadline in milliseconds since the Unix epoch (the `Micro-Deadline` header).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Deadline(u64);
+
+impl Deadline {
+    /// The deadline `d` from now.
+    pub fn after(d: Duration) -> Deadline {
+        Deadline(now_millis().saturating_add(d.as_millis() as u64))
+    }
+
+    /// A deadline at an epoch time in milliseconds.
+    pub fn from_millis(ms: u64) -> Deadline {
+        Deadline(ms)
+    }
+
+    /// Milliseconds since the epoch.
+    pub fn as_millis(self) -> u64 {
+        self.0
+    }
+
+    /// Time left, zero when passed.
+    pub fn remaining(self) -> Duration {
+        Duration::from_millis(self.0.saturating_sub(now_millis()))
+    }
+
+    /// True once the deadline has passed.
+    pub fn is_expired(self) -> bool {
+        now_millis() >= self.0
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Deadline> {
+        s.trim().parse().ok().map(Deadline)
+    }
+}
+
+/// A W3C `traceparent`: version 00, a 128-bit trace id, a 64-bit parent span id and flags.
+///
+/// ```
+/// use micro::message::TraceParent;
+/// let t = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+/// let child = t.child();
+/// assert_eq!(child.trace_id(), t.trace_id());
+/// assert_ne!(child.span_id(), t.span_id());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceParent {
+    trace_id: u128,
+    span_id: u64,
+    flags: u8,
+}
+
+impl TraceParent {
+    /// A new root trace (sampled).
+    pub fn new_root() -> TraceParent {
+        TraceParent {
+            trace_id: nonzero(rand::random()),
+            span_id: nonzero(rand::random()),
+            flags: 1,
+        }
+    }
+
+    /// A child span in the same trace.
+    pub fn child(&self) -> TraceParent {
+        TraceParent {
+            trace_id: self.trace_id,
+            span_id: nonzero(rand::random()),
+            flags: self.flags,
+        }
+    }
+
+    /// Parses a `traceparent` header value; `None` if invalid.
+    pub fn parse(s: &str) -> Option<TraceParent> {
+        let mut parts = s.trim().split('-');
+        let version = parts.next()?;
+        let trace = parts.next()?;
+        let span = parts.next()?;
+        let flags = parts.next()?;
+        if version.len() != 2
+            || version == "ff"
+            || trace.len() != 32
+            || span.len() != 16
+            || flags.len() != 2
+        {
+            return None;
+        }
+        if version == "00" && parts.next().is_some() {
+            return None;
+        }
+        let trace_id = u128::from_str_radix(trace, 16).ok().filter(|&t| t != 0)?;
+        let span_id = u64::from_str_radix(span, 16).ok().filter(|&s| s != 0)?;
+        let flags = u8::from_str_radix(flags, 16).ok()?;
+        Some(TraceParent {
+            trace_id,
+            span_id,
+            flags,
+        })
+    }
+
+    /// The trace id as 32 hex digits.
+    pub fn trace_id(&self) -> String {
+        format!("{:032x}", self.trace_id)
+    }
+
+    /// The span id as 16 hex digits.
+    pub fn span_id(&self) -> String {
+        format!("{:016x}", self.span_id)
+    }
+}
+
+impl std::fmt::Display for TraceParent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "00-{:032x}-{:016x}-{:02x}",
+            self.trace_id, self.span_id, self.flags
+        )
+    }
+}
+
+fn nonzero<T: PartialEq + From<u8>>(v: T) -> T {
+    if v == T::from(0) {
+        T::from(1)
+    } else {
+        v
+    }
+}
+
+/// A new message id: a UUID v7 (time-ordered) as text.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_travels_as_prefixed_headers() {
+        let mut h = Headers::new();
+        let meta: Metadata = [("Tenant", "acme"), ("user", "42")].into_iter().collect();
+        h.set_metadata(&meta);
+        assert_eq!(h.get("micro-meta-tenant"), Some("acme"));
+        assert_eq!(h.metadata(), meta);
+    }
+
+    #[test]
+    fn traceparent_round_trip_and_rejects() {
+        let s = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(TraceParent::parse(s).unwrap().to_string(), s);
+        assert!(
+            TraceParent::parse("00-00000000000000000000000000000000-00f067aa0ba902b7-01").is_none()
+        );
+        assert!(TraceParent::parse("zz").is_none());
+        assert!(
+            TraceParent::parse("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").is_none()
+        );
+    }
+}

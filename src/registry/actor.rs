@@ -1,0 +1,414 @@
+//! The registry actor: owns the record cache, our own registrations, heartbeats, expiry,
+//! discovery and watchers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use arc_swap::ArcSwap;
+use serde::{de::DeserializeOwned, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use super::record::{Action, Announcement, Discover, Service, WatchAction, WatchEvent};
+use super::{RegistryOptions, Snapshot, Waiter};
+use crate::codec::Codec;
+use crate::error::{Error, Result};
+use crate::message::{headers, Headers, Message};
+use crate::transport::{subject, Incoming, Transport};
+
+struct Entry {
+    service: Service,
+    expires: Instant,
+}
+
+/// The actor behind [`Registry`](super::Registry). Start it with `Registry::start`.
+pub struct RegistryActor {
+    transport: Arc<dyn Transport>,
+    options: RegistryOptions,
+    inbox: String,
+    /// name -> node id -> record with that one node
+    cache: HashMap<String, HashMap<String, Entry>>,
+    /// our own nodes, by id
+    local: HashMap<String, Service>,
+    watchers: Vec<mpsc::UnboundedSender<WatchEvent>>,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    settled: bool,
+    waiters: Vec<(Option<String>, Waiter)>,
+}
+
+impl std::fmt::Debug for RegistryActor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryActor")
+            .field("services", &self.cache.len())
+            .field("local", &self.local.len())
+            .finish()
+    }
+}
+
+pub(super) struct Register(pub(super) Service);
+impl actix::Message for Register {
+    type Result = Result<()>;
+}
+
+pub(super) struct Deregister(pub(super) String);
+impl actix::Message for Deregister {
+    type Result = Result<()>;
+}
+
+pub(super) struct Await {
+    pub(super) name: Option<String>,
+}
+impl actix::Message for Await {
+    type Result = oneshot::Receiver<()>;
+}
+
+pub(super) struct Watch;
+impl actix::Message for Watch {
+    type Result = mpsc::UnboundedReceiver<WatchEvent>;
+}
+
+pub(super) struct Stop;
+impl actix::Message for Stop {
+    type Result = ();
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Message> {
+    let mut h = Headers::with_capacity(1);
+    h.push(headers::CONTENT_TYPE, Codec::MsgPack.content_type());
+    Ok(Message::with_headers(h, Codec::MsgPack.encode(value)?))
+}
+
+fn decode<T: DeserializeOwned>(m: &Message) -> Result<T> {
+    let codec = match m.headers.get(headers::CONTENT_TYPE) {
+        None => Codec::MsgPack,
+        Some(ct) => Codec::from_content_type(ct)
+            .ok_or_else(|| Error::codec(format!("unsupported content type {ct}")))?,
+    };
+    codec.decode(&m.body)
+}
+
+impl RegistryActor {
+    pub(super) async fn start_with(
+        transport: Arc<dyn Transport>,
+        options: RegistryOptions,
+        snapshot: Arc<ArcSwap<Snapshot>>,
+    ) -> Result<Addr<RegistryActor>> {
+        let inbox = format!(
+            "{}{}",
+            subject::REGISTRY_INBOX_PREFIX,
+            uuid::Uuid::now_v7().simple()
+        );
+        let announce = transport
+            .subscribe(subject::REGISTRY_ANNOUNCE, None)
+            .await?;
+        let discover = transport
+            .subscribe(subject::REGISTRY_DISCOVER, None)
+            .await?;
+        let answers = transport.subscribe(&inbox, None).await?;
+        // Make sure the server has our subscriptions before anyone answers the discovery.
+        transport.flush().await?;
+        let request = encode(&Discover {
+            service: None,
+            reply: inbox.clone(),
+        })?;
+        let window = options.discover_window;
+        let addr = RegistryActor::create(|ctx| {
+            ctx.add_stream(announce);
+            ctx.add_stream(discover);
+            ctx.add_stream(answers);
+            RegistryActor {
+                transport: transport.clone(),
+                options,
+                inbox,
+                cache: HashMap::new(),
+                local: HashMap::new(),
+                watchers: Vec::new(),
+                snapshot,
+                settled: false,
+                waiters: Vec::new(),
+            }
+        });
+        transport
+            .publish(subject::REGISTRY_DISCOVER, request)
+            .await?;
+        addr.do_send(Settle(window));
+        Ok(addr)
+    }
+
+    fn publish(&self, ctx: &mut Context<Self>, subject: String, message: Message) {
+        let t = self.transport.clone();
+        ctx.spawn(
+            async move {
+                if let Err(e) = t.publish(&subject, message).await {
+                    tracing::warn!(error = %e, subject, "registry publish failed");
+                }
+            }
+            .into_actor(self),
+        );
+    }
+
+    fn announcement(&self, action: Action, service: &Service) -> Announcement {
+        Announcement {
+            action,
+            ttl: self.options.ttl.as_millis() as u64,
+            service: service.clone(),
+        }
+    }
+
+    fn apply(&mut self, a: Announcement) {
+        let Some(node) = a.service.nodes.first() else {
+            return;
+        };
+        let name = a.service.name.clone();
+        let node_id = node.id.clone();
+        match a.action {
+            Action::Register => {
+                let ttl = Duration::from_millis(a.ttl.max(1000));
+                let nodes = self.cache.entry(name.clone()).or_default();
+                let event = match nodes.get_mut(&node_id) {
+                    None => {
+                        nodes.insert(
+                            node_id,
+                            Entry {
+                                service: a.service.clone(),
+                                expires: Instant::now() + ttl,
+                            },
+                        );
+                        Some(WatchAction::Added)
+                    }
+                    Some(entry) => {
+                        entry.expires = Instant::now() + ttl;
+                        if entry.service != a.service {
+                            entry.service = a.service.clone();
+                            Some(WatchAction::Updated)
+                        } else {
+                            None
+                        }
+                    }
+                };
+                if let Some(action) = event {
+                    self.rebuild(&name);
+                    self.notify(action, a.service);
+                }
+                self.wake(&name);
+            }
+            Action::Deregister => {
+                let removed = self
+                    .cache
+                    .get_mut(&name)
+                    .and_then(|nodes| nodes.remove(&node_id));
+                if let Some(entry) = removed {
+                    self.rebuild(&name);
+                    self.notify(WatchAction::Removed, entry.service);
+                }
+            }
+        }
+    }
+
+    /// Rebuilds the snapshot entry of one service: its nodes grouped by version.
+    fn rebuild(&mut self, name: &str) {
+        let mut versions: Vec<Service> = Vec::new();
+        if let Some(nodes) = self.cache.get(name) {
+            let mut entries: Vec<&Entry> = nodes.values().collect();
+            entries.sort_by(|a, b| a.service.nodes[0].id.cmp(&b.service.nodes[0].id));
+            for e in entries {
+                match versions.iter_mut().find(|v| v.version == e.service.version) {
+                    Some(v) => v.nodes.extend(e.service.nodes.iter().cloned()),
+                    None => versions.push(e.service.clone()),
+                }
+            }
+        }
+        if versions.is_empty() {
+            self.cache.remove(name);
+        }
+        let mut snap = Snapshot::clone(&self.snapshot.load());
+        if versions.is_empty() {
+            snap.remove(name);
+        } else {
+            snap.insert(name.to_string(), Arc::new(versions));
+        }
+        self.snapshot.store(Arc::new(snap));
+    }
+
+    fn notify(&mut self, action: WatchAction, service: Service) {
+        self.watchers.retain(|w| {
+            w.send(WatchEvent {
+                action,
+                service: service.clone(),
+            })
+            .is_ok()
+        });
+    }
+
+    fn wake(&mut self, name: &str) {
+        let waiters = std::mem::take(&mut self.waiters);
+        for (want, tx) in waiters {
+            if want.as_deref() == Some(name) {
+                let _ = tx.send(());
+            } else {
+                self.waiters.push((want, tx));
+            }
+        }
+    }
+
+    fn expire(&mut self) {
+        let now = Instant::now();
+        let mut gone = Vec::new();
+        for (name, nodes) in &self.cache {
+            for (id, e) in nodes {
+                if e.expires <= now && !self.local.contains_key(id) {
+                    gone.push((name.clone(), id.clone()));
+                }
+            }
+        }
+        for (name, id) in gone {
+            if let Some(e) = self.cache.get_mut(&name).and_then(|n| n.remove(&id)) {
+                tracing::info!(service = %name, node = %id, "registry record expired");
+                self.rebuild(&name);
+                self.notify(WatchAction::Removed, e.service);
+            }
+        }
+    }
+
+    fn heartbeat(&mut self, ctx: &mut Context<Self>) {
+        let records: Vec<Service> = self.local.values().cloned().collect();
+        for s in records {
+            if let Ok(m) = encode(&self.announcement(Action::Register, &s)) {
+                self.publish(ctx, subject::REGISTRY_ANNOUNCE.to_string(), m);
+            }
+        }
+    }
+
+    fn answer_discover(&mut self, ctx: &mut Context<Self>, d: Discover) {
+        if d.reply == self.inbox || !subject::is_valid(&d.reply, false) {
+            return;
+        }
+        let records: Vec<Service> = self
+            .local
+            .values()
+            .filter(|s| d.service.as_ref().is_none_or(|n| *n == s.name))
+            .cloned()
+            .collect();
+        for s in records {
+            if let Ok(m) = encode(&self.announcement(Action::Register, &s)) {
+                self.publish(ctx, d.reply.clone(), m);
+            }
+        }
+    }
+}
+
+struct Settle(Duration);
+impl actix::Message for Settle {
+    type Result = ();
+}
+
+impl Handler<Settle> for RegistryActor {
+    type Result = ();
+    fn handle(&mut self, msg: Settle, ctx: &mut Context<Self>) {
+        ctx.run_later(msg.0, |act, _| {
+            act.settled = true;
+            for (_, tx) in act.waiters.drain(..) {
+                let _ = tx.send(());
+            }
+        });
+    }
+}
+
+impl Actor for RegistryActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.options.heartbeat, |act, ctx| act.heartbeat(ctx));
+        let tick =
+            (self.options.ttl / 10).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        ctx.run_interval(tick, |act, _| act.expire());
+    }
+}
+
+impl StreamHandler<Incoming> for RegistryActor {
+    fn handle(&mut self, incoming: Incoming, ctx: &mut Context<Self>) {
+        if incoming.subject == subject::REGISTRY_DISCOVER {
+            match decode::<Discover>(&incoming.message) {
+                Ok(d) => self.answer_discover(ctx, d),
+                Err(e) => tracing::debug!(error = %e, "malformed discovery request ignored"),
+            }
+            return;
+        }
+        match decode::<Announcement>(&incoming.message) {
+            Ok(a) if a.service.nodes.len() == 1 && !a.service.name.is_empty() => self.apply(a),
+            Ok(_) => tracing::debug!("announcement without exactly one node ignored"),
+            Err(e) => tracing::debug!(error = %e, "malformed announcement ignored"),
+        }
+    }
+
+    fn finished(&mut self, _ctx: &mut Context<Self>) {
+        // A subscription ended (the transport is closing); keep what we know.
+        tracing::debug!("registry subscription ended");
+    }
+}
+
+impl Handler<Register> for RegistryActor {
+    type Result = ResponseFuture<Result<()>>;
+    fn handle(&mut self, Register(service): Register, _ctx: &mut Context<Self>) -> Self::Result {
+        let id = service.nodes[0].id.clone();
+        self.local.insert(id, service.clone());
+        let announcement = self.announcement(Action::Register, &service);
+        self.apply(announcement.clone());
+        let t = self.transport.clone();
+        Box::pin(async move {
+            t.publish(subject::REGISTRY_ANNOUNCE, encode(&announcement)?)
+                .await
+        })
+    }
+}
+
+impl Handler<Deregister> for RegistryActor {
+    type Result = ResponseFuture<Result<()>>;
+    fn handle(&mut self, Deregister(id): Deregister, _ctx: &mut Context<Self>) -> Self::Result {
+        let Some(service) = self.local.remove(&id) else {
+            return Box::pin(async { Ok(()) });
+        };
+        let announcement = self.announcement(Action::Deregister, &service);
+        self.apply(announcement.clone());
+        let t = self.transport.clone();
+        Box::pin(async move {
+            t.publish(subject::REGISTRY_ANNOUNCE, encode(&announcement)?)
+                .await?;
+            t.flush().await
+        })
+    }
+}
+
+impl Handler<Await> for RegistryActor {
+    type Result = MessageResult<Await>;
+    fn handle(&mut self, msg: Await, _ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        let known = msg
+            .name
+            .as_ref()
+            .is_some_and(|n| self.cache.contains_key(n));
+        if self.settled || known {
+            let _ = tx.send(());
+        } else {
+            self.waiters.push((msg.name, tx));
+        }
+        MessageResult(rx)
+    }
+}
+
+impl Handler<Watch> for RegistryActor {
+    type Result = MessageResult<Watch>;
+    fn handle(&mut self, _: Watch, _ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.watchers.push(tx);
+        MessageResult(rx)
+    }
+}
+
+impl Handler<Stop> for RegistryActor {
+    type Result = ();
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}

@@ -1,0 +1,221 @@
+//! The registry: who serves what, where. [`Registry`] is a cheap handle over a
+//! [`RegistryActor`] that gossips over any transport: nodes **announce** themselves on start
+//! and on every **heartbeat**, records **expire** when their TTL passes without one, nodes
+//! **deregister** on shutdown, and a starting registry **discovers** running nodes at once by
+//! asking them to answer to its inbox. **Watch** streams the changes.
+//!
+//! Over `memory://` the gossip stays inside the process: that is the memory registry for a
+//! single process. Over `nats://` it spans every process on the server or cluster.
+//!
+//! ```
+//! # #[actix::main] async fn main() -> micro::Result<()> {
+//! use micro::registry::{Registry, RegistryOptions};
+//! let t = micro::transport::connect("memory://registry-doc").await?;
+//! let registry = Registry::start(t, RegistryOptions::default()).await?;
+//! assert!(registry.get_service("go.micro.srv.nobody").await?.is_empty());
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use arc_swap::ArcSwap;
+use futures::Stream;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::transport::Transport;
+
+mod actor;
+mod record;
+
+pub use actor::RegistryActor;
+pub use record::{
+    Action, Announcement, Discover, Endpoint, Node, Service, WatchAction, WatchEvent,
+};
+
+/// Registry timings.
+///
+/// ```
+/// use std::time::Duration;
+/// let o = micro::registry::RegistryOptions::default()
+///     .ttl(Duration::from_secs(6))
+///     .heartbeat(Duration::from_secs(2));
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct RegistryOptions {
+    pub(crate) ttl: Duration,
+    pub(crate) heartbeat: Duration,
+    pub(crate) discover_window: Duration,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        RegistryOptions {
+            ttl: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(10),
+            discover_window: Duration::from_millis(300),
+        }
+    }
+}
+
+impl RegistryOptions {
+    /// How long our records stay valid at others without a heartbeat (default 30 s).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// How often our nodes re-announce (default 10 s; keep it well under the TTL).
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.heartbeat = every;
+        self
+    }
+
+    /// How long after start the registry waits for discovery answers before it treats an
+    /// unknown service as absent (default 300 ms). A lookup of a service that answers returns
+    /// as soon as its first node does.
+    pub fn discover_window(mut self, window: Duration) -> Self {
+        self.discover_window = window;
+        self
+    }
+}
+
+/// Services by name, each with one record per version. Read without a message to the actor.
+pub(crate) type Snapshot = HashMap<String, Arc<Vec<Service>>>;
+
+/// A handle to a running [`RegistryActor`]. Cheap to clone.
+#[derive(Clone)]
+pub struct Registry {
+    addr: Addr<RegistryActor>,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("services", &self.snapshot.load().len())
+            .finish()
+    }
+}
+
+fn gone(_: MailboxError) -> Error {
+    Error::new(ErrorKind::Unavailable, "the registry actor has stopped")
+}
+
+impl Registry {
+    /// Starts a registry actor gossiping over `transport` on the current arbiter, and sends a
+    /// discovery request.
+    pub async fn start(
+        transport: Arc<dyn Transport>,
+        options: RegistryOptions,
+    ) -> Result<Registry> {
+        let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::new()));
+        let addr = RegistryActor::start_with(transport, options, snapshot.clone()).await?;
+        Ok(Registry { addr, snapshot })
+    }
+
+    /// Announces a service node (a record with exactly one node) now and on every heartbeat
+    /// until it is deregistered. Resolves once the announcement is sent.
+    pub async fn register(&self, service: Service) -> Result<()> {
+        if service.nodes.len() != 1 {
+            return Err(Error::config(
+                "register takes a service record with exactly one node",
+            ));
+        }
+        self.addr
+            .send(actor::Register(service))
+            .await
+            .map_err(gone)?
+    }
+
+    /// Deregisters one of our nodes: announces its removal and stops its heartbeat.
+    pub async fn deregister(&self, node_id: &str) -> Result<()> {
+        self.addr
+            .send(actor::Deregister(node_id.to_string()))
+            .await
+            .map_err(gone)?
+    }
+
+    /// The records of a service, one per version. Right after start this waits for discovery
+    /// answers (at most the discovery window), so a fresh client sees running services at once.
+    pub async fn get_service(&self, name: &str) -> Result<Vec<Service>> {
+        if let Some(found) = self.cached(name) {
+            return Ok(found.as_ref().clone());
+        }
+        let rx = self
+            .addr
+            .send(actor::Await {
+                name: Some(name.to_string()),
+            })
+            .await
+            .map_err(gone)?;
+        let _ = rx.await;
+        Ok(self
+            .cached(name)
+            .map(|s| s.as_ref().clone())
+            .unwrap_or_default())
+    }
+
+    /// Every known service, one record per name and version. Waits for the discovery window
+    /// right after start.
+    pub async fn list_services(&self) -> Result<Vec<Service>> {
+        let rx = self
+            .addr
+            .send(actor::Await { name: None })
+            .await
+            .map_err(gone)?;
+        let _ = rx.await;
+        let snap = self.snapshot.load();
+        let mut all: Vec<Service> = snap.values().flat_map(|v| v.iter().cloned()).collect();
+        all.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
+        Ok(all)
+    }
+
+    /// A stream of changes from now on.
+    pub async fn watch(&self) -> Result<Watcher> {
+        let rx = self.addr.send(actor::Watch).await.map_err(gone)?;
+        Ok(Watcher(rx))
+    }
+
+    /// Stops the actor (without deregistering anything).
+    pub fn stop(&self) {
+        self.addr.do_send(actor::Stop);
+    }
+
+    /// What the registry knows about a service now, without waiting.
+    pub(crate) fn cached(&self, name: &str) -> Option<Arc<Vec<Service>>> {
+        self.snapshot.load().get(name).cloned()
+    }
+
+    pub(crate) async fn settled(&self, name: &str) -> Result<()> {
+        let rx = self
+            .addr
+            .send(actor::Await {
+                name: Some(name.to_string()),
+            })
+            .await
+            .map_err(gone)?;
+        let _ = rx.await;
+        Ok(())
+    }
+}
+
+/// A stream of [`WatchEvent`]s.
+#[derive(Debug)]
+pub struct Watcher(mpsc::UnboundedReceiver<WatchEvent>);
+
+impl Stream for Watcher {
+    type Item = WatchEvent;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<WatchEvent>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+pub(crate) type Waiter = oneshot::Sender<()>;

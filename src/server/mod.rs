@@ -1,0 +1,313 @@
+//! The server: an endpoint table bound to a node's subjects. Each request is decoded, checked
+//! against its deadline, dispatched to an async fn or an actor, encoded and answered, as its
+//! own task on the service's arbiter, so many requests run at once. Panics are caught at
+//! dispatch and counted against the [`RestartPolicy`].
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::watch;
+
+use crate::codec::Codec;
+use crate::context::CallContext;
+use crate::error::Result;
+use crate::message::{headers, Deadline, Headers, Message, TraceParent};
+use crate::status::Status;
+use crate::transport::{Incoming, Reply, Subscription, Transport};
+
+mod actor;
+mod handler;
+mod stats;
+mod supervision;
+
+pub use actor::{ActorEndpoints, EndpointMessage};
+pub use handler::{FromRequest, FromRequestTuple, Handler, IntoReply, Meta, Req, Request, State};
+pub use stats::{resident_memory_bytes, HealthStatus, ServiceStats};
+pub use supervision::RestartPolicy;
+
+pub(crate) use handler::{Endpoint, Extensions, FnEndpoint};
+pub(crate) use stats::Stats;
+pub(crate) use supervision::Supervisor;
+
+/// What endpoints need from the server at start.
+pub(crate) struct Runtime {
+    pub(crate) supervisor: Rc<Supervisor>,
+    pub(crate) stats: Arc<Stats>,
+}
+
+/// Names the server and its limits.
+#[derive(Clone, Debug)]
+pub(crate) struct ServerInfo {
+    pub(crate) service: String,
+    pub(crate) version: String,
+    pub(crate) node_id: String,
+    pub(crate) max_in_flight: usize,
+}
+
+/// The running dispatch state, shared by the subscription loops and request tasks.
+pub(crate) struct Server {
+    info: ServerInfo,
+    endpoints: HashMap<String, Rc<dyn Endpoint>>,
+    state: Rc<Extensions>,
+    stats: Arc<Stats>,
+    supervisor: Rc<Supervisor>,
+}
+
+impl Server {
+    pub(crate) fn new(
+        info: ServerInfo,
+        endpoints: HashMap<String, Rc<dyn Endpoint>>,
+        state: Extensions,
+        stats: Arc<Stats>,
+        supervisor: Rc<Supervisor>,
+    ) -> Rc<Server> {
+        let runtime = Runtime {
+            supervisor: supervisor.clone(),
+            stats: stats.clone(),
+        };
+        for ep in endpoints.values() {
+            ep.start(&runtime);
+        }
+        Rc::new(Server {
+            info,
+            endpoints,
+            state: Rc::new(state),
+            stats,
+            supervisor,
+        })
+    }
+
+    /// Serves every subscription until `stop` turns true; then drains them (no new messages,
+    /// those already received are still handled) and returns.
+    pub(crate) fn serve(
+        self: &Rc<Self>,
+        subs: Vec<Subscription>,
+        stop: watch::Receiver<bool>,
+    ) -> Vec<actix_rt::task::JoinHandle<()>> {
+        subs.into_iter()
+            .map(|sub| {
+                let server = self.clone();
+                let stop = stop.clone();
+                actix_rt::spawn(serve_loop(sub, stop, move |incoming| {
+                    actix_rt::spawn(server.clone().dispatch(incoming));
+                }))
+            })
+            .collect()
+    }
+
+    /// Waits until no request is in flight, at most `grace`; returns how many were cut off.
+    pub(crate) async fn drain(&self, grace: Duration) -> i64 {
+        self.stats.wait_idle(grace).await
+    }
+
+    async fn dispatch(self: Rc<Self>, incoming: Incoming) {
+        let Some(reply) = incoming.reply else {
+            tracing::debug!(subject = %incoming.subject, "request without a reply subject ignored");
+            return;
+        };
+        Stats::incr(&self.stats.requests);
+        let _in_flight = self.stats.begin();
+        let Message { headers: h, body } = incoming.message;
+        let codec = match h.get(headers::CONTENT_TYPE) {
+            None => Codec::MsgPack,
+            Some(ct) => match Codec::from_content_type(ct) {
+                Some(c) => c,
+                None => {
+                    let s = Status::bad_request(format!(
+                        "unsupported content type {ct:?}; use application/msgpack or application/json"
+                    ));
+                    return self.answer(reply, Codec::Json, Err(s)).await;
+                }
+            },
+        };
+        let deadline = h.get(headers::DEADLINE).and_then(Deadline::parse);
+        if deadline.is_some_and(Deadline::is_expired) {
+            Stats::incr(&self.stats.expired);
+            tracing::debug!(endpoint = ?h.get(headers::ENDPOINT), "request arrived after its deadline; dropped");
+            return;
+        }
+        if self.stats.in_flight() as usize > self.info.max_in_flight {
+            let s = Status::unavailable(format!(
+                "{} is overloaded ({} requests in flight)",
+                self.info.service, self.info.max_in_flight
+            ));
+            return self.answer(reply, codec, Err(s)).await;
+        }
+        let Some(endpoint) = h.get(headers::ENDPOINT) else {
+            return self
+                .answer(
+                    reply,
+                    codec,
+                    Err(Status::bad_request("request has no Micro-Endpoint header")),
+                )
+                .await;
+        };
+        let Some(ep) = self.endpoints.get(endpoint).cloned() else {
+            let s = Status::not_found(format!(
+                "endpoint {endpoint} not found on {}",
+                self.info.service
+            ));
+            return self.answer(reply, codec, Err(s)).await;
+        };
+        let ctx = context_from(&self.info.service, endpoint, &h, deadline);
+        let req = Request {
+            ctx: ctx.clone(),
+            body,
+            codec,
+            state: self.state.clone(),
+        };
+        let result = ctx
+            .scope(AssertUnwindSafe(async move { ep.call(req).await }).catch_unwind())
+            .await;
+        let result = result.unwrap_or_else(|panic| {
+            self.record_panic(endpoint_name(&h), &panic);
+            Err(Status::internal("handler panicked"))
+        });
+        self.answer(reply, codec, result).await
+    }
+
+    pub(crate) fn record_panic(&self, what: &str, panic: &Box<dyn std::any::Any + Send>) {
+        let msg = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(service = %self.info.service, handler = what, panic = %msg, "handler panicked");
+        Stats::incr(&self.stats.panics);
+        Stats::incr(&self.stats.restarts);
+        self.supervisor.record_restart();
+    }
+
+    async fn answer(&self, reply: Reply, codec: Codec, result: std::result::Result<Bytes, Status>) {
+        let mut h = Headers::with_capacity(2);
+        h.push(headers::CONTENT_TYPE, codec.content_type());
+        let body = match result {
+            Ok(body) => body,
+            Err(status) => {
+                Stats::incr(&self.stats.errors);
+                let status = status.or_id(&self.info.service);
+                h.push(headers::ERROR, status.code().as_u16().to_string());
+                codec.encode(&status).unwrap_or_default()
+            }
+        };
+        if let Err(e) = reply.send(Message::with_headers(h, body)).await {
+            tracing::warn!(error = %e, "could not send reply");
+        }
+    }
+
+    pub(crate) fn info(&self) -> &ServerInfo {
+        &self.info
+    }
+}
+
+fn endpoint_name(h: &Headers) -> &str {
+    h.get(headers::ENDPOINT).unwrap_or("?")
+}
+
+/// Builds a handler's context from request or event headers.
+pub(crate) fn context_from(
+    service: &str,
+    endpoint: &str,
+    h: &Headers,
+    deadline: Option<Deadline>,
+) -> CallContext {
+    CallContext {
+        service: service.to_string(),
+        endpoint: endpoint.to_string(),
+        id: h.get(headers::ID).unwrap_or_default().to_string(),
+        caller: h.get(headers::CALLER).map(str::to_string),
+        deadline,
+        trace: h.get(headers::TRACEPARENT).and_then(TraceParent::parse),
+        metadata: h.metadata(),
+        event: None,
+    }
+}
+
+/// Reads a subscription until `stop`, then drains it and handles what was already delivered.
+pub(crate) async fn serve_loop(
+    mut sub: Subscription,
+    mut stop: watch::Receiver<bool>,
+    mut handle: impl FnMut(Incoming),
+) {
+    loop {
+        tokio::select! {
+            biased;
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    break;
+                }
+            }
+            next = sub.next() => match next {
+                Some(incoming) => handle(incoming),
+                None => return,
+            },
+        }
+    }
+    if let Err(e) = sub.drain().await {
+        tracing::debug!(error = %e, "drain failed; dropping the subscription");
+        return;
+    }
+    // What the broker had already delivered is still ours to answer.
+    while let Ok(Some(incoming)) = tokio::time::timeout(Duration::from_secs(5), sub.next()).await {
+        handle(incoming);
+    }
+}
+
+/// Subscribes a node's two request subjects: its own and its service's shared one.
+pub(crate) async fn subscribe_node(
+    transport: &Arc<dyn Transport>,
+    service: &str,
+    node_id: &str,
+) -> Result<Vec<Subscription>> {
+    let shared = crate::transport::subject::service(service);
+    Ok(vec![
+        transport
+            .subscribe(&crate::transport::subject::node(node_id), None)
+            .await?,
+        transport.subscribe(&shared, Some(&shared)).await?,
+    ])
+}
+
+impl Server {
+    /// Handles one event with a subscription's handler.
+    pub(crate) async fn dispatch_event(self: Rc<Self>, ep: Rc<dyn Endpoint>, incoming: Incoming) {
+        let _in_flight = self.stats.begin();
+        Stats::incr(&self.stats.events);
+        let event = match crate::broker::Event::from_incoming(incoming) {
+            Ok(e) => e,
+            Err(e) => {
+                Stats::incr(&self.stats.errors);
+                tracing::warn!(service = %self.info.service, error = %e, "malformed event dropped");
+                return;
+            }
+        };
+        let ctx = event.context(&self.info.service);
+        let topic = event.topic.clone();
+        let id = event.id.clone();
+        let req = Request {
+            ctx: ctx.clone(),
+            body: event.body,
+            codec: event.codec,
+            state: self.state.clone(),
+        };
+        let result = ctx
+            .scope(AssertUnwindSafe(async move { ep.call(req).await }).catch_unwind())
+            .await;
+        match result {
+            Ok(Ok(_)) => {}
+            Ok(Err(status)) => {
+                Stats::incr(&self.stats.errors);
+                tracing::warn!(service = %self.info.service, %topic, event = %id, %status, "event handler failed");
+            }
+            Err(panic) => {
+                Stats::incr(&self.stats.errors);
+                self.record_panic(&topic, &panic);
+            }
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Counters behind `Debug.Stats` and the in-flight gauge that graceful shutdown waits on.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::message::now_millis;
+
+#[derive(Debug)]
+pub(crate) struct Stats {
+    started: Instant,
+    started_ms: u64,
+    pub(crate) requests: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) panics: AtomicU64,
+    pub(crate) restarts: AtomicU64,
+    pub(crate) expired: AtomicU64,
+    pub(crate) events: AtomicU64,
+    in_flight: AtomicI64,
+    idle: Notify,
+}
+
+/// A guard for one in-flight request or event; dropping it ends it.
+pub(crate) struct InFlight<'a>(&'a Stats);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl Stats {
+    pub(crate) fn new() -> Stats {
+        Stats {
+            started: Instant::now(),
+            started_ms: now_millis(),
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            panics: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
+            expired: AtomicU64::new(0),
+            events: AtomicU64::new(0),
+            in_flight: AtomicI64::new(0),
+            idle: Notify::new(),
+        }
+    }
+
+    pub(crate) fn begin(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(self)
+    }
+
+    pub(crate) fn in_flight(&self) -> i64 {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn incr(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Waits until nothing is in flight or `grace` passed; returns what is still in flight.
+    pub(crate) async fn wait_idle(&self, grace: Duration) -> i64 {
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let idle = self.idle.notified();
+            let n = self.in_flight();
+            if n <= 0 {
+                return 0;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                return self.in_flight();
+            }
+        }
+    }
+
+    pub(crate) fn snapshot(&self, service: &str, version: &str, node: &str) -> ServiceStats {
+        ServiceStats {
+            service: service.to_string(),
+            version: version.to_string(),
+            node: node.to_string(),
+            started: self.started_ms,
+            uptime: self.started.elapsed().as_secs(),
+            requests: self.requests.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            panics: self.panics.load(Ordering::Relaxed),
+            restarts: self.restarts.load(Ordering::Relaxed),
+            expired: self.expired.load(Ordering::Relaxed),
+            events: self.events.load(Ordering::Relaxed),
+            in_flight: self.in_flight().max(0) as u64,
+            memory: resident_memory_bytes(),
+        }
+    }
+}
+
+/// The reply of `Debug.Stats`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ServiceStats {
+    /// Service name.
+    pub service: String,
+    /// Service version.
+    pub version: String,
+    /// Node id.
+    pub node: String,
+    /// Start time, milliseconds since the Unix epoch.
+    pub started: u64,
+    /// Seconds since start.
+    pub uptime: u64,
+    /// Requests received.
+    pub requests: u64,
+    /// Requests answered with an error.
+    pub errors: u64,
+    /// Handler panics.
+    pub panics: u64,
+    /// Handler restarts (fn handler panics and actor restarts).
+    pub restarts: u64,
+    /// Requests dropped because their deadline had passed on arrival.
+    pub expired: u64,
+    /// Events handled.
+    pub events: u64,
+    /// Requests and events being handled now.
+    pub in_flight: u64,
+    /// Resident memory in bytes (0 where unknown).
+    pub memory: u64,
+}
+
+/// The reply of `Debug.Health`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct HealthStatus {
+    /// `ok`, or `draining` while shutting down.
+    pub status: String,
+    /// Service name.
+    pub service: String,
+    /// Service version.
+    pub version: String,
+    /// Node id.
+    pub node: String,
+}
+
+/// Resident set size of this process, from `/proc/self/statm` (0 elsewhere).
+pub fn resident_memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .map(|pages| pages * 4096)
+        .unwrap_or(0)
+}

@@ -1,0 +1,601 @@
+//! [`Service::builder`]: endpoints, subscriptions, state and options, then
+//! [`run`](ServiceBuilder::run) (serve until SIGINT/SIGTERM) or [`start`](ServiceBuilder::start)
+//! (serve in the background and get a [`ServiceHandle`]).
+//!
+//! ```
+//! use micro::prelude::*;
+//!
+//! #[derive(serde::Deserialize)] struct Hello { name: String }
+//! #[derive(serde::Serialize, serde::Deserialize)] struct Greeting { msg: String }
+//!
+//! async fn say_hello(Req(h): Req<Hello>) -> Result<Greeting, Status> {
+//!     Ok(Greeting { msg: format!("Hello {}", h.name) })
+//! }
+//!
+//! # #[actix::main] async fn main() -> micro::Result<()> {
+//! let service = Service::builder("go.micro.srv.greeter")
+//!     .version("1.0.0")
+//!     .transport("memory://service-doc")
+//!     .handle("Say.Hello", say_hello)
+//!     .start()
+//!     .await?;
+//! let reply: Greeting = service.client()
+//!     .call("go.micro.srv.greeter", "Say.Hello", &serde_json::json!({"name": "John"})).await?;
+//! assert_eq!(reply.msg, "Hello John");
+//! service.stop().await?; // deregister, stop taking requests, drain
+//! # Ok(()) }
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::dev::ToEnvelope;
+use actix::{Actor, Context, Handler as ActorHandler};
+use tokio::sync::watch;
+
+use crate::broker::{subscribe_events, Broker, SubscribeOptions};
+use crate::client::{Client, ClientConfig, RetryPolicy};
+use crate::error::{Error, ErrorKind, Result};
+use crate::registry::{self, Registry, RegistryOptions};
+use crate::selector::{Selector, SelectorActor, Strategy};
+use crate::server::{
+    serve_loop, subscribe_node, ActorEndpoints, Endpoint, EndpointMessage, Extensions, FnEndpoint,
+    FromRequestTuple, Handler, HealthStatus, IntoReply, RestartPolicy, Server, ServerInfo, Stats,
+    Supervisor,
+};
+use crate::status::Status;
+use crate::transport::{self, subject, Transport};
+
+/// Entry point: `Service::builder(name)`.
+#[derive(Debug)]
+pub struct Service;
+
+impl Service {
+    /// Starts describing a service. Names are dotted: `go.micro.srv.greeter`.
+    pub fn builder(name: impl Into<String>) -> ServiceBuilder {
+        ServiceBuilder::new(name.into())
+    }
+}
+
+struct EndpointSpec {
+    name: String,
+    endpoint: Rc<dyn Endpoint>,
+    metadata: BTreeMap<String, String>,
+}
+
+struct SubscriptionSpec {
+    topic: String,
+    options: SubscribeOptions,
+    endpoint: Rc<dyn Endpoint>,
+}
+
+/// Describes a service; nothing is validated or connected until `start`/`run`.
+pub struct ServiceBuilder {
+    name: String,
+    version: String,
+    metadata: BTreeMap<String, String>,
+    transport: Option<String>,
+    registry_url: Option<String>,
+    registry: RegistryOptions,
+    endpoints: Vec<EndpointSpec>,
+    subscriptions: Vec<SubscriptionSpec>,
+    state: Extensions,
+    restart: RestartPolicy,
+    grace: Duration,
+    max_in_flight: usize,
+    client_timeout: Duration,
+    client_retry: RetryPolicy,
+    strategy: Strategy,
+}
+
+impl std::fmt::Debug for ServiceBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceBuilder")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field(
+                "endpoints",
+                &self
+                    .endpoints
+                    .iter()
+                    .map(|e| e.name.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .field(
+                "subscriptions",
+                &self
+                    .subscriptions
+                    .iter()
+                    .map(|s| s.topic.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl ServiceBuilder {
+    fn new(name: String) -> Self {
+        ServiceBuilder {
+            name,
+            version: "latest".into(),
+            metadata: BTreeMap::new(),
+            transport: None,
+            registry_url: None,
+            registry: RegistryOptions::default(),
+            endpoints: Vec::new(),
+            subscriptions: Vec::new(),
+            state: Extensions::default(),
+            restart: RestartPolicy::default(),
+            grace: Duration::from_secs(30),
+            max_in_flight: 10_000,
+            client_timeout: Duration::from_secs(5),
+            client_retry: RetryPolicy::default(),
+            strategy: Strategy::default(),
+        }
+    }
+
+    /// The version announced in the registry (default `latest`).
+    pub fn version(mut self, v: impl Into<String>) -> Self {
+        self.version = v.into();
+        self
+    }
+
+    /// A node metadata label (selectors can filter on it).
+    pub fn metadata(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
+        self.metadata.insert(k.into(), v.into());
+        self
+    }
+
+    /// Transport URL: `memory://` or `nats://host:port` (default: `MICRO_TRANSPORT`, else `memory://`).
+    pub fn transport(mut self, url: impl Into<String>) -> Self {
+        self.transport = Some(url.into());
+        self
+    }
+
+    /// Gossip the registry over another transport than requests (default: the same one).
+    /// `memory://` keeps discovery inside this process.
+    pub fn registry(mut self, url: impl Into<String>) -> Self {
+        self.registry_url = Some(url.into());
+        self
+    }
+
+    /// Registry timings (TTL, heartbeat, discovery window).
+    pub fn registry_options(mut self, o: RegistryOptions) -> Self {
+        self.registry = o;
+        self
+    }
+
+    /// Binds an endpoint (`Handler.Method`) to an async fn handler.
+    pub fn handle<H, Args>(mut self, endpoint: &str, handler: H) -> Self
+    where
+        H: Handler<Args>,
+        H::Output: IntoReply,
+        Args: FromRequestTuple + 'static,
+    {
+        self.endpoints.push(EndpointSpec {
+            name: endpoint.to_string(),
+            endpoint: Rc::new(FnEndpoint::new(handler)),
+            metadata: BTreeMap::new(),
+        });
+        self
+    }
+
+    /// Marks an endpoint idempotent in the registry, so clients retry it after timeouts.
+    pub fn idempotent(mut self, endpoint: &str) -> Self {
+        for e in self.endpoints.iter_mut().filter(|e| e.name == endpoint) {
+            e.metadata.insert("idempotent".into(), "true".into());
+        }
+        self
+    }
+
+    /// Binds an endpoint to an actor's `Handler<M>`; the actor is made by `factory` when the
+    /// service starts and made again if it panics.
+    pub fn actor<M, A>(self, endpoint: &str, factory: impl Fn() -> A + 'static) -> Self
+    where
+        M: EndpointMessage,
+        A: Actor<Context = Context<A>> + ActorHandler<M>,
+        A::Context: ToEnvelope<A, M>,
+    {
+        self.actors(ActorEndpoints::new(factory).route::<M>(endpoint))
+    }
+
+    /// Binds several endpoints to one actor pool.
+    pub fn actors<A: Actor<Context = Context<A>>>(mut self, group: ActorEndpoints<A>) -> Self {
+        for (name, endpoint) in group.routes {
+            self.endpoints.push(EndpointSpec {
+                name,
+                endpoint,
+                metadata: BTreeMap::new(),
+            });
+        }
+        self
+    }
+
+    /// Subscribes an async fn to a topic (or pattern) in the service's queue group: each event
+    /// is handled by one node of this service.
+    pub fn subscribe<H, Args>(self, topic: &str, handler: H) -> Self
+    where
+        H: Handler<Args>,
+        H::Output: IntoReply,
+        Args: FromRequestTuple + 'static,
+    {
+        let group = SubscribeOptions::group(self.name.clone());
+        self.subscribe_with(topic, group, handler)
+    }
+
+    /// Subscribes with explicit options (another group, or broadcast).
+    pub fn subscribe_with<H, Args>(
+        mut self,
+        topic: &str,
+        options: SubscribeOptions,
+        handler: H,
+    ) -> Self
+    where
+        H: Handler<Args>,
+        H::Output: IntoReply,
+        Args: FromRequestTuple + 'static,
+    {
+        self.subscriptions.push(SubscriptionSpec {
+            topic: topic.to_string(),
+            options,
+            endpoint: Rc::new(FnEndpoint::new(handler)),
+        });
+        self
+    }
+
+    /// Subscribes actors: each route name of the group is a topic, handled in the service's
+    /// queue group by the actor's `Handler<M>`.
+    pub fn subscribe_actors<A: Actor<Context = Context<A>>>(
+        mut self,
+        group: ActorEndpoints<A>,
+    ) -> Self {
+        for (topic, endpoint) in group.routes {
+            self.subscriptions.push(SubscriptionSpec {
+                topic,
+                options: SubscribeOptions::group(self.name.clone()),
+                endpoint,
+            });
+        }
+        self
+    }
+
+    /// Registers shared state for the [`State`](crate::State) extractor.
+    pub fn state<S: Clone + 'static>(mut self, value: S) -> Self {
+        self.state.insert(value);
+        self
+    }
+
+    /// The restart-intensity limit (default 5 restarts within 10 s).
+    pub fn restart_policy(mut self, p: RestartPolicy) -> Self {
+        self.restart = p;
+        self
+    }
+
+    /// How long shutdown waits for in-flight requests (default 30 s).
+    pub fn grace_period(mut self, d: Duration) -> Self {
+        self.grace = d;
+        self
+    }
+
+    /// Requests in flight above which new ones get 503 Unavailable (default 10 000).
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n.max(1);
+        self
+    }
+
+    /// Default timeout of the service's own client (default 5 s).
+    pub fn client_timeout(mut self, d: Duration) -> Self {
+        self.client_timeout = d;
+        self
+    }
+
+    /// Retry policy of the service's own client.
+    pub fn client_retry(mut self, r: RetryPolicy) -> Self {
+        self.client_retry = r;
+        self
+    }
+
+    /// Selection strategy of the service's own client (default random).
+    pub fn strategy(mut self, s: Strategy) -> Self {
+        self.strategy = s;
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        if !subject::is_valid(&self.name, false)
+            || !self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            return Err(Error::config(format!(
+                "invalid service name {:?}: use dotted names of [A-Za-z0-9_-]",
+                self.name
+            )));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for e in &self.endpoints {
+            if e.name.is_empty() || e.name.contains(char::is_whitespace) {
+                return Err(Error::config(format!("invalid endpoint name {:?}", e.name)));
+            }
+            if e.name.starts_with("Debug.") {
+                return Err(Error::config(format!("endpoint {} is reserved", e.name)));
+            }
+            if !seen.insert(e.name.as_str()) {
+                return Err(Error::config(format!("endpoint {} is bound twice", e.name)));
+            }
+        }
+        for s in &self.subscriptions {
+            if !subject::is_valid(&s.topic, true) {
+                return Err(Error::config(format!("invalid topic {:?}", s.topic)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Connects, subscribes, registers and serves in the background on the current arbiter.
+    pub async fn start(self) -> Result<ServiceHandle> {
+        self.validate()?;
+        let url = transport::resolve_url(self.transport.as_deref());
+        let transport = transport::connect(&url).await?;
+        let registry_transport = match &self.registry_url {
+            Some(u) => transport::connect(u).await?,
+            None => transport.clone(),
+        };
+        let registry = Registry::start(registry_transport, self.registry.clone()).await?;
+        let selector = Selector::new(self.strategy);
+        SelectorActor::start(selector.clone(), &registry).await?;
+        let client = Client::from_parts(
+            transport.clone(),
+            registry.clone(),
+            selector,
+            ClientConfig {
+                name: self.name.clone(),
+                timeout: self.client_timeout,
+                retry: self.client_retry,
+                ..Default::default()
+            },
+        );
+
+        let node_id = format!("{}-{}", self.name, uuid::Uuid::now_v7());
+        let stats = Arc::new(Stats::new());
+        let supervisor = Rc::new(Supervisor::new(self.restart));
+        let info = ServerInfo {
+            service: self.name.clone(),
+            version: self.version.clone(),
+            node_id: node_id.clone(),
+            max_in_flight: self.max_in_flight,
+        };
+
+        let mut record = registry::Service::new(&self.name, &self.version);
+        let mut endpoints: HashMap<String, Rc<dyn Endpoint>> = HashMap::new();
+        for spec in self.endpoints {
+            record.endpoints.push(registry::Endpoint {
+                name: spec.name.clone(),
+                metadata: spec.metadata,
+            });
+            endpoints.insert(spec.name, spec.endpoint);
+        }
+        for (name, ep) in debug_endpoints(&info, &stats) {
+            let mut metadata = BTreeMap::new();
+            metadata.insert("idempotent".to_string(), "true".to_string());
+            record.endpoints.push(registry::Endpoint {
+                name: name.to_string(),
+                metadata,
+            });
+            endpoints.insert(name.to_string(), ep);
+        }
+        let mut node_meta = self.metadata.clone();
+        node_meta.insert("transport".into(), transport.name().into());
+        node_meta.insert("protocol".into(), "micro/1".into());
+        node_meta.insert(
+            "server".into(),
+            concat!("actix-micro/", env!("CARGO_PKG_VERSION")).into(),
+        );
+        if !self.subscriptions.is_empty() {
+            let topics: Vec<&str> = self
+                .subscriptions
+                .iter()
+                .map(|s| s.topic.as_str())
+                .collect();
+            node_meta.insert("subscriptions".into(), topics.join(","));
+        }
+        record.nodes.push(registry::Node {
+            id: node_id.clone(),
+            address: subject::node(&node_id),
+            metadata: node_meta,
+        });
+
+        let server = Server::new(
+            info,
+            endpoints,
+            self.state,
+            stats.clone(),
+            supervisor.clone(),
+        );
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut loops = server.serve(
+            subscribe_node(&transport, &self.name, &node_id).await?,
+            stop_rx.clone(),
+        );
+        for spec in self.subscriptions {
+            let sub = subscribe_events(&transport, &spec.topic, &spec.options).await?;
+            let (server, ep) = (server.clone(), spec.endpoint);
+            let runtime = crate::server::Runtime {
+                supervisor: supervisor.clone(),
+                stats: stats.clone(),
+            };
+            ep.start(&runtime);
+            loops.push(actix_rt::spawn(serve_loop(
+                sub,
+                stop_rx.clone(),
+                move |incoming| {
+                    actix_rt::spawn(server.clone().dispatch_event(ep.clone(), incoming));
+                },
+            )));
+        }
+        // The server must know our subscriptions before anyone learns our address.
+        transport.flush().await?;
+        registry.register(record).await?;
+        tracing::info!(service = %self.name, version = %self.version, node = %node_id, transport = %url, "service started");
+
+        Ok(ServiceHandle {
+            name: self.name,
+            node_id,
+            grace: self.grace,
+            client,
+            registry,
+            transport,
+            server,
+            supervisor,
+            stop_tx,
+            loops,
+        })
+    }
+
+    /// Starts, serves until SIGINT or SIGTERM, then shuts down gracefully: deregisters, stops
+    /// taking requests, drains in-flight ones within the grace period. Returns an
+    /// [`ErrorKind::RestartIntensity`] error (so `main` exits non-zero) if handlers panicked
+    /// more often than the restart policy allows.
+    pub async fn run(self) -> Result<()> {
+        let handle = self.start().await?;
+        let outcome = handle.until_stopped().await;
+        handle.stop().await?;
+        outcome
+    }
+}
+
+fn debug_endpoints(info: &ServerInfo, stats: &Arc<Stats>) -> Vec<(&'static str, Rc<dyn Endpoint>)> {
+    let health = HealthStatus {
+        status: "ok".into(),
+        service: info.service.clone(),
+        version: info.version.clone(),
+        node: info.node_id.clone(),
+    };
+    let health_ep = move || {
+        let h = health.clone();
+        async move { Ok::<_, Status>(h) }
+    };
+    let (stats, info) = (stats.clone(), info.clone());
+    let stats_ep = move || {
+        let s = stats.snapshot(&info.service, &info.version, &info.node_id);
+        async move { Ok::<_, Status>(s) }
+    };
+    vec![
+        (
+            "Debug.Health",
+            Rc::new(FnEndpoint::<_, ()>::new(health_ep)) as Rc<dyn Endpoint>,
+        ),
+        (
+            "Debug.Stats",
+            Rc::new(FnEndpoint::<_, ()>::new(stats_ep)) as Rc<dyn Endpoint>,
+        ),
+    ]
+}
+
+/// A running service. Stop it with [`stop`](Self::stop).
+pub struct ServiceHandle {
+    name: String,
+    node_id: String,
+    grace: Duration,
+    client: Client,
+    registry: Registry,
+    transport: Arc<dyn Transport>,
+    server: Rc<Server>,
+    supervisor: Rc<Supervisor>,
+    stop_tx: watch::Sender<bool>,
+    loops: Vec<actix_rt::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for ServiceHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceHandle")
+            .field("name", &self.name)
+            .field("node", &self.node_id)
+            .finish()
+    }
+}
+
+impl ServiceHandle {
+    /// The service name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The service's client (calls made with it carry the service's name as caller).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The service's broker handle.
+    pub fn broker(&self) -> &Broker {
+        self.client.broker()
+    }
+
+    /// The service's registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Resolves with `Ok` on SIGINT or SIGTERM, or with an
+    /// [`ErrorKind::RestartIntensity`] error once the restart policy is exceeded.
+    pub async fn until_stopped(&self) -> Result<()> {
+        let mut tripped = self.supervisor.tripped();
+        let intensity = async move {
+            let _ = tripped.wait_for(|t| *t).await;
+        };
+        tokio::select! {
+            signal = shutdown_signal() => signal,
+            _ = intensity => Err(Error::new(
+                ErrorKind::RestartIntensity,
+                format!("{}: handlers restarted more often than the restart policy allows", self.name),
+            )),
+        }
+    }
+
+    /// Graceful shutdown: deregisters, stops taking new requests (what the broker already
+    /// delivered is still answered), waits for in-flight requests up to the grace period.
+    pub async fn stop(self) -> Result<()> {
+        tracing::info!(service = %self.name, node = %self.node_id, "shutting down");
+        if let Err(e) = self.registry.deregister(&self.node_id).await {
+            tracing::warn!(error = %e, "deregistration failed");
+        }
+        self.stop_tx.send_replace(true);
+        for l in self.loops {
+            let _ = l.await;
+        }
+        let cut = self.server.drain(self.grace).await;
+        if cut > 0 {
+            tracing::warn!(service = %self.name, requests = cut, grace = ?self.grace, "grace period over; requests still in flight were cut off");
+        }
+        let _ = self.transport.flush().await;
+        self.registry.stop();
+        tracing::info!(service = %self.server.info().service, "stopped");
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() -> Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())
+            .map_err(|e| Error::config(format!("cannot listen for SIGTERM: {e}")))?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    Ok(())
+}

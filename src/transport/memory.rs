@@ -1,0 +1,274 @@
+//! The in-process transport: a subject bus shared by everything in the process that connects
+//! to the same `memory://name`. Needs no server; nothing survives the process.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{subject, Incoming, Reply, ReplySink, Subscription, SubscriptionStream, Transport};
+use crate::error::{Error, Result};
+use crate::message::Message;
+
+/// The in-process transport. All `MemoryTransport`s with the same name share one bus.
+///
+/// ```
+/// # #[actix::main] async fn main() -> micro::Result<()> {
+/// use futures::StreamExt;
+/// use micro::transport::{MemoryTransport, Transport};
+/// use micro::message::Message;
+/// let t = MemoryTransport::named("doc-bus");
+/// let mut sub = t.subscribe("greet", None).await?;
+/// t.publish("greet", Message::new("hi".into())).await?;
+/// assert_eq!(&sub.next().await.unwrap().message.body[..], b"hi");
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct MemoryTransport {
+    bus: Arc<Bus>,
+}
+
+#[derive(Debug, Default)]
+struct Bus {
+    subs: Mutex<Vec<Sub>>,
+    next_id: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Sub {
+    id: u64,
+    pattern: String,
+    queue: Option<String>,
+    tx: mpsc::UnboundedSender<Incoming>,
+}
+
+fn buses() -> &'static Mutex<HashMap<String, Weak<Bus>>> {
+    static BUSES: OnceLock<Mutex<HashMap<String, Weak<Bus>>>> = OnceLock::new();
+    BUSES.get_or_init(Default::default)
+}
+
+impl MemoryTransport {
+    /// Connects to the bus of this name (`""` is the default bus of `memory://`).
+    pub fn named(name: &str) -> MemoryTransport {
+        let mut map = buses().lock().unwrap();
+        if let Some(bus) = map.get(name).and_then(Weak::upgrade) {
+            return MemoryTransport { bus };
+        }
+        // The default bus lives for the whole process, so services and clients that come and go
+        // in one process keep finding each other; named buses go when their last user does.
+        let bus = Arc::new(Bus::default());
+        if name.is_empty() {
+            std::mem::forget(bus.clone());
+        }
+        map.insert(name.to_string(), Arc::downgrade(&bus));
+        MemoryTransport { bus }
+    }
+
+    fn deliver(&self, subj: &str, message: Message, mut reply: Option<Reply>) -> usize {
+        static ROUND: AtomicUsize = AtomicUsize::new(0);
+        let subs = self.bus.subs.lock().unwrap();
+        let mut delivered = 0;
+        let mut groups: Vec<(&str, Vec<&Sub>)> = Vec::new();
+        for s in subs
+            .iter()
+            .filter(|s| subject::matches(&s.pattern, subj) && !s.tx.is_closed())
+        {
+            match &s.queue {
+                None => {
+                    let incoming = Incoming {
+                        subject: subj.to_string(),
+                        message: message.clone(),
+                        reply: reply.take(),
+                    };
+                    if s.tx.send(incoming).is_ok() {
+                        delivered += 1;
+                    }
+                }
+                Some(q) => match groups.iter_mut().find(|(g, _)| *g == q.as_str()) {
+                    Some((_, members)) => members.push(s),
+                    None => groups.push((q.as_str(), vec![s])),
+                },
+            }
+        }
+        for (_, members) in groups {
+            let pick = members[ROUND.fetch_add(1, Ordering::Relaxed) % members.len()];
+            let incoming = Incoming {
+                subject: subj.to_string(),
+                message: message.clone(),
+                reply: reply.take(),
+            };
+            if pick.tx.send(incoming).is_ok() {
+                delivered += 1;
+            }
+        }
+        delivered
+    }
+}
+
+struct OneshotReply(oneshot::Sender<Message>);
+
+impl ReplySink for OneshotReply {
+    fn send(self: Box<Self>, message: Message) -> BoxFuture<'static, Result<()>> {
+        // The requester may have timed out and gone; that is not the replier's failure.
+        let _ = self.0.send(message);
+        futures::future::ready(Ok(())).boxed()
+    }
+}
+
+struct Unsubscribe {
+    bus: Arc<Bus>,
+    id: u64,
+}
+
+impl Drop for Unsubscribe {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+struct MemorySubscription {
+    rx: mpsc::UnboundedReceiver<Incoming>,
+    guard: Unsubscribe,
+}
+
+impl futures::Stream for MemorySubscription {
+    type Item = Incoming;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Incoming>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl SubscriptionStream for MemorySubscription {
+    fn drain(&mut self) -> BoxFuture<'_, Result<()>> {
+        // Removing the subscription drops the bus's sender: the receiver yields what is queued, then ends.
+        self.guard.remove();
+        futures::future::ready(Ok(())).boxed()
+    }
+}
+
+impl Unsubscribe {
+    fn remove(&self) {
+        if let Ok(mut subs) = self.bus.subs.lock() {
+            subs.retain(|s| s.id != self.id);
+        }
+    }
+}
+
+impl Transport for MemoryTransport {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn request<'a>(
+        &'a self,
+        subj: &'a str,
+        message: Message,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Message>> {
+        let (tx, rx) = oneshot::channel();
+        let delivered = self.deliver(subj, message, Some(Reply::new(OneshotReply(tx))));
+        async move {
+            if delivered == 0 {
+                return Err(Error::unavailable(format!("no responders on {subj}")));
+            }
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(m)) => Ok(m),
+                // The responder dropped the request without answering (it stopped).
+                Ok(Err(_)) => Err(Error::unavailable(format!("responder on {subj} went away"))),
+                Err(_) => Err(Error::timeout(format!(
+                    "no reply on {subj} within {timeout:?}"
+                ))),
+            }
+        }
+        .boxed()
+    }
+
+    fn publish<'a>(&'a self, subj: &'a str, message: Message) -> BoxFuture<'a, Result<()>> {
+        self.deliver(subj, message, None);
+        futures::future::ready(Ok(())).boxed()
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        pattern: &'a str,
+        queue: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Subscription>> {
+        async move {
+            if !subject::is_valid(pattern, true) {
+                return Err(Error::config(format!("invalid subject {pattern:?}")));
+            }
+            let (tx, rx) = mpsc::unbounded_channel();
+            let id = self.bus.next_id.fetch_add(1, Ordering::Relaxed);
+            self.bus.subs.lock().unwrap().push(Sub {
+                id,
+                pattern: pattern.to_string(),
+                queue: queue.map(str::to_string),
+                tx,
+            });
+            Ok(Subscription::new(MemorySubscription {
+                rx,
+                guard: Unsubscribe {
+                    bus: self.bus.clone(),
+                    id,
+                },
+            }))
+        }
+        .boxed()
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<()>> {
+        futures::future::ready(Ok(())).boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    #[tokio::test]
+    async fn queue_groups_get_one_copy_broadcast_gets_all() {
+        let t = MemoryTransport::named("unit-queue");
+        let mut a = t.subscribe("x.y", Some("g")).await.unwrap();
+        let mut b = t.subscribe("x.y", Some("g")).await.unwrap();
+        let mut c = t.subscribe("x.*", None).await.unwrap();
+        for _ in 0..10 {
+            t.publish("x.y", Message::new("e".into())).await.unwrap();
+        }
+        let mut got = 0;
+        for _ in 0..10 {
+            tokio::select! {
+                Some(_) = a.next() => got += 1,
+                Some(_) = b.next() => got += 1,
+            }
+        }
+        assert_eq!(got, 10);
+        for _ in 0..10 {
+            c.next().await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn request_without_subscriber_is_unavailable_and_dropping_unsubscribes() {
+        let t = MemoryTransport::named("unit-req");
+        let e = t
+            .request("nobody", Message::default(), Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(e.is_unavailable());
+        let sub = t.subscribe("somebody", None).await.unwrap();
+        drop(sub);
+        let e = t
+            .request("somebody", Message::default(), Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(e.is_unavailable());
+    }
+}

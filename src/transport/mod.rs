@@ -1,0 +1,198 @@
+//! [`Transport`]: one connection to the message system. Request/reply and publish/subscribe
+//! primitives over subjects; nothing above this module knows which broker it is.
+//!
+//! Backends are chosen by URL scheme with [`connect`]:
+//!
+//! | scheme | backend | feature |
+//! |---|---|---|
+//! | `memory://[name]` | [`MemoryTransport`]: in-process bus, the embedded default | always |
+//! | `nats://host:port` | `NatsTransport` over async-nats | `nats` |
+//!
+//! ```
+//! # #[actix::main] async fn main() -> micro::Result<()> {
+//! let t = micro::transport::connect("memory://doc-example").await?;
+//! assert_eq!(t.name(), "memory");
+//! assert!(micro::transport::connect("carrier-pigeon://x").await.is_err());
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::Stream;
+
+use crate::error::{Error, Result};
+use crate::message::Message;
+
+mod memory;
+pub mod subject;
+
+pub use memory::MemoryTransport;
+
+#[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+mod nats;
+#[cfg(feature = "nats")]
+pub use nats::NatsTransport;
+
+/// The environment variable that selects the transport URL when the builder does not.
+pub const TRANSPORT_ENV: &str = "MICRO_TRANSPORT";
+
+/// The default transport URL: the in-process memory bus.
+pub const DEFAULT_URL: &str = "memory://";
+
+/// A stream of incoming messages for one subscription. Dropping it unsubscribes at once;
+/// [`Subscription::drain`] unsubscribes but still yields what was already delivered, then ends.
+pub struct Subscription(Box<dyn SubscriptionStream>);
+
+impl Subscription {
+    /// Wraps a backend's subscription stream.
+    pub fn new(inner: impl SubscriptionStream) -> Subscription {
+        Subscription(Box::new(inner))
+    }
+
+    /// Stops new messages from arriving; the stream yields those already received, then ends.
+    pub fn drain(&mut self) -> BoxFuture<'_, Result<()>> {
+        self.0.drain()
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Incoming;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Incoming>> {
+        Pin::new(&mut *self.0).poll_next(cx)
+    }
+}
+
+impl fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Subscription")
+    }
+}
+
+/// A backend's subscription (for backend authors).
+pub trait SubscriptionStream: Stream<Item = Incoming> + Send + Unpin + 'static {
+    /// Unsubscribes but keeps delivering what is buffered; the stream ends afterwards.
+    fn drain(&mut self) -> BoxFuture<'_, Result<()>>;
+}
+
+/// A message received on a subscription, with the means to answer it if it was a request.
+pub struct Incoming {
+    /// The subject it was published on.
+    pub subject: String,
+    /// Headers and body.
+    pub message: Message,
+    /// Present when the sender waits for a reply.
+    pub reply: Option<Reply>,
+}
+
+impl fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Incoming")
+            .field("subject", &self.subject)
+            .field("message", &self.message)
+            .field("reply", &self.reply.is_some())
+            .finish()
+    }
+}
+
+/// The way back to a requester. Sending consumes it: a request gets one reply.
+pub struct Reply(Box<dyn ReplySink>);
+
+impl Reply {
+    /// Wraps a backend's reply sink.
+    pub fn new(sink: impl ReplySink) -> Reply {
+        Reply(Box::new(sink))
+    }
+
+    /// Sends the reply.
+    pub fn send(self, message: Message) -> BoxFuture<'static, Result<()>> {
+        self.0.send(message)
+    }
+}
+
+impl fmt::Debug for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Reply")
+    }
+}
+
+/// A backend's way of answering one request (for backend authors).
+pub trait ReplySink: Send + 'static {
+    /// Sends the reply message.
+    fn send(self: Box<Self>, message: Message) -> BoxFuture<'static, Result<()>>;
+}
+
+/// One connection to a message system.
+///
+/// Subjects are dot-separated tokens. Subscriptions may use `*` (one token) and `>` (the rest)
+/// wildcards. A subscription with a queue group shares its messages with the other members of
+/// the group: each message goes to one of them.
+pub trait Transport: Send + Sync + fmt::Debug + 'static {
+    /// The backend's name: `memory`, `nats`.
+    fn name(&self) -> &'static str;
+
+    /// Sends a request and waits up to `timeout` for the first reply.
+    ///
+    /// Fails with [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) when nobody is
+    /// subscribed (the request provably did not run) and with
+    /// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) when no reply came in time.
+    fn request<'a>(
+        &'a self,
+        subject: &'a str,
+        message: Message,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Message>>;
+
+    /// Publishes a message to every subscription (one member per queue group).
+    fn publish<'a>(&'a self, subject: &'a str, message: Message) -> BoxFuture<'a, Result<()>>;
+
+    /// Subscribes to a subject, optionally as a member of a queue group.
+    fn subscribe<'a>(
+        &'a self,
+        subject: &'a str,
+        queue: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Subscription>>;
+
+    /// Flushes anything buffered to the server.
+    fn flush(&self) -> BoxFuture<'_, Result<()>>;
+}
+
+/// Connects to the transport named by a URL.
+///
+/// An unknown scheme, or one whose cargo feature is off, is an
+/// [`ErrorKind::Config`](crate::ErrorKind::Config) error; an unreachable broker is
+/// [`ErrorKind::Connect`](crate::ErrorKind::Connect) with the URL in the message.
+pub async fn connect(url: &str) -> Result<Arc<dyn Transport>> {
+    let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
+    match scheme {
+        "memory" => Ok(Arc::new(MemoryTransport::named(&url["memory://".len()..]))),
+        #[cfg(feature = "nats")]
+        "nats" | "tls" => Ok(Arc::new(NatsTransport::connect(url).await?)),
+        #[cfg(not(feature = "nats"))]
+        "nats" | "tls" => Err(Error::config(format!(
+            "transport {url:?} needs the `nats` cargo feature"
+        ))),
+        "amqp" | "amqps" => Err(Error::config(format!(
+            "transport {url:?}: the RabbitMQ transport is not built into this version"
+        ))),
+        "" => Err(Error::config(format!(
+            "transport URL {url:?} has no scheme; use memory:// or nats://host:port"
+        ))),
+        other => Err(Error::config(format!(
+            "unknown transport scheme {other:?} in {url:?}; use memory:// or nats://host:port"
+        ))),
+    }
+}
+
+/// The transport URL to use: the given one, else `MICRO_TRANSPORT`, else `memory://`.
+pub fn resolve_url(explicit: Option<&str>) -> String {
+    explicit
+        .map(str::to_string)
+        .or_else(|| std::env::var(TRANSPORT_ENV).ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| DEFAULT_URL.to_string())
+}

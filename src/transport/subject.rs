@@ -1,0 +1,97 @@
+//! Subject names of the wire protocol and NATS-style wildcard matching.
+//!
+//! ```
+//! use micro::transport::subject;
+//! assert_eq!(subject::service("go.micro.srv.greeter"), "micro.rpc.go.micro.srv.greeter");
+//! assert!(subject::matches("micro.event.user.*", "micro.event.user.login"));
+//! assert!(subject::matches("micro.event.>", "micro.event.order.placed"));
+//! assert!(!subject::matches("micro.event.user.*", "micro.event.user.profile.updated"));
+//! ```
+
+/// Prefix of a service's shared request subject.
+pub const RPC_PREFIX: &str = "micro.rpc.";
+/// Prefix of a node's own request subject.
+pub const NODE_PREFIX: &str = "micro.node.";
+/// Prefix of event subjects.
+pub const EVENT_PREFIX: &str = "micro.event.";
+/// Registry announcements (register, heartbeat, deregister).
+pub const REGISTRY_ANNOUNCE: &str = "micro.registry.announce";
+/// Registry discovery requests.
+pub const REGISTRY_DISCOVER: &str = "micro.registry.discover";
+/// Prefix of a registry's private inbox for discovery answers.
+pub const REGISTRY_INBOX_PREFIX: &str = "micro.registry.inbox.";
+
+/// The shared subject of a service, served by all its nodes in the queue group of the same name.
+pub fn service(name: &str) -> String {
+    format!("{RPC_PREFIX}{name}")
+}
+
+/// The subject of one node.
+pub fn node(node_id: &str) -> String {
+    format!("{NODE_PREFIX}{node_id}")
+}
+
+/// The subject an event topic (or topic pattern) is published on.
+pub fn event(topic: &str) -> String {
+    format!("{EVENT_PREFIX}{topic}")
+}
+
+/// True if `subject` is a valid dotted name: non-empty tokens of printable ASCII without
+/// whitespace; `*` and `>` only when `wildcards` and only as whole tokens (`>` last).
+pub fn is_valid(subject: &str, wildcards: bool) -> bool {
+    if subject.is_empty() {
+        return false;
+    }
+    let mut tokens = subject.split('.').peekable();
+    while let Some(t) = tokens.next() {
+        if t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()) {
+            return false;
+        }
+        if t.contains('*') || t.contains('>') {
+            if !wildcards || t.len() != 1 || (t == ">" && tokens.peek().is_some()) {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// NATS wildcard matching: `*` matches one token, `>` one or more trailing tokens.
+pub fn matches(pattern: &str, subject: &str) -> bool {
+    let mut p = pattern.split('.');
+    let mut s = subject.split('.');
+    loop {
+        match (p.next(), s.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards() {
+        assert!(matches("a.b", "a.b"));
+        assert!(!matches("a.b", "a.b.c"));
+        assert!(!matches("a.>", "a"));
+        assert!(matches("*.b.>", "x.b.c.d"));
+        assert!(!matches("a.*", "a"));
+    }
+
+    #[test]
+    fn validity() {
+        assert!(is_valid("user.login", false));
+        assert!(!is_valid("user..login", false));
+        assert!(!is_valid("user.*", false));
+        assert!(is_valid("user.*", true));
+        assert!(!is_valid("user.>.x", true));
+        assert!(!is_valid("us er", true));
+        assert!(!is_valid("user.lo*", true));
+    }
+}
