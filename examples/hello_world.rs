@@ -20,40 +20,20 @@ async fn hello(Req(req): Req<Request>) -> Result<Response, Status> {
     if req.name.is_empty() {
         return Err(Status::bad_request("name is required"));
     }
-    Ok(Response {
-        msg: format!("Hello {}", req.name),
-    })
+    Ok(Response { msg: format!("Hello {}", req.name) })
 }
 
 #[actix::main]
 async fn main() -> micro::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .init();
-    let service = Service::builder("go.micro.srv.greeter")
-        .version("1.0.0")
-        .handle("Say.Hello", hello)
-        .start()
-        .await?;
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    let service = Service::builder("go.micro.srv.greeter").version("1.0.0").handle("Say.Hello", hello).start().await?;
 
     let client = service.client();
-    let rsp: Response = client
-        .call(
-            "go.micro.srv.greeter",
-            "Say.Hello",
-            &Request {
-                name: "John".into(),
-            },
-        )
-        .await?;
+    let rsp: Response = client.call("go.micro.srv.greeter", "Say.Hello", &Request { name: "John".into() }).await?;
     println!("{}", rsp.msg);
 
     let err = client
-        .call::<_, Response>(
-            "go.micro.srv.greeter",
-            "Say.Hello",
-            &Request { name: "".into() },
-        )
+        .call::<_, Response>("go.micro.srv.greeter", "Say.Hello", &Request { name: "".into() })
         .await
         .unwrap_err();
     println!("empty name -> {err}");

@@ -57,12 +57,8 @@ impl Codec {
     /// Encodes a value.
     pub fn encode<T: Serialize + ?Sized>(self, value: &T) -> Result<Bytes> {
         match self {
-            Codec::MsgPack => rmp_serde::to_vec_named(value)
-                .map(Bytes::from)
-                .map_err(Error::codec),
-            Codec::Json => serde_json::to_vec(value)
-                .map(Bytes::from)
-                .map_err(Error::codec),
+            Codec::MsgPack => rmp_serde::to_vec_named(value).map(Bytes::from).map_err(Error::codec),
+            Codec::Json => serde_json::to_vec(value).map(Bytes::from).map_err(Error::codec),
         }
     }
 
@@ -114,10 +110,7 @@ mod tests {
     #[test]
     fn both_codecs_round_trip() {
         for c in [Codec::MsgPack, Codec::Json] {
-            let v = Hello {
-                name: "Ada".into(),
-                age: 36,
-            };
+            let v = Hello { name: "Ada".into(), age: 36 };
             let back: Hello = c.decode(&c.encode(&v).unwrap()).unwrap();
             assert_eq!(back, v);
         }
@@ -125,51 +118,28 @@ mod tests {
 
     #[test]
     fn decode_errors_name_the_field() {
-        let bad = Codec::Json
-            .encode(&serde_json::json!({"name": 5, "age": 1}))
-            .unwrap();
+        let bad = Codec::Json.encode(&serde_json::json!({"name": 5, "age": 1})).unwrap();
         let e = Codec::Json.decode::<Hello>(&bad).unwrap_err().to_string();
         assert!(e.contains("name"), "{e}");
-        let bad = Codec::MsgPack
-            .encode(&serde_json::json!({"name": "x", "age": "old"}))
-            .unwrap();
-        let e = Codec::MsgPack
-            .decode::<Hello>(&bad)
-            .unwrap_err()
-            .to_string();
+        let bad = Codec::MsgPack.encode(&serde_json::json!({"name": "x", "age": "old"})).unwrap();
+        let e = Codec::MsgPack.decode::<Hello>(&bad).unwrap_err().to_string();
         assert!(e.contains("age"), "{e}");
-        let missing = Codec::MsgPack
-            .encode(&serde_json::json!({"name": "x"}))
-            .unwrap();
-        let e = Codec::MsgPack
-            .decode::<Hello>(&missing)
-            .unwrap_err()
-            .to_string();
+        let missing = Codec::MsgPack.encode(&serde_json::json!({"name": "x"})).unwrap();
+        let e = Codec::MsgPack.decode::<Hello>(&missing).unwrap_err().to_string();
         assert!(e.contains("missing field `age`"), "{e}");
     }
 
     #[test]
     fn content_types() {
-        assert_eq!(
-            Codec::from_content_type("application/json; charset=utf-8"),
-            Some(Codec::Json)
-        );
-        assert_eq!(
-            Codec::from_content_type("application/x-msgpack"),
-            Some(Codec::MsgPack)
-        );
+        assert_eq!(Codec::from_content_type("application/json; charset=utf-8"), Some(Codec::Json));
+        assert_eq!(Codec::from_content_type("application/x-msgpack"), Some(Codec::MsgPack));
         assert_eq!(Codec::from_content_type("text/plain"), None);
     }
 
     #[test]
     fn msgpack_to_json_transcode() {
-        let v = Hello {
-            name: "Ada".into(),
-            age: 3,
-        };
-        let j = Codec::MsgPack
-            .transcode(&Codec::MsgPack.encode(&v).unwrap(), Codec::Json)
-            .unwrap();
+        let v = Hello { name: "Ada".into(), age: 3 };
+        let j = Codec::MsgPack.transcode(&Codec::MsgPack.encode(&v).unwrap(), Codec::Json).unwrap();
         assert_eq!(&j[..], br#"{"age":3,"name":"Ada"}"# as &[u8]);
     }
 }

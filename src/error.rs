@@ -68,12 +68,7 @@ pub struct Error {
 
 impl Error {
     pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error {
-            kind,
-            message: Some(message.into()),
-            status: None,
-            source: None,
-        }
+        Error { kind, message: Some(message.into()), status: None, source: None }
     }
 
     pub(crate) fn with_source(mut self, source: impl Into<BoxError>) -> Self {
@@ -87,12 +82,7 @@ impl Error {
 
     pub(crate) fn codec(source: impl Into<BoxError>) -> Self {
         let source = source.into();
-        Error {
-            kind: ErrorKind::Codec,
-            message: Some(source.to_string()),
-            status: None,
-            source: Some(source),
-        }
+        Error { kind: ErrorKind::Codec, message: Some(source.to_string()), status: None, source: Some(source) }
     }
 
     pub(crate) fn unavailable(message: impl Into<String>) -> Self {
@@ -108,12 +98,7 @@ impl Error {
     }
 
     pub(crate) fn remote(status: Status) -> Self {
-        Error {
-            kind: ErrorKind::Remote,
-            message: None,
-            status: Some(Box::new(status)),
-            source: None,
-        }
+        Error { kind: ErrorKind::Remote, message: None, status: Some(Box::new(status)), source: None }
     }
 
     /// The kind of failure.
@@ -186,9 +171,7 @@ impl fmt::Debug for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_ref()
-            .map(|s| &**s as &(dyn std::error::Error + 'static))
+        self.source.as_ref().map(|s| &**s as &(dyn std::error::Error + 'static))
     }
 }
 

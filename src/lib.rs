@@ -37,12 +37,7 @@
 //! | `test-util` | no | helpers for tests: broker URLs that fail loudly, unique names, wait-for |
 //!
 //! The wire protocol is in `docs/protocol.md`; the parts and flows in `ARCHITECTURE.md`.
-#![warn(
-    missing_docs,
-    missing_debug_implementations,
-    rust_2018_idioms,
-    unreachable_pub
-)]
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

@@ -63,11 +63,7 @@ impl Headers {
     pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
         let name = name.into();
         let value = value.into();
-        if let Some(slot) = self
-            .0
-            .iter_mut()
-            .find(|(n, _)| n.eq_ignore_ascii_case(&name))
-        {
+        if let Some(slot) = self.0.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(&name)) {
             slot.1 = value;
         } else {
             self.0.push((name, value));
@@ -81,10 +77,7 @@ impl Headers {
 
     /// The value of a header.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.0.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     /// All pairs in order.
@@ -140,10 +133,7 @@ pub struct Message {
 impl Message {
     /// A message with a body and no headers.
     pub fn new(body: Bytes) -> Message {
-        Message {
-            headers: Headers::new(),
-            body,
-        }
+        Message { headers: Headers::new(), body }
     }
 
     /// A message with headers and body.
@@ -214,10 +204,7 @@ impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Metadata {
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// An absolute deadline in milliseconds since the Unix epoch (the `Micro-Deadline` header).
@@ -274,20 +261,12 @@ pub struct TraceParent {
 impl TraceParent {
     /// A new root trace (sampled).
     pub fn new_root() -> TraceParent {
-        TraceParent {
-            trace_id: nonzero(rand::random()),
-            span_id: nonzero(rand::random()),
-            flags: 1,
-        }
+        TraceParent { trace_id: nonzero(rand::random()), span_id: nonzero(rand::random()), flags: 1 }
     }
 
     /// A child span in the same trace.
     pub fn child(&self) -> TraceParent {
-        TraceParent {
-            trace_id: self.trace_id,
-            span_id: nonzero(rand::random()),
-            flags: self.flags,
-        }
+        TraceParent { trace_id: self.trace_id, span_id: nonzero(rand::random()), flags: self.flags }
     }
 
     /// Parses a `traceparent` header value; `None` if invalid.
@@ -297,12 +276,7 @@ impl TraceParent {
         let trace = parts.next()?;
         let span = parts.next()?;
         let flags = parts.next()?;
-        if version.len() != 2
-            || version == "ff"
-            || trace.len() != 32
-            || span.len() != 16
-            || flags.len() != 2
-        {
+        if version.len() != 2 || version == "ff" || trace.len() != 32 || span.len() != 16 || flags.len() != 2 {
             return None;
         }
         if version == "00" && parts.next().is_some() {
@@ -311,11 +285,7 @@ impl TraceParent {
         let trace_id = u128::from_str_radix(trace, 16).ok().filter(|&t| t != 0)?;
         let span_id = u64::from_str_radix(span, 16).ok().filter(|&s| s != 0)?;
         let flags = u8::from_str_radix(flags, 16).ok()?;
-        Some(TraceParent {
-            trace_id,
-            span_id,
-            flags,
-        })
+        Some(TraceParent { trace_id, span_id, flags })
     }
 
     /// The trace id as 32 hex digits.
@@ -331,11 +301,7 @@ impl TraceParent {
 
 impl std::fmt::Display for TraceParent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "00-{:032x}-{:016x}-{:02x}",
-            self.trace_id, self.span_id, self.flags
-        )
+        write!(f, "00-{:032x}-{:016x}-{:02x}", self.trace_id, self.span_id, self.flags)
     }
 }
 
@@ -369,12 +335,8 @@ mod tests {
     fn traceparent_round_trip_and_rejects() {
         let s = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         assert_eq!(TraceParent::parse(s).unwrap().to_string(), s);
-        assert!(
-            TraceParent::parse("00-00000000000000000000000000000000-00f067aa0ba902b7-01").is_none()
-        );
+        assert!(TraceParent::parse("00-00000000000000000000000000000000-00f067aa0ba902b7-01").is_none());
         assert!(TraceParent::parse("zz").is_none());
-        assert!(
-            TraceParent::parse("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").is_none()
-        );
+        assert!(TraceParent::parse("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").is_none());
     }
 }

@@ -143,12 +143,7 @@ macro_rules! constructors {
 impl Status {
     /// A status with a code and detail; `id` is filled in by the service that sends it.
     pub fn new(code: Code, detail: impl Into<String>) -> Status {
-        Status {
-            id: String::new(),
-            code,
-            detail: detail.into(),
-            status: code.text().to_string(),
-        }
+        Status { id: String::new(), code, detail: detail.into(), status: code.text().to_string() }
     }
 
     constructors! {
@@ -247,10 +242,8 @@ mod tests {
 
     #[test]
     fn unknown_codes_survive_a_round_trip() {
-        let s: Status = serde_json::from_str(
-            r#"{"id":"x","code":418,"detail":"teapot","status":"I'm a teapot"}"#,
-        )
-        .unwrap();
+        let s: Status =
+            serde_json::from_str(r#"{"id":"x","code":418,"detail":"teapot","status":"I'm a teapot"}"#).unwrap();
         assert_eq!(s.code(), Code::Other(418));
         assert_eq!(serde_json::to_value(&s).unwrap()["code"], 418);
     }

@@ -16,8 +16,7 @@ use std::time::Duration;
 /// When nothing listens there, with the command that starts NATS: a test that needs a broker
 /// must fail, not skip.
 pub fn nats_url() -> String {
-    let url =
-        std::env::var("MICRO_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let url = std::env::var("MICRO_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
     let hostport = url.trim_start_matches("nats://").to_string();
     let reachable = hostport
         .to_socket_addrs()

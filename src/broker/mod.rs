@@ -71,23 +71,13 @@ impl Event {
             Some(ct) => Codec::from_content_type(ct)
                 .ok_or_else(|| Error::codec(format!("event has unsupported content type {ct}")))?,
         };
-        let topic = h
-            .get(headers::TOPIC)
-            .map(str::to_string)
-            .unwrap_or_else(|| {
-                incoming
-                    .subject
-                    .strip_prefix(subject::EVENT_PREFIX)
-                    .unwrap_or(&incoming.subject)
-                    .to_string()
-            });
+        let topic = h.get(headers::TOPIC).map(str::to_string).unwrap_or_else(|| {
+            incoming.subject.strip_prefix(subject::EVENT_PREFIX).unwrap_or(&incoming.subject).to_string()
+        });
         Ok(Event {
             id: h.get(headers::ID).unwrap_or_default().to_string(),
             topic,
-            timestamp: h
-                .get(headers::TIMESTAMP)
-                .and_then(|t| t.parse().ok())
-                .unwrap_or(0),
+            timestamp: h.get(headers::TIMESTAMP).and_then(|t| t.parse().ok()).unwrap_or(0),
             publisher: h.get(headers::PUBLISHER).map(str::to_string),
             metadata: h.metadata(),
             trace: h.get(headers::TRACEPARENT).and_then(TraceParent::parse),
@@ -168,9 +158,7 @@ pub struct SubscribeOptions {
 impl SubscribeOptions {
     /// A queue group: each event goes to one member of the group.
     pub fn group(name: impl Into<String>) -> Self {
-        SubscribeOptions {
-            group: Some(name.into()),
-        }
+        SubscribeOptions { group: Some(name.into()) }
     }
 
     /// Every subscriber gets every event.
@@ -194,16 +182,12 @@ pub struct Broker {
 impl Broker {
     /// A broker over a transport; `publisher` names us in the events we publish.
     pub fn new(transport: Arc<dyn Transport>, publisher: impl Into<String>) -> Broker {
-        Broker {
-            transport,
-            publisher: publisher.into().into(),
-        }
+        Broker { transport, publisher: publisher.into().into() }
     }
 
     /// Publishes an event (MessagePack).
     pub async fn publish<T: Serialize + ?Sized>(&self, topic: &str, event: &T) -> Result<()> {
-        self.publish_with(topic, event, PublishOptions::default())
-            .await
+        self.publish_with(topic, event, PublishOptions::default()).await
     }
 
     /// Publishes with options.
@@ -219,17 +203,9 @@ impl Broker {
     }
 
     /// Publishes an already encoded payload.
-    pub async fn publish_raw(
-        &self,
-        topic: &str,
-        body: Bytes,
-        codec: Codec,
-        opts: PublishOptions,
-    ) -> Result<()> {
+    pub async fn publish_raw(&self, topic: &str, body: Bytes, codec: Codec, opts: PublishOptions) -> Result<()> {
         if !subject::is_valid(topic, false) {
-            return Err(Error::config(format!(
-                "invalid topic {topic:?}: use dotted names without wildcards"
-            )));
+            return Err(Error::config(format!("invalid topic {topic:?}: use dotted names without wildcards")));
         }
         let mut metadata = opts.metadata;
         let mut trace = None;
@@ -243,14 +219,9 @@ impl Broker {
         h.push(headers::TOPIC, topic);
         h.push(headers::TIMESTAMP, now_millis().to_string());
         h.push(headers::PUBLISHER, &*self.publisher);
-        h.push(
-            headers::TRACEPARENT,
-            trace.unwrap_or_else(TraceParent::new_root).to_string(),
-        );
+        h.push(headers::TRACEPARENT, trace.unwrap_or_else(TraceParent::new_root).to_string());
         h.set_metadata(&metadata);
-        self.transport
-            .publish(&subject::event(topic), Message::with_headers(h, body))
-            .await
+        self.transport.publish(&subject::event(topic), Message::with_headers(h, body)).await
     }
 
     /// Subscribes to a topic or pattern (`user.*`, `order.>`) and returns the raw event stream.
@@ -273,9 +244,7 @@ pub(crate) async fn subscribe_events(
             return Err(Error::config(format!("invalid queue group {g:?}")));
         }
     }
-    transport
-        .subscribe(&subject::event(topic), opts.group.as_deref())
-        .await
+    transport.subscribe(&subject::event(topic), opts.group.as_deref()).await
 }
 
 /// A stream of events from [`Broker::subscribe`]. Malformed events are skipped (and logged).

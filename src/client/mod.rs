@@ -162,12 +162,7 @@ impl ClientBuilder {
         let registry = Registry::start(transport.clone(), self.registry).await?;
         let selector = Selector::new(self.strategy);
         SelectorActor::start(selector.clone(), &registry).await?;
-        Ok(Client::from_parts(
-            transport,
-            registry,
-            selector,
-            self.config,
-        ))
+        Ok(Client::from_parts(transport, registry, selector, self.config))
     }
 }
 
@@ -189,15 +184,7 @@ impl Client {
         config: ClientConfig,
     ) -> Client {
         let broker = Broker::new(transport.clone(), config.name.clone());
-        Client {
-            inner: Arc::new(Inner {
-                transport,
-                registry,
-                selector,
-                broker,
-                config,
-            }),
-        }
+        Client { inner: Arc::new(Inner { transport, registry, selector, broker, config }) }
     }
 
     /// The registry this client resolves services with.
@@ -221,18 +208,12 @@ impl Client {
     }
 
     /// Calls `endpoint` of `service` and decodes the reply.
-    pub async fn call<Req, Resp>(
-        &self,
-        service: &str,
-        endpoint: &str,
-        request: &Req,
-    ) -> Result<Resp>
+    pub async fn call<Req, Resp>(&self, service: &str, endpoint: &str, request: &Req) -> Result<Resp>
     where
         Req: Serialize + ?Sized,
         Resp: DeserializeOwned,
     {
-        self.call_with(service, endpoint, request, CallOptions::default())
-            .await
+        self.call_with(service, endpoint, request, CallOptions::default()).await
     }
 
     /// Calls with per-call options.
@@ -287,17 +268,11 @@ impl Client {
         h.set_metadata(&metadata);
         let message = Message::with_headers(h, body);
 
-        let filter = if opts.filter.is_empty() {
-            config.filter.clone()
-        } else {
-            config.filter.and(&opts.filter)
-        };
+        let filter = if opts.filter.is_empty() { config.filter.clone() } else { config.filter.and(&opts.filter) };
         let retry = opts.retry.unwrap_or(config.retry);
         let mut backoff = retry.backoff();
         loop {
-            let attempt = self
-                .attempt(service, endpoint, &message, deadline, &filter, opts.shared)
-                .await;
+            let attempt = self.attempt(service, endpoint, &message, deadline, &filter, opts.shared).await;
             let (err, idempotent) = match attempt {
                 Ok(reply) => return Ok(reply),
                 Err(e) => e,
@@ -336,18 +311,9 @@ impl Client {
             let records = match self.inner.registry.cached(service) {
                 Some(r) => r,
                 None => {
-                    self.inner
-                        .registry
-                        .settled(service)
-                        .await
-                        .map_err(|e| (e, false))?;
+                    self.inner.registry.settled(service).await.map_err(|e| (e, false))?;
                     self.inner.registry.cached(service).ok_or_else(|| {
-                        (
-                            Error::unavailable(format!(
-                                "service {service} not found in the registry"
-                            )),
-                            false,
-                        )
+                        (Error::unavailable(format!("service {service} not found in the registry")), false)
                     })?
                 }
             };
@@ -355,12 +321,7 @@ impl Client {
                 .inner
                 .selector
                 .select(&records, filter)
-                .ok_or_else(|| {
-                    (
-                        Error::unavailable(format!("no node of {service} matches {filter:?}")),
-                        false,
-                    )
-                })?;
+                .ok_or_else(|| (Error::unavailable(format!("no node of {service} matches {filter:?}")), false))?;
             let idempotent = records
                 .iter()
                 .find(|s| s.version == picked.version)
@@ -370,17 +331,9 @@ impl Client {
         };
         let remaining = deadline.remaining();
         if remaining.is_zero() {
-            return Err((
-                Error::timeout(format!("deadline of {service} {endpoint} passed")),
-                idempotent,
-            ));
+            return Err((Error::timeout(format!("deadline of {service} {endpoint} passed")), idempotent));
         }
-        match self
-            .inner
-            .transport
-            .request(&target, message.clone(), remaining)
-            .await
-        {
+        match self.inner.transport.request(&target, message.clone(), remaining).await {
             Ok(reply) => {
                 if let Some(n) = &node {
                     self.inner.selector.succeeded(n);
@@ -432,23 +385,12 @@ impl RawReply {
         };
         if m.headers.get(headers::ERROR).is_some() {
             let status: Status = codec.decode(&m.body).unwrap_or_else(|_| {
-                let code = m
-                    .headers
-                    .get(headers::ERROR)
-                    .and_then(|c| c.parse().ok())
-                    .unwrap_or(500);
-                Status::new(
-                    Code::from_u16(code),
-                    String::from_utf8_lossy(&m.body).into_owned(),
-                )
+                let code = m.headers.get(headers::ERROR).and_then(|c| c.parse().ok()).unwrap_or(500);
+                Status::new(Code::from_u16(code), String::from_utf8_lossy(&m.body).into_owned())
             });
             return Err(Error::remote(status));
         }
-        Ok(RawReply {
-            codec,
-            body: m.body,
-            headers: m.headers,
-        })
+        Ok(RawReply { codec, body: m.body, headers: m.headers })
     }
 
     /// Decodes the body.
@@ -464,9 +406,6 @@ impl RawReply {
 
 impl From<&Metadata> for CallOptions {
     fn from(m: &Metadata) -> Self {
-        CallOptions {
-            metadata: m.clone(),
-            ..Default::default()
-        }
+        CallOptions { metadata: m.clone(), ..Default::default() }
     }
 }

@@ -28,21 +28,14 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     /// 2 retries, 10 ms to 500 ms.
     fn default() -> Self {
-        RetryPolicy {
-            max_retries: 2,
-            min_delay: Duration::from_millis(10),
-            max_delay: Duration::from_millis(500),
-        }
+        RetryPolicy { max_retries: 2, min_delay: Duration::from_millis(10), max_delay: Duration::from_millis(500) }
     }
 }
 
 impl RetryPolicy {
     /// No retries.
     pub fn none() -> Self {
-        RetryPolicy {
-            max_retries: 0,
-            ..Default::default()
-        }
+        RetryPolicy { max_retries: 0, ..Default::default() }
     }
 
     /// Retries after the first attempt.

@@ -39,10 +39,7 @@ pub struct RegistryActor {
 
 impl std::fmt::Debug for RegistryActor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RegistryActor")
-            .field("services", &self.cache.len())
-            .field("local", &self.local.len())
-            .finish()
+        f.debug_struct("RegistryActor").field("services", &self.cache.len()).field("local", &self.local.len()).finish()
     }
 }
 
@@ -82,8 +79,9 @@ fn encode<T: Serialize>(value: &T) -> Result<Message> {
 fn decode<T: DeserializeOwned>(m: &Message) -> Result<T> {
     let codec = match m.headers.get(headers::CONTENT_TYPE) {
         None => Codec::MsgPack,
-        Some(ct) => Codec::from_content_type(ct)
-            .ok_or_else(|| Error::codec(format!("unsupported content type {ct}")))?,
+        Some(ct) => {
+            Codec::from_content_type(ct).ok_or_else(|| Error::codec(format!("unsupported content type {ct}")))?
+        }
     };
     codec.decode(&m.body)
 }
@@ -94,24 +92,13 @@ impl RegistryActor {
         options: RegistryOptions,
         snapshot: Arc<ArcSwap<Snapshot>>,
     ) -> Result<Addr<RegistryActor>> {
-        let inbox = format!(
-            "{}{}",
-            subject::REGISTRY_INBOX_PREFIX,
-            uuid::Uuid::now_v7().simple()
-        );
-        let announce = transport
-            .subscribe(subject::REGISTRY_ANNOUNCE, None)
-            .await?;
-        let discover = transport
-            .subscribe(subject::REGISTRY_DISCOVER, None)
-            .await?;
+        let inbox = format!("{}{}", subject::REGISTRY_INBOX_PREFIX, uuid::Uuid::now_v7().simple());
+        let announce = transport.subscribe(subject::REGISTRY_ANNOUNCE, None).await?;
+        let discover = transport.subscribe(subject::REGISTRY_DISCOVER, None).await?;
         let answers = transport.subscribe(&inbox, None).await?;
         // Make sure the server has our subscriptions before anyone answers the discovery.
         transport.flush().await?;
-        let request = encode(&Discover {
-            service: None,
-            reply: inbox.clone(),
-        })?;
+        let request = encode(&Discover { service: None, reply: inbox.clone() })?;
         let window = options.discover_window;
         let addr = RegistryActor::create(|ctx| {
             ctx.add_stream(announce);
@@ -129,9 +116,7 @@ impl RegistryActor {
                 waiters: Vec::new(),
             }
         });
-        transport
-            .publish(subject::REGISTRY_DISCOVER, request)
-            .await?;
+        transport.publish(subject::REGISTRY_DISCOVER, request).await?;
         addr.do_send(Settle(window));
         Ok(addr)
     }
@@ -149,11 +134,7 @@ impl RegistryActor {
     }
 
     fn announcement(&self, action: Action, service: &Service) -> Announcement {
-        Announcement {
-            action,
-            ttl: self.options.ttl.as_millis() as u64,
-            service: service.clone(),
-        }
+        Announcement { action, ttl: self.options.ttl.as_millis() as u64, service: service.clone() }
     }
 
     fn apply(&mut self, a: Announcement) {
@@ -168,13 +149,7 @@ impl RegistryActor {
                 let nodes = self.cache.entry(name.clone()).or_default();
                 let event = match nodes.get_mut(&node_id) {
                     None => {
-                        nodes.insert(
-                            node_id,
-                            Entry {
-                                service: a.service.clone(),
-                                expires: Instant::now() + ttl,
-                            },
-                        );
+                        nodes.insert(node_id, Entry { service: a.service.clone(), expires: Instant::now() + ttl });
                         Some(WatchAction::Added)
                     }
                     Some(entry) => {
@@ -194,10 +169,7 @@ impl RegistryActor {
                 self.wake(&name);
             }
             Action::Deregister => {
-                let removed = self
-                    .cache
-                    .get_mut(&name)
-                    .and_then(|nodes| nodes.remove(&node_id));
+                let removed = self.cache.get_mut(&name).and_then(|nodes| nodes.remove(&node_id));
                 if let Some(entry) = removed {
                     self.rebuild(&name);
                     self.notify(WatchAction::Removed, entry.service);
@@ -232,13 +204,7 @@ impl RegistryActor {
     }
 
     fn notify(&mut self, action: WatchAction, service: Service) {
-        self.watchers.retain(|w| {
-            w.send(WatchEvent {
-                action,
-                service: service.clone(),
-            })
-            .is_ok()
-        });
+        self.watchers.retain(|w| w.send(WatchEvent { action, service: service.clone() }).is_ok());
     }
 
     fn wake(&mut self, name: &str) {
@@ -284,12 +250,8 @@ impl RegistryActor {
         if d.reply == self.inbox || !subject::is_valid(&d.reply, false) {
             return;
         }
-        let records: Vec<Service> = self
-            .local
-            .values()
-            .filter(|s| d.service.as_ref().is_none_or(|n| *n == s.name))
-            .cloned()
-            .collect();
+        let records: Vec<Service> =
+            self.local.values().filter(|s| d.service.as_ref().is_none_or(|n| *n == s.name)).cloned().collect();
         for s in records {
             if let Ok(m) = encode(&self.announcement(Action::Register, &s)) {
                 self.publish(ctx, d.reply.clone(), m);
@@ -320,8 +282,7 @@ impl Actor for RegistryActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(self.options.heartbeat, |act, ctx| act.heartbeat(ctx));
-        let tick =
-            (self.options.ttl / 10).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        let tick = (self.options.ttl / 10).clamp(Duration::from_millis(100), Duration::from_secs(1));
         ctx.run_interval(tick, |act, _| act.expire());
     }
 }
@@ -356,10 +317,7 @@ impl Handler<Register> for RegistryActor {
         let announcement = self.announcement(Action::Register, &service);
         self.apply(announcement.clone());
         let t = self.transport.clone();
-        Box::pin(async move {
-            t.publish(subject::REGISTRY_ANNOUNCE, encode(&announcement)?)
-                .await
-        })
+        Box::pin(async move { t.publish(subject::REGISTRY_ANNOUNCE, encode(&announcement)?).await })
     }
 }
 
@@ -373,8 +331,7 @@ impl Handler<Deregister> for RegistryActor {
         self.apply(announcement.clone());
         let t = self.transport.clone();
         Box::pin(async move {
-            t.publish(subject::REGISTRY_ANNOUNCE, encode(&announcement)?)
-                .await?;
+            t.publish(subject::REGISTRY_ANNOUNCE, encode(&announcement)?).await?;
             t.flush().await
         })
     }
@@ -384,10 +341,7 @@ impl Handler<Await> for RegistryActor {
     type Result = MessageResult<Await>;
     fn handle(&mut self, msg: Await, _ctx: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = oneshot::channel();
-        let known = msg
-            .name
-            .as_ref()
-            .is_some_and(|n| self.cache.contains_key(n));
+        let known = msg.name.as_ref().is_some_and(|n| self.cache.contains_key(n));
         if self.settled || known {
             let _ = tx.send(());
         } else {

@@ -32,9 +32,7 @@ mod actor;
 mod record;
 
 pub use actor::RegistryActor;
-pub use record::{
-    Action, Announcement, Discover, Endpoint, Node, Service, WatchAction, WatchEvent,
-};
+pub use record::{Action, Announcement, Discover, Endpoint, Node, Service, WatchAction, WatchEvent};
 
 /// Registry timings.
 ///
@@ -96,9 +94,7 @@ pub struct Registry {
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry")
-            .field("services", &self.snapshot.load().len())
-            .finish()
+        f.debug_struct("Registry").field("services", &self.snapshot.load().len()).finish()
     }
 }
 
@@ -109,10 +105,7 @@ fn gone(_: MailboxError) -> Error {
 impl Registry {
     /// Starts a registry actor gossiping over `transport` on the current arbiter, and sends a
     /// discovery request.
-    pub async fn start(
-        transport: Arc<dyn Transport>,
-        options: RegistryOptions,
-    ) -> Result<Registry> {
+    pub async fn start(transport: Arc<dyn Transport>, options: RegistryOptions) -> Result<Registry> {
         let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::new()));
         let addr = RegistryActor::start_with(transport, options, snapshot.clone()).await?;
         Ok(Registry { addr, snapshot })
@@ -122,22 +115,14 @@ impl Registry {
     /// until it is deregistered. Resolves once the announcement is sent.
     pub async fn register(&self, service: Service) -> Result<()> {
         if service.nodes.len() != 1 {
-            return Err(Error::config(
-                "register takes a service record with exactly one node",
-            ));
+            return Err(Error::config("register takes a service record with exactly one node"));
         }
-        self.addr
-            .send(actor::Register(service))
-            .await
-            .map_err(gone)?
+        self.addr.send(actor::Register(service)).await.map_err(gone)?
     }
 
     /// Deregisters one of our nodes: announces its removal and stops its heartbeat.
     pub async fn deregister(&self, node_id: &str) -> Result<()> {
-        self.addr
-            .send(actor::Deregister(node_id.to_string()))
-            .await
-            .map_err(gone)?
+        self.addr.send(actor::Deregister(node_id.to_string())).await.map_err(gone)?
     }
 
     /// The records of a service, one per version. Right after start this waits for discovery
@@ -146,28 +131,15 @@ impl Registry {
         if let Some(found) = self.cached(name) {
             return Ok(found.as_ref().clone());
         }
-        let rx = self
-            .addr
-            .send(actor::Await {
-                name: Some(name.to_string()),
-            })
-            .await
-            .map_err(gone)?;
+        let rx = self.addr.send(actor::Await { name: Some(name.to_string()) }).await.map_err(gone)?;
         let _ = rx.await;
-        Ok(self
-            .cached(name)
-            .map(|s| s.as_ref().clone())
-            .unwrap_or_default())
+        Ok(self.cached(name).map(|s| s.as_ref().clone()).unwrap_or_default())
     }
 
     /// Every known service, one record per name and version. Waits for the discovery window
     /// right after start.
     pub async fn list_services(&self) -> Result<Vec<Service>> {
-        let rx = self
-            .addr
-            .send(actor::Await { name: None })
-            .await
-            .map_err(gone)?;
+        let rx = self.addr.send(actor::Await { name: None }).await.map_err(gone)?;
         let _ = rx.await;
         let snap = self.snapshot.load();
         let mut all: Vec<Service> = snap.values().flat_map(|v| v.iter().cloned()).collect();
@@ -192,13 +164,7 @@ impl Registry {
     }
 
     pub(crate) async fn settled(&self, name: &str) -> Result<()> {
-        let rx = self
-            .addr
-            .send(actor::Await {
-                name: Some(name.to_string()),
-            })
-            .await
-            .map_err(gone)?;
+        let rx = self.addr.send(actor::Await { name: Some(name.to_string()) }).await.map_err(gone)?;
         let _ = rx.await;
         Ok(())
     }

@@ -31,11 +31,7 @@ pub struct Service {
 impl Service {
     /// A record with a name and version and nothing else.
     pub fn new(name: impl Into<String>, version: impl Into<String>) -> Service {
-        Service {
-            name: name.into(),
-            version: version.into(),
-            ..Default::default()
-        }
+        Service { name: name.into(), version: version.into(), ..Default::default() }
     }
 
     /// The endpoint of this name.

@@ -89,12 +89,7 @@ impl Filter {
     }
 
     fn node_ok(&self, s: &Service, n: &Node) -> bool {
-        self.labels.iter().all(|(k, v)| {
-            n.metadata
-                .get(k)
-                .or_else(|| s.metadata.get(k))
-                .is_some_and(|x| x == v)
-        })
+        self.labels.iter().all(|(k, v)| n.metadata.get(k).or_else(|| s.metadata.get(k)).is_some_and(|x| x == v))
     }
 }
 
@@ -109,10 +104,7 @@ pub struct Blacklist {
 impl Blacklist {
     /// A blacklist with these bounds.
     pub fn new(base: Duration, max: Duration) -> Blacklist {
-        Blacklist {
-            base,
-            max: max.max(base),
-        }
+        Blacklist { base, max: max.max(base) }
     }
 }
 
@@ -193,12 +185,7 @@ impl Selector {
             services
                 .iter()
                 .filter(|s| filter.version_ok(s))
-                .flat_map(|s| {
-                    s.nodes
-                        .iter()
-                        .filter(|n| filter.node_ok(s, n))
-                        .map(move |n| (s, n))
-                })
+                .flat_map(|s| s.nodes.iter().filter(|n| filter.node_ok(s, n)).map(move |n| (s, n)))
         };
         let penalties = if self.inner.any_penalty.load(Ordering::Relaxed) {
             Some(self.inner.penalties.lock().unwrap())
@@ -206,11 +193,7 @@ impl Selector {
             None
         };
         let now = Instant::now();
-        let healthy = |n: &Node| {
-            penalties
-                .as_ref()
-                .is_none_or(|p| p.get(&n.id).is_none_or(|p| p.until <= now))
-        };
+        let healthy = |n: &Node| penalties.as_ref().is_none_or(|p| p.get(&n.id).is_none_or(|p| p.until <= now));
         let count = eligible().filter(|(_, n)| healthy(n)).count();
         let chosen = if count > 0 {
             let k = match self.inner.strategy {
@@ -222,20 +205,13 @@ impl Selector {
             let p = penalties.as_ref()?;
             eligible().min_by_key(|(_, n)| p.get(&n.id).map(|p| p.until))
         };
-        chosen.map(|(s, n)| Selected {
-            node_id: n.id.clone(),
-            address: n.address.clone(),
-            version: s.version.clone(),
-        })
+        chosen.map(|(s, n)| Selected { node_id: n.id.clone(), address: n.address.clone(), version: s.version.clone() })
     }
 
     /// Reports a transport-level failure of a call to this node: it is blacklisted now.
     pub fn failed(&self, node_id: &str) {
         let mut p = self.inner.penalties.lock().unwrap();
-        let entry = p.entry(node_id.to_string()).or_insert(Penalty {
-            until: Instant::now(),
-            failures: 0,
-        });
+        let entry = p.entry(node_id.to_string()).or_insert(Penalty { until: Instant::now(), failures: 0 });
         entry.failures = entry.failures.saturating_add(1);
         let backoff = self
             .inner
@@ -244,12 +220,7 @@ impl Selector {
             .saturating_mul(1u32 << (entry.failures - 1).min(16))
             .min(self.inner.blacklist.max);
         entry.until = Instant::now() + backoff;
-        tracing::debug!(
-            node = node_id,
-            failures = entry.failures,
-            ?backoff,
-            "node blacklisted"
-        );
+        tracing::debug!(node = node_id, failures = entry.failures, ?backoff, "node blacklisted");
         self.inner.any_penalty.store(true, Ordering::Relaxed);
     }
 
@@ -266,12 +237,7 @@ impl Selector {
 
     /// True while a node is excluded.
     pub fn is_blacklisted(&self, node_id: &str) -> bool {
-        self.inner
-            .penalties
-            .lock()
-            .unwrap()
-            .get(node_id)
-            .is_some_and(|p| p.until > Instant::now())
+        self.inner.penalties.lock().unwrap().get(node_id).is_some_and(|p| p.until > Instant::now())
     }
 
     fn forget(&self, node_id: &str) {
@@ -302,10 +268,7 @@ pub struct SelectorActor {
 
 impl SelectorActor {
     /// Starts the actor on the current arbiter, fed by the registry's watch.
-    pub async fn start(
-        selector: Selector,
-        registry: &Registry,
-    ) -> crate::Result<Addr<SelectorActor>> {
+    pub async fn start(selector: Selector, registry: &Registry) -> crate::Result<Addr<SelectorActor>> {
         let watch = registry.watch().await?;
         Ok(SelectorActor::create(|ctx| {
             ctx.add_stream(watch);
@@ -338,15 +301,8 @@ mod tests {
     fn svc(version: &str, ids: &[&str]) -> Service {
         let mut s = Service::new("s", version);
         for id in ids {
-            let mut n = Node {
-                id: id.to_string(),
-                address: format!("micro.node.{id}"),
-                ..Default::default()
-            };
-            n.metadata.insert(
-                "zone".into(),
-                if id.starts_with('e') { "eu" } else { "us" }.into(),
-            );
+            let mut n = Node { id: id.to_string(), address: format!("micro.node.{id}"), ..Default::default() };
+            n.metadata.insert("zone".into(), if id.starts_with('e') { "eu" } else { "us" }.into());
             s.nodes.push(n);
         }
         s
@@ -356,9 +312,7 @@ mod tests {
     fn round_robin_visits_every_node() {
         let s = [svc("1", &["a", "b", "c"])];
         let sel = Selector::new(Strategy::RoundRobin);
-        let mut seen: Vec<String> = (0..3)
-            .map(|_| sel.select(&s, &Filter::default()).unwrap().node_id)
-            .collect();
+        let mut seen: Vec<String> = (0..3).map(|_| sel.select(&s, &Filter::default()).unwrap().node_id).collect();
         seen.sort();
         assert_eq!(seen, ["a", "b", "c"]);
     }
@@ -368,9 +322,7 @@ mod tests {
         let s = [svc("1", &["a", "e1"]), svc("2", &["b", "e2"])];
         let sel = Selector::default();
         for _ in 0..20 {
-            let n = sel
-                .select(&s, &Filter::default().version("2").label("zone", "eu"))
-                .unwrap();
+            let n = sel.select(&s, &Filter::default().version("2").label("zone", "eu")).unwrap();
             assert_eq!(n.node_id, "e2");
         }
         assert!(sel.select(&s, &Filter::default().version("3")).is_none());

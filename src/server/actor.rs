@@ -27,9 +27,7 @@ use crate::status::Status;
 /// fn takes<M: micro::server::EndpointMessage>() {}
 /// takes::<Add>();
 /// ```
-pub trait EndpointMessage:
-    Message<Result = Result<Self::Reply, Status>> + DeserializeOwned + Send + 'static
-{
+pub trait EndpointMessage: Message<Result = Result<Self::Reply, Status>> + DeserializeOwned + Send + 'static {
     /// What the actor answers on success.
     type Reply: Serialize + Send + 'static;
 }
@@ -60,16 +58,10 @@ impl<A: Actor<Context = Context<A>>> ActorPool<A> {
         if self.runtime.get().is_some() {
             return;
         }
-        let _ = self.runtime.set(Runtime {
-            supervisor: runtime.supervisor.clone(),
-            stats: runtime.stats.clone(),
-        });
+        let _ = self.runtime.set(Runtime { supervisor: runtime.supervisor.clone(), stats: runtime.stats.clone() });
         let mut slots = self.slots.borrow_mut();
         for _ in 0..self.size.get().max(1) {
-            slots.push(Slot {
-                addr: (self.factory)().start(),
-                generation: 0,
-            });
+            slots.push(Slot { addr: (self.factory)().start(), generation: 0 });
         }
     }
 
@@ -86,10 +78,7 @@ impl<A: Actor<Context = Context<A>>> ActorPool<A> {
         if slots[i].generation != generation {
             return;
         }
-        slots[i] = Slot {
-            addr: (self.factory)().start(),
-            generation: generation + 1,
-        };
+        slots[i] = Slot { addr: (self.factory)().start(), generation: generation + 1 };
         drop(slots);
         tracing::warn!(
             actor = std::any::type_name::<A>(),
@@ -135,14 +124,7 @@ impl<A: Actor<Context = Context<A>>> std::fmt::Debug for ActorEndpoints<A> {
         f.debug_struct("ActorEndpoints")
             .field("actor", &std::any::type_name::<A>())
             .field("pool", &self.pool.size.get())
-            .field(
-                "routes",
-                &self
-                    .routes
-                    .iter()
-                    .map(|(n, _)| n.as_str())
-                    .collect::<Vec<_>>(),
-            )
+            .field("routes", &self.routes.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>())
             .finish()
     }
 }
@@ -176,13 +158,8 @@ impl<A: Actor<Context = Context<A>>> ActorEndpoints<A> {
         A: Handler<M>,
         A::Context: ToEnvelope<A, M>,
     {
-        self.routes.push((
-            name.to_string(),
-            Rc::new(ActorRoute::<A, M> {
-                pool: self.pool.clone(),
-                _m: Default::default(),
-            }),
-        ));
+        self.routes
+            .push((name.to_string(), Rc::new(ActorRoute::<A, M> { pool: self.pool.clone(), _m: Default::default() })));
         self
     }
 }
@@ -207,11 +184,7 @@ where
         let msg: M = match codec.decode(&req.body) {
             Ok(m) => m,
             Err(e) => {
-                let detail = format!(
-                    "cannot decode {} request: {}",
-                    req.ctx.endpoint,
-                    e.message().unwrap_or("")
-                );
+                let detail = format!("cannot decode {} request: {}", req.ctx.endpoint, e.message().unwrap_or(""));
                 return Box::pin(futures::future::ready(Err(Status::bad_request(detail))));
             }
         };
@@ -219,15 +192,13 @@ where
         let pool = self.pool.clone();
         Box::pin(async move {
             match addr.send(msg).await {
-                Ok(Ok(reply)) => codec
-                    .encode(&reply)
-                    .map_err(|e| Status::internal(format!("cannot encode reply: {e}"))),
+                Ok(Ok(reply)) => {
+                    codec.encode(&reply).map_err(|e| Status::internal(format!("cannot encode reply: {e}")))
+                }
                 Ok(Err(status)) => Err(status),
                 Err(MailboxError::Closed) => {
                     pool.restart(slot, generation);
-                    Err(Status::internal(
-                        "handler panicked; its actor was restarted",
-                    ))
+                    Err(Status::internal("handler panicked; its actor was restarted"))
                 }
                 Err(MailboxError::Timeout) => Err(Status::timeout("actor did not answer in time")),
             }

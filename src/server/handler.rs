@@ -52,9 +52,7 @@ impl Extensions {
     }
 
     pub(crate) fn get<T: 'static>(&self) -> Option<&T> {
-        self.0
-            .get(&TypeId::of::<T>())
-            .and_then(|b| b.downcast_ref())
+        self.0.get(&TypeId::of::<T>()).and_then(|b| b.downcast_ref())
     }
 }
 
@@ -87,11 +85,7 @@ pub struct Req<T>(pub T);
 impl<T: DeserializeOwned> FromRequest for Req<T> {
     fn from_request(req: &Request) -> Result<Self, Status> {
         req.codec.decode(&req.body).map(Req).map_err(|e| {
-            Status::bad_request(format!(
-                "cannot decode {} request: {}",
-                req.ctx.endpoint,
-                e.message().unwrap_or("")
-            ))
+            Status::bad_request(format!("cannot decode {} request: {}", req.ctx.endpoint, e.message().unwrap_or("")))
         })
     }
 }
@@ -120,12 +114,11 @@ pub struct State<S>(pub S);
 
 impl<S: Clone + 'static> FromRequest for State<S> {
     fn from_request(req: &Request) -> Result<Self, Status> {
-        req.state.get::<S>().cloned().map(State).ok_or_else(|| {
-            Status::internal(format!(
-                "no state of type {} registered",
-                std::any::type_name::<S>()
-            ))
-        })
+        req.state
+            .get::<S>()
+            .cloned()
+            .map(State)
+            .ok_or_else(|| Status::internal(format!("no state of type {} registered", std::any::type_name::<S>())))
     }
 }
 
@@ -136,9 +129,7 @@ impl FromRequest for CallContext {
 }
 
 /// What a handler returns: `Result<T, Status>` with `T: Serialize`.
-#[diagnostic::on_unimplemented(
-    message = "a handler must return `Result<T, Status>` with `T: Serialize`, not `{Self}`"
-)]
+#[diagnostic::on_unimplemented(message = "a handler must return `Result<T, Status>` with `T: Serialize`, not `{Self}`")]
 pub trait IntoReply {
     /// Encodes the reply in the request's codec.
     fn into_reply(self, codec: Codec) -> Result<Bytes, Status>;
@@ -147,9 +138,7 @@ pub trait IntoReply {
 impl<T: Serialize> IntoReply for Result<T, Status> {
     fn into_reply(self, codec: Codec) -> Result<Bytes, Status> {
         let value = self?;
-        codec
-            .encode(&value)
-            .map_err(|e| Status::internal(format!("cannot encode reply: {e}")))
+        codec.encode(&value).map_err(|e| Status::internal(format!("cannot encode reply: {e}")))
     }
 }
 
@@ -220,10 +209,7 @@ pub(crate) struct FnEndpoint<H, Args> {
 
 impl<H, Args> FnEndpoint<H, Args> {
     pub(crate) fn new(handler: H) -> Self {
-        FnEndpoint {
-            handler,
-            _args: PhantomData,
-        }
+        FnEndpoint { handler, _args: PhantomData }
     }
 }
 

@@ -66,20 +66,11 @@ impl Server {
         stats: Arc<Stats>,
         supervisor: Rc<Supervisor>,
     ) -> Rc<Server> {
-        let runtime = Runtime {
-            supervisor: supervisor.clone(),
-            stats: stats.clone(),
-        };
+        let runtime = Runtime { supervisor: supervisor.clone(), stats: stats.clone() };
         for ep in endpoints.values() {
             ep.start(&runtime);
         }
-        Rc::new(Server {
-            info,
-            endpoints,
-            state: Rc::new(state),
-            stats,
-            supervisor,
-        })
+        Rc::new(Server { info, endpoints, state: Rc::new(state), stats, supervisor })
     }
 
     /// Serves every subscription until `stop` turns true; then drains them (no new messages,
@@ -139,31 +130,15 @@ impl Server {
             return self.answer(reply, codec, Err(s)).await;
         }
         let Some(endpoint) = h.get(headers::ENDPOINT) else {
-            return self
-                .answer(
-                    reply,
-                    codec,
-                    Err(Status::bad_request("request has no Micro-Endpoint header")),
-                )
-                .await;
+            return self.answer(reply, codec, Err(Status::bad_request("request has no Micro-Endpoint header"))).await;
         };
         let Some(ep) = self.endpoints.get(endpoint).cloned() else {
-            let s = Status::not_found(format!(
-                "endpoint {endpoint} not found on {}",
-                self.info.service
-            ));
+            let s = Status::not_found(format!("endpoint {endpoint} not found on {}", self.info.service));
             return self.answer(reply, codec, Err(s)).await;
         };
         let ctx = context_from(&self.info.service, endpoint, &h, deadline);
-        let req = Request {
-            ctx: ctx.clone(),
-            body,
-            codec,
-            state: self.state.clone(),
-        };
-        let result = ctx
-            .scope(AssertUnwindSafe(async move { ep.call(req).await }).catch_unwind())
-            .await;
+        let req = Request { ctx: ctx.clone(), body, codec, state: self.state.clone() };
+        let result = ctx.scope(AssertUnwindSafe(async move { ep.call(req).await }).catch_unwind()).await;
         let result = result.unwrap_or_else(|panic| {
             self.record_panic(endpoint_name(&h), &panic);
             Err(Status::internal("handler panicked"))
@@ -210,12 +185,7 @@ fn endpoint_name(h: &Headers) -> &str {
 }
 
 /// Builds a handler's context from request or event headers.
-pub(crate) fn context_from(
-    service: &str,
-    endpoint: &str,
-    h: &Headers,
-    deadline: Option<Deadline>,
-) -> CallContext {
+pub(crate) fn context_from(service: &str, endpoint: &str, h: &Headers, deadline: Option<Deadline>) -> CallContext {
     CallContext {
         service: service.to_string(),
         endpoint: endpoint.to_string(),
@@ -266,9 +236,7 @@ pub(crate) async fn subscribe_node(
 ) -> Result<Vec<Subscription>> {
     let shared = crate::transport::subject::service(service);
     Ok(vec![
-        transport
-            .subscribe(&crate::transport::subject::node(node_id), None)
-            .await?,
+        transport.subscribe(&crate::transport::subject::node(node_id), None).await?,
         transport.subscribe(&shared, Some(&shared)).await?,
     ])
 }
@@ -289,15 +257,8 @@ impl Server {
         let ctx = event.context(&self.info.service);
         let topic = event.topic.clone();
         let id = event.id.clone();
-        let req = Request {
-            ctx: ctx.clone(),
-            body: event.body,
-            codec: event.codec,
-            state: self.state.clone(),
-        };
-        let result = ctx
-            .scope(AssertUnwindSafe(async move { ep.call(req).await }).catch_unwind())
-            .await;
+        let req = Request { ctx: ctx.clone(), body: event.body, codec: event.codec, state: self.state.clone() };
+        let result = ctx.scope(AssertUnwindSafe(async move { ep.call(req).await }).catch_unwind()).await;
         match result {
             Ok(Ok(_)) => {}
             Ok(Err(status)) => {

@@ -26,18 +26,12 @@ pub struct RestartPolicy {
 impl RestartPolicy {
     /// At most `max_restarts` restarts within `within`.
     pub fn new(max_restarts: u32, within: Duration) -> RestartPolicy {
-        RestartPolicy {
-            max_restarts,
-            within,
-        }
+        RestartPolicy { max_restarts, within }
     }
 
     /// Never give up (restarts are still counted in `Debug.Stats`).
     pub fn unlimited() -> RestartPolicy {
-        RestartPolicy {
-            max_restarts: u32::MAX,
-            within: Duration::from_secs(1),
-        }
+        RestartPolicy { max_restarts: u32::MAX, within: Duration::from_secs(1) }
     }
 
     /// The limit.
@@ -67,11 +61,7 @@ pub(crate) struct Supervisor {
 
 impl Supervisor {
     pub(crate) fn new(policy: RestartPolicy) -> Supervisor {
-        Supervisor {
-            policy,
-            times: Mutex::new(VecDeque::new()),
-            tripped: watch::channel(false).0,
-        }
+        Supervisor { policy, times: Mutex::new(VecDeque::new()), tripped: watch::channel(false).0 }
     }
 
     /// Records one restart; returns true if this one exceeded the limit.
@@ -82,10 +72,7 @@ impl Supervisor {
         let now = Instant::now();
         let mut times = self.times.lock().unwrap();
         times.push_back(now);
-        while times
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > self.policy.within)
-        {
+        while times.front().is_some_and(|t| now.duration_since(*t) > self.policy.within) {
             times.pop_front();
         }
         if times.len() as u64 > u64::from(self.policy.max_restarts) {

@@ -41,9 +41,8 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::registry::{self, Registry, RegistryOptions};
 use crate::selector::{Selector, SelectorActor, Strategy};
 use crate::server::{
-    serve_loop, subscribe_node, ActorEndpoints, Endpoint, EndpointMessage, Extensions, FnEndpoint,
-    FromRequestTuple, Handler, HealthStatus, IntoReply, RestartPolicy, Server, ServerInfo, Stats,
-    Supervisor,
+    serve_loop, subscribe_node, ActorEndpoints, Endpoint, EndpointMessage, Extensions, FnEndpoint, FromRequestTuple,
+    Handler, HealthStatus, IntoReply, RestartPolicy, Server, ServerInfo, Stats, Supervisor,
 };
 use crate::status::Status;
 use crate::transport::{self, subject, Transport};
@@ -95,22 +94,8 @@ impl std::fmt::Debug for ServiceBuilder {
         f.debug_struct("ServiceBuilder")
             .field("name", &self.name)
             .field("version", &self.version)
-            .field(
-                "endpoints",
-                &self
-                    .endpoints
-                    .iter()
-                    .map(|e| e.name.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .field(
-                "subscriptions",
-                &self
-                    .subscriptions
-                    .iter()
-                    .map(|s| s.topic.as_str())
-                    .collect::<Vec<_>>(),
-            )
+            .field("endpoints", &self.endpoints.iter().map(|e| e.name.as_str()).collect::<Vec<_>>())
+            .field("subscriptions", &self.subscriptions.iter().map(|s| s.topic.as_str()).collect::<Vec<_>>())
             .finish()
     }
 }
@@ -204,11 +189,7 @@ impl ServiceBuilder {
     /// Binds several endpoints to one actor pool.
     pub fn actors<A: Actor<Context = Context<A>>>(mut self, group: ActorEndpoints<A>) -> Self {
         for (name, endpoint) in group.routes {
-            self.endpoints.push(EndpointSpec {
-                name,
-                endpoint,
-                metadata: BTreeMap::new(),
-            });
+            self.endpoints.push(EndpointSpec { name, endpoint, metadata: BTreeMap::new() });
         }
         self
     }
@@ -226,12 +207,7 @@ impl ServiceBuilder {
     }
 
     /// Subscribes with explicit options (another group, or broadcast).
-    pub fn subscribe_with<H, Args>(
-        mut self,
-        topic: &str,
-        options: SubscribeOptions,
-        handler: H,
-    ) -> Self
+    pub fn subscribe_with<H, Args>(mut self, topic: &str, options: SubscribeOptions, handler: H) -> Self
     where
         H: Handler<Args>,
         H::Output: IntoReply,
@@ -247,10 +223,7 @@ impl ServiceBuilder {
 
     /// Subscribes actors: each route name of the group is a topic, handled in the service's
     /// queue group by the actor's `Handler<M>`.
-    pub fn subscribe_actors<A: Actor<Context = Context<A>>>(
-        mut self,
-        group: ActorEndpoints<A>,
-    ) -> Self {
+    pub fn subscribe_actors<A: Actor<Context = Context<A>>>(mut self, group: ActorEndpoints<A>) -> Self {
         for (topic, endpoint) in group.routes {
             self.subscriptions.push(SubscriptionSpec {
                 topic,
@@ -305,10 +278,7 @@ impl ServiceBuilder {
 
     fn validate(&self) -> Result<()> {
         if !subject::is_valid(&self.name, false)
-            || !self
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            || !self.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
         {
             return Err(Error::config(format!(
                 "invalid service name {:?}: use dotted names of [A-Za-z0-9_-]",
@@ -372,34 +342,21 @@ impl ServiceBuilder {
         let mut record = registry::Service::new(&self.name, &self.version);
         let mut endpoints: HashMap<String, Rc<dyn Endpoint>> = HashMap::new();
         for spec in self.endpoints {
-            record.endpoints.push(registry::Endpoint {
-                name: spec.name.clone(),
-                metadata: spec.metadata,
-            });
+            record.endpoints.push(registry::Endpoint { name: spec.name.clone(), metadata: spec.metadata });
             endpoints.insert(spec.name, spec.endpoint);
         }
         for (name, ep) in debug_endpoints(&info, &stats) {
             let mut metadata = BTreeMap::new();
             metadata.insert("idempotent".to_string(), "true".to_string());
-            record.endpoints.push(registry::Endpoint {
-                name: name.to_string(),
-                metadata,
-            });
+            record.endpoints.push(registry::Endpoint { name: name.to_string(), metadata });
             endpoints.insert(name.to_string(), ep);
         }
         let mut node_meta = self.metadata.clone();
         node_meta.insert("transport".into(), transport.name().into());
         node_meta.insert("protocol".into(), "micro/1".into());
-        node_meta.insert(
-            "server".into(),
-            concat!("actix-micro/", env!("CARGO_PKG_VERSION")).into(),
-        );
+        node_meta.insert("server".into(), concat!("actix-micro/", env!("CARGO_PKG_VERSION")).into());
         if !self.subscriptions.is_empty() {
-            let topics: Vec<&str> = self
-                .subscriptions
-                .iter()
-                .map(|s| s.topic.as_str())
-                .collect();
+            let topics: Vec<&str> = self.subscriptions.iter().map(|s| s.topic.as_str()).collect();
             node_meta.insert("subscriptions".into(), topics.join(","));
         }
         record.nodes.push(registry::Node {
@@ -408,33 +365,17 @@ impl ServiceBuilder {
             metadata: node_meta,
         });
 
-        let server = Server::new(
-            info,
-            endpoints,
-            self.state,
-            stats.clone(),
-            supervisor.clone(),
-        );
+        let server = Server::new(info, endpoints, self.state, stats.clone(), supervisor.clone());
         let (stop_tx, stop_rx) = watch::channel(false);
-        let mut loops = server.serve(
-            subscribe_node(&transport, &self.name, &node_id).await?,
-            stop_rx.clone(),
-        );
+        let mut loops = server.serve(subscribe_node(&transport, &self.name, &node_id).await?, stop_rx.clone());
         for spec in self.subscriptions {
             let sub = subscribe_events(&transport, &spec.topic, &spec.options).await?;
             let (server, ep) = (server.clone(), spec.endpoint);
-            let runtime = crate::server::Runtime {
-                supervisor: supervisor.clone(),
-                stats: stats.clone(),
-            };
+            let runtime = crate::server::Runtime { supervisor: supervisor.clone(), stats: stats.clone() };
             ep.start(&runtime);
-            loops.push(actix_rt::spawn(serve_loop(
-                sub,
-                stop_rx.clone(),
-                move |incoming| {
-                    actix_rt::spawn(server.clone().dispatch_event(ep.clone(), incoming));
-                },
-            )));
+            loops.push(actix_rt::spawn(serve_loop(sub, stop_rx.clone(), move |incoming| {
+                actix_rt::spawn(server.clone().dispatch_event(ep.clone(), incoming));
+            })));
         }
         // The server must know our subscriptions before anyone learns our address.
         transport.flush().await?;
@@ -484,14 +425,8 @@ fn debug_endpoints(info: &ServerInfo, stats: &Arc<Stats>) -> Vec<(&'static str, 
         async move { Ok::<_, Status>(s) }
     };
     vec![
-        (
-            "Debug.Health",
-            Rc::new(FnEndpoint::<_, ()>::new(health_ep)) as Rc<dyn Endpoint>,
-        ),
-        (
-            "Debug.Stats",
-            Rc::new(FnEndpoint::<_, ()>::new(stats_ep)) as Rc<dyn Endpoint>,
-        ),
+        ("Debug.Health", Rc::new(FnEndpoint::<_, ()>::new(health_ep)) as Rc<dyn Endpoint>),
+        ("Debug.Stats", Rc::new(FnEndpoint::<_, ()>::new(stats_ep)) as Rc<dyn Endpoint>),
     ]
 }
 
@@ -511,10 +446,7 @@ pub struct ServiceHandle {
 
 impl std::fmt::Debug for ServiceHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServiceHandle")
-            .field("name", &self.name)
-            .field("node", &self.node_id)
-            .finish()
+        f.debug_struct("ServiceHandle").field("name", &self.name).field("node", &self.node_id).finish()
     }
 }
 
@@ -586,8 +518,8 @@ async fn shutdown_signal() -> Result<()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())
-            .map_err(|e| Error::config(format!("cannot listen for SIGTERM: {e}")))?;
+        let mut term =
+            signal(SignalKind::terminate()).map_err(|e| Error::config(format!("cannot listen for SIGTERM: {e}")))?;
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}

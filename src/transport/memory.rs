@@ -73,17 +73,11 @@ impl MemoryTransport {
         let subs = self.bus.subs.lock().unwrap();
         let mut delivered = 0;
         let mut groups: Vec<(&str, Vec<&Sub>)> = Vec::new();
-        for s in subs
-            .iter()
-            .filter(|s| subject::matches(&s.pattern, subj) && !s.tx.is_closed())
-        {
+        for s in subs.iter().filter(|s| subject::matches(&s.pattern, subj) && !s.tx.is_closed()) {
             match &s.queue {
                 None => {
-                    let incoming = Incoming {
-                        subject: subj.to_string(),
-                        message: message.clone(),
-                        reply: reply.take(),
-                    };
+                    let incoming =
+                        Incoming { subject: subj.to_string(), message: message.clone(), reply: reply.take() };
                     if s.tx.send(incoming).is_ok() {
                         delivered += 1;
                     }
@@ -96,11 +90,7 @@ impl MemoryTransport {
         }
         for (_, members) in groups {
             let pick = members[ROUND.fetch_add(1, Ordering::Relaxed) % members.len()];
-            let incoming = Incoming {
-                subject: subj.to_string(),
-                message: message.clone(),
-                reply: reply.take(),
-            };
+            let incoming = Incoming { subject: subj.to_string(), message: message.clone(), reply: reply.take() };
             if pick.tx.send(incoming).is_ok() {
                 delivered += 1;
             }
@@ -166,12 +156,7 @@ impl Transport for MemoryTransport {
         "memory"
     }
 
-    fn request<'a>(
-        &'a self,
-        subj: &'a str,
-        message: Message,
-        timeout: Duration,
-    ) -> BoxFuture<'a, Result<Message>> {
+    fn request<'a>(&'a self, subj: &'a str, message: Message, timeout: Duration) -> BoxFuture<'a, Result<Message>> {
         let (tx, rx) = oneshot::channel();
         let delivered = self.deliver(subj, message, Some(Reply::new(OneshotReply(tx))));
         async move {
@@ -182,9 +167,7 @@ impl Transport for MemoryTransport {
                 Ok(Ok(m)) => Ok(m),
                 // The responder dropped the request without answering (it stopped).
                 Ok(Err(_)) => Err(Error::unavailable(format!("responder on {subj} went away"))),
-                Err(_) => Err(Error::timeout(format!(
-                    "no reply on {subj} within {timeout:?}"
-                ))),
+                Err(_) => Err(Error::timeout(format!("no reply on {subj} within {timeout:?}"))),
             }
         }
         .boxed()
@@ -195,11 +178,7 @@ impl Transport for MemoryTransport {
         futures::future::ready(Ok(())).boxed()
     }
 
-    fn subscribe<'a>(
-        &'a self,
-        pattern: &'a str,
-        queue: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Subscription>> {
+    fn subscribe<'a>(&'a self, pattern: &'a str, queue: Option<&'a str>) -> BoxFuture<'a, Result<Subscription>> {
         async move {
             if !subject::is_valid(pattern, true) {
                 return Err(Error::config(format!("invalid subject {pattern:?}")));
@@ -212,13 +191,7 @@ impl Transport for MemoryTransport {
                 queue: queue.map(str::to_string),
                 tx,
             });
-            Ok(Subscription::new(MemorySubscription {
-                rx,
-                guard: Unsubscribe {
-                    bus: self.bus.clone(),
-                    id,
-                },
-            }))
+            Ok(Subscription::new(MemorySubscription { rx, guard: Unsubscribe { bus: self.bus.clone(), id } }))
         }
         .boxed()
     }
@@ -258,17 +231,11 @@ mod tests {
     #[tokio::test]
     async fn request_without_subscriber_is_unavailable_and_dropping_unsubscribes() {
         let t = MemoryTransport::named("unit-req");
-        let e = t
-            .request("nobody", Message::default(), Duration::from_secs(1))
-            .await
-            .unwrap_err();
+        let e = t.request("nobody", Message::default(), Duration::from_secs(1)).await.unwrap_err();
         assert!(e.is_unavailable());
         let sub = t.subscribe("somebody", None).await.unwrap();
         drop(sub);
-        let e = t
-            .request("somebody", Message::default(), Duration::from_secs(1))
-            .await
-            .unwrap_err();
+        let e = t.request("somebody", Message::default(), Duration::from_secs(1)).await.unwrap_err();
         assert!(e.is_unavailable());
     }
 }

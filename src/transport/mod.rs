@@ -141,22 +141,13 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
     /// Fails with [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) when nobody is
     /// subscribed (the request provably did not run) and with
     /// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) when no reply came in time.
-    fn request<'a>(
-        &'a self,
-        subject: &'a str,
-        message: Message,
-        timeout: Duration,
-    ) -> BoxFuture<'a, Result<Message>>;
+    fn request<'a>(&'a self, subject: &'a str, message: Message, timeout: Duration) -> BoxFuture<'a, Result<Message>>;
 
     /// Publishes a message to every subscription (one member per queue group).
     fn publish<'a>(&'a self, subject: &'a str, message: Message) -> BoxFuture<'a, Result<()>>;
 
     /// Subscribes to a subject, optionally as a member of a queue group.
-    fn subscribe<'a>(
-        &'a self,
-        subject: &'a str,
-        queue: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Subscription>>;
+    fn subscribe<'a>(&'a self, subject: &'a str, queue: Option<&'a str>) -> BoxFuture<'a, Result<Subscription>>;
 
     /// Flushes anything buffered to the server.
     fn flush(&self) -> BoxFuture<'_, Result<()>>;
@@ -174,15 +165,11 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Transport>> {
         #[cfg(feature = "nats")]
         "nats" | "tls" => Ok(Arc::new(NatsTransport::connect(url).await?)),
         #[cfg(not(feature = "nats"))]
-        "nats" | "tls" => Err(Error::config(format!(
-            "transport {url:?} needs the `nats` cargo feature"
-        ))),
-        "amqp" | "amqps" => Err(Error::config(format!(
-            "transport {url:?}: the RabbitMQ transport is not built into this version"
-        ))),
-        "" => Err(Error::config(format!(
-            "transport URL {url:?} has no scheme; use memory:// or nats://host:port"
-        ))),
+        "nats" | "tls" => Err(Error::config(format!("transport {url:?} needs the `nats` cargo feature"))),
+        "amqp" | "amqps" => {
+            Err(Error::config(format!("transport {url:?}: the RabbitMQ transport is not built into this version")))
+        }
+        "" => Err(Error::config(format!("transport URL {url:?} has no scheme; use memory:// or nats://host:port"))),
         other => Err(Error::config(format!(
             "unknown transport scheme {other:?} in {url:?}; use memory:// or nats://host:port"
         ))),

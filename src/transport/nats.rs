@@ -42,10 +42,7 @@ impl NatsTransport {
             )
             .with_source(e)
         })?;
-        Ok(NatsTransport {
-            client,
-            url: url.to_string(),
-        })
+        Ok(NatsTransport { client, url: url.to_string() })
     }
 
     /// The underlying async-nats client.
@@ -66,16 +63,10 @@ pub(crate) fn to_header_map(headers: &Headers) -> Result<HeaderMap> {
             return Err(Error::config(format!("invalid header name {name:?}")));
         }
         if value.contains(['\r', '\n']) {
-            return Err(Error::config(format!(
-                "header {name} has a line break in its value"
-            )));
+            return Err(Error::config(format!("header {name} has a line break in its value")));
         }
-        let name: HeaderName = name
-            .parse()
-            .map_err(|_| Error::config(format!("invalid header name {name:?}")))?;
-        let value: HeaderValue = value
-            .parse()
-            .map_err(|_| Error::config("invalid header value"))?;
+        let name: HeaderName = name.parse().map_err(|_| Error::config(format!("invalid header name {name:?}")))?;
+        let value: HeaderValue = value.parse().map_err(|_| Error::config("invalid header value"))?;
         map.insert(name, value);
     }
     Ok(map)
@@ -90,13 +81,7 @@ fn from_nats(msg: async_nats::Message) -> (Message, Option<async_nats::Subject>)
             }
         }
     }
-    (
-        Message {
-            headers,
-            body: msg.payload,
-        },
-        msg.reply,
-    )
+    (Message { headers, body: msg.payload }, msg.reply)
 }
 
 struct NatsReply {
@@ -132,17 +117,8 @@ impl futures::Stream for NatsSubscription {
             m.map(|msg| {
                 let subject = msg.subject.to_string();
                 let (message, reply) = from_nats(msg);
-                let reply = reply.map(|subject| {
-                    Reply::new(NatsReply {
-                        client: self.client.clone(),
-                        subject,
-                    })
-                });
-                Incoming {
-                    subject,
-                    message,
-                    reply,
-                }
+                let reply = reply.map(|subject| Reply::new(NatsReply { client: self.client.clone(), subject }));
+                Incoming { subject, message, reply }
             })
         })
     }
@@ -150,13 +126,7 @@ impl futures::Stream for NatsSubscription {
 
 impl SubscriptionStream for NatsSubscription {
     fn drain(&mut self) -> BoxFuture<'_, Result<()>> {
-        async move {
-            self.sub
-                .drain()
-                .await
-                .map_err(|e| Error::transport(format!("drain failed: {e}")))
-        }
-        .boxed()
+        async move { self.sub.drain().await.map_err(|e| Error::transport(format!("drain failed: {e}"))) }.boxed()
     }
 }
 
@@ -165,27 +135,15 @@ impl Transport for NatsTransport {
         "nats"
     }
 
-    fn request<'a>(
-        &'a self,
-        subject: &'a str,
-        message: Message,
-        timeout: Duration,
-    ) -> BoxFuture<'a, Result<Message>> {
+    fn request<'a>(&'a self, subject: &'a str, message: Message, timeout: Duration) -> BoxFuture<'a, Result<Message>> {
         async move {
             let headers = to_header_map(&message.headers)?;
-            let req = async_nats::Request::new()
-                .payload(message.body)
-                .headers(headers)
-                .timeout(Some(timeout));
+            let req = async_nats::Request::new().payload(message.body).headers(headers).timeout(Some(timeout));
             match self.client.send_request(subject.to_string(), req).await {
                 Ok(msg) => Ok(from_nats(msg).0),
                 Err(e) => Err(match e.kind() {
-                    RequestErrorKind::NoResponders => {
-                        Error::unavailable(format!("no responders on {subject}"))
-                    }
-                    RequestErrorKind::TimedOut => {
-                        Error::timeout(format!("no reply on {subject} within {timeout:?}"))
-                    }
+                    RequestErrorKind::NoResponders => Error::unavailable(format!("no responders on {subject}")),
+                    RequestErrorKind::TimedOut => Error::timeout(format!("no reply on {subject} within {timeout:?}")),
                     _ => Error::transport(format!("request on {subject} failed: {e}")),
                 }
                 .with_source(e)),
@@ -200,42 +158,19 @@ impl Transport for NatsTransport {
             self.client
                 .publish_with_headers(subject.to_string(), headers, message.body)
                 .await
-                .map_err(|e| {
-                    Error::new(
-                        ErrorKind::Broker,
-                        format!("publish on {subject} failed: {e}"),
-                    )
-                    .with_source(e)
-                })
+                .map_err(|e| Error::new(ErrorKind::Broker, format!("publish on {subject} failed: {e}")).with_source(e))
         }
         .boxed()
     }
 
-    fn subscribe<'a>(
-        &'a self,
-        subject: &'a str,
-        queue: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Subscription>> {
+    fn subscribe<'a>(&'a self, subject: &'a str, queue: Option<&'a str>) -> BoxFuture<'a, Result<Subscription>> {
         async move {
             let sub = match queue {
-                Some(q) => {
-                    self.client
-                        .queue_subscribe(subject.to_string(), q.to_string())
-                        .await
-                }
+                Some(q) => self.client.queue_subscribe(subject.to_string(), q.to_string()).await,
                 None => self.client.subscribe(subject.to_string()).await,
             }
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::Broker,
-                    format!("subscribe to {subject} failed: {e}"),
-                )
-                .with_source(e)
-            })?;
-            Ok(Subscription::new(NatsSubscription {
-                sub,
-                client: self.client.clone(),
-            }))
+            .map_err(|e| Error::new(ErrorKind::Broker, format!("subscribe to {subject} failed: {e}")).with_source(e))?;
+            Ok(Subscription::new(NatsSubscription { sub, client: self.client.clone() }))
         }
         .boxed()
     }
