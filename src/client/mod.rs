@@ -271,15 +271,17 @@ impl Client {
         let filter = if opts.filter.is_empty() { config.filter.clone() } else { config.filter.and(&opts.filter) };
         let retry = opts.retry.unwrap_or(config.retry);
         let mut backoff = retry.backoff();
+        let mut retries_left = retry.max_retries;
         loop {
-            let attempt = self.attempt(service, endpoint, &message, deadline, &filter, opts.shared).await;
+            let target = Target { service, endpoint, deadline, filter: &filter, shared: opts.shared };
+            let attempt = self.attempt(target, &message, opts.idempotent, retries_left).await;
             let (err, idempotent) = match attempt {
                 Ok(reply) => return Ok(reply),
                 Err(e) => e,
             };
             let retryable = match err.kind() {
                 ErrorKind::Unavailable => true,
-                ErrorKind::Timeout => opts.idempotent.unwrap_or(idempotent),
+                ErrorKind::Timeout => idempotent,
                 ErrorKind::Remote => err.status().is_some_and(|s| s.code() == Code::Unavailable),
                 _ => false,
             };
@@ -289,23 +291,23 @@ impl Client {
             if deadline.remaining() <= delay {
                 return Err(err);
             }
+            retries_left = retries_left.saturating_sub(1);
             tracing::debug!(service, endpoint, error = %err, ?delay, "retrying call");
             tokio::time::sleep(delay).await;
         }
     }
 
     /// One attempt: choose a node, send, interpret. On failure also says whether the endpoint
-    /// is registered as idempotent.
+    /// is idempotent (so a timeout may be retried).
     async fn attempt(
         &self,
-        service: &str,
-        endpoint: &str,
+        target: Target<'_>,
         message: &Message,
-        deadline: Deadline,
-        filter: &Filter,
-        shared: bool,
+        idempotent_opt: Option<bool>,
+        retries_left: usize,
     ) -> std::result::Result<RawReply, (Error, bool)> {
-        let (target, node, idempotent) = if shared {
+        let Target { service, endpoint, deadline, filter, shared } = target;
+        let (target, node, registered_idempotent) = if shared {
             (subject::service(service), None, false)
         } else {
             let records = match self.inner.registry.cached(service) {
@@ -329,11 +331,15 @@ impl Client {
                 .is_some_and(|e| e.is_idempotent());
             (picked.address, Some(picked.node_id), idempotent)
         };
+        let idempotent = idempotent_opt.unwrap_or(registered_idempotent);
         let remaining = deadline.remaining();
         if remaining.is_zero() {
             return Err((Error::timeout(format!("deadline of {service} {endpoint} passed")), idempotent));
         }
-        match self.inner.transport.request(&target, message.clone(), remaining).await {
+        // A call that may be retried after a timeout must leave time for the retries: the
+        // budget is split evenly over the attempts still allowed.
+        let budget = if idempotent { remaining / (retries_left as u32 + 1) } else { remaining };
+        match self.inner.transport.request(&target, message.clone(), budget).await {
             Ok(reply) => {
                 if let Some(n) = &node {
                     self.inner.selector.succeeded(n);
@@ -363,6 +369,15 @@ impl Client {
     ) -> Result<()> {
         self.inner.broker.publish_with(topic, event, opts).await
     }
+}
+
+/// Where one attempt goes.
+struct Target<'a> {
+    service: &'a str,
+    endpoint: &'a str,
+    deadline: Deadline,
+    filter: &'a Filter,
+    shared: bool,
 }
 
 /// A successful reply, still encoded.

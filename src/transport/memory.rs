@@ -163,12 +163,15 @@ impl Transport for MemoryTransport {
             if delivered == 0 {
                 return Err(Error::unavailable(format!("no responders on {subj}")));
             }
-            match tokio::time::timeout(timeout, rx).await {
-                Ok(Ok(m)) => Ok(m),
-                // The responder dropped the request without answering (it stopped).
-                Ok(Err(_)) => Err(Error::unavailable(format!("responder on {subj} went away"))),
-                Err(_) => Err(Error::timeout(format!("no reply on {subj} within {timeout:?}"))),
+            let deadline = tokio::time::Instant::now() + timeout;
+            match tokio::time::timeout_at(deadline, rx).await {
+                Ok(Ok(m)) => return Ok(m),
+                // The responder dropped the request without answering (an expired deadline, say).
+                // As on NATS, the requester cannot tell: it waits out its timeout.
+                Ok(Err(_)) => tokio::time::sleep_until(deadline).await,
+                Err(_) => {}
             }
+            Err(Error::timeout(format!("no reply on {subj} within {timeout:?}")))
         }
         .boxed()
     }

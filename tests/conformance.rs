@@ -1,0 +1,491 @@
+//! One suite, run against every transport: each case takes a transport URL. The
+//! `conformance!` macro instantiates every case per transport.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use micro::message::{headers, Deadline, Headers, Message};
+use micro::prelude::*;
+use micro::registry::{RegistryOptions, WatchAction};
+use micro::transport::subject;
+use micro::{Code, ErrorKind};
+
+use crate::util::*;
+
+macro_rules! conformance {
+    ($transport:ident, $url:expr, [$($case:ident),* $(,)?]) => {
+        mod $transport {
+            $(
+                #[actix::test]
+                async fn $case() {
+                    super::$case($url).await
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! all_cases {
+    ($transport:ident, $url:expr) => {
+        conformance!($transport, $url, [
+            typed_round_trip,
+            json_codec_round_trip,
+            two_nodes_share_load,
+            broker_balanced_calls_use_the_queue_group,
+            unknown_endpoint_bad_payload_and_content_type,
+            handler_panic_is_internal_and_service_keeps_serving,
+            actor_endpoint_restarts_after_panic,
+            actor_pool_serves_concurrently,
+            restart_intensity_stops_the_service,
+            deadline_metadata_and_trace_propagate,
+            expired_request_is_dropped_unrun,
+            unknown_service_is_unavailable,
+            queue_groups_and_broadcast_delivery_counts,
+            watch_reports_start_and_stop,
+            new_client_discovers_running_services_at_once,
+            graceful_stop_drains_in_flight_requests,
+            debug_endpoints_answer,
+            many_requests_in_flight_on_one_endpoint,
+        ]);
+    };
+}
+
+all_cases!(memory, crate::util::memory_url());
+#[cfg(feature = "nats")]
+all_cases!(nats, crate::util::nats_url());
+
+fn hello(name: &str) -> Hello {
+    Hello { name: name.into() }
+}
+
+async fn typed_round_trip(url: String) {
+    let name = unique("greeter");
+    let svc = greeter(&url, &name, "a").start().await.unwrap();
+    let client = Client::connect(&url).await.unwrap();
+    let g: Greeting = client.call(&name, "Say.Hello", &hello("John")).await.unwrap();
+    assert_eq!(g, Greeting { msg: "Hello John".into(), node: "a".into() });
+    svc.stop().await.unwrap();
+}
+
+async fn json_codec_round_trip(url: String) {
+    let name = unique("greeter");
+    let svc = greeter(&url, &name, "a").start().await.unwrap();
+    let client = Client::builder().transport(&url).codec(Codec::Json).connect().await.unwrap();
+    let reply = client
+        .call_raw(&name, "Say.Hello", br#"{"name":"Json"}"#.to_vec().into(), Codec::Json, CallOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(reply.codec, Codec::Json, "the reply comes in the request's codec");
+    let v: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(v["msg"], "Hello Json");
+    svc.stop().await.unwrap();
+}
+
+async fn two_nodes_share_load(url: String) {
+    let name = unique("greeter");
+    let a = greeter(&url, &name, "a").start().await.unwrap();
+    let b = greeter(&url, &name, "b").start().await.unwrap();
+    let client = Client::connect(&url).await.unwrap();
+    wait_for("both nodes registered", WAIT, || async {
+        let s = client.registry().get_service(&name).await.unwrap();
+        (s.iter().map(|s| s.nodes.len()).sum::<usize>() == 2).then_some(())
+    })
+    .await;
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for i in 0..100 {
+        let g: Greeting = client.call(&name, "Say.Hello", &hello(&i.to_string())).await.unwrap();
+        *seen.entry(g.node).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 2, "both nodes served: {seen:?}");
+    assert!(seen.values().all(|&n| n >= 10), "random selection spread the load: {seen:?}");
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
+async fn broker_balanced_calls_use_the_queue_group(url: String) {
+    let name = unique("greeter");
+    let a = greeter(&url, &name, "a").start().await.unwrap();
+    let b = greeter(&url, &name, "b").start().await.unwrap();
+    let client = Client::connect(&url).await.unwrap();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for _ in 0..60 {
+        let g: Greeting =
+            client.call_with(&name, "Say.Hello", &hello("q"), CallOptions::new().broker_balanced()).await.unwrap();
+        *seen.entry(g.node).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 2, "the queue group spread the load: {seen:?}");
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
+async fn unknown_endpoint_bad_payload_and_content_type(url: String) {
+    let name = unique("greeter");
+    let svc = greeter(&url, &name, "a").start().await.unwrap();
+    let client = Client::connect(&url).await.unwrap();
+
+    let e = client.call::<_, Greeting>(&name, "Say.Nothing", &hello("x")).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Remote);
+    let s = e.status().unwrap();
+    assert_eq!(s.code(), Code::NotFound);
+    assert_eq!(s.id(), name);
+    assert_eq!(s.status_text(), "Not Found");
+
+    let e = client.call::<_, Greeting>(&name, "Say.Hello", &serde_json::json!({"name": 42})).await.unwrap_err();
+    let s = e.status().unwrap();
+    assert_eq!(s.code(), Code::BadRequest);
+    assert!(s.detail().contains("name"), "the error names the field: {s}");
+
+    let e = client.call::<_, Greeting>(&name, "Say.Hello", &serde_json::json!({})).await.unwrap_err();
+    assert!(e.status().unwrap().detail().contains("missing field `name`"), "{e}");
+
+    // A content type the service cannot decode: 400, answered in JSON.
+    let t = micro::transport::connect(&url).await.unwrap();
+    let mut h = Headers::new();
+    h.insert(headers::CONTENT_TYPE, "text/plain");
+    h.insert(headers::ENDPOINT, "Say.Hello");
+    let reply = t
+        .request(&subject::service(&name), Message::with_headers(h, "John".into()), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(reply.headers.get(headers::ERROR), Some("400"));
+    assert_eq!(reply.headers.get(headers::CONTENT_TYPE), Some("application/json"));
+    let status: Status = serde_json::from_slice(&reply.body).unwrap();
+    assert!(status.detail().contains("text/plain"), "{status}");
+
+    // No endpoint header at all.
+    let reply = t.request(&subject::service(&name), Message::new("x".into()), Duration::from_secs(5)).await.unwrap();
+    assert_eq!(reply.headers.get(headers::ERROR), Some("400"));
+
+    // And the service is still up.
+    let g: Greeting = client.call(&name, "Say.Hello", &hello("still")).await.unwrap();
+    assert_eq!(g.msg, "Hello still");
+    svc.stop().await.unwrap();
+}
+
+async fn handler_panic_is_internal_and_service_keeps_serving(url: String) {
+    let name = unique("greeter");
+    let svc = greeter(&url, &name, "a").restart_policy(RestartPolicy::unlimited()).start().await.unwrap();
+    let client = Client::connect(&url).await.unwrap();
+    for _ in 0..3 {
+        let e = client.call::<_, ()>(&name, "Say.Boom", &serde_json::json!({})).await.unwrap_err();
+        assert_eq!(e.status().unwrap().code(), Code::Internal, "{e}");
+    }
+    let g: Greeting = client.call(&name, "Say.Hello", &hello("alive")).await.unwrap();
+    assert_eq!(g.msg, "Hello alive");
+    let stats: micro::server::ServiceStats = client.call(&name, "Debug.Stats", &()).await.unwrap();
+    assert_eq!(stats.panics, 3);
+    svc.stop().await.unwrap();
+}
+
+async fn actor_endpoint_restarts_after_panic(url: String) {
+    let name = unique("counter");
+    let svc = Service::builder(&name)
+        .transport(&url)
+        .actors(counter_endpoints())
+        .restart_policy(RestartPolicy::unlimited())
+        .start()
+        .await
+        .unwrap();
+    let client = Client::connect(&url).await.unwrap();
+    assert_eq!(client.call::<_, u64>(&name, "Counter.Add", &Add { by: 2 }).await.unwrap(), 2);
+    assert_eq!(client.call::<_, u64>(&name, "Counter.Add", &Add { by: 3 }).await.unwrap(), 5, "state is kept");
+    let e = client.call::<_, u64>(&name, "Counter.Crash", &Crash {}).await.unwrap_err();
+    assert_eq!(e.status().unwrap().code(), Code::Internal);
+    // A fresh actor from the factory: state starts over, and it serves every route of the group.
+    assert_eq!(client.call::<_, u64>(&name, "Counter.Add", &Add { by: 1 }).await.unwrap(), 1);
+    let stats: micro::server::ServiceStats = client.call(&name, "Debug.Stats", &()).await.unwrap();
+    assert_eq!(stats.restarts, 1);
+    svc.stop().await.unwrap();
+}
+
+async fn actor_pool_serves_concurrently(url: String) {
+    struct Sleeper;
+    impl actix::Actor for Sleeper {
+        type Context = actix::Context<Self>;
+    }
+    #[derive(serde::Deserialize, actix::Message)]
+    #[rtype(result = "Result<u64, Status>")]
+    struct Nap {
+        ms: u64,
+    }
+    impl actix::Handler<Nap> for Sleeper {
+        type Result = actix::ResponseFuture<Result<u64, Status>>;
+        fn handle(&mut self, m: Nap, _: &mut actix::Context<Self>) -> Self::Result {
+            // Blocks the actor (an AtomicResponse would); the pool is what gives parallelism.
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(m.ms)).await;
+                Ok(m.ms)
+            })
+        }
+    }
+    let name = unique("pool");
+    let svc = Service::builder(&name)
+        .transport(&url)
+        .actors(ActorEndpoints::new(|| Sleeper).pool(4).route::<Nap>("Sleeper.Nap"))
+        .start()
+        .await
+        .unwrap();
+    let client = Client::connect(&url).await.unwrap();
+    let nap = serde_json::json!({"ms": 50});
+    let calls = (0..16).map(|_| client.call::<_, u64>(&name, "Sleeper.Nap", &nap));
+    for r in futures::future::join_all(calls).await {
+        assert_eq!(r.unwrap(), 50);
+    }
+    svc.stop().await.unwrap();
+}
+
+async fn restart_intensity_stops_the_service(url: String) {
+    let name = unique("flappy");
+    let svc = greeter(&url, &name, "a")
+        .restart_policy(RestartPolicy::new(2, Duration::from_secs(60)))
+        .start()
+        .await
+        .unwrap();
+    let client = Client::connect(&url).await.unwrap();
+    for _ in 0..3 {
+        let e = client.call::<_, ()>(&name, "Say.Boom", &serde_json::json!({})).await.unwrap_err();
+        assert_eq!(e.status().unwrap().code(), Code::Internal);
+    }
+    let outcome = tokio::time::timeout(WAIT, svc.until_stopped()).await.expect("the service gave up");
+    assert_eq!(outcome.unwrap_err().kind(), ErrorKind::RestartIntensity);
+    svc.stop().await.unwrap();
+    let gone = client.call::<_, Greeting>(&name, "Say.Hello", &hello("x")).await.unwrap_err();
+    assert_eq!(gone.kind(), ErrorKind::Unavailable, "{gone}");
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Debug)]
+struct Seen {
+    remaining_ms: u64,
+    trace_id: String,
+    tenant: Option<String>,
+    caller: Option<String>,
+}
+
+async fn deadline_metadata_and_trace_propagate(url: String) {
+    let back = unique("backend");
+    let front = unique("frontend");
+    async fn observe(ctx: CallContext) -> Result<Seen, Status> {
+        Ok(Seen {
+            remaining_ms: ctx.remaining().unwrap().as_millis() as u64,
+            trace_id: ctx.trace().unwrap().trace_id(),
+            tenant: ctx.metadata().get("tenant").map(str::to_string),
+            caller: ctx.caller().map(str::to_string),
+        })
+    }
+    #[derive(Clone)]
+    struct Backend(String);
+    async fn relay(ctx: CallContext, State(Backend(b)): State<Backend>) -> Result<(Seen, Seen), Status> {
+        let me = observe(ctx.clone()).await?;
+        // Burn some of the budget so the reduction is visible downstream.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let client = Client::connect(&format!("{}", ctx.metadata().get("url").unwrap()))
+            .await
+            .map_err(|e| e.to_status("relay"))?;
+        let downstream: Seen = client.call(&b, "B.Observe", &()).await.map_err(|e| e.to_status("relay"))?;
+        Ok((me, downstream))
+    }
+    let b = Service::builder(&back).transport(&url).handle("B.Observe", observe).start().await.unwrap();
+    let a = Service::builder(&front)
+        .transport(&url)
+        .state(Backend(back.clone()))
+        .handle("A.Relay", relay)
+        .start()
+        .await
+        .unwrap();
+    let client = Client::connect(&url).await.unwrap();
+    let opts = CallOptions::new().timeout(Duration::from_secs(3)).metadata("tenant", "acme").metadata("url", &url);
+    let (at_a, at_b): (Seen, Seen) = client.call_with(&front, "A.Relay", &(), opts).await.unwrap();
+    assert!(at_a.remaining_ms <= 3000 && at_a.remaining_ms > 2000, "A saw {at_a:?}");
+    assert!(at_b.remaining_ms + 100 <= at_a.remaining_ms, "B saw a reduced deadline: A {at_a:?}, B {at_b:?}");
+    assert_eq!(at_a.trace_id, at_b.trace_id, "one trace across the hops");
+    assert_eq!(at_b.tenant.as_deref(), Some("acme"), "metadata travels on");
+    assert_eq!(at_a.caller.as_deref(), Some("go.micro.client"));
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
+async fn expired_request_is_dropped_unrun(url: String) {
+    let name = unique("greeter");
+    let svc = greeter(&url, &name, "a").start().await.unwrap();
+    let t = micro::transport::connect(&url).await.unwrap();
+    let mut h = Headers::new();
+    h.insert(headers::CONTENT_TYPE, Codec::Json.content_type());
+    h.insert(headers::ENDPOINT, "Say.Hello");
+    h.insert(headers::DEADLINE, (Deadline::after(Duration::ZERO).as_millis() - 1000).to_string());
+    let e = t
+        .request(&subject::service(&name), Message::with_headers(h, r#"{"name":"late"}"#.into()), Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Timeout, "no reply for an expired request: {e}");
+    let client = Client::connect(&url).await.unwrap();
+    let stats: micro::server::ServiceStats = client.call(&name, "Debug.Stats", &()).await.unwrap();
+    assert_eq!(stats.expired, 1);
+    assert_eq!(stats.errors, 0, "the handler did not run");
+    svc.stop().await.unwrap();
+}
+
+async fn unknown_service_is_unavailable(url: String) {
+    let client = Client::connect(&url).await.unwrap();
+    let e = client.call::<_, Greeting>(&unique("nobody"), "Say.Hello", &hello("x")).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    let e = client
+        .call_with::<_, Greeting>(&unique("nobody"), "Say.Hello", &hello("x"), CallOptions::new().broker_balanced())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "no responders on the shared subject: {e}");
+}
+
+async fn queue_groups_and_broadcast_delivery_counts(url: String) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let topic = format!("{}.placed", unique("order"));
+    #[derive(Clone, Default)]
+    struct Count(Arc<AtomicUsize>);
+    async fn on_event(State(Count(c)): State<Count>, Req(_): Req<serde_json::Value>) -> Result<(), Status> {
+        c.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    let (x1, x2, y, bcast) = (Count::default(), Count::default(), Count::default(), Count::default());
+    let audit = unique("audit");
+    let mailer = unique("mailer");
+    let svc = |name: &str, c: &Count| {
+        Service::builder(name).transport(&url).state(c.clone()).subscribe(&topic, on_event)
+    };
+    let n1 = svc(&audit, &x1).start().await.unwrap();
+    let n2 = svc(&audit, &x2).start().await.unwrap();
+    let m = svc(&mailer, &y).start().await.unwrap();
+    let b = Service::builder(unique("watcher"))
+        .transport(&url)
+        .state(bcast.clone())
+        .subscribe_with(&format!("{}.*", topic.rsplit_once('.').unwrap().0), SubscribeOptions::broadcast(), on_event)
+        .start()
+        .await
+        .unwrap();
+    let client = Client::connect(&url).await.unwrap();
+    let mut raw = client.broker().subscribe(&topic, SubscribeOptions::broadcast()).await.unwrap();
+    const N: usize = 200;
+    for i in 0..N {
+        client.publish_with(&topic, &serde_json::json!({"order": i}), PublishOptions::new().metadata("k", "v")).await.unwrap();
+    }
+    wait_for("every group got every event", WAIT, || async {
+        let audit_total = x1.0.load(Ordering::SeqCst) + x2.0.load(Ordering::SeqCst);
+        (audit_total == N && y.0.load(Ordering::SeqCst) == N && bcast.0.load(Ordering::SeqCst) == N).then_some(())
+    })
+    .await;
+    let first = raw.next().await.unwrap();
+    assert_eq!(first.topic, topic);
+    assert_eq!(first.metadata.get("k"), Some("v"));
+    assert!(first.timestamp > 0 && !first.id.is_empty());
+    assert_eq!(first.publisher.as_deref(), Some("go.micro.client"));
+    // Nothing was delivered twice inside the audit group.
+    assert_eq!(x1.0.load(Ordering::SeqCst) + x2.0.load(Ordering::SeqCst), N);
+    for s in [n1, n2, m, b] {
+        s.stop().await.unwrap();
+    }
+}
+
+async fn watch_reports_start_and_stop(url: String) {
+    let name = unique("watched");
+    let client = Client::connect(&url).await.unwrap();
+    let mut watch = client.registry().watch().await.unwrap();
+    let svc = greeter(&url, &name, "a").start().await.unwrap();
+    let node = svc.node_id().to_string();
+    async fn next_for(watch: &mut micro::registry::Watcher, name: &str) -> micro::registry::WatchEvent {
+        loop {
+            let ev = watch.next().await.unwrap();
+            if ev.service.name == name {
+                return ev;
+            }
+        }
+    }
+    let added = tokio::time::timeout(WAIT, next_for(&mut watch, &name)).await.unwrap();
+    assert_eq!(added.action, WatchAction::Added);
+    assert_eq!(added.service.nodes[0].id, node);
+    assert_eq!(added.service.version, "1.0.0");
+    assert!(added.service.endpoint("Say.Hello").is_some());
+    svc.stop().await.unwrap();
+    let removed = tokio::time::timeout(WAIT, next_for(&mut watch, &name)).await.unwrap();
+    assert_eq!(removed.action, WatchAction::Removed);
+    assert_eq!(removed.service.nodes[0].id, node);
+}
+
+async fn new_client_discovers_running_services_at_once(url: String) {
+    let name = unique("early");
+    // Heartbeats far apart: only discovery can tell the late client about the service.
+    let opts = RegistryOptions::default().heartbeat(Duration::from_secs(3600)).ttl(Duration::from_secs(7200));
+    let svc = greeter(&url, &name, "a").registry_options(opts).start().await.unwrap();
+    let late = Client::connect(&url).await.unwrap();
+    let found = tokio::time::timeout(Duration::from_secs(2), late.registry().get_service(&name)).await.unwrap().unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].nodes[0].id, svc.node_id());
+    let all = late.registry().list_services().await.unwrap();
+    assert!(all.iter().any(|s| s.name == name));
+    svc.stop().await.unwrap();
+}
+
+async fn graceful_stop_drains_in_flight_requests(url: String) {
+    let name = unique("draining");
+    let svc = greeter(&url, &name, "a").start().await.unwrap();
+    let client = Client::connect(&url).await.unwrap();
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let c = client.clone();
+            let n = name.clone();
+            actix_rt::spawn(async move { c.call::<_, u64>(&n, "Say.Slow", &Sleep { ms: 400 }).await })
+        })
+        .collect();
+    wait_for("20 requests in flight", WAIT, || async {
+        let s: micro::server::ServiceStats = client.call(&name, "Debug.Stats", &()).await.ok()?;
+        (s.in_flight >= 20).then_some(())
+    })
+    .await;
+    svc.stop().await.unwrap();
+    for c in calls {
+        assert_eq!(c.await.unwrap().unwrap(), 400, "in-flight requests finish during shutdown");
+    }
+}
+
+async fn debug_endpoints_answer(url: String) {
+    let name = unique("greeter");
+    let svc = greeter(&url, &name, "a").start().await.unwrap();
+    let client = Client::connect(&url).await.unwrap();
+    let h: micro::server::HealthStatus = client.call(&name, "Debug.Health", &()).await.unwrap();
+    assert_eq!(h.status, "ok");
+    assert_eq!(h.node, svc.node_id());
+    let _: Greeting = client.call(&name, "Say.Hello", &hello("x")).await.unwrap();
+    let s: micro::server::ServiceStats = client.call(&name, "Debug.Stats", &()).await.unwrap();
+    assert!(s.requests >= 2, "{s:?}");
+    assert_eq!(s.in_flight, 1, "the stats request itself");
+    svc.stop().await.unwrap();
+}
+
+async fn many_requests_in_flight_on_one_endpoint(url: String) {
+    let name = unique("parallel");
+    let svc = greeter(&url, &name, "a").start().await.unwrap();
+    let client = Client::connect(&url).await.unwrap();
+    let started = std::time::Instant::now();
+    let calls = (0..50).map(|_| client.call::<_, u64>(&name, "Say.Slow", &Sleep { ms: 300 }));
+    for r in futures::future::join_all(calls).await {
+        r.unwrap();
+    }
+    // Serialised, 50 × 300 ms would take 15 s; concurrently it takes about one sleep.
+    assert!(started.elapsed() < Duration::from_secs(10), "handlers ran concurrently");
+    svc.stop().await.unwrap();
+}
+
+#[actix::test]
+async fn bad_configuration_is_a_typed_error() {
+    let e = Service::builder("x").transport("carrier-pigeon://coop").start().await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Config);
+    let e = Service::builder("bad name").start().await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Config);
+    let e = Service::builder("x").handle("A.B", say_hello).handle("A.B", say_hello).start().await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Config);
+    #[cfg(feature = "nats")]
+    {
+        let e = Client::connect("nats://127.0.0.1:1").await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Connect);
+        assert!(e.to_string().contains("nats://127.0.0.1:1"), "{e}");
+    }
+}

@@ -1,0 +1,18 @@
+//! Integration tests: real services over the memory transport and the NATS server on this
+//! machine (which must be running; the NATS tests fail with a how-to when it is not).
+
+mod util;
+
+mod conformance;
+#[cfg(feature = "nats")]
+mod processes;
+
+/// Not a test: the entry point of child-process nodes (see `util::ChildNode`). Other tests run
+/// this binary again with `--exact child_node` and `MICRO_TEST_CHILD_NODE` set; without that
+/// variable it returns at once.
+#[test]
+fn child_node() {
+    if let Ok(config) = std::env::var(util::CHILD_ENV) {
+        util::run_child(serde_json::from_str(&config).expect("child config"));
+    }
+}
