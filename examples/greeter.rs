@@ -1,0 +1,17 @@
+//! The greeter server and a client in one process, on the embedded memory transport (no
+//! broker needed).
+//!
+//! ```text
+//! cargo run --example greeter
+//! ```
+#[path = "common/greeter.rs"]
+mod greeter;
+
+#[actix::main]
+async fn main() -> micro::Result<()> {
+    greeter::init_tracing();
+    let service = greeter::service().transport("memory://").start().await?;
+    let client = micro::Client::connect("memory://").await?;
+    greeter::exercise(&client).await?;
+    service.stop().await
+}
