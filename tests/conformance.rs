@@ -28,26 +28,30 @@ macro_rules! conformance {
 
 macro_rules! all_cases {
     ($transport:ident, $url:expr) => {
-        conformance!($transport, $url, [
-            typed_round_trip,
-            json_codec_round_trip,
-            two_nodes_share_load,
-            broker_balanced_calls_use_the_queue_group,
-            unknown_endpoint_bad_payload_and_content_type,
-            handler_panic_is_internal_and_service_keeps_serving,
-            actor_endpoint_restarts_after_panic,
-            actor_pool_serves_concurrently,
-            restart_intensity_stops_the_service,
-            deadline_metadata_and_trace_propagate,
-            expired_request_is_dropped_unrun,
-            unknown_service_is_unavailable,
-            queue_groups_and_broadcast_delivery_counts,
-            watch_reports_start_and_stop,
-            new_client_discovers_running_services_at_once,
-            graceful_stop_drains_in_flight_requests,
-            debug_endpoints_answer,
-            many_requests_in_flight_on_one_endpoint,
-        ]);
+        conformance!(
+            $transport,
+            $url,
+            [
+                typed_round_trip,
+                json_codec_round_trip,
+                two_nodes_share_load,
+                broker_balanced_calls_use_the_queue_group,
+                unknown_endpoint_bad_payload_and_content_type,
+                handler_panic_is_internal_and_service_keeps_serving,
+                actor_endpoint_restarts_after_panic,
+                actor_pool_serves_concurrently,
+                restart_intensity_stops_the_service,
+                deadline_metadata_and_trace_propagate,
+                expired_request_is_dropped_unrun,
+                unknown_service_is_unavailable,
+                queue_groups_and_broadcast_delivery_counts,
+                watch_reports_start_and_stop,
+                new_client_discovers_running_services_at_once,
+                graceful_stop_drains_in_flight_requests,
+                debug_endpoints_answer,
+                many_requests_in_flight_on_one_endpoint,
+            ]
+        );
     };
 }
 
@@ -237,11 +241,8 @@ async fn actor_pool_serves_concurrently(url: String) {
 
 async fn restart_intensity_stops_the_service(url: String) {
     let name = unique("flappy");
-    let svc = greeter(&url, &name, "a")
-        .restart_policy(RestartPolicy::new(2, Duration::from_secs(60)))
-        .start()
-        .await
-        .unwrap();
+    let svc =
+        greeter(&url, &name, "a").restart_policy(RestartPolicy::new(2, Duration::from_secs(60))).start().await.unwrap();
     let client = Client::connect(&url).await.unwrap();
     for _ in 0..3 {
         let e = client.call::<_, ()>(&name, "Say.Boom", &serde_json::json!({})).await.unwrap_err();
@@ -275,13 +276,14 @@ async fn deadline_metadata_and_trace_propagate(url: String) {
     }
     #[derive(Clone)]
     struct Backend(String);
-    async fn relay(ctx: CallContext, State(Backend(b)): State<Backend>) -> Result<(Seen, Seen), Status> {
+    async fn relay(
+        ctx: CallContext,
+        client: Client,
+        State(Backend(b)): State<Backend>,
+    ) -> Result<(Seen, Seen), Status> {
         let me = observe(ctx.clone()).await?;
         // Burn some of the budget so the reduction is visible downstream.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let client = Client::connect(&format!("{}", ctx.metadata().get("url").unwrap()))
-            .await
-            .map_err(|e| e.to_status("relay"))?;
         let downstream: Seen = client.call(&b, "B.Observe", &()).await.map_err(|e| e.to_status("relay"))?;
         Ok((me, downstream))
     }
@@ -294,13 +296,14 @@ async fn deadline_metadata_and_trace_propagate(url: String) {
         .await
         .unwrap();
     let client = Client::connect(&url).await.unwrap();
-    let opts = CallOptions::new().timeout(Duration::from_secs(3)).metadata("tenant", "acme").metadata("url", &url);
+    let opts = CallOptions::new().timeout(Duration::from_secs(3)).metadata("tenant", "acme");
     let (at_a, at_b): (Seen, Seen) = client.call_with(&front, "A.Relay", &(), opts).await.unwrap();
     assert!(at_a.remaining_ms <= 3000 && at_a.remaining_ms > 2000, "A saw {at_a:?}");
     assert!(at_b.remaining_ms + 100 <= at_a.remaining_ms, "B saw a reduced deadline: A {at_a:?}, B {at_b:?}");
     assert_eq!(at_a.trace_id, at_b.trace_id, "one trace across the hops");
     assert_eq!(at_b.tenant.as_deref(), Some("acme"), "metadata travels on");
     assert_eq!(at_a.caller.as_deref(), Some("go.micro.client"));
+    assert_eq!(at_b.caller.as_deref(), Some(front.as_str()), "the service's own client names it as caller");
     a.stop().await.unwrap();
     b.stop().await.unwrap();
 }
@@ -314,7 +317,11 @@ async fn expired_request_is_dropped_unrun(url: String) {
     h.insert(headers::ENDPOINT, "Say.Hello");
     h.insert(headers::DEADLINE, (Deadline::after(Duration::ZERO).as_millis() - 1000).to_string());
     let e = t
-        .request(&subject::service(&name), Message::with_headers(h, r#"{"name":"late"}"#.into()), Duration::from_millis(300))
+        .request(
+            &subject::service(&name),
+            Message::with_headers(h, r#"{"name":"late"}"#.into()),
+            Duration::from_millis(300),
+        )
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Timeout, "no reply for an expired request: {e}");
@@ -349,9 +356,8 @@ async fn queue_groups_and_broadcast_delivery_counts(url: String) {
     let (x1, x2, y, bcast) = (Count::default(), Count::default(), Count::default(), Count::default());
     let audit = unique("audit");
     let mailer = unique("mailer");
-    let svc = |name: &str, c: &Count| {
-        Service::builder(name).transport(&url).state(c.clone()).subscribe(&topic, on_event)
-    };
+    let svc =
+        |name: &str, c: &Count| Service::builder(name).transport(&url).state(c.clone()).subscribe(&topic, on_event);
     let n1 = svc(&audit, &x1).start().await.unwrap();
     let n2 = svc(&audit, &x2).start().await.unwrap();
     let m = svc(&mailer, &y).start().await.unwrap();
@@ -366,7 +372,10 @@ async fn queue_groups_and_broadcast_delivery_counts(url: String) {
     let mut raw = client.broker().subscribe(&topic, SubscribeOptions::broadcast()).await.unwrap();
     const N: usize = 200;
     for i in 0..N {
-        client.publish_with(&topic, &serde_json::json!({"order": i}), PublishOptions::new().metadata("k", "v")).await.unwrap();
+        client
+            .publish_with(&topic, &serde_json::json!({"order": i}), PublishOptions::new().metadata("k", "v"))
+            .await
+            .unwrap();
     }
     wait_for("every group got every event", WAIT, || async {
         let audit_total = x1.0.load(Ordering::SeqCst) + x2.0.load(Ordering::SeqCst);
@@ -416,7 +425,8 @@ async fn new_client_discovers_running_services_at_once(url: String) {
     let opts = RegistryOptions::default().heartbeat(Duration::from_secs(3600)).ttl(Duration::from_secs(7200));
     let svc = greeter(&url, &name, "a").registry_options(opts).start().await.unwrap();
     let late = Client::connect(&url).await.unwrap();
-    let found = tokio::time::timeout(Duration::from_secs(2), late.registry().get_service(&name)).await.unwrap().unwrap();
+    let found =
+        tokio::time::timeout(Duration::from_secs(2), late.registry().get_service(&name)).await.unwrap().unwrap();
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].nodes[0].id, svc.node_id());
     let all = late.registry().list_services().await.unwrap();

@@ -2,7 +2,6 @@
 //! succeeding; SIGTERM drains in-flight requests and exits 0; a flapping node exits non-zero.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use futures::StreamExt;
 use micro::prelude::*;

@@ -65,7 +65,7 @@ impl std::fmt::Debug for Extensions {
 /// Something a handler argument can be built from.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a handler argument",
-    note = "handler arguments are extractors: `Req<T>` (the decoded body), `Meta` (metadata), `State<S>` (shared state), `CallContext`"
+    note = "handler arguments are extractors: `Req<T>` (the decoded body), `Meta` (metadata), `State<S>` (shared state), `CallContext`, `Client`"
 )]
 pub trait FromRequest: Sized {
     /// Builds the value, or fails with the status the caller gets.
@@ -119,6 +119,21 @@ impl<S: Clone + 'static> FromRequest for State<S> {
             .cloned()
             .map(State)
             .ok_or_else(|| Status::internal(format!("no state of type {} registered", std::any::type_name::<S>())))
+    }
+}
+
+/// The serving service's own client: calls made with it carry the service's name as caller and
+/// inherit the request's deadline, trace and metadata.
+///
+/// ```
+/// # use micro::prelude::*;
+/// async fn relay(client: Client, Req(v): Req<serde_json::Value>) -> Result<serde_json::Value, Status> {
+///     client.call("go.micro.srv.other", "Other.Do", &v).await.map_err(|e| e.to_status("relay"))
+/// }
+/// ```
+impl FromRequest for crate::client::Client {
+    fn from_request(req: &Request) -> Result<Self, Status> {
+        req.state.get::<crate::client::Client>().cloned().ok_or_else(|| Status::internal("no client in this context"))
     }
 }
 

@@ -365,7 +365,9 @@ impl ServiceBuilder {
             metadata: node_meta,
         });
 
-        let server = Server::new(info, endpoints, self.state, stats.clone(), supervisor.clone());
+        let mut state = self.state;
+        state.insert(client.clone());
+        let server = Server::new(info, endpoints, state, stats.clone(), supervisor.clone());
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut loops = server.serve(subscribe_node(&transport, &self.name, &node_id).await?, stop_rx.clone());
         for spec in self.subscriptions {

@@ -47,10 +47,9 @@ pub fn is_valid(subject: &str, wildcards: bool) -> bool {
         if t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()) {
             return false;
         }
-        if t.contains('*') || t.contains('>') {
-            if !wildcards || t.len() != 1 || (t == ">" && tokens.peek().is_some()) {
-                return false;
-            }
+        let wildcard = t.contains('*') || t.contains('>');
+        if wildcard && (!wildcards || t.len() != 1 || (t == ">" && tokens.peek().is_some())) {
+            return false;
         }
     }
     true
