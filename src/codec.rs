@@ -54,6 +54,15 @@ impl Codec {
         }
     }
 
+    /// The codec of a body that came without a content type: JSON if it starts (after white
+    /// space) with `{` or `[`, else MessagePack. A MessagePack map or array never starts so.
+    pub fn sniff(body: &[u8]) -> Codec {
+        match body.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') | Some(b'[') => Codec::Json,
+            _ => Codec::MsgPack,
+        }
+    }
+
     /// Encodes a value.
     pub fn encode<T: Serialize + ?Sized>(self, value: &T) -> Result<Bytes> {
         match self {
@@ -127,6 +136,13 @@ mod tests {
         let missing = Codec::MsgPack.encode(&serde_json::json!({"name": "x"})).unwrap();
         let e = Codec::MsgPack.decode::<Hello>(&missing).unwrap_err().to_string();
         assert!(e.contains("missing field `age`"), "{e}");
+    }
+
+    #[test]
+    fn sniffs_json_without_a_content_type() {
+        assert_eq!(Codec::sniff(b" {\"name\":\"x\"}"), Codec::Json);
+        assert_eq!(Codec::sniff(&Codec::MsgPack.encode(&serde_json::json!({"name": "x"})).unwrap()), Codec::MsgPack);
+        assert_eq!(Codec::sniff(b""), Codec::MsgPack);
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub struct CallContext {
     pub(crate) caller: Option<String>,
     pub(crate) deadline: Option<Deadline>,
     pub(crate) trace: Option<TraceParent>,
+    pub(crate) trace_state: Option<String>,
     pub(crate) metadata: Metadata,
     pub(crate) event: Option<EventInfo>,
 }
@@ -77,6 +78,11 @@ impl CallContext {
     /// The W3C trace context this request belongs to.
     pub fn trace(&self) -> Option<&TraceParent> {
         self.trace.as_ref()
+    }
+
+    /// The W3C `tracestate` that came with the trace context (passed on unchanged).
+    pub fn trace_state(&self) -> Option<&str> {
+        self.trace_state.as_deref()
     }
 
     /// User metadata sent by the caller.

@@ -116,7 +116,7 @@ impl<'de> Deserialize<'de> for Code {
 
 /// The wire error: `{id, code, detail, status}`.
 ///
-/// `id` names who produced it (a service name, or `go.micro.client` for client-side errors),
+/// `id` names who produced it (the service name; the gateway and tools use their own names),
 /// `code` is the numeric [`Code`], `detail` a human-readable message, `status` the code's text.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {

@@ -50,6 +50,7 @@ macro_rules! all_cases {
                 graceful_stop_drains_in_flight_requests,
                 debug_endpoints_answer,
                 many_requests_in_flight_on_one_endpoint,
+                actor_event_subscriber_survives_a_panic,
             ]
         );
     };
@@ -160,6 +161,31 @@ async fn unknown_endpoint_bad_payload_and_content_type(url: String) {
     // No endpoint header at all.
     let reply = t.request(&subject::service(&name), Message::new("x".into()), Duration::from_secs(5)).await.unwrap();
     assert_eq!(reply.headers.get(headers::ERROR), Some("400"));
+
+    // JSON without a Content-Type (as `nats req` sends it) is recognised and answered in JSON.
+    let mut h = Headers::new();
+    h.insert(headers::ENDPOINT, "Say.Hello");
+    let reply = t
+        .request(
+            &subject::service(&name),
+            Message::with_headers(h, r#"{"name":"Bare"}"#.into()),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.headers.get(headers::ERROR), None);
+    let g: Greeting = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(g.msg, "Hello Bare");
+
+    // A request naming another service is not served.
+    let mut h = Headers::new();
+    h.insert(headers::ENDPOINT, "Say.Hello");
+    h.insert(headers::SERVICE, "go.micro.srv.someone-else");
+    let reply = t
+        .request(&subject::service(&name), Message::with_headers(h, r#"{"name":"x"}"#.into()), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(reply.headers.get(headers::ERROR), Some("404"));
 
     // And the service is still up.
     let g: Greeting = client.call(&name, "Say.Hello", &hello("still")).await.unwrap();
@@ -498,4 +524,52 @@ async fn bad_configuration_is_a_typed_error() {
         assert_eq!(e.kind(), ErrorKind::Connect);
         assert!(e.to_string().contains("nats://127.0.0.1:1"), "{e}");
     }
+}
+
+async fn actor_event_subscriber_survives_a_panic(url: String) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    struct Auditor(Arc<AtomicUsize>);
+    impl actix::Actor for Auditor {
+        type Context = actix::Context<Self>;
+    }
+    #[derive(serde::Deserialize, actix::Message)]
+    #[rtype(result = "Result<(), Status>")]
+    struct Login {
+        user: String,
+    }
+    impl actix::Handler<Login> for Auditor {
+        type Result = Result<(), Status>;
+        fn handle(&mut self, e: Login, _: &mut actix::Context<Self>) -> Self::Result {
+            if e.user == "poison" {
+                panic!("auditor crashed (this panic is part of a test)");
+            }
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+    let topic = format!("{}.login", unique("user"));
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    let name = unique("auditor");
+    let svc = Service::builder(&name)
+        .transport(&url)
+        .restart_policy(RestartPolicy::unlimited())
+        .subscribe_actors(ActorEndpoints::new(move || Auditor(counter.clone())).route::<Login>(&topic))
+        .start()
+        .await
+        .unwrap();
+    let client = Client::connect(&url).await.unwrap();
+    client.publish(&topic, &serde_json::json!({"user": "ada"})).await.unwrap();
+    wait_for("first event", WAIT, || async { (seen.load(Ordering::SeqCst) == 1).then_some(()) }).await;
+    client.publish(&topic, &serde_json::json!({"user": "poison"})).await.unwrap();
+    let stats = wait_for("the actor restarted", WAIT, || async {
+        let s: micro::server::ServiceStats = client.call(&name, "Debug.Stats", &()).await.ok()?;
+        (s.restarts == 1).then_some(s)
+    })
+    .await;
+    assert_eq!(stats.events, 2);
+    client.publish(&topic, &serde_json::json!({"user": "grace"})).await.unwrap();
+    wait_for("events after the restart", WAIT, || async { (seen.load(Ordering::SeqCst) == 2).then_some(()) }).await;
+    svc.stop().await.unwrap();
 }

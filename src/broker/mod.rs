@@ -67,7 +67,7 @@ impl Event {
     pub(crate) fn from_incoming(incoming: Incoming) -> Result<Event> {
         let h = &incoming.message.headers;
         let codec = match h.get(headers::CONTENT_TYPE) {
-            None => Codec::MsgPack,
+            None => Codec::sniff(&incoming.message.body),
             Some(ct) => Codec::from_content_type(ct)
                 .ok_or_else(|| Error::codec(format!("event has unsupported content type {ct}")))?,
         };
@@ -94,6 +94,7 @@ impl Event {
             caller: self.publisher.clone(),
             deadline: None,
             trace: self.trace,
+            trace_state: None,
             metadata: self.metadata.clone(),
             event: Some(EventInfo {
                 topic: self.topic.clone(),

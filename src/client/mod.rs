@@ -248,11 +248,13 @@ impl Client {
         let mut deadline = Deadline::after(timeout);
         let mut metadata = opts.metadata;
         let mut trace = None;
+        let mut trace_state = None;
         CallContext::with_current(|ctx| {
             if let Some(d) = ctx.deadline {
                 deadline = deadline.min(d);
             }
             trace = ctx.trace.map(|t| t.child());
+            trace_state = ctx.trace_state.clone();
             metadata.merge_missing(&ctx.metadata);
         });
         let trace = trace.unwrap_or_else(TraceParent::new_root);
@@ -265,6 +267,9 @@ impl Client {
         h.push(headers::DEADLINE, deadline.as_millis().to_string());
         h.push(headers::CALLER, config.name.as_str());
         h.push(headers::TRACEPARENT, trace.to_string());
+        if let Some(state) = trace_state {
+            h.push(headers::TRACESTATE, state);
+        }
         h.set_metadata(&metadata);
         let message = Message::with_headers(h, body);
 
@@ -338,7 +343,8 @@ impl Client {
         }
         // A call that may be retried after a timeout must leave time for the retries: the
         // budget is split evenly over the attempts still allowed.
-        let budget = if idempotent { remaining / (retries_left as u32 + 1) } else { remaining };
+        let attempts = u32::try_from(retries_left).unwrap_or(u32::MAX).saturating_add(1);
+        let budget = if idempotent { remaining / attempts } else { remaining };
         match self.inner.transport.request(&target, message.clone(), budget).await {
             Ok(reply) => {
                 if let Some(n) = &node {

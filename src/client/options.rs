@@ -50,7 +50,7 @@ impl RetryPolicy {
         self
     }
 
-    /// Largest backoff delay.
+    /// Largest backoff delay before jitter (jitter adds up to as much again).
     pub fn max_delay(mut self, d: Duration) -> Self {
         self.max_delay = d;
         self

@@ -47,7 +47,7 @@ pub struct Node {
     pub id: String,
     /// Where the node takes requests: its subject on the transport (`micro.node.<id>`).
     pub address: String,
-    /// Node metadata (`transport`, `protocol`, `registry`, plus user labels).
+    /// Node metadata (`transport`, `protocol`, `server`, `subscriptions`, plus user labels).
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
 }

@@ -86,6 +86,7 @@ impl<A: Actor<Context = Context<A>>> ActorPool<A> {
             "actor stopped (panic); restarted from its factory"
         );
         if let Some(rt) = self.runtime.get() {
+            Stats::incr(&rt.stats.panics);
             Stats::incr(&rt.stats.restarts);
             rt.supervisor.record_restart();
         }

@@ -85,7 +85,8 @@ impl Server {
                 let server = self.clone();
                 let stop = stop.clone();
                 actix_rt::spawn(serve_loop(sub, stop, move |incoming| {
-                    actix_rt::spawn(server.clone().dispatch(incoming));
+                    let in_flight = server.stats.begin();
+                    actix_rt::spawn(server.clone().dispatch(incoming, in_flight));
                 }))
             })
             .collect()
@@ -96,16 +97,15 @@ impl Server {
         self.stats.wait_idle(grace).await
     }
 
-    async fn dispatch(self: Rc<Self>, incoming: Incoming) {
+    async fn dispatch(self: Rc<Self>, incoming: Incoming, _in_flight: stats::InFlight) {
         let Some(reply) = incoming.reply else {
             tracing::debug!(subject = %incoming.subject, "request without a reply subject ignored");
             return;
         };
         Stats::incr(&self.stats.requests);
-        let _in_flight = self.stats.begin();
         let Message { headers: h, body } = incoming.message;
         let codec = match h.get(headers::CONTENT_TYPE) {
-            None => Codec::MsgPack,
+            None => Codec::sniff(&body),
             Some(ct) => match Codec::from_content_type(ct) {
                 Some(c) => c,
                 None => {
@@ -122,16 +122,21 @@ impl Server {
             tracing::debug!(endpoint = ?h.get(headers::ENDPOINT), "request arrived after its deadline; dropped");
             return;
         }
-        if self.stats.in_flight() as usize > self.info.max_in_flight {
+        let Some(endpoint) = h.get(headers::ENDPOINT) else {
+            return self.answer(reply, codec, Err(Status::bad_request("request has no Micro-Endpoint header"))).await;
+        };
+        if let Some(service) = h.get(headers::SERVICE).filter(|s| *s != self.info.service) {
+            let s = Status::not_found(format!("service {service} is not served here (this is {})", self.info.service));
+            return self.answer(reply, codec, Err(s)).await;
+        }
+        // Shed load, but keep answering the health and stats probes.
+        if self.stats.in_flight() as usize > self.info.max_in_flight && !endpoint.starts_with("Debug.") {
             let s = Status::unavailable(format!(
                 "{} is overloaded ({} requests in flight)",
                 self.info.service, self.info.max_in_flight
             ));
             return self.answer(reply, codec, Err(s)).await;
         }
-        let Some(endpoint) = h.get(headers::ENDPOINT) else {
-            return self.answer(reply, codec, Err(Status::bad_request("request has no Micro-Endpoint header"))).await;
-        };
         let Some(ep) = self.endpoints.get(endpoint).cloned() else {
             let s = Status::not_found(format!("endpoint {endpoint} not found on {}", self.info.service));
             return self.answer(reply, codec, Err(s)).await;
@@ -193,6 +198,7 @@ pub(crate) fn context_from(service: &str, endpoint: &str, h: &Headers, deadline:
         caller: h.get(headers::CALLER).map(str::to_string),
         deadline,
         trace: h.get(headers::TRACEPARENT).and_then(TraceParent::parse),
+        trace_state: h.get(headers::TRACESTATE).map(str::to_string),
         metadata: h.metadata(),
         event: None,
     }
@@ -243,8 +249,13 @@ pub(crate) async fn subscribe_node(
 
 impl Server {
     /// Handles one event with a subscription's handler.
-    pub(crate) async fn dispatch_event(self: Rc<Self>, ep: Rc<dyn Endpoint>, incoming: Incoming) {
-        let _in_flight = self.stats.begin();
+    /// Counts an event in flight and handles it in its own task.
+    pub(crate) fn spawn_event(self: &Rc<Self>, ep: Rc<dyn Endpoint>, incoming: Incoming) {
+        let in_flight = self.stats.begin();
+        actix_rt::spawn(self.clone().dispatch_event(ep, incoming, in_flight));
+    }
+
+    async fn dispatch_event(self: Rc<Self>, ep: Rc<dyn Endpoint>, incoming: Incoming, _in_flight: stats::InFlight) {
         Stats::incr(&self.stats.events);
         let event = match crate::broker::Event::from_incoming(incoming) {
             Ok(e) => e,

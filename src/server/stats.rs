@@ -1,6 +1,7 @@
 //! Counters behind `Debug.Stats` and the in-flight gauge that graceful shutdown waits on.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -23,9 +24,9 @@ pub(crate) struct Stats {
 }
 
 /// A guard for one in-flight request or event; dropping it ends it.
-pub(crate) struct InFlight<'a>(&'a Stats);
+pub(crate) struct InFlight(Arc<Stats>);
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
         if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.idle.notify_waiters();
@@ -49,9 +50,11 @@ impl Stats {
         }
     }
 
-    pub(crate) fn begin(&self) -> InFlight<'_> {
+    /// Counts a request or event as in flight until the guard drops. Taken when the message
+    /// is received, before its task is spawned, so a drain never misses a queued task.
+    pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        InFlight(self)
+        InFlight(self.clone())
     }
 
     pub(crate) fn in_flight(&self) -> i64 {
@@ -112,9 +115,9 @@ pub struct ServiceStats {
     pub uptime: u64,
     /// Requests received.
     pub requests: u64,
-    /// Requests answered with an error.
+    /// Requests answered with an error, plus events whose handler failed or that were malformed.
     pub errors: u64,
-    /// Handler panics.
+    /// Handler panics (async fns and actors).
     pub panics: u64,
     /// Handler restarts (fn handler panics and actor restarts).
     pub restarts: u64,

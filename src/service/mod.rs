@@ -79,6 +79,7 @@ pub struct ServiceBuilder {
     registry_url: Option<String>,
     registry: RegistryOptions,
     endpoints: Vec<EndpointSpec>,
+    idempotent: std::collections::HashSet<String>,
     subscriptions: Vec<SubscriptionSpec>,
     state: Extensions,
     restart: RestartPolicy,
@@ -110,6 +111,7 @@ impl ServiceBuilder {
             registry_url: None,
             registry: RegistryOptions::default(),
             endpoints: Vec::new(),
+            idempotent: Default::default(),
             subscriptions: Vec::new(),
             state: Extensions::default(),
             restart: RestartPolicy::default(),
@@ -167,11 +169,10 @@ impl ServiceBuilder {
         self
     }
 
-    /// Marks an endpoint idempotent in the registry, so clients retry it after timeouts.
+    /// Marks an endpoint idempotent in the registry, so clients retry it after timeouts too
+    /// (safe only if running it twice does no harm).
     pub fn idempotent(mut self, endpoint: &str) -> Self {
-        for e in self.endpoints.iter_mut().filter(|e| e.name == endpoint) {
-            e.metadata.insert("idempotent".into(), "true".into());
-        }
+        self.idempotent.insert(endpoint.to_string());
         self
     }
 
@@ -297,6 +298,15 @@ impl ServiceBuilder {
                 return Err(Error::config(format!("endpoint {} is bound twice", e.name)));
             }
         }
+        if let Some(unknown) = self.idempotent.iter().find(|n| !seen.contains(n.as_str())) {
+            return Err(Error::config(format!("idempotent({unknown}) names no bound endpoint")));
+        }
+        if self.registry.heartbeat >= self.registry.ttl {
+            return Err(Error::config(format!(
+                "registry heartbeat ({:?}) must be shorter than the TTL ({:?})",
+                self.registry.heartbeat, self.registry.ttl
+            )));
+        }
         for s in &self.subscriptions {
             if !subject::is_valid(&s.topic, true) {
                 return Err(Error::config(format!("invalid topic {:?}", s.topic)));
@@ -341,11 +351,15 @@ impl ServiceBuilder {
 
         let mut record = registry::Service::new(&self.name, &self.version);
         let mut endpoints: HashMap<String, Rc<dyn Endpoint>> = HashMap::new();
-        for spec in self.endpoints {
+        for mut spec in self.endpoints {
+            if self.idempotent.contains(&spec.name) {
+                spec.metadata.insert("idempotent".into(), "true".into());
+            }
             record.endpoints.push(registry::Endpoint { name: spec.name.clone(), metadata: spec.metadata });
             endpoints.insert(spec.name, spec.endpoint);
         }
-        for (name, ep) in debug_endpoints(&info, &stats) {
+        let draining = Rc::new(std::cell::Cell::new(false));
+        for (name, ep) in debug_endpoints(&info, &stats, &draining) {
             let mut metadata = BTreeMap::new();
             metadata.insert("idempotent".to_string(), "true".to_string());
             record.endpoints.push(registry::Endpoint { name: name.to_string(), metadata });
@@ -376,7 +390,7 @@ impl ServiceBuilder {
             let runtime = crate::server::Runtime { supervisor: supervisor.clone(), stats: stats.clone() };
             ep.start(&runtime);
             loops.push(actix_rt::spawn(serve_loop(sub, stop_rx.clone(), move |incoming| {
-                actix_rt::spawn(server.clone().dispatch_event(ep.clone(), incoming));
+                server.spawn_event(ep.clone(), incoming)
             })));
         }
         // The server must know our subscriptions before anyone learns our address.
@@ -393,6 +407,7 @@ impl ServiceBuilder {
             transport,
             server,
             supervisor,
+            draining,
             stop_tx,
             loops,
         })
@@ -410,15 +425,23 @@ impl ServiceBuilder {
     }
 }
 
-fn debug_endpoints(info: &ServerInfo, stats: &Arc<Stats>) -> Vec<(&'static str, Rc<dyn Endpoint>)> {
+fn debug_endpoints(
+    info: &ServerInfo,
+    stats: &Arc<Stats>,
+    draining: &Rc<std::cell::Cell<bool>>,
+) -> Vec<(&'static str, Rc<dyn Endpoint>)> {
     let health = HealthStatus {
         status: "ok".into(),
         service: info.service.clone(),
         version: info.version.clone(),
         node: info.node_id.clone(),
     };
+    let draining = draining.clone();
     let health_ep = move || {
-        let h = health.clone();
+        let mut h = health.clone();
+        if draining.get() {
+            h.status = "draining".into();
+        }
         async move { Ok::<_, Status>(h) }
     };
     let (stats, info) = (stats.clone(), info.clone());
@@ -442,6 +465,7 @@ pub struct ServiceHandle {
     transport: Arc<dyn Transport>,
     server: Rc<Server>,
     supervisor: Rc<Supervisor>,
+    draining: Rc<std::cell::Cell<bool>>,
     stop_tx: watch::Sender<bool>,
     loops: Vec<actix_rt::task::JoinHandle<()>>,
 }
@@ -498,6 +522,7 @@ impl ServiceHandle {
     /// delivered is still answered), waits for in-flight requests up to the grace period.
     pub async fn stop(self) -> Result<()> {
         tracing::info!(service = %self.name, node = %self.node_id, "shutting down");
+        self.draining.set(true);
         if let Err(e) = self.registry.deregister(&self.node_id).await {
             tracing::warn!(error = %e, "deregistration failed");
         }
