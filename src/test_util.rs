@@ -33,6 +33,28 @@ pub fn nats_url() -> String {
     url
 }
 
+/// The RabbitMQ URL for tests: `MICRO_TEST_AMQP_URL`, else `amqp://guest:guest@127.0.0.1:5672/%2f`.
+///
+/// # Panics
+/// When nothing listens there, with the command that starts RabbitMQ.
+pub fn amqp_url() -> String {
+    let url = std::env::var("MICRO_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let hostport = url.rsplit('@').next().unwrap_or(&url).trim_start_matches("amqp://");
+    let hostport = hostport.split('/').next().unwrap_or(hostport).to_string();
+    let reachable = hostport
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok());
+    if !reachable {
+        panic!(
+            "RabbitMQ is not reachable at {hostport}. Start it with\n  rabbitmq-server -detached\n\
+             or `docker compose up -d rabbitmq`, or point MICRO_TEST_AMQP_URL at one."
+        );
+    }
+    url
+}
+
 /// A name unique to this process and call: `test.<prefix>.<uuid>`.
 pub fn unique(prefix: &str) -> String {
     format!("test.{prefix}.{}", uuid::Uuid::now_v7().simple())

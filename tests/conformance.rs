@@ -59,6 +59,8 @@ macro_rules! all_cases {
 all_cases!(memory, crate::util::memory_url());
 #[cfg(feature = "nats")]
 all_cases!(nats, crate::util::nats_url());
+#[cfg(feature = "rabbitmq")]
+all_cases!(amqp, crate::util::amqp_url());
 
 fn hello(name: &str) -> Hello {
     Hello { name: name.into() }

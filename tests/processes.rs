@@ -1,5 +1,6 @@
-//! Nodes in child processes over NATS: a SIGKILLed node stops getting calls while calls keep
-//! succeeding; SIGTERM drains in-flight requests and exits 0; a flapping node exits non-zero.
+//! Nodes in child processes, over every broker: a SIGKILLed node stops getting calls while
+//! calls keep succeeding; SIGTERM drains in-flight requests and exits 0; a flapping node exits
+//! non-zero.
 
 use std::collections::HashMap;
 
@@ -9,6 +10,25 @@ use micro::registry::WatchAction;
 use micro::{Code, ErrorKind};
 
 use crate::util::*;
+
+macro_rules! over_brokers {
+    ($($case:ident),* $(,)?) => {
+        #[cfg(feature = "nats")]
+        mod nats {
+            $(#[actix::test] async fn $case() { super::$case(crate::util::nats_url()).await })*
+        }
+        #[cfg(feature = "rabbitmq")]
+        mod amqp {
+            $(#[actix::test] async fn $case() { super::$case(crate::util::amqp_url()).await })*
+        }
+    };
+}
+
+over_brokers!(
+    sigkilled_node_stops_receiving_calls_and_calls_keep_succeeding,
+    sigterm_deregisters_drains_in_flight_requests_and_exits_zero,
+    restart_intensity_makes_the_node_deregister_and_exit_non_zero,
+);
 
 fn child(url: &str, service: &str, label: &str) -> ChildConfig {
     ChildConfig { url: url.into(), service: service.into(), label: label.into(), max_restarts: 100, grace_ms: 10_000 }
@@ -22,9 +42,7 @@ async fn wait_for_nodes(client: &Client, name: &str, n: usize) {
     .await
 }
 
-#[actix::test]
-async fn sigkilled_node_stops_receiving_calls_and_calls_keep_succeeding() {
-    let url = nats_url();
+async fn sigkilled_node_stops_receiving_calls_and_calls_keep_succeeding(url: String) {
     let name = unique("greeter");
     let local = greeter(&url, &name, "local").start().await.unwrap();
     let mut remote = ChildNode::spawn(&child(&url, &name, "remote"));
@@ -64,9 +82,7 @@ async fn sigkilled_node_stops_receiving_calls_and_calls_keep_succeeding() {
     local.stop().await.unwrap();
 }
 
-#[actix::test]
-async fn sigterm_deregisters_drains_in_flight_requests_and_exits_zero() {
-    let url = nats_url();
+async fn sigterm_deregisters_drains_in_flight_requests_and_exits_zero(url: String) {
     let name = unique("draining");
     let client = Client::connect(&url).await.unwrap();
     let mut watch = client.registry().watch().await.unwrap();
@@ -105,9 +121,7 @@ async fn sigterm_deregisters_drains_in_flight_requests_and_exits_zero() {
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
 }
 
-#[actix::test]
-async fn restart_intensity_makes_the_node_deregister_and_exit_non_zero() {
-    let url = nats_url();
+async fn restart_intensity_makes_the_node_deregister_and_exit_non_zero(url: String) {
     let name = unique("flappy");
     let client = Client::connect(&url).await.unwrap();
     let mut node = ChildNode::spawn(&ChildConfig { max_restarts: 2, ..child(&url, &name, "remote") });

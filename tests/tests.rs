@@ -1,10 +1,9 @@
-//! Integration tests: real services over the memory transport and the NATS server on this
-//! machine (which must be running; the NATS tests fail with a how-to when it is not).
+//! Integration tests: real services over the memory transport and the NATS and RabbitMQ servers
+//! on this machine (which must be running; those tests fail with a how-to when they are not).
 
 mod util;
 
 mod conformance;
-#[cfg(feature = "nats")]
 mod processes;
 
 /// Not a test: the entry point of child-process nodes (see `util::ChildNode`). Other tests run

@@ -7,7 +7,8 @@ use actix::prelude::*;
 use micro::prelude::*;
 use serde::{Deserialize, Serialize};
 
-pub use micro::test_util::{memory_url, nats_url, unique, wait_for};
+#[allow(unused_imports)]
+pub use micro::test_util::{amqp_url, memory_url, nats_url, unique, wait_for};
 
 /// Generous bound for wait-for-condition loops (never a sleep).
 pub const WAIT: Duration = Duration::from_secs(15);

@@ -321,10 +321,12 @@ impl ServiceBuilder {
         let url = transport::resolve_url(self.transport.as_deref());
         let transport = transport::connect(&url).await?;
         let registry_transport = match &self.registry_url {
-            Some(u) => transport::connect(u).await?,
-            None => transport.clone(),
+            Some(u) => Some(transport::connect(u).await?),
+            None => None,
         };
-        let registry = Registry::start(registry_transport, self.registry.clone()).await?;
+        let registry =
+            Registry::start(registry_transport.clone().unwrap_or_else(|| transport.clone()), self.registry.clone())
+                .await?;
         let selector = Selector::new(self.strategy);
         SelectorActor::start(selector.clone(), &registry).await?;
         let client = Client::from_parts(
@@ -405,6 +407,7 @@ impl ServiceBuilder {
             client,
             registry,
             transport,
+            registry_transport,
             server,
             supervisor,
             draining,
@@ -463,6 +466,7 @@ pub struct ServiceHandle {
     client: Client,
     registry: Registry,
     transport: Arc<dyn Transport>,
+    registry_transport: Option<Arc<dyn Transport>>,
     server: Rc<Server>,
     supervisor: Rc<Supervisor>,
     draining: Rc<std::cell::Cell<bool>>,
@@ -519,7 +523,8 @@ impl ServiceHandle {
     }
 
     /// Graceful shutdown: deregisters, stops taking new requests (what the broker already
-    /// delivered is still answered), waits for in-flight requests up to the grace period.
+    /// delivered is still answered), waits for in-flight requests up to the grace period, then
+    /// closes the service's connection (its client stops working too).
     pub async fn stop(self) -> Result<()> {
         tracing::info!(service = %self.name, node = %self.node_id, "shutting down");
         self.draining.set(true);
@@ -536,6 +541,12 @@ impl ServiceHandle {
         }
         let _ = self.transport.flush().await;
         self.registry.stop();
+        // Closing releases what the broker holds for this node (exclusive queues, consumers).
+        for t in std::iter::once(&self.transport).chain(self.registry_transport.as_ref()) {
+            if let Err(e) = t.close().await {
+                tracing::debug!(error = %e, "closing the transport failed");
+            }
+        }
         tracing::info!(service = %self.server.info().service, "stopped");
         Ok(())
     }

@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | `memory://[name]` | [`MemoryTransport`]: in-process bus, the embedded default | always |
 //! | `nats://host:port` | `NatsTransport` over async-nats | `nats` |
+//! | `amqp://user:pass@host:port/vhost` | `AmqpTransport` over lapin (RabbitMQ) | `rabbitmq` |
 //!
 //! ```
 //! # #[actix::main] async fn main() -> micro::Result<()> {
@@ -38,6 +39,12 @@ pub use memory::MemoryTransport;
 mod nats;
 #[cfg(feature = "nats")]
 pub use nats::NatsTransport;
+
+#[cfg(feature = "rabbitmq")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rabbitmq")))]
+mod amqp;
+#[cfg(feature = "rabbitmq")]
+pub use amqp::{AmqpTransport, EXCHANGE as AMQP_EXCHANGE};
 
 /// The environment variable that selects the transport URL when the builder does not.
 pub const TRANSPORT_ENV: &str = "MICRO_TRANSPORT";
@@ -151,6 +158,11 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
 
     /// Flushes anything buffered to the server.
     fn flush(&self) -> BoxFuture<'_, Result<()>>;
+
+    /// Closes the connection: subscriptions end, exclusive broker-side resources go away.
+    fn close(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(futures::future::ready(Ok(())))
+    }
 }
 
 /// Connects to the transport named by a URL.
@@ -166,12 +178,15 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Transport>> {
         "nats" | "tls" => Ok(Arc::new(NatsTransport::connect(url).await?)),
         #[cfg(not(feature = "nats"))]
         "nats" | "tls" => Err(Error::config(format!("transport {url:?} needs the `nats` cargo feature"))),
-        "amqp" | "amqps" => {
-            Err(Error::config(format!("transport {url:?}: the RabbitMQ transport is not built into this version")))
-        }
-        "" => Err(Error::config(format!("transport URL {url:?} has no scheme; use memory:// or nats://host:port"))),
+        #[cfg(feature = "rabbitmq")]
+        "amqp" | "amqps" => Ok(Arc::new(AmqpTransport::connect(url).await?)),
+        #[cfg(not(feature = "rabbitmq"))]
+        "amqp" | "amqps" => Err(Error::config(format!("transport {url:?} needs the `rabbitmq` cargo feature"))),
+        "" => Err(Error::config(format!(
+            "transport URL {url:?} has no scheme; use memory://, nats://host:port or amqp://host:port"
+        ))),
         other => Err(Error::config(format!(
-            "unknown transport scheme {other:?} in {url:?}; use memory:// or nats://host:port"
+            "unknown transport scheme {other:?} in {url:?}; use memory://, nats://host:port or amqp://host:port"
         ))),
     }
 }

@@ -44,7 +44,8 @@ pub fn is_valid(subject: &str, wildcards: bool) -> bool {
     }
     let mut tokens = subject.split('.').peekable();
     while let Some(t) = tokens.next() {
-        if t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()) {
+        // `#` is a wildcard on AMQP: kept out of names so every transport routes alike.
+        if t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic() && b != b'#') {
             return false;
         }
         let wildcard = t.contains('*') || t.contains('>');
@@ -92,5 +93,6 @@ mod tests {
         assert!(!is_valid("user.>.x", true));
         assert!(!is_valid("us er", true));
         assert!(!is_valid("user.lo*", true));
+        assert!(!is_valid("user.#", true));
     }
 }
