@@ -5,6 +5,8 @@ mod util;
 
 mod conformance;
 mod processes;
+#[cfg(feature = "rabbitmq")]
+mod rabbitmq;
 
 /// Not a test: the entry point of child-process nodes (see `util::ChildNode`). Other tests run
 /// this binary again with `--exact child_node` and `MICRO_TEST_CHILD_NODE` set; without that

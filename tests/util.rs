@@ -171,3 +171,105 @@ pub fn run_child(config: ChildConfig) -> ! {
     });
     std::process::exit(code)
 }
+
+/// A RabbitMQ node of our own on free ports and a temp dir, for fault tests that must never
+/// touch the shared broker. Stopped and removed on drop.
+#[cfg(feature = "rabbitmq")]
+pub struct PrivateRabbit {
+    pub node: String,
+    pub port: u16,
+    dir: std::path::PathBuf,
+}
+
+#[cfg(feature = "rabbitmq")]
+impl PrivateRabbit {
+    pub async fn start() -> PrivateRabbit {
+        use std::os::unix::fs::PermissionsExt;
+        let port = free_port();
+        let dist = free_port();
+        let node = format!("micro-test-{}@localhost", uuid::Uuid::now_v7().simple());
+        let dir = std::env::temp_dir().join(format!("micro-rabbit-{port}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        // The node runs as the `rabbitmq` user (Debian's wrapper switches to it).
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::fs::write(
+            dir.join("rabbitmq.conf"),
+            format!("listeners.tcp.local = 127.0.0.1:{port}\nloopback_users = none\n"),
+        )
+        .unwrap();
+        std::fs::write(dir.join("plugins"), "[].\n").unwrap();
+        std::fs::write(dir.join("env"), format!("NODENAME={node}\n")).unwrap();
+        let status = Command::new("rabbitmq-server")
+            .arg("-detached")
+            .env("RABBITMQ_CONF_ENV_FILE", dir.join("env"))
+            .env("RABBITMQ_CONFIG_FILE", dir.join("rabbitmq.conf"))
+            .env("RABBITMQ_NODENAME", &node)
+            .env("RABBITMQ_NODE_PORT", port.to_string())
+            .env("RABBITMQ_DIST_PORT", dist.to_string())
+            .env("RABBITMQ_MNESIA_BASE", dir.join("mnesia"))
+            .env("RABBITMQ_LOG_BASE", dir.join("log"))
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.join("plugins"))
+            .env("RABBITMQ_PID_FILE", dir.join("pid"))
+            .stdout(Stdio::null())
+            .status()
+            .expect("rabbitmq-server must be installed for the RabbitMQ fault tests (apt-get install rabbitmq-server)");
+        assert!(status.success(), "rabbitmq-server -detached failed");
+        let rabbit = PrivateRabbit { node, port, dir };
+        rabbit.wait_listening(true).await;
+        rabbit
+    }
+
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    pub fn ctl(&self, args: &[&str]) {
+        let out = Command::new("rabbitmqctl").arg("-n").arg(&self.node).args(args).output().expect("rabbitmqctl");
+        assert!(out.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Stops the broker application: every client connection drops, the port closes.
+    pub async fn stop_app(&self) {
+        self.ctl(&["stop_app"]);
+        self.wait_listening(false).await;
+    }
+
+    pub async fn start_app(&self) {
+        self.ctl(&["start_app"]);
+        self.wait_listening(true).await;
+    }
+
+    async fn wait_listening(&self, up: bool) {
+        let port = self.port;
+        wait_for(
+            &format!("private RabbitMQ on {port} to be {}", if up { "up" } else { "down" }),
+            Duration::from_secs(90),
+            || async move { (std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() == up).then_some(()) },
+        )
+        .await
+    }
+}
+
+#[cfg(feature = "rabbitmq")]
+impl Drop for PrivateRabbit {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl").arg("-n").arg(&self.node).arg("stop").output();
+        if let Ok(pid) = std::fs::read_to_string(self.dir.join("pid")) {
+            let _ = Command::new("kill").arg(pid.trim()).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(feature = "rabbitmq")]
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `rabbitmqctl -q <args>` against the shared broker (read-only listings only).
+#[cfg(feature = "rabbitmq")]
+pub fn rabbitmqctl_list(args: &[&str]) -> String {
+    let out = Command::new("rabbitmqctl").arg("-q").args(args).output().expect("rabbitmqctl");
+    assert!(out.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -530,9 +530,8 @@ impl Transport for AmqpTransport {
                 .publish
                 .basic_publish(EXCHANGE.into(), subject.into(), BasicPublishOptions::default(), &message.body, props)
                 .await
-                .map_err(|e| {
-                    Error::new(ErrorKind::Broker, format!("publish on {subject} failed: {e}")).with_source(e)
-                })?;
+                // Not handed to the broker at all: the event provably was not published.
+                .map_err(|e| Error::unavailable(format!("publish on {subject} not sent: {e}")).with_source(e))?;
             match confirm.await {
                 Ok(Confirmation::Nack(_)) => {
                     Err(Error::new(ErrorKind::Broker, format!("RabbitMQ did not accept the publish on {subject}")))
