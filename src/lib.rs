@@ -2,7 +2,7 @@
 //!
 //! A microservices toolkit on actix actors, in the spirit of Micro / go-micro: services are
 //! supervised actor systems that serve endpoints (`Say.Hello`) and subscribe to topics; requests
-//! and events travel over NATS or in memory; a gossip registry, a selector and a broker do
+//! and events travel over NATS, RabbitMQ or in memory; a gossip registry, a selector and a broker do
 //! discovery, client-side load balancing and pub/sub.
 //!
 //! ```
@@ -34,6 +34,7 @@
 //! | feature | default | what |
 //! |---|---|---|
 //! | `nats` | yes | the `nats://` transport (async-nats) |
+//! | `rabbitmq` | yes | the `amqp://` transport (lapin; plain TCP, no TLS yet) |
 //! | `test-util` | no | helpers for tests: broker URLs that fail loudly, unique names, wait-for |
 //!
 //! The wire protocol is in `docs/protocol.md`; the parts and flows in `ARCHITECTURE.md`.
