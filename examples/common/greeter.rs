@@ -81,7 +81,9 @@ pub async fn exercise(client: &Client) -> micro::Result<()> {
         println!("Counter.Add {by}  -> {total}");
     }
     match client.call::<_, Response>(SERVICE, "Say.Hello", &Request { name: "".into() }).await {
-        Err(e) => println!("Say.Hello \"\"   -> {}", serde_json::to_string(e.status().expect("a service error")).unwrap()),
+        Err(e) => {
+            println!("Say.Hello \"\"   -> {}", serde_json::to_string(e.status().expect("a service error")).unwrap())
+        }
         Ok(r) => println!("unexpected: {r:?}"),
     }
     Ok(())
@@ -89,8 +91,6 @@ pub async fn exercise(client: &Client) -> micro::Result<()> {
 
 pub fn init_tracing() {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
 }
