@@ -35,6 +35,8 @@
 //! |---|---|---|
 //! | `nats` | yes | the `nats://` transport (async-nats) |
 //! | `rabbitmq` | yes | the `amqp://` transport (lapin; plain TCP, no TLS yet) |
+//! | `gateway` | yes | the actix-web API gateway (`micro::gateway`) |
+//! | `cli` | yes | the `micro` binary |
 //! | `test-util` | no | helpers for tests: broker URLs that fail loudly, unique names, wait-for |
 //!
 //! The wire protocol is in `docs/protocol.md`; the parts and flows in `ARCHITECTURE.md`.
@@ -42,11 +44,18 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod api;
 pub mod broker;
+#[cfg(feature = "cli")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
+pub mod cli;
 pub mod client;
 pub mod codec;
 pub mod context;
 pub mod error;
+#[cfg(feature = "gateway")]
+#[cfg_attr(docsrs, doc(cfg(feature = "gateway")))]
+pub mod gateway;
 pub mod message;
 pub mod registry;
 pub mod selector;

@@ -114,6 +114,12 @@ impl CallOptions {
         self
     }
 
+    /// Adds every pair of user metadata.
+    pub fn metadata_all(mut self, meta: &Metadata) -> Self {
+        self.metadata.merge_missing(meta);
+        self
+    }
+
     /// Only nodes of this version.
     pub fn version(mut self, v: impl Into<String>) -> Self {
         self.filter = self.filter.version(v);

@@ -1,0 +1,676 @@
+//! The API gateway: actix-web in front of the services. Each HTTP request is resolved to a
+//! service through the registry and called over the configured transport.
+//!
+//! Handlers (see `docs/gateway.md`):
+//! - `POST /rpc` — `{"service", "endpoint" (or "method"), "request"}` as JSON or form fields.
+//! - `api` (default) — path to service and endpoint ([`resolve`]); the HTTP request travels as
+//!   an [`api::Request`](crate::api::Request), the reply is an [`api::Response`](crate::api::Response).
+//! - `rpc` — same resolution; the JSON body (or the query for GET) is the request, the reply
+//!   is the JSON response.
+//! - `proxy` — reverse proxy (HTTP and WebSocket) to a node's registered HTTP address.
+//! - `event` — `POST /event/{topic}` publishes the body.
+//!
+//! ```no_run
+//! # #[actix::main] async fn main() -> std::io::Result<()> {
+//! use micro::gateway::{Gateway, GatewayConfig};
+//! let client = micro::Client::builder().name("go.micro.api").transport("nats://127.0.0.1:4222")
+//!     .connect().await.map_err(std::io::Error::other)?;
+//! Gateway::new(client, GatewayConfig::default()).run().await
+//! # }
+//! ```
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::{web, App, HttpMessage, HttpRequest, HttpResponse, HttpServer};
+use bytes::Bytes;
+use futures::future::LocalBoxFuture;
+
+use crate::api;
+use crate::broker::PublishOptions;
+use crate::client::{CallOptions, Client};
+use crate::codec::Codec;
+use crate::context::CallContext;
+use crate::message::{new_id, Deadline, Metadata, TraceParent};
+use crate::transport::subject;
+
+mod error;
+mod proxy;
+pub mod resolve;
+
+pub use error::{GatewayError, GATEWAY_ID};
+pub use proxy::HTTP_ADDRESS_KEY;
+
+/// How requests under a path prefix are handled.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HandlerKind {
+    /// Path to service + endpoint; `api.Request` in, `api.Response` out (default).
+    #[default]
+    Api,
+    /// Path to service + endpoint; JSON body (or query) in, JSON reply out.
+    Rpc,
+    /// Reverse proxy to the node's HTTP address (node metadata `http`).
+    Proxy,
+    /// Publish the body as an event on the topic the path names.
+    Event,
+}
+
+impl FromStr for HandlerKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "api" => Ok(HandlerKind::Api),
+            "rpc" => Ok(HandlerKind::Rpc),
+            "proxy" | "http" | "web" => Ok(HandlerKind::Proxy),
+            "event" => Ok(HandlerKind::Event),
+            other => Err(format!("unknown handler {other:?}: use api, rpc, proxy or event")),
+        }
+    }
+}
+
+/// Gateway settings. Every field has a default; `micro api` fills them from flags and
+/// `MICRO_*` variables.
+///
+/// ```
+/// use std::time::Duration;
+/// use micro::gateway::{GatewayConfig, HandlerKind};
+/// let c = GatewayConfig::default()
+///     .address("127.0.0.1:8080".parse().unwrap())
+///     .namespace("go.micro.api")
+///     .handler(HandlerKind::Api)
+///     .route("/rpcapi", HandlerKind::Rpc)
+///     .timeout(Duration::from_secs(5))
+///     .cors(["https://app.example.com"]);
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct GatewayConfig {
+    pub(crate) address: SocketAddr,
+    pub(crate) namespace: String,
+    pub(crate) handler: HandlerKind,
+    pub(crate) routes: Vec<(String, HandlerKind)>,
+    pub(crate) rpc_path: Option<String>,
+    pub(crate) event_prefix: Option<String>,
+    pub(crate) timeout: Duration,
+    pub(crate) max_body: usize,
+    pub(crate) cors: Vec<String>,
+    pub(crate) metadata_headers: Vec<String>,
+    pub(crate) workers: usize,
+    pub(crate) shutdown_timeout: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            address: ([127, 0, 0, 1], 8080).into(),
+            namespace: "go.micro.api".into(),
+            handler: HandlerKind::Api,
+            routes: Vec::new(),
+            rpc_path: Some("/rpc".into()),
+            event_prefix: Some("/event".into()),
+            timeout: Duration::from_secs(10),
+            max_body: 1024 * 1024,
+            cors: Vec::new(),
+            metadata_headers: Vec::new(),
+            workers: 0,
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// Listen address (default `127.0.0.1:8080`).
+    pub fn address(mut self, a: SocketAddr) -> Self {
+        self.address = a;
+        self
+    }
+
+    /// Namespace of resolved services (default `go.micro.api`).
+    pub fn namespace(mut self, ns: impl Into<String>) -> Self {
+        self.namespace = ns.into();
+        self
+    }
+
+    /// The handler for paths no route prefix claims (default `api`).
+    pub fn handler(mut self, h: HandlerKind) -> Self {
+        self.handler = h;
+        self
+    }
+
+    /// A handler for a path prefix; the prefix is stripped before resolution.
+    pub fn route(mut self, prefix: impl Into<String>, h: HandlerKind) -> Self {
+        let p = prefix.into();
+        self.routes.push((format!("/{}", p.trim_matches('/')), h));
+        self
+    }
+
+    /// The `/rpc` endpoint's path, or `None` to turn it off.
+    pub fn rpc_path(mut self, p: Option<String>) -> Self {
+        self.rpc_path = p;
+        self
+    }
+
+    /// The event publishing prefix (default `/event`), or `None` to turn it off.
+    pub fn event_prefix(mut self, p: Option<String>) -> Self {
+        self.event_prefix = p;
+        self
+    }
+
+    /// Time a request may take; it becomes the RPC deadline (default 10 s).
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+
+    /// Largest request body; larger ones get 413 without calling anything (default 1 MiB).
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
+    /// Origins allowed for CORS (none by default; `*` allows any, without credentials).
+    pub fn cors<I: IntoIterator<Item = S>, S: Into<String>>(mut self, origins: I) -> Self {
+        self.cors = origins.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// HTTP headers copied into RPC metadata (besides `X-Request-Id`); an allowlist.
+    pub fn metadata_headers<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
+        self.metadata_headers = names.into_iter().map(|s| s.into().to_ascii_lowercase()).collect();
+        self
+    }
+
+    /// HTTP worker threads (default: one per core).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n;
+        self
+    }
+
+    /// How long shutdown waits for open requests (default 30 s).
+    pub fn shutdown_timeout(mut self, d: Duration) -> Self {
+        self.shutdown_timeout = d;
+        self
+    }
+
+    /// The handler and the path left for it, for a request path.
+    fn pick<'a>(&self, path: &'a str) -> (HandlerKind, &'a str) {
+        let mut best: Option<(&str, HandlerKind)> = None;
+        for (prefix, h) in &self.routes {
+            let matches = path == prefix || path.starts_with(&format!("{prefix}/"));
+            if matches && best.is_none_or(|(b, _)| prefix.len() > b.len()) {
+                best = Some((prefix, *h));
+            }
+        }
+        if let Some(prefix) = &self.event_prefix {
+            if (path == prefix || path.starts_with(&format!("{prefix}/"))) && best.is_none() {
+                best = Some((prefix, HandlerKind::Event));
+            }
+        }
+        match best {
+            Some((prefix, h)) => (h, &path[prefix.len()..]),
+            None => (self.handler, path),
+        }
+    }
+}
+
+/// What every gateway worker shares.
+pub(crate) struct State {
+    pub(crate) client: Client,
+    pub(crate) config: GatewayConfig,
+}
+
+/// The gateway: a [`Client`] and a [`GatewayConfig`]. Mount it in your own actix-web app with
+/// [`configure`](Self::configure), or serve it with [`run`](Self::run).
+#[derive(Clone)]
+pub struct Gateway {
+    state: Arc<State>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").field("config", &self.state.config).finish()
+    }
+}
+
+impl Gateway {
+    /// A gateway calling services with `client`.
+    pub fn new(client: Client, config: GatewayConfig) -> Gateway {
+        Gateway { state: Arc::new(State { client, config }) }
+    }
+
+    /// Adds the gateway's routes, limits and middleware-free handlers to an app.
+    pub fn configure(&self, cfg: &mut web::ServiceConfig) {
+        let state = web::Data::from(self.state.clone());
+        let limit = self.state.config.max_body;
+        cfg.app_data(state).app_data(web::PayloadConfig::new(limit)).route("/health", web::get().to(health));
+        if let Some(p) = &self.state.config.rpc_path {
+            cfg.route(p, web::post().to(rpc_endpoint));
+        }
+        cfg.default_service(web::to(dispatch));
+    }
+
+    /// The whole app: routes plus path guard, request ids, CORS.
+    pub fn app(
+        &self,
+    ) -> App<
+        impl actix_web::dev::ServiceFactory<
+            ServiceRequest,
+            Config = (),
+            Response = ServiceResponse<impl actix_web::body::MessageBody>,
+            Error = actix_web::Error,
+            InitError = (),
+        >,
+    > {
+        let gateway = self.clone();
+        App::new()
+            .wrap_fn(guard_and_tag)
+            .wrap(cors(&self.state.config.cors))
+            .configure(move |cfg| gateway.configure(cfg))
+    }
+
+    /// Serves on the configured address until SIGINT/SIGTERM, then drains open requests.
+    pub async fn run(self) -> std::io::Result<()> {
+        let config = self.state.config.clone();
+        let gateway = self.clone();
+        let mut server = HttpServer::new(move || gateway.app())
+            .shutdown_timeout(config.shutdown_timeout.as_secs())
+            .client_request_timeout(Duration::from_secs(10))
+            .max_connection_rate(1024);
+        if config.workers > 0 {
+            server = server.workers(config.workers);
+        }
+        tracing::info!(address = %config.address, handler = ?config.handler, namespace = %config.namespace, "gateway listening");
+        server.bind(config.address)?.run().await
+    }
+}
+
+fn cors(origins: &[String]) -> actix_cors::Cors {
+    let base = actix_cors::Cors::default()
+        .allowed_methods(["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+        .allowed_headers([header::CONTENT_TYPE, header::AUTHORIZATION, header::ACCEPT])
+        .allowed_header("x-request-id")
+        .expose_headers(["x-request-id"])
+        .max_age(3600);
+    if origins.iter().any(|o| o == "*") {
+        // Any origin, and therefore never with credentials.
+        return base.allow_any_origin();
+    }
+    origins.iter().fold(base, |c, o| c.allowed_origin(o)).supports_credentials()
+}
+
+/// Rejects path tricks before routing, and gives every request an id.
+fn guard_and_tag<S, B>(
+    req: ServiceRequest,
+    srv: &S,
+) -> LocalBoxFuture<'static, Result<ServiceResponse<actix_web::body::EitherBody<B>>, actix_web::Error>>
+where
+    S: actix_web::dev::Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    S::Future: 'static,
+    B: actix_web::body::MessageBody + 'static,
+{
+    if let Err(e) = check_path(req.uri().path()) {
+        let (http, _) = req.into_parts();
+        return Box::pin(async move {
+            Ok(ServiceResponse::new(http, actix_web::ResponseError::error_response(&e)).map_into_right_body())
+        });
+    }
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map(str::to_string)
+        .unwrap_or_else(new_id);
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let fut = srv.call(req);
+    Box::pin(async move {
+        let mut res = fut.await?;
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            res.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
+        }
+        Ok(res.map_into_left_body())
+    })
+}
+
+#[derive(Clone)]
+struct RequestId(String);
+
+/// Path tricks: encoded slashes, dots or backslashes, double encoding, NUL, dot segments.
+pub(crate) fn check_path(raw: &str) -> Result<(), GatewayError> {
+    let lower = raw.to_ascii_lowercase();
+    for bad in ["%2f", "%2e", "%5c", "%25", "%00"] {
+        if lower.contains(bad) {
+            return Err(GatewayError::bad_request(format!("path contains the forbidden sequence {bad}")));
+        }
+    }
+    if raw.contains('\0') || raw.contains('\\') {
+        return Err(GatewayError::bad_request("path contains a NUL or backslash"));
+    }
+    if raw.split('/').any(|s| s == "." || s == "..") {
+        return Err(GatewayError::bad_request("path contains a dot segment"));
+    }
+    Ok(())
+}
+
+async fn health(state: web::Data<State>) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok", "transport": state.client.transport().name()}))
+}
+
+/// Options and context for one RPC made on behalf of an HTTP request: the gateway timeout as
+/// the deadline, the request id and allowlisted headers as metadata, the caller's
+/// `traceparent` continued.
+fn call_scope(state: &State, req: &HttpRequest) -> (CallOptions, CallContext) {
+    let mut metadata = Metadata::new();
+    if let Some(id) = req.extensions().get::<RequestId>() {
+        metadata.insert("x-request-id", id.0.clone());
+    }
+    for name in &state.config.metadata_headers {
+        if let Some(v) = req.headers().get(name.as_str()).and_then(|v| v.to_str().ok()) {
+            metadata.insert(name.clone(), v);
+        }
+    }
+    let trace = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
+    let ctx = CallContext {
+        service: GATEWAY_ID.into(),
+        endpoint: req.path().to_string(),
+        id: String::new(),
+        caller: None,
+        deadline: Some(Deadline::after(state.config.timeout)),
+        trace,
+        trace_state: req.headers().get("tracestate").and_then(|v| v.to_str().ok()).map(str::to_string),
+        metadata: Metadata::new(),
+        event: None,
+    };
+    (CallOptions::new().timeout(state.config.timeout).metadata_all(&metadata), ctx)
+}
+
+fn json_response(body: Bytes) -> HttpResponse {
+    HttpResponse::Ok().content_type("application/json").body(body)
+}
+
+/// Checks that a body is JSON, pointing at the position when it is not.
+fn require_json(body: &[u8]) -> Result<(), GatewayError> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(body)
+        .map(|_| ())
+        .map_err(|e| GatewayError::bad_request(format!("request body is not valid JSON: {e}")))
+}
+
+fn valid_name(kind: &str, s: &str) -> Result<(), GatewayError> {
+    let ok = !s.is_empty()
+        && s.len() <= 255
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && !s.starts_with('.')
+        && !s.ends_with('.')
+        && !s.contains("..");
+    if ok {
+        Ok(())
+    } else {
+        Err(GatewayError::bad_request(format!("invalid {kind} name {s:?}: use letters, digits, '.', '-' and '_'")))
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct RpcBody {
+    service: String,
+    #[serde(alias = "method")]
+    endpoint: String,
+    #[serde(default)]
+    request: Option<serde_json::Value>,
+}
+
+/// `POST /rpc`: JSON `{service, endpoint|method, request}` or the same as form fields, with
+/// `request` a JSON text.
+async fn rpc_endpoint(
+    state: web::Data<State>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, GatewayError> {
+    let is_form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+    let rpc: RpcBody = if is_form {
+        let fields: Vec<(String, String)> = serde_urlencoded_pairs(&body);
+        let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let request = match get("request") {
+            Some(text) => Some(
+                serde_json::from_str(&text)
+                    .map_err(|e| GatewayError::bad_request(format!("the request field is not valid JSON: {e}")))?,
+            ),
+            None => None,
+        };
+        RpcBody {
+            service: get("service").ok_or_else(|| GatewayError::bad_request("missing field service"))?,
+            endpoint: get("endpoint")
+                .or_else(|| get("method"))
+                .ok_or_else(|| GatewayError::bad_request("missing field method"))?,
+            request,
+        }
+    } else {
+        serde_json::from_slice(&body).map_err(|e| GatewayError::bad_request(format!("invalid /rpc request: {e}")))?
+    };
+    valid_name("service", &rpc.service)?;
+    valid_name("endpoint", &rpc.endpoint)?;
+    let request = match rpc.request {
+        // A JSON text inside a string, as some clients send it.
+        Some(serde_json::Value::String(s)) if s.trim_start().starts_with(['{', '[']) => serde_json::from_str(&s)
+            .map_err(|e| GatewayError::bad_request(format!("request is not valid JSON: {e}")))?,
+        Some(v) => v,
+        None => serde_json::json!({}),
+    };
+    let bytes = Bytes::from(serde_json::to_vec(&request).unwrap_or_default());
+    let (opts, ctx) = call_scope(&state, &req);
+    let reply = ctx.scope(state.client.call_raw(&rpc.service, &rpc.endpoint, bytes, Codec::Json, opts)).await?;
+    Ok(json_response(reply.to_json()?))
+}
+
+fn serde_urlencoded_pairs(body: &[u8]) -> Vec<(String, String)> {
+    url_decode_pairs(&String::from_utf8_lossy(body))
+}
+
+/// `application/x-www-form-urlencoded` and query strings.
+pub(crate) fn url_decode_pairs(s: &str) -> Vec<(String, String)> {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    fn decode(s: &str) -> String {
+        let bytes = s.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'+' => out.push(b' '),
+                b'%' => match (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+                    (Some(h), Some(l)) => {
+                        out.push(h * 16 + l);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                },
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    s.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (decode(k), decode(v)),
+            None => (decode(p), String::new()),
+        })
+        .collect()
+}
+
+fn pairs(items: impl IntoIterator<Item = (String, String)>) -> api::Pairs {
+    let mut out = api::Pairs::new();
+    for (k, v) in items {
+        out.entry(k.clone()).or_insert_with(|| api::Pair { key: k, values: Vec::new() }).values.push(v);
+    }
+    out
+}
+
+/// Every request the named routes do not take: picks the handler by path prefix.
+async fn dispatch(
+    state: web::Data<State>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, GatewayError> {
+    let path = req.path().to_string();
+    let (kind, rest) = state.config.pick(&path);
+    let rest = rest.to_string();
+    if kind == HandlerKind::Proxy {
+        return proxy::forward(&state, &req, payload, &rest).await;
+    }
+    let body = read_body(payload, state.config.max_body).await?;
+    match kind {
+        HandlerKind::Api => api_handler(&state, &req, &rest, body).await,
+        HandlerKind::Rpc => rpc_handler(&state, &req, &rest, body).await,
+        HandlerKind::Event => event_handler(&state, &req, &rest, body).await,
+        HandlerKind::Proxy => unreachable!("handled above"),
+    }
+}
+
+/// Reads a body up to the limit: 413 past it (from `Content-Length` before reading anything).
+async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, GatewayError> {
+    use futures::StreamExt;
+    let too_large =
+        || GatewayError::new(crate::status::Code::Other(413), format!("request body exceeds {limit} bytes"));
+    let mut buf = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| GatewayError::bad_request(format!("cannot read the request body: {e}")))?;
+        if buf.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+async fn api_handler(state: &State, req: &HttpRequest, path: &str, body: Bytes) -> Result<HttpResponse, GatewayError> {
+    let route = resolve::resolve(&state.config.namespace, path).map_err(|e| GatewayError::bad_request(e.0))?;
+    let is_form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+    let request = api::Request {
+        method: req.method().to_string(),
+        path: req.path().to_string(),
+        header: pairs(
+            req.headers().iter().filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string()))),
+        ),
+        get: pairs(url_decode_pairs(req.query_string())),
+        post: if is_form { pairs(serde_urlencoded_pairs(&body)) } else { api::Pairs::new() },
+        body: String::from_utf8_lossy(&body).into_owned(),
+        url: req.uri().to_string(),
+    };
+    let encoded = Codec::MsgPack.encode(&request)?;
+    let (opts, ctx) = call_scope(state, req);
+    let reply =
+        ctx.scope(state.client.call_raw(&route.service, &route.endpoint, encoded, Codec::MsgPack, opts)).await?;
+    let rsp: api::Response = reply.decode().map_err(|e| {
+        GatewayError::new(
+            crate::status::Code::Other(502),
+            format!("{} did not answer with an api.Response: {e}", route.service),
+        )
+    })?;
+    let status = match rsp.status_code {
+        0 => actix_web::http::StatusCode::OK,
+        n => u16::try_from(n)
+            .ok()
+            .and_then(|n| actix_web::http::StatusCode::from_u16(n).ok())
+            .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR),
+    };
+    let mut out = HttpResponse::build(status);
+    for pair in rsp.header.values() {
+        let Ok(name) = HeaderName::from_bytes(pair.key.as_bytes()) else { continue };
+        if proxy::is_hop_by_hop(&name) || name == header::CONTENT_LENGTH {
+            continue;
+        }
+        for v in &pair.values {
+            if let Ok(v) = HeaderValue::from_str(v) {
+                out.append_header((name.clone(), v));
+            }
+        }
+    }
+    Ok(out.body(rsp.body))
+}
+
+async fn rpc_handler(state: &State, req: &HttpRequest, path: &str, body: Bytes) -> Result<HttpResponse, GatewayError> {
+    let route = resolve::resolve(&state.config.namespace, path).map_err(|e| GatewayError::bad_request(e.0))?;
+    let request = if body.iter().all(u8::is_ascii_whitespace) {
+        // No body (a GET): the query parameters are the request.
+        let query: serde_json::Map<String, serde_json::Value> =
+            url_decode_pairs(req.query_string()).into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
+        Bytes::from(serde_json::to_vec(&query).unwrap_or_default())
+    } else {
+        require_json(&body)?;
+        body
+    };
+    let (opts, ctx) = call_scope(state, req);
+    let reply = ctx.scope(state.client.call_raw(&route.service, &route.endpoint, request, Codec::Json, opts)).await?;
+    Ok(json_response(reply.to_json()?))
+}
+
+async fn event_handler(
+    state: &State,
+    req: &HttpRequest,
+    path: &str,
+    body: Bytes,
+) -> Result<HttpResponse, GatewayError> {
+    if req.method() != actix_web::http::Method::POST {
+        return Err(GatewayError::new(crate::status::Code::MethodNotAllowed, "publish events with POST"));
+    }
+    let topic = path.trim_matches('/').replace('/', ".");
+    if !subject::is_valid(&topic, false) {
+        return Err(GatewayError::bad_request(format!("invalid topic {topic:?}")));
+    }
+    require_json(&body)?;
+    let (opts, ctx) = call_scope(state, req);
+    let id = new_id();
+    let mut publish = PublishOptions::new().codec(Codec::Json).id(id.clone());
+    publish.metadata = opts.metadata.clone();
+    ctx.scope(state.client.broker().publish_raw(&topic, body, Codec::Json, publish)).await?;
+    Ok(HttpResponse::Accepted().json(serde_json::json!({"id": id, "topic": topic})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_tricks_are_rejected() {
+        for bad in ["/a/../b", "/a/%2e%2e/b", "/a%2fb", "/a/%252e", "/a%00", "/a/./b", "/a\\b"] {
+            assert!(check_path(bad).is_err(), "{bad}");
+        }
+        assert!(check_path("/greeter/say/hello").is_ok());
+    }
+
+    #[test]
+    fn form_and_query_decoding() {
+        assert_eq!(
+            url_decode_pairs("service=go.micro.srv.greeter&request=%7B%22name%22%3A+%22John%22%7D"),
+            vec![("service".into(), "go.micro.srv.greeter".into()), ("request".into(), "{\"name\": \"John\"}".into())]
+        );
+        assert_eq!(url_decode_pairs("a=%zz&b"), vec![("a".into(), "%zz".into()), ("b".into(), String::new())]);
+    }
+
+    #[test]
+    fn route_prefixes_pick_handlers() {
+        let c = GatewayConfig::default().route("/web", HandlerKind::Proxy).route("/web/api", HandlerKind::Rpc);
+        assert_eq!(c.pick("/web/dash"), (HandlerKind::Proxy, "/dash"));
+        assert_eq!(c.pick("/web/api/x/y"), (HandlerKind::Rpc, "/x/y"));
+        assert_eq!(c.pick("/event/user.login"), (HandlerKind::Event, "/user.login"));
+        assert_eq!(c.pick("/greeter/say/hello"), (HandlerKind::Api, "/greeter/say/hello"));
+        assert_eq!(c.pick("/webby"), (HandlerKind::Api, "/webby"));
+    }
+}
