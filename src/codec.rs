@@ -63,6 +63,12 @@ impl Codec {
         }
     }
 
+    /// The `Content-Type` to send with a body in this codec, or `None` when a receiver would
+    /// sniff it right anyway (MessagePack not starting with `{` or `[`): saves a header.
+    pub(crate) fn content_type_for(self, body: &[u8]) -> Option<&'static str> {
+        (self != Codec::MsgPack || Codec::sniff(body) != Codec::MsgPack).then(|| self.content_type())
+    }
+
     /// Encodes a value.
     pub fn encode<T: Serialize + ?Sized>(self, value: &T) -> Result<Bytes> {
         match self {
@@ -74,6 +80,14 @@ impl Codec {
     /// Decodes a value. The error names the path of the field that failed
     /// (`name: invalid type: integer, expected a string`).
     pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T> {
+        // The plain decoder first; only a failure pays for tracking the path to name the field.
+        let fast = match self {
+            Codec::MsgPack => rmp_serde::from_slice(bytes).ok(),
+            Codec::Json => serde_json::from_slice(bytes).ok(),
+        };
+        if let Some(v) = fast {
+            return Ok(v);
+        }
         match self {
             Codec::MsgPack => {
                 let mut de = rmp_serde::Deserializer::new(bytes);

@@ -10,19 +10,20 @@
 //! }
 //! ```
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::message::{Deadline, Metadata, TraceParent};
 
 tokio::task_local! {
-    static CURRENT: CallContext;
+    static CURRENT: Arc<CallContext>;
 }
 
 /// Facts about the request or event being handled. Also an extractor: take it as a handler
 /// argument.
 #[derive(Clone, Debug)]
 pub struct CallContext {
-    pub(crate) service: String,
+    pub(crate) service: Arc<str>,
     pub(crate) endpoint: String,
     pub(crate) id: String,
     pub(crate) caller: Option<String>,
@@ -97,16 +98,20 @@ impl CallContext {
 
     /// The context of the request the current task is serving, if any.
     pub fn current() -> Option<CallContext> {
-        CURRENT.try_with(Clone::clone).ok()
+        CURRENT.try_with(|c| CallContext::clone(c)).ok()
     }
 
     pub(crate) fn with_current<R>(f: impl FnOnce(&CallContext) -> R) -> Option<R> {
-        CURRENT.try_with(f).ok()
+        CURRENT.try_with(|c| f(c)).ok()
+    }
+
+    pub(crate) async fn scope_shared<F: std::future::Future>(ctx: Arc<CallContext>, f: F) -> F::Output {
+        CURRENT.scope(ctx, f).await
     }
 
     /// Runs a future with this context as the current one, so calls it makes inherit deadline,
     /// trace and metadata. The server does this for every handler; use it for work you spawn.
     pub async fn scope<F: std::future::Future>(self, f: F) -> F::Output {
-        CURRENT.scope(self, f).await
+        CURRENT.scope(Arc::new(self), f).await
     }
 }

@@ -8,6 +8,7 @@
 //! assert_eq!(m.headers.get("micro-endpoint"), Some("Say.Hello")); // lookups ignore ASCII case
 //! ```
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -45,8 +46,9 @@ pub mod headers {
 }
 
 /// An ordered list of header pairs. Lookups ignore ASCII case; names are sent as inserted.
+/// The protocol's names are `&'static str` and cost nothing to add.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Headers(Vec<(String, String)>);
+pub struct Headers(Vec<(Cow<'static, str>, String)>);
 
 impl Headers {
     /// An empty header list.
@@ -60,7 +62,7 @@ impl Headers {
     }
 
     /// Sets a header, replacing an existing one of the same name.
-    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
+    pub fn insert(&mut self, name: impl Into<Cow<'static, str>>, value: impl Into<String>) {
         let name = name.into();
         let value = value.into();
         if let Some(slot) = self.0.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(&name)) {
@@ -71,8 +73,19 @@ impl Headers {
     }
 
     /// Appends without checking for an existing name (the caller knows it is new).
-    pub fn push(&mut self, name: impl Into<String>, value: impl Into<String>) {
+    pub fn push(&mut self, name: impl Into<Cow<'static, str>>, value: impl Into<String>) {
         self.0.push((name.into(), value.into()));
+    }
+
+    /// Removes a header and returns its value (moved, not copied).
+    pub fn take(&mut self, name: &str) -> Option<String> {
+        let i = self.0.iter().position(|(n, _)| n.eq_ignore_ascii_case(name))?;
+        Some(self.0.swap_remove(i).1)
+    }
+
+    /// The pairs, names as given (static or owned).
+    pub(crate) fn pairs(&self) -> &[(Cow<'static, str>, String)] {
+        &self.0
     }
 
     /// The value of a header.
@@ -82,7 +95,7 @@ impl Headers {
 
     /// All pairs in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+        self.0.iter().map(|(n, v)| (n.as_ref(), v.as_str()))
     }
 
     /// Number of pairs.
@@ -100,7 +113,7 @@ impl Headers {
         let mut m = Metadata::new();
         let p = headers::META_PREFIX.len();
         for (n, v) in &self.0 {
-            if n.len() > p && n[..p].eq_ignore_ascii_case(headers::META_PREFIX) {
+            if n.len() > p && n.is_char_boundary(p) && n[..p].eq_ignore_ascii_case(headers::META_PREFIX) {
                 m.insert(n[p..].to_ascii_lowercase(), v.clone());
             }
         }
@@ -117,7 +130,7 @@ impl Headers {
 
 impl FromIterator<(String, String)> for Headers {
     fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
-        Headers(iter.into_iter().collect())
+        Headers(iter.into_iter().map(|(n, v)| (Cow::Owned(n), v)).collect())
     }
 }
 
@@ -313,9 +326,13 @@ fn nonzero<T: PartialEq + From<u8>>(v: T) -> T {
     }
 }
 
-/// A new message id: a UUID v7 (time-ordered) as text.
+/// A new message id: a UUID v7 (time-ordered) as hyphenated text. The random bits come from
+/// the thread-local generator (no system call per id).
 pub fn new_id() -> String {
-    uuid::Uuid::now_v7().to_string()
+    let random: [u8; 10] = rand::random();
+    let id = uuid::Builder::from_unix_timestamp_millis(now_millis(), &random).into_uuid();
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    id.hyphenated().encode_lower(&mut buf).to_string()
 }
 
 #[cfg(test)]
@@ -329,6 +346,13 @@ mod tests {
         h.set_metadata(&meta);
         assert_eq!(h.get("micro-meta-tenant"), Some("acme"));
         assert_eq!(h.metadata(), meta);
+    }
+
+    #[test]
+    fn ids_are_uuid_v7() {
+        let id = uuid::Uuid::parse_str(&new_id()).unwrap();
+        assert_eq!(id.get_version_num(), 7);
+        assert!(new_id() != new_id());
     }
 
     #[test]

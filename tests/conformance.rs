@@ -152,7 +152,7 @@ async fn unknown_endpoint_bad_payload_and_content_type(url: String) {
     h.insert(headers::CONTENT_TYPE, "text/plain");
     h.insert(headers::ENDPOINT, "Say.Hello");
     let reply = t
-        .request(&subject::service(&name), Message::with_headers(h, "John".into()), Duration::from_secs(5))
+        .request(&subject::service(&name), &Message::with_headers(h, "John".into()), Duration::from_secs(5))
         .await
         .unwrap();
     assert_eq!(reply.headers.get(headers::ERROR), Some("400"));
@@ -161,7 +161,7 @@ async fn unknown_endpoint_bad_payload_and_content_type(url: String) {
     assert!(status.detail().contains("text/plain"), "{status}");
 
     // No endpoint header at all.
-    let reply = t.request(&subject::service(&name), Message::new("x".into()), Duration::from_secs(5)).await.unwrap();
+    let reply = t.request(&subject::service(&name), &Message::new("x".into()), Duration::from_secs(5)).await.unwrap();
     assert_eq!(reply.headers.get(headers::ERROR), Some("400"));
 
     // JSON without a Content-Type (as `nats req` sends it) is recognised and answered in JSON.
@@ -170,7 +170,7 @@ async fn unknown_endpoint_bad_payload_and_content_type(url: String) {
     let reply = t
         .request(
             &subject::service(&name),
-            Message::with_headers(h, r#"{"name":"Bare"}"#.into()),
+            &Message::with_headers(h, r#"{"name":"Bare"}"#.into()),
             Duration::from_secs(5),
         )
         .await
@@ -184,7 +184,7 @@ async fn unknown_endpoint_bad_payload_and_content_type(url: String) {
     h.insert(headers::ENDPOINT, "Say.Hello");
     h.insert(headers::SERVICE, "go.micro.srv.someone-else");
     let reply = t
-        .request(&subject::service(&name), Message::with_headers(h, r#"{"name":"x"}"#.into()), Duration::from_secs(5))
+        .request(&subject::service(&name), &Message::with_headers(h, r#"{"name":"x"}"#.into()), Duration::from_secs(5))
         .await
         .unwrap();
     assert_eq!(reply.headers.get(headers::ERROR), Some("404"));
@@ -347,7 +347,7 @@ async fn expired_request_is_dropped_unrun(url: String) {
     let e = t
         .request(
             &subject::service(&name),
-            Message::with_headers(h, r#"{"name":"late"}"#.into()),
+            &Message::with_headers(h, r#"{"name":"late"}"#.into()),
             Duration::from_millis(300),
         )
         .await

@@ -4,6 +4,8 @@
 mod util;
 
 mod conformance;
+#[cfg(feature = "gateway")]
+mod gateway;
 mod processes;
 #[cfg(feature = "rabbitmq")]
 mod rabbitmq;

@@ -273,3 +273,55 @@ pub fn rabbitmqctl_list(args: &[&str]) -> String {
     assert!(out.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// The srv greeter an api greeter fixture calls.
+#[cfg(feature = "gateway")]
+#[derive(Clone, Debug)]
+pub struct Backend(pub String);
+
+/// An api service endpoint: `api::Request` in, a call to the srv greeter, `api::Response` out.
+#[cfg(feature = "gateway")]
+pub async fn api_say_hello(
+    Req(req): Req<micro::api::Request>,
+    client: Client,
+    State(Backend(srv)): State<Backend>,
+) -> Result<micro::api::Response, Status> {
+    let name = req.query("name").ok_or_else(|| Status::bad_request("the name parameter is required"))?;
+    let g: Greeting =
+        client.call(&srv, "Say.Hello", &Hello { name: name.to_string() }).await.map_err(|e| e.to_status("api"))?;
+    Ok(micro::api::Response::json(200, &serde_json::json!({ "message": g.msg })).with_header("X-Served-By", g.node))
+}
+
+/// A gateway on a free port, stopped on drop.
+#[cfg(feature = "gateway")]
+pub struct TestGateway {
+    pub addr: std::net::SocketAddr,
+    handle: actix_web::dev::ServerHandle,
+}
+
+#[cfg(feature = "gateway")]
+impl TestGateway {
+    pub async fn start(url: &str, config: micro::gateway::GatewayConfig) -> TestGateway {
+        let client = Client::builder().name(micro::gateway::GATEWAY_ID).transport(url).connect().await.unwrap();
+        let gateway = micro::gateway::Gateway::new(client, config);
+        let server =
+            actix_web::HttpServer::new(move || gateway.app()).workers(1).bind("127.0.0.1:0").expect("bind a free port");
+        let addr = server.addrs()[0];
+        let server = server.run();
+        let handle = server.handle();
+        actix_rt::spawn(server);
+        TestGateway { addr, handle }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+#[cfg(feature = "gateway")]
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        let handle = self.handle.clone();
+        actix_rt::spawn(async move { handle.stop(false).await });
+    }
+}

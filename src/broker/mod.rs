@@ -86,9 +86,9 @@ impl Event {
         })
     }
 
-    pub(crate) fn context(&self, service: &str) -> CallContext {
+    pub(crate) fn context(&self, service: &Arc<str>) -> CallContext {
         CallContext {
-            service: service.to_string(),
+            service: service.clone(),
             endpoint: self.topic.clone(),
             id: self.id.clone(),
             caller: self.publisher.clone(),
@@ -215,11 +215,13 @@ impl Broker {
             trace = ctx.trace.map(|t| t.child());
         });
         let mut h = Headers::with_capacity(7);
-        h.push(headers::CONTENT_TYPE, codec.content_type());
+        if let Some(ct) = codec.content_type_for(&body) {
+            h.push(headers::CONTENT_TYPE, ct);
+        }
         h.push(headers::ID, opts.id.unwrap_or_else(new_id));
-        h.push(headers::TOPIC, topic);
+        h.push(headers::TOPIC, topic.to_string());
         h.push(headers::TIMESTAMP, now_millis().to_string());
-        h.push(headers::PUBLISHER, &*self.publisher);
+        h.push(headers::PUBLISHER, self.publisher.to_string());
         h.push(headers::TRACEPARENT, trace.unwrap_or_else(TraceParent::new_root).to_string());
         h.set_metadata(&metadata);
         self.transport.publish(&subject::event(topic), Message::with_headers(h, body)).await

@@ -260,12 +260,14 @@ impl Client {
         let trace = trace.unwrap_or_else(TraceParent::new_root);
 
         let mut h = Headers::with_capacity(8 + metadata.iter().count());
-        h.push(headers::CONTENT_TYPE, codec.content_type());
-        h.push(headers::SERVICE, service);
-        h.push(headers::ENDPOINT, endpoint);
+        if let Some(ct) = codec.content_type_for(&body) {
+            h.push(headers::CONTENT_TYPE, ct);
+        }
+        h.push(headers::SERVICE, service.to_string());
+        h.push(headers::ENDPOINT, endpoint.to_string());
         h.push(headers::ID, new_id());
         h.push(headers::DEADLINE, deadline.as_millis().to_string());
-        h.push(headers::CALLER, config.name.as_str());
+        h.push(headers::CALLER, config.name.clone());
         h.push(headers::TRACEPARENT, trace.to_string());
         if let Some(state) = trace_state {
             h.push(headers::TRACESTATE, state);
@@ -278,7 +280,14 @@ impl Client {
         let mut backoff = retry.backoff();
         let mut retries_left = retry.max_retries;
         loop {
-            let target = Target { service, endpoint, deadline, filter: &filter, shared: opts.shared };
+            let target = Target {
+                service,
+                endpoint,
+                deadline,
+                filter: &filter,
+                shared: opts.shared,
+                node: opts.node.as_deref(),
+            };
             let attempt = self.attempt(target, &message, opts.idempotent, retries_left).await;
             let (err, idempotent) = match attempt {
                 Ok(reply) => return Ok(reply),
@@ -311,11 +320,14 @@ impl Client {
         idempotent_opt: Option<bool>,
         retries_left: usize,
     ) -> std::result::Result<RawReply, (Error, bool)> {
-        let Target { service, endpoint, deadline, filter, shared } = target;
-        let (target, node, registered_idempotent) = if shared {
-            (subject::service(service), None, false)
+        let Target { service, endpoint, deadline, filter, shared, node: pinned } = target;
+        let shared_subject;
+        let records;
+        let (target, node, registered_idempotent): (&str, Option<&str>, bool) = if shared && pinned.is_none() {
+            shared_subject = subject::service(service);
+            (&shared_subject, None, false)
         } else {
-            let records = match self.inner.registry.cached(service) {
+            records = match self.inner.registry.cached(service) {
                 Some(r) => r,
                 None => {
                     self.inner.registry.settled(service).await.map_err(|e| (e, false))?;
@@ -324,17 +336,20 @@ impl Client {
                     })?
                 }
             };
-            let picked = self
-                .inner
-                .selector
-                .select(&records, filter)
-                .ok_or_else(|| (Error::unavailable(format!("no node of {service} matches {filter:?}")), false))?;
-            let idempotent = records
-                .iter()
-                .find(|s| s.version == picked.version)
-                .and_then(|s| s.endpoint(endpoint))
-                .is_some_and(|e| e.is_idempotent());
-            (picked.address, Some(picked.node_id), idempotent)
+            let (record, node) =
+                match pinned {
+                    // A pinned node skips selection: its address comes from its registry record.
+                    Some(id) => {
+                        records.iter().find_map(|s| s.nodes.iter().find(|n| n.id == id).map(|n| (s, n))).ok_or_else(
+                            || (Error::unavailable(format!("node {id} of {service} is not in the registry")), false),
+                        )?
+                    }
+                    None => self.inner.selector.pick(&records, filter).ok_or_else(|| {
+                        (Error::unavailable(format!("no node of {service} matches {filter:?}")), false)
+                    })?,
+                };
+            let idempotent = record.endpoint(endpoint).is_some_and(|e| e.is_idempotent());
+            (&node.address, Some(&node.id), idempotent)
         };
         let idempotent = idempotent_opt.unwrap_or(registered_idempotent);
         let remaining = deadline.remaining();
@@ -345,15 +360,15 @@ impl Client {
         // budget is split evenly over the attempts still allowed.
         let attempts = u32::try_from(retries_left).unwrap_or(u32::MAX).saturating_add(1);
         let budget = if idempotent { remaining / attempts } else { remaining };
-        match self.inner.transport.request(&target, message.clone(), budget).await {
+        match self.inner.transport.request(target, message, budget).await {
             Ok(reply) => {
-                if let Some(n) = &node {
+                if let Some(n) = node {
                     self.inner.selector.succeeded(n);
                 }
                 RawReply::from_message(reply).map_err(|e| (e, idempotent))
             }
             Err(e) => {
-                if let (Some(n), ErrorKind::Unavailable | ErrorKind::Timeout) = (&node, e.kind()) {
+                if let (Some(n), ErrorKind::Unavailable | ErrorKind::Timeout) = (node, e.kind()) {
                     self.inner.selector.failed(n);
                 }
                 Err((e, idempotent))
@@ -384,6 +399,8 @@ struct Target<'a> {
     deadline: Deadline,
     filter: &'a Filter,
     shared: bool,
+    /// A node id that skips selection (`CallOptions::node`).
+    node: Option<&'a str>,
 }
 
 /// A successful reply, still encoded.
@@ -400,7 +417,7 @@ pub struct RawReply {
 impl RawReply {
     fn from_message(m: Message) -> Result<RawReply> {
         let codec = match m.headers.get(headers::CONTENT_TYPE) {
-            None => Codec::MsgPack,
+            None => Codec::sniff(&m.body),
             Some(ct) => Codec::from_content_type(ct)
                 .ok_or_else(|| Error::codec(format!("reply has unsupported content type {ct}")))?,
         };

@@ -87,6 +87,7 @@ pub struct CallOptions {
     pub(crate) codec: Option<Codec>,
     pub(crate) idempotent: Option<bool>,
     pub(crate) shared: bool,
+    pub(crate) node: Option<String>,
 }
 
 impl CallOptions {
@@ -149,6 +150,34 @@ impl CallOptions {
     /// bypassing registry and selector.
     pub fn broker_balanced(mut self) -> Self {
         self.shared = true;
+        self
+    }
+
+    /// Send to this one node (its id as in the registry), skipping node selection: for probes
+    /// such as `Debug.Health` that must reach every node in turn. The node's address comes
+    /// from the registry record, so the node must be registered; version and label filters,
+    /// the blacklist and [`broker_balanced`](Self::broker_balanced) do not apply. If the node
+    /// is not registered the call fails with
+    /// [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable).
+    ///
+    /// ```
+    /// # use micro::prelude::*;
+    /// # #[actix::main] async fn main() -> micro::Result<()> {
+    /// let svc = Service::builder("go.micro.srv.doc-node").transport("memory://doc-node").start().await?;
+    /// let client = Client::connect("memory://doc-node").await?;
+    /// for version in client.registry().get_service("go.micro.srv.doc-node").await? {
+    ///     for node in &version.nodes {
+    ///         let opts = CallOptions::new().node(&node.id);
+    ///         let health: serde_json::Value =
+    ///             client.call_with("go.micro.srv.doc-node", "Debug.Health", &(), opts).await?;
+    ///         assert_eq!(health["node"], node.id.as_str());
+    ///     }
+    /// }
+    /// # svc.stop().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn node(mut self, id: impl Into<String>) -> Self {
+        self.node = Some(id.into());
         self
     }
 }

@@ -300,6 +300,10 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
         // Any origin, and therefore never with credentials.
         return base.allow_any_origin();
     }
+    if origins.is_empty() {
+        // Same-origin only: no cross-origin caller is allowed anything.
+        return base;
+    }
     origins.iter().fold(base, |c, o| c.allowed_origin(o)).supports_credentials()
 }
 
@@ -378,7 +382,7 @@ fn call_scope(state: &State, req: &HttpRequest) -> (CallOptions, CallContext) {
     }
     let trace = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
     let ctx = CallContext {
-        service: GATEWAY_ID.into(),
+        service: std::sync::Arc::from(GATEWAY_ID),
         endpoint: req.path().to_string(),
         id: String::new(),
         caller: None,

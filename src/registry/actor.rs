@@ -78,7 +78,7 @@ fn encode<T: Serialize>(value: &T) -> Result<Message> {
 
 fn decode<T: DeserializeOwned>(m: &Message) -> Result<T> {
     let codec = match m.headers.get(headers::CONTENT_TYPE) {
-        None => Codec::MsgPack,
+        None => Codec::sniff(&m.body),
         Some(ct) => {
             Codec::from_content_type(ct).ok_or_else(|| Error::codec(format!("unsupported content type {ct}")))?
         }

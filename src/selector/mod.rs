@@ -181,6 +181,15 @@ impl Selector {
     /// If every eligible node is blacklisted, the one whose backoff ends first is tried, so a
     /// service whose nodes all failed briefly is not cut off for the whole backoff.
     pub fn select(&self, services: &[Service], filter: &Filter) -> Option<Selected> {
+        self.pick(services, filter).map(|(s, n)| Selected {
+            node_id: n.id.clone(),
+            address: n.address.clone(),
+            version: s.version.clone(),
+        })
+    }
+
+    /// [`select`](Self::select) without copying: the chosen record and node.
+    pub(crate) fn pick<'a>(&self, services: &'a [Service], filter: &Filter) -> Option<(&'a Service, &'a Node)> {
         let eligible = || {
             services
                 .iter()
@@ -205,7 +214,7 @@ impl Selector {
             let p = penalties.as_ref()?;
             eligible().min_by_key(|(_, n)| p.get(&n.id).map(|p| p.until))
         };
-        chosen.map(|(s, n)| Selected { node_id: n.id.clone(), address: n.address.clone(), version: s.version.clone() })
+        chosen
     }
 
     /// Reports a transport-level failure of a call to this node: it is blacklisted now.

@@ -19,7 +19,7 @@ use crate::status::Status;
 /// A request as the server hands it to extractors.
 #[derive(Debug)]
 pub struct Request {
-    pub(crate) ctx: CallContext,
+    pub(crate) ctx: std::sync::Arc<CallContext>,
     pub(crate) body: Bytes,
     pub(crate) codec: Codec,
     pub(crate) state: Rc<Extensions>,
@@ -139,7 +139,7 @@ impl FromRequest for crate::client::Client {
 
 impl FromRequest for CallContext {
     fn from_request(req: &Request) -> Result<Self, Status> {
-        Ok(req.ctx.clone())
+        Ok(CallContext::clone(&req.ctx))
     }
 }
 

@@ -52,6 +52,7 @@ pub(crate) struct ServerInfo {
 /// The running dispatch state, shared by the subscription loops and request tasks.
 pub(crate) struct Server {
     info: ServerInfo,
+    service: Arc<str>,
     endpoints: HashMap<String, Rc<dyn Endpoint>>,
     state: Rc<Extensions>,
     stats: Arc<Stats>,
@@ -70,7 +71,8 @@ impl Server {
         for ep in endpoints.values() {
             ep.start(&runtime);
         }
-        Rc::new(Server { info, endpoints, state: Rc::new(state), stats, supervisor })
+        let service = Arc::from(info.service.as_str());
+        Rc::new(Server { info, service, endpoints, state: Rc::new(state), stats, supervisor })
     }
 
     /// Serves every subscription until `stop` turns true; then drains them (no new messages,
@@ -103,7 +105,7 @@ impl Server {
             return;
         };
         Stats::incr(&self.stats.requests);
-        let Message { headers: h, body } = incoming.message;
+        let Message { headers: mut h, body } = incoming.message;
         let codec = match h.get(headers::CONTENT_TYPE) {
             None => Codec::sniff(&body),
             Some(ct) => match Codec::from_content_type(ct) {
@@ -122,10 +124,10 @@ impl Server {
             tracing::debug!(endpoint = ?h.get(headers::ENDPOINT), "request arrived after its deadline; dropped");
             return;
         }
-        let Some(endpoint) = h.get(headers::ENDPOINT) else {
+        let Some(endpoint) = h.take(headers::ENDPOINT) else {
             return self.answer(reply, codec, Err(Status::bad_request("request has no Micro-Endpoint header"))).await;
         };
-        if let Some(service) = h.get(headers::SERVICE).filter(|s| *s != self.info.service) {
+        if let Some(service) = h.get(headers::SERVICE).filter(|s| **s != *self.info.service) {
             let s = Status::not_found(format!("service {service} is not served here (this is {})", self.info.service));
             return self.answer(reply, codec, Err(s)).await;
         }
@@ -137,15 +139,15 @@ impl Server {
             ));
             return self.answer(reply, codec, Err(s)).await;
         }
-        let Some(ep) = self.endpoints.get(endpoint).cloned() else {
+        let Some(ep) = self.endpoints.get(endpoint.as_str()).cloned() else {
             let s = Status::not_found(format!("endpoint {endpoint} not found on {}", self.info.service));
             return self.answer(reply, codec, Err(s)).await;
         };
-        let ctx = context_from(&self.info.service, endpoint, &h, deadline);
+        let ctx = Arc::new(context_from(&self.service, endpoint, h, deadline));
         let req = Request { ctx: ctx.clone(), body, codec, state: self.state.clone() };
-        let result = ctx.scope(AssertUnwindSafe(async move { ep.call(req).await }).catch_unwind()).await;
-        let result = result.unwrap_or_else(|panic| {
-            self.record_panic(endpoint_name(&h), &panic);
+        let run = AssertUnwindSafe(async move { ep.call(req).await }).catch_unwind();
+        let result = CallContext::scope_shared(ctx.clone(), run).await.unwrap_or_else(|panic| {
+            self.record_panic(&ctx.endpoint, &panic);
             Err(Status::internal("handler panicked"))
         });
         self.answer(reply, codec, result).await
@@ -164,8 +166,7 @@ impl Server {
     }
 
     async fn answer(&self, reply: Reply, codec: Codec, result: std::result::Result<Bytes, Status>) {
-        let mut h = Headers::with_capacity(2);
-        h.push(headers::CONTENT_TYPE, codec.content_type());
+        let mut h = Headers::new();
         let body = match result {
             Ok(body) => body,
             Err(status) => {
@@ -175,6 +176,12 @@ impl Server {
                 codec.encode(&status).unwrap_or_default()
             }
         };
+        // A MessagePack success reply needs no header at all: the receiver sniffs it.
+        if let Some(ct) = codec.content_type_for(&body) {
+            h.push(headers::CONTENT_TYPE, ct);
+        } else if !h.is_empty() {
+            h.push(headers::CONTENT_TYPE, codec.content_type());
+        }
         if let Err(e) = reply.send(Message::with_headers(h, body)).await {
             tracing::warn!(error = %e, "could not send reply");
         }
@@ -185,20 +192,21 @@ impl Server {
     }
 }
 
-fn endpoint_name(h: &Headers) -> &str {
-    h.get(headers::ENDPOINT).unwrap_or("?")
-}
-
-/// Builds a handler's context from request or event headers.
-pub(crate) fn context_from(service: &str, endpoint: &str, h: &Headers, deadline: Option<Deadline>) -> CallContext {
+/// Builds a handler's context from request headers, moving their values out.
+pub(crate) fn context_from(
+    service: &Arc<str>,
+    endpoint: String,
+    mut h: Headers,
+    deadline: Option<Deadline>,
+) -> CallContext {
     CallContext {
-        service: service.to_string(),
-        endpoint: endpoint.to_string(),
-        id: h.get(headers::ID).unwrap_or_default().to_string(),
-        caller: h.get(headers::CALLER).map(str::to_string),
+        service: service.clone(),
+        endpoint,
+        id: h.take(headers::ID).unwrap_or_default(),
+        caller: h.take(headers::CALLER),
         deadline,
         trace: h.get(headers::TRACEPARENT).and_then(TraceParent::parse),
-        trace_state: h.get(headers::TRACESTATE).map(str::to_string),
+        trace_state: h.take(headers::TRACESTATE),
         metadata: h.metadata(),
         event: None,
     }
@@ -265,11 +273,12 @@ impl Server {
                 return;
             }
         };
-        let ctx = event.context(&self.info.service);
+        let ctx = Arc::new(event.context(&self.service));
         let topic = event.topic.clone();
         let id = event.id.clone();
         let req = Request { ctx: ctx.clone(), body: event.body, codec: event.codec, state: self.state.clone() };
-        let result = ctx.scope(AssertUnwindSafe(async move { ep.call(req).await }).catch_unwind()).await;
+        let result =
+            CallContext::scope_shared(ctx, AssertUnwindSafe(async move { ep.call(req).await }).catch_unwind()).await;
         match result {
             Ok(Ok(_)) => {}
             Ok(Err(status)) => {

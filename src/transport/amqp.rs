@@ -397,7 +397,7 @@ pub(crate) fn from_properties(p: &BasicProperties) -> Headers {
                 AMQPValue::Timestamp(n) => n.to_string(),
                 _ => continue,
             };
-            h.push(k.as_str(), value);
+            h.push(k.as_str().to_string(), value);
         }
     }
     h
@@ -479,7 +479,12 @@ impl Transport for AmqpTransport {
         "rabbitmq"
     }
 
-    fn request<'a>(&'a self, subject: &'a str, message: Message, timeout: Duration) -> BoxFuture<'a, Result<Message>> {
+    fn request<'a>(
+        &'a self,
+        subject: &'a str,
+        message: &'a Message,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Message>> {
         async move {
             let link = self.inner.link.load_full().ok_or_else(down)?;
             let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);

@@ -156,9 +156,9 @@ impl Transport for MemoryTransport {
         "memory"
     }
 
-    fn request<'a>(&'a self, subj: &'a str, message: Message, timeout: Duration) -> BoxFuture<'a, Result<Message>> {
+    fn request<'a>(&'a self, subj: &'a str, message: &'a Message, timeout: Duration) -> BoxFuture<'a, Result<Message>> {
         let (tx, rx) = oneshot::channel();
-        let delivered = self.deliver(subj, message, Some(Reply::new(OneshotReply(tx))));
+        let delivered = self.deliver(subj, message.clone(), Some(Reply::new(OneshotReply(tx))));
         async move {
             if delivered == 0 {
                 return Err(Error::unavailable(format!("no responders on {subj}")));
@@ -234,11 +234,11 @@ mod tests {
     #[tokio::test]
     async fn request_without_subscriber_is_unavailable_and_dropping_unsubscribes() {
         let t = MemoryTransport::named("unit-req");
-        let e = t.request("nobody", Message::default(), Duration::from_secs(1)).await.unwrap_err();
+        let e = t.request("nobody", &Message::default(), Duration::from_secs(1)).await.unwrap_err();
         assert!(e.is_unavailable());
         let sub = t.subscribe("somebody", None).await.unwrap();
         drop(sub);
-        let e = t.request("somebody", Message::default(), Duration::from_secs(1)).await.unwrap_err();
+        let e = t.request("somebody", &Message::default(), Duration::from_secs(1)).await.unwrap_err();
         assert!(e.is_unavailable());
     }
 }

@@ -148,7 +148,12 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
     /// Fails with [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) when nobody is
     /// subscribed (the request provably did not run) and with
     /// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) when no reply came in time.
-    fn request<'a>(&'a self, subject: &'a str, message: Message, timeout: Duration) -> BoxFuture<'a, Result<Message>>;
+    fn request<'a>(
+        &'a self,
+        subject: &'a str,
+        message: &'a Message,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Message>>;
 
     /// Publishes a message to every subscription (one member per queue group).
     fn publish<'a>(&'a self, subject: &'a str, message: Message) -> BoxFuture<'a, Result<()>>;

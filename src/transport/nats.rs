@@ -58,16 +58,19 @@ impl NatsTransport {
 
 pub(crate) fn to_header_map(headers: &Headers) -> Result<HeaderMap> {
     let mut map = HeaderMap::new();
-    for (name, value) in headers.iter() {
+    for (name, value) in headers.pairs() {
         if name.is_empty() || name.contains(|c: char| !c.is_ascii_graphic() || c == ':') {
             return Err(Error::config(format!("invalid header name {name:?}")));
         }
         if value.contains(['\r', '\n']) {
             return Err(Error::config(format!("header {name} has a line break in its value")));
         }
-        let name: HeaderName = name.parse().map_err(|_| Error::config(format!("invalid header name {name:?}")))?;
-        let value: HeaderValue = value.parse().map_err(|_| Error::config("invalid header value"))?;
-        map.insert(name, value);
+        // Names were checked above: the protocol's own (static) ones cost no allocation.
+        let name = match name {
+            std::borrow::Cow::Borrowed(s) => HeaderName::from_static(s),
+            std::borrow::Cow::Owned(s) => s.parse().map_err(|_| Error::config(format!("invalid header name {s:?}")))?,
+        };
+        map.insert(name, HeaderValue::from(value.as_str()));
     }
     Ok(map)
 }
@@ -77,7 +80,7 @@ fn from_nats(msg: async_nats::Message) -> (Message, Option<async_nats::Subject>)
     if let Some(map) = &msg.headers {
         for (name, values) in map.iter() {
             if let Some(v) = values.first() {
-                headers.push(AsRef::<str>::as_ref(name), v.as_str());
+                headers.push(AsRef::<str>::as_ref(name).to_string(), v.as_str());
             }
         }
     }
@@ -92,11 +95,12 @@ struct NatsReply {
 impl ReplySink for NatsReply {
     fn send(self: Box<Self>, message: Message) -> BoxFuture<'static, Result<()>> {
         async move {
-            let headers = to_header_map(&message.headers)?;
-            self.client
-                .publish_with_headers(self.subject, headers, message.body)
-                .await
-                .map_err(|e| Error::transport(format!("reply failed: {e}")).with_source(e))
+            let sent = if message.headers.is_empty() {
+                self.client.publish(self.subject, message.body).await
+            } else {
+                self.client.publish_with_headers(self.subject, to_header_map(&message.headers)?, message.body).await
+            };
+            sent.map_err(|e| Error::transport(format!("reply failed: {e}")).with_source(e))
         }
         .boxed()
     }
@@ -135,10 +139,15 @@ impl Transport for NatsTransport {
         "nats"
     }
 
-    fn request<'a>(&'a self, subject: &'a str, message: Message, timeout: Duration) -> BoxFuture<'a, Result<Message>> {
+    fn request<'a>(
+        &'a self,
+        subject: &'a str,
+        message: &'a Message,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Message>> {
         async move {
             let headers = to_header_map(&message.headers)?;
-            let req = async_nats::Request::new().payload(message.body).headers(headers).timeout(Some(timeout));
+            let req = async_nats::Request::new().payload(message.body.clone()).headers(headers).timeout(Some(timeout));
             match self.client.send_request(subject.to_string(), req).await {
                 Ok(msg) => Ok(from_nats(msg).0),
                 Err(e) => Err(match e.kind() {
