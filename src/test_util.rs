@@ -17,13 +17,7 @@ use std::time::Duration;
 /// must fail, not skip.
 pub fn nats_url() -> String {
     let url = std::env::var("MICRO_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
-    let hostport = url.trim_start_matches("nats://").to_string();
-    let reachable = hostport
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .is_some_and(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok());
-    if !reachable {
+    if !reachable(url.trim_start_matches("nats://")) {
         panic!(
             "NATS is not reachable at {url}. Start it with\n  \
              start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log\n\
@@ -41,18 +35,22 @@ pub fn amqp_url() -> String {
     let url = std::env::var("MICRO_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
     let hostport = url.rsplit('@').next().unwrap_or(&url).trim_start_matches("amqp://");
     let hostport = hostport.split('/').next().unwrap_or(hostport).to_string();
-    let reachable = hostport
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .is_some_and(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok());
-    if !reachable {
+    if !reachable(&hostport) {
         panic!(
             "RabbitMQ is not reachable at {hostport}. Start it with\n  rabbitmq-server -detached\n\
              or `docker compose up -d rabbitmq`, or point MICRO_TEST_AMQP_URL at one."
         );
     }
     url
+}
+
+/// True if something accepts TCP connections at `host:port` within 2 s.
+fn reachable(hostport: &str) -> bool {
+    hostport
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok())
 }
 
 /// A name unique to this process and call: `test.<prefix>.<uuid>`.

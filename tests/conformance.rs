@@ -1,5 +1,5 @@
-//! One suite, run against every transport: each case takes a transport URL. The
-//! `conformance!` macro instantiates every case per transport.
+//! One suite, run against every transport: each case takes a transport URL and
+//! `over_transports!` (tests/tests.rs) instantiates it for memory, NATS and RabbitMQ.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -13,54 +13,27 @@ use micro::{Code, ErrorKind};
 
 use crate::util::*;
 
-macro_rules! conformance {
-    ($transport:ident, $url:expr, [$($case:ident),* $(,)?]) => {
-        mod $transport {
-            $(
-                #[actix::test]
-                async fn $case() {
-                    super::$case($url).await
-                }
-            )*
-        }
-    };
-}
-
-macro_rules! all_cases {
-    ($transport:ident, $url:expr) => {
-        conformance!(
-            $transport,
-            $url,
-            [
-                typed_round_trip,
-                json_codec_round_trip,
-                two_nodes_share_load,
-                broker_balanced_calls_use_the_queue_group,
-                unknown_endpoint_bad_payload_and_content_type,
-                handler_panic_is_internal_and_service_keeps_serving,
-                actor_endpoint_restarts_after_panic,
-                actor_pool_serves_concurrently,
-                restart_intensity_stops_the_service,
-                deadline_metadata_and_trace_propagate,
-                expired_request_is_dropped_unrun,
-                unknown_service_is_unavailable,
-                queue_groups_and_broadcast_delivery_counts,
-                watch_reports_start_and_stop,
-                new_client_discovers_running_services_at_once,
-                graceful_stop_drains_in_flight_requests,
-                debug_endpoints_answer,
-                many_requests_in_flight_on_one_endpoint,
-                actor_event_subscriber_survives_a_panic,
-            ]
-        );
-    };
-}
-
-all_cases!(memory, crate::util::memory_url());
-#[cfg(feature = "nats")]
-all_cases!(nats, crate::util::nats_url());
-#[cfg(feature = "rabbitmq")]
-all_cases!(amqp, crate::util::amqp_url());
+over_transports!(
+    typed_round_trip,
+    json_codec_round_trip,
+    two_nodes_share_load,
+    broker_balanced_calls_use_the_queue_group,
+    unknown_endpoint_bad_payload_and_content_type,
+    handler_panic_is_internal_and_service_keeps_serving,
+    actor_endpoint_restarts_after_panic,
+    actor_pool_serves_concurrently,
+    restart_intensity_stops_the_service,
+    deadline_metadata_and_trace_propagate,
+    expired_request_is_dropped_unrun,
+    unknown_service_is_unavailable,
+    queue_groups_and_broadcast_delivery_counts,
+    watch_reports_start_and_stop,
+    new_client_discovers_running_services_at_once,
+    graceful_stop_drains_in_flight_requests,
+    debug_endpoints_answer,
+    many_requests_in_flight_on_one_endpoint,
+    actor_event_subscriber_survives_a_panic,
+);
 
 fn hello(name: &str) -> Hello {
     Hello { name: name.into() }

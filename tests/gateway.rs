@@ -12,22 +12,6 @@ use serde_json::{json, Value};
 
 use crate::util::*;
 
-macro_rules! over_transports {
-    ($($case:ident),* $(,)?) => {
-        mod memory {
-            $(#[actix::test] async fn $case() { super::$case(crate::util::memory_url()).await })*
-        }
-        #[cfg(feature = "nats")]
-        mod nats {
-            $(#[actix::test] async fn $case() { super::$case(crate::util::nats_url()).await })*
-        }
-        #[cfg(feature = "rabbitmq")]
-        mod amqp {
-            $(#[actix::test] async fn $case() { super::$case(crate::util::amqp_url()).await })*
-        }
-    };
-}
-
 over_transports!(
     api_handler_walks_gateway_api_service_srv_service_and_back,
     rpc_endpoint_takes_json_and_form_requests,

@@ -11,19 +11,6 @@ use micro::{Code, ErrorKind};
 
 use crate::util::*;
 
-macro_rules! over_brokers {
-    ($($case:ident),* $(,)?) => {
-        #[cfg(feature = "nats")]
-        mod nats {
-            $(#[actix::test] async fn $case() { super::$case(crate::util::nats_url()).await })*
-        }
-        #[cfg(feature = "rabbitmq")]
-        mod amqp {
-            $(#[actix::test] async fn $case() { super::$case(crate::util::amqp_url()).await })*
-        }
-    };
-}
-
 over_brokers!(
     sigkilled_node_stops_receiving_calls_and_calls_keep_succeeding,
     sigterm_deregisters_drains_in_flight_requests_and_exits_zero,

@@ -1,6 +1,31 @@
 //! Integration tests: real services over the memory transport and the NATS and RabbitMQ servers
 //! on this machine (which must be running; those tests fail with a how-to when they are not).
 
+/// Instantiates each `async fn case(url: String)` once per transport: memory, NATS and RabbitMQ
+/// (the broker ones behind their features). Defined before the modules, so all can use it.
+macro_rules! over_transports {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(#[actix::test] async fn $case() { super::$case(crate::util::memory_url()).await })*
+        }
+        over_brokers!($($case),*);
+    };
+}
+
+/// As `over_transports!`, for the real brokers only (cases that cross processes).
+macro_rules! over_brokers {
+    ($($case:ident),* $(,)?) => {
+        #[cfg(feature = "nats")]
+        mod nats {
+            $(#[actix::test] async fn $case() { super::$case(crate::util::nats_url()).await })*
+        }
+        #[cfg(feature = "rabbitmq")]
+        mod amqp {
+            $(#[actix::test] async fn $case() { super::$case(crate::util::amqp_url()).await })*
+        }
+    };
+}
+
 mod util;
 
 mod conformance;
