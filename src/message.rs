@@ -43,6 +43,30 @@ pub mod headers {
     pub const TRACESTATE: &str = "tracestate";
     /// Prefix of user metadata headers: `Micro-Meta-<key>`.
     pub const META_PREFIX: &str = "Micro-Meta-";
+
+    const KNOWN: [&str; 13] = [
+        CONTENT_TYPE,
+        SERVICE,
+        ENDPOINT,
+        ID,
+        DEADLINE,
+        CALLER,
+        ERROR,
+        TOPIC,
+        TIMESTAMP,
+        PUBLISHER,
+        TRACEPARENT,
+        TRACESTATE,
+        "content-type",
+    ];
+
+    /// A received header name: the protocol's own names as static strings (no allocation).
+    pub(crate) fn intern(name: &str) -> std::borrow::Cow<'static, str> {
+        match KNOWN.iter().find(|k| **k == name) {
+            Some(k) => std::borrow::Cow::Borrowed(k),
+            None => std::borrow::Cow::Owned(name.to_string()),
+        }
+    }
 }
 
 /// An ordered list of header pairs. Lookups ignore ASCII case; names are sent as inserted.

@@ -397,7 +397,7 @@ pub(crate) fn from_properties(p: &BasicProperties) -> Headers {
                 AMQPValue::Timestamp(n) => n.to_string(),
                 _ => continue,
             };
-            h.push(k.as_str().to_string(), value);
+            h.push(crate::message::headers::intern(k.as_str()), value);
         }
     }
     h

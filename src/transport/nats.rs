@@ -80,7 +80,7 @@ fn from_nats(msg: async_nats::Message) -> (Message, Option<async_nats::Subject>)
     if let Some(map) = &msg.headers {
         for (name, values) in map.iter() {
             if let Some(v) = values.first() {
-                headers.push(AsRef::<str>::as_ref(name).to_string(), v.as_str());
+                headers.push(crate::message::headers::intern(name.as_ref()), v.as_str());
             }
         }
     }
