@@ -71,6 +71,7 @@ impl Error {
         Error { kind, message: Some(message.into()), status: None, source: None }
     }
 
+    #[cfg_attr(not(any(feature = "nats", feature = "rabbitmq")), allow(dead_code))]
     pub(crate) fn with_source(mut self, source: impl Into<BoxError>) -> Self {
         self.source = Some(source.into());
         self
@@ -93,6 +94,7 @@ impl Error {
         Error::new(ErrorKind::Timeout, message)
     }
 
+    #[cfg_attr(not(any(feature = "nats", feature = "rabbitmq")), allow(dead_code))]
     pub(crate) fn transport(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::Transport, message)
     }

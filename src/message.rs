@@ -44,6 +44,7 @@ pub mod headers {
     /// Prefix of user metadata headers: `Micro-Meta-<key>`.
     pub const META_PREFIX: &str = "Micro-Meta-";
 
+    #[cfg_attr(not(any(feature = "nats", feature = "rabbitmq")), allow(dead_code))]
     const KNOWN: [&str; 13] = [
         CONTENT_TYPE,
         SERVICE,
@@ -61,6 +62,7 @@ pub mod headers {
     ];
 
     /// A received header name: the protocol's own names as static strings (no allocation).
+    #[cfg_attr(not(any(feature = "nats", feature = "rabbitmq")), allow(dead_code))]
     pub(crate) fn intern(name: &str) -> std::borrow::Cow<'static, str> {
         match KNOWN.iter().find(|k| **k == name) {
             Some(k) => std::borrow::Cow::Borrowed(k),
@@ -108,6 +110,7 @@ impl Headers {
     }
 
     /// The pairs, names as given (static or owned).
+    #[cfg_attr(not(any(feature = "nats", feature = "rabbitmq")), allow(dead_code))]
     pub(crate) fn pairs(&self) -> &[(Cow<'static, str>, String)] {
         &self.0
     }
