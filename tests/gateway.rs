@@ -97,8 +97,9 @@ async fn rpc_handler_takes_a_json_body_or_the_query(url: String) {
 
 async fn event_handler_publishes_the_body(url: String) {
     let topic = format!("{}.login", unique("user"));
+    type Delivery = (Value, Option<String>);
     #[derive(Clone, Default)]
-    struct Seen(Arc<Mutex<Vec<(Value, Option<String>)>>>);
+    struct Seen(Arc<Mutex<Vec<Delivery>>>);
     async fn on_event(State(Seen(s)): State<Seen>, Req(v): Req<Value>, Meta(m): Meta) -> Result<(), Status> {
         s.lock().unwrap().push((v, m.get("x-request-id").map(str::to_string)));
         Ok(())

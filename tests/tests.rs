@@ -28,6 +28,8 @@ macro_rules! over_brokers {
 
 mod util;
 
+#[cfg(feature = "cli")]
+mod cli;
 mod conformance;
 #[cfg(feature = "gateway")]
 mod gateway;

@@ -2,8 +2,16 @@
 //! thin `main`.
 //!
 //! ```text
-//! micro api --handler api --address 127.0.0.1:8080      # the API gateway
+//! micro services                                          # what runs, which versions, how many nodes
+//! micro service go.micro.srv.greeter                      # its nodes and endpoints
+//! micro call go.micro.srv.greeter Say.Hello '{"name":"John"}'
+//! micro health go.micro.srv.greeter                       # ask every node
+//! micro api --handler api --address 127.0.0.1:8080        # the API gateway
 //! ```
+//!
+//! Exit codes: 0 success; 1 the command failed here (broker unreachable, unknown service, bad
+//! JSON input, timeout); 2 bad usage (clap); 3 the service answered with an error (`call`), or
+//! a node is unhealthy or silent (`health`, `stats`).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -14,18 +22,67 @@ use clap::{Args, Parser, Subcommand};
 use crate::gateway::{GatewayConfig, HandlerKind};
 
 mod api;
+mod call;
+mod completions;
+mod events;
+mod input;
+mod nodes;
+mod output;
+mod registry;
+mod suggest;
+
+pub use call::CallArgs;
+pub use completions::CompletionsArgs;
+pub use events::{PublishArgs, SubscribeArgs};
+pub use input::ContentType;
+pub use nodes::NodesArgs;
+pub use output::OutputFormat;
+pub use registry::{ServiceArgs, WatchArgs};
 
 /// Default transport of the CLI: memory cannot see other processes, so NATS.
 pub const DEFAULT_CLI_TRANSPORT: &str = "nats://127.0.0.1:4222";
 
+/// The name the CLI calls and publishes as (`Micro-Caller`, `Micro-Publisher`).
+pub const CLI_ID: &str = "go.micro.cli";
+
+/// Exit code: the command could not do its work here (broker unreachable, unknown service, bad
+/// JSON input, timeout).
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code: the service answered with an error (`call`), or a node is unhealthy or did not
+/// answer (`health`, `stats`). (2 is clap's code for bad usage.)
+pub const EXIT_REMOTE: u8 = 3;
+
+const AFTER_HELP: &str = "\
+Output: list commands (services, service, health, stats, watch) print tables on a terminal and
+JSON when stdout is not a terminal (a pipe, a file); --output json|table overrides that. `call`
+prints the reply as JSON; `subscribe` prints one JSON line per event. NO_COLOR turns colours off.
+
+Exit codes: 0 success; 1 the command failed here (broker unreachable, unknown service, bad JSON
+input, timeout); 2 bad usage; 3 the service answered with an error (call), or a node is
+unhealthy or did not answer (health, stats).";
+
 /// The `micro` command line.
 #[derive(Debug, Parser)]
-#[command(name = "micro", version, about = "Run and inspect actix-micro services", propagate_version = true)]
+#[command(
+    name = "micro",
+    version,
+    about = "Run and inspect actix-micro services",
+    long_about = "Run and inspect actix-micro services: list them, call them, check their health, \
+                  publish and subscribe to events, watch the registry.\n\n\
+                  The transport defaults to NATS on this machine (nats://127.0.0.1:4222), not \
+                  memory://, because memory:// cannot see other processes.",
+    after_help = AFTER_HELP,
+    propagate_version = true
+)]
 pub struct Cli {
     /// Transport URL: nats://host:port or amqp://user:pass@host:port/vhost. The default is NATS
     /// on this machine, because memory:// cannot see other processes.
     #[arg(long, global = true, env = "MICRO_TRANSPORT", default_value = DEFAULT_CLI_TRANSPORT)]
     pub transport: String,
+
+    /// Output format of list commands; default: table on a terminal, JSON otherwise.
+    #[arg(long, short = 'o', global = true, env = "MICRO_OUTPUT", value_enum)]
+    pub output: Option<OutputFormat>,
 
     /// The command.
     #[command(subcommand)]
@@ -36,6 +93,28 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 #[non_exhaustive]
 pub enum Command {
+    /// List services with their versions and node counts.
+    #[command(after_help = "Waits for the discovery window (300 ms) so every running service answers.\n\
+                            Prints a table on a terminal and JSON ([{name, version, nodes}]) otherwise.")]
+    Services,
+    /// Show one service: its nodes (id, address, metadata), versions and endpoints.
+    #[command(after_help = "Prints tables on a terminal and the registry records as JSON otherwise:\n\
+                            [{name, version, metadata, endpoints: [{name, metadata}], nodes: [{id, address, metadata}]}].")]
+    Service(ServiceArgs),
+    /// Call an endpoint and print the reply as JSON.
+    Call(CallArgs),
+    /// Publish an event on a topic.
+    Publish(PublishArgs),
+    /// Subscribe to a topic and print one JSON line per event.
+    Subscribe(SubscribeArgs),
+    /// Ask every node of a service for Debug.Health; exits 3 if any is unhealthy or silent.
+    Health(NodesArgs),
+    /// Ask every node of a service for Debug.Stats; exits 3 if any does not answer.
+    Stats(NodesArgs),
+    /// Print registry changes (nodes added, updated, removed) as they happen.
+    Watch(WatchArgs),
+    /// Print a shell completion script.
+    Completions(CompletionsArgs),
     /// Run the API gateway: HTTP in, RPC and events out.
     Api(ApiArgs),
 }
@@ -122,27 +201,68 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Runs the command line: parses arguments, runs the command, maps failure to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // The gateway is a server and logs what it does; the other commands are tools whose
+    // output is what they print, so only warnings reach stderr unless MICRO_LOG asks for more.
+    init_tracing(if matches!(cli.command, Command::Api(_)) { "info" } else { "warn" });
     let result = actix_rt::System::new().block_on(run(cli));
     match result {
         Ok(code) => code,
+        // The reader went away (`micro services | head -1`): nothing left to say to anyone.
+        Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(output::is_broken_pipe) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(1)
+            output::print_error(&*e);
+            ExitCode::from(EXIT_FAILURE)
         }
     }
 }
 
-fn init_tracing() {
+fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MICRO_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| "info".into());
+        .unwrap_or_else(|_| default.into());
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 /// Runs a parsed command.
 pub async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let out = output::Output::new(cli.output);
+    let url = cli.transport.as_str();
     match cli.command {
-        Command::Api(args) => api::run(&cli.transport, args).await,
+        Command::Api(args) => api::run(url, args).await,
+        Command::Services => registry::services(url, &out).await,
+        Command::Service(args) => registry::service(url, &out, args).await,
+        Command::Call(args) => call::run(url, &out, args).await,
+        Command::Publish(args) => events::publish(url, args).await,
+        Command::Subscribe(args) => events::subscribe(url, args).await,
+        Command::Health(args) => nodes::health(url, &out, args).await,
+        Command::Stats(args) => nodes::stats(url, &out, args).await,
+        Command::Watch(args) => registry::watch(url, &out, args).await,
+        Command::Completions(args) => completions::run(args),
+    }
+}
+
+/// A failure the person can act on, with the text that says how (printed as `error: ...`).
+#[derive(Debug)]
+pub(crate) struct CliError(pub(crate) String);
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CliError {}
+
+/// Connects a client for a CLI command, with a note on stderr when the URL is memory://.
+async fn connect_client(url: &str) -> crate::Result<crate::Client> {
+    warn_memory(url);
+    crate::Client::builder().name(CLI_ID).transport(url).connect().await
+}
+
+fn warn_memory(url: &str) {
+    if url.starts_with("memory://") {
+        output::note(
+            "memory:// cannot see other processes; use --transport nats://127.0.0.1:4222 (or MICRO_TRANSPORT)",
+        );
     }
 }

@@ -1,0 +1,149 @@
+//! `micro publish TOPIC [JSON]` and `micro subscribe TOPIC`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Args;
+use futures::StreamExt;
+use serde::Serialize;
+
+use super::input::{self, ContentType};
+use super::output;
+use super::{warn_memory, CLI_ID};
+use crate::broker::{Broker, Event, PublishOptions, SubscribeOptions};
+use crate::message::{new_id, Metadata};
+use crate::transport::{self, Transport};
+
+/// `micro publish` options.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+The event is JSON: the argument, or stdin when the argument is `-` or absent (absent with stdin a
+terminal publishes {}); a syntax error names the line and column and nothing is published.
+Prints {\"id\", \"topic\"} of the published event on one line. Delivery is at most once: an event nobody
+subscribes to is lost.
+
+Example:
+  micro publish user.login '{\"user\": \"ada\"}' -m tenant=acme")]
+pub struct PublishArgs {
+    /// The topic, e.g. user.login (no wildcards).
+    pub topic: String,
+    /// The event as JSON; `-` reads stdin.
+    pub event: Option<String>,
+    /// Metadata sent with the event as key=value (repeatable).
+    #[arg(long, short = 'm', value_name = "KEY=VALUE", value_parser = input::parse_pair)]
+    pub metadata: Vec<(String, String)>,
+    /// How the event is sent: json as typed, or msgpack (the JSON transcoded to MessagePack).
+    #[arg(long, value_enum, default_value_t)]
+    pub content_type: ContentType,
+}
+
+/// `micro subscribe` options.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Prints one JSON line per event, whatever --output says:
+  {\"id\", \"topic\", \"timestamp\", \"publisher\", \"metadata\", \"data\"}
+with the payload transcoded to JSON in `data` and `timestamp` in ms since the Unix epoch. Runs
+until interrupted (Ctrl-C) or --count events were printed. Without --group every subscriber gets
+every event; with it, the members of the group share them.
+
+Example:
+  micro subscribe 'user.*' --count 1")]
+pub struct SubscribeArgs {
+    /// The topic or pattern: user.login, user.* (one token), user.> (the rest).
+    pub topic: String,
+    /// Join this queue group: each event goes to one member of the group.
+    #[arg(long, short = 'g')]
+    pub group: Option<String>,
+    /// Stop after this many events.
+    #[arg(long, short = 'n')]
+    pub count: Option<u64>,
+}
+
+/// One line of `micro subscribe`.
+#[derive(Debug, Serialize)]
+struct EventLine<'a> {
+    id: &'a str,
+    topic: &'a str,
+    timestamp: u64,
+    publisher: Option<&'a str>,
+    metadata: &'a Metadata,
+    data: serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+async fn connect(url: &str) -> crate::Result<Arc<dyn Transport>> {
+    warn_memory(url);
+    transport::connect(url).await
+}
+
+pub(super) async fn publish(url: &str, args: PublishArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let body = input::body(args.event.as_deref(), args.content_type)?;
+    let transport = connect(url).await?;
+    let broker = Broker::new(transport.clone(), CLI_ID);
+    let id = new_id();
+    let mut opts = PublishOptions::new().id(&id);
+    for (k, v) in &args.metadata {
+        opts = opts.metadata(k, v);
+    }
+    let sent = async {
+        broker.publish_raw(&args.topic, body, args.content_type.codec(), opts).await?;
+        // NATS buffers publishes: the event must be on the wire before the process exits.
+        transport.flush().await
+    }
+    .await;
+    let _ = transport.close().await;
+    sent?;
+    // One line, terminal or not: the id is what a person copies, the line what a script reads.
+    output::line(&serde_json::json!({"id": id, "topic": args.topic}).to_string())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn subscribe(url: &str, args: SubscribeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let transport = connect(url).await?;
+    let broker = Broker::new(transport.clone(), CLI_ID);
+    let opts = args.group.clone().map(SubscribeOptions::group).unwrap_or_else(SubscribeOptions::broadcast);
+    let mut events = broker.subscribe(&args.topic, opts).await?;
+    // From here on no event published to the topic is missed.
+    transport.flush().await?;
+    output::note(&format!("subscribed to {} on {url} (Ctrl-C to stop)", args.topic));
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    let mut printed = 0u64;
+    let result = loop {
+        if args.count.is_some_and(|n| printed >= n) {
+            break Ok(());
+        }
+        let event = tokio::select! {
+            e = events.next() => e,
+            _ = &mut interrupted => None,
+        };
+        let Some(event) = event else { break Ok(()) };
+        match output::line(&event_line(&event)) {
+            Ok(()) => printed += 1,
+            Err(e) if output::is_broken_pipe(&e) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    drop(events);
+    let _ = transport.close().await;
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn event_line(e: &Event) -> String {
+    let (data, error) = match e.decode::<serde_json::Value>() {
+        Ok(v) => (v, None),
+        Err(err) => (serde_json::Value::Null, Some(format!("payload not decodable: {err}"))),
+    };
+    let line = EventLine {
+        id: &e.id,
+        topic: &e.topic,
+        timestamp: e.timestamp,
+        publisher: e.publisher.as_deref(),
+        metadata: &e.metadata,
+        data,
+        error,
+    };
+    serde_json::to_string(&line).unwrap_or_default()
+}
