@@ -113,7 +113,7 @@ impl AmqpTransport {
             Error::new(
                 ErrorKind::Connect,
                 format!(
-                    "cannot connect to RabbitMQ at {}: {e} (start one with `rabbitmq-server -detached`, or `docker compose up -d rabbitmq`)",
+                    "RabbitMQ at {} is unreachable: {e} (start one with `rabbitmq-server -detached`, or `docker compose up -d rabbitmq`)",
                     redact(url)
                 ),
             )
@@ -507,8 +507,20 @@ impl Transport for AmqpTransport {
             tokio::select! {
                 reply = &mut rx => return reply.unwrap_or_else(|_| Err(down())),
                 confirmed = confirm => match confirmed {
-                    Ok(Confirmation::Ack(Some(_))) | Ok(Confirmation::Nack(Some(_))) => {
-                        return Err(Error::unavailable(format!("no responders on {subject}")));
+                    Ok(Confirmation::Ack(Some(returned))) | Ok(Confirmation::Nack(Some(returned))) => {
+                        // lapin hands the oldest waiting return to whichever confirm completes
+                        // next: it may be another request's. Its correlation id says whose.
+                        let props = &returned.delivery.properties;
+                        let owner = props.correlation_id().as_ref().and_then(|c| c.as_str().parse::<u64>().ok());
+                        let unroutable = || {
+                            Error::unavailable(format!("no responders on {}", returned.delivery.routing_key.as_str()))
+                        };
+                        if owner == Some(id) {
+                            return Err(unroutable());
+                        }
+                        if let Some(other) = owner.and_then(|o| self.inner.pending.lock().unwrap().remove(&o)) {
+                            let _ = other.send(Err(unroutable()));
+                        }
                     }
                     Ok(Confirmation::Nack(None)) => {
                         return Err(Error::unavailable(format!("RabbitMQ refused the request on {subject}")));

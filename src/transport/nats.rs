@@ -37,7 +37,7 @@ impl NatsTransport {
             Error::new(
                 ErrorKind::Connect,
                 format!(
-                    "cannot connect to NATS at {url}: {e} (start one with `nats-server -js`, or `docker compose up -d nats`)"
+                    "NATS at {url} is unreachable: {e} (start one with `nats-server -js`, or `docker compose up -d nats`)"
                 ),
             )
             .with_source(e)
