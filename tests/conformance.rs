@@ -33,6 +33,7 @@ over_transports!(
     debug_endpoints_answer,
     many_requests_in_flight_on_one_endpoint,
     actor_event_subscriber_survives_a_panic,
+    concurrent_requests_to_live_and_missing_subjects_each_get_their_own_outcome,
 );
 
 fn hello(name: &str) -> Hello {
@@ -546,5 +547,32 @@ async fn actor_event_subscriber_survives_a_panic(url: String) {
     assert_eq!(stats.events, 2);
     client.publish(&topic, &serde_json::json!({"user": "grace"})).await.unwrap();
     wait_for("events after the restart", WAIT, || async { (seen.load(Ordering::SeqCst) == 2).then_some(()) }).await;
+    svc.stop().await.unwrap();
+}
+
+async fn concurrent_requests_to_live_and_missing_subjects_each_get_their_own_outcome(url: String) {
+    // Raw transport requests: no client retries to hide a wrong outcome.
+    let name = unique("greeter");
+    let svc = greeter(&url, &name, "a").start().await.unwrap();
+    let t = micro::transport::connect(&url).await.unwrap();
+    let live = subject::service(&name);
+    let calls = (0..200).map(|i| {
+        let t = t.clone();
+        let target = if i % 2 == 0 { live.clone() } else { subject::service(&unique("nobody")) };
+        async move {
+            let mut h = Headers::new();
+            h.insert(headers::CONTENT_TYPE, Codec::Json.content_type());
+            h.insert(headers::ENDPOINT, "Say.Hello");
+            let m = Message::with_headers(h, format!(r#"{{"name":"{i}"}}"#).into());
+            (i, t.request(&target, &m, Duration::from_secs(10)).await)
+        }
+    });
+    for (i, outcome) in futures::future::join_all(calls).await {
+        match (i % 2 == 0, outcome) {
+            (true, Ok(reply)) => assert_eq!(reply.headers.get(headers::ERROR), None, "call {i}"),
+            (false, Err(e)) => assert_eq!(e.kind(), ErrorKind::Unavailable, "call {i}: {e}"),
+            (live, outcome) => panic!("call {i} (live: {live}) got the wrong outcome: {outcome:?}"),
+        }
+    }
     svc.stop().await.unwrap();
 }
