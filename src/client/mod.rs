@@ -438,6 +438,9 @@ impl RawReply {
 
     /// The body as JSON bytes, transcoding if needed.
     pub fn to_json(&self) -> Result<Bytes> {
+        if self.codec == Codec::Json {
+            return Ok(self.body.clone());
+        }
         self.codec.transcode(&self.body, Codec::Json)
     }
 }

@@ -1,0 +1,984 @@
+//! HTTP → RPC over NATS: the API gateway against a bare actix-web handler making one raw
+//! async-nats request, under the same HTTP load, in the same process and the same run.
+//!
+//! ```text
+//! export CARGO_TARGET_DIR=~/.cache/actix-micro-target
+//! apt-get install -y wrk        # optional: without it the built-in load generator is used
+//! BENCH_SECS=3 cargo bench --bench gateway_nats
+//! ```
+//!
+//! What is compared (all three servers share this process, one NATS server):
+//! - **(a) gateway api**: `GET /greeter/say/hello?name=John` on the gateway (`Gateway::app()`:
+//!   path guard, request id, CORS, `api` handler). The gateway resolves the path to the api
+//!   greeter service, sends it the HTTP request as an `api::Request` (MessagePack); the api
+//!   service calls the srv greeter service (`Say.Hello`, MessagePack) with its own client and
+//!   answers an `api::Response` with `{"message":"Hello John"}`. That is the real flow of the
+//!   original Micro walkthrough: **two RPCs per HTTP request**. The handlers are those of
+//!   `examples/common/api_greeter.rs` and `greeter.rs` (without their log line), under unique
+//!   service names so that nothing else on the shared NATS server answers.
+//! - **(b) limit**: a bare actix-web app whose one route `GET /hello?name=John` takes the query
+//!   with `web::Query`, makes **one** `async_nats::Client::request` with the MessagePack
+//!   request to a plain async-nats subscribe loop (which decodes it and publishes the MessagePack
+//!   reply inline), decodes the reply and answers the same `{"message":"Hello John"}` JSON. This
+//!   is the physical limit of HTTP → RPC: no middleware, no registry, no envelope.
+//! - **(c) gateway /rpc**: `POST /rpc` with `{"service": <srv>, "endpoint": "Say.Hello",
+//!   "request": {"name": "John"}}` on the same gateway, calling the srv greeter directly (JSON
+//!   codec): **one RPC per HTTP request**, the apples-to-apples comparison with (b).
+//!
+//! - **(d) bare+client** (diagnostic): the bare app's handler again, but its one RPC goes through
+//!   a framework `micro::Client` (its own connection) to the srv greeter service, MessagePack.
+//!   Between (b) and (c) it splits the /rpc cost into "framework RPC" ((b) → (d)) and "gateway
+//!   HTTP layer" ((d) → (c): middleware, request id, CORS, JSON body parsing, call scope, JSON
+//!   codec).
+//!
+//! The headline ratio is (a)/(b), as the issue asks; (c)/(b) is printed too, because (a) does
+//! twice the RPC work of (b).
+//!
+//! Fairness: the gateway and the bare app are two `HttpServer`s in this process with the same
+//! settings (`BENCH_WORKERS` actix-web workers each, default 1; keep-alive on; the gateway's own
+//! `client_request_timeout` and `max_connection_rate`). The services, the raw responder and
+//! every NATS connection (the gateway's client, each service's, the bare app's raw caller and
+//! its diagnostic framework client, the raw responder: separate connections on both sides) live
+//! on the main actix arbiter, a
+//! current-thread runtime; the HTTP workers have their own threads. Load is applied to one
+//! server at a time, in rounds that alternate the order; the summary reports the **median over
+//! rounds**. Every target's response is checked (status and body) once before measuring.
+//!
+//! Load generator: `wrk -c<N> -t2 -d<secs>s --latency` as a subprocess when `wrk` is on the
+//! `PATH` (its `Requests/sec`, latency percentiles, non-2xx and socket-error counts are parsed;
+//! wrk takes whole seconds, so phases are rounded up to at least 1 s), else a built-in one:
+//! N keep-alive HTTP/1.1 connections over raw TCP on a separate two-thread tokio runtime in this
+//! process, each sending request after request and checking status and body. The output says
+//! which one ran. With the built-in one, this process's CPU and allocation figures include the
+//! load generator (the same for every target).
+//!
+//! The table shows, per HTTP request, the CPU time of this process (`/proc/self/stat`: HTTP
+//! workers, gateway, services, responder; wrk and NATS are other processes) and its heap
+//! allocations (a counting wrapper around the system allocator), and the CPU time of the NATS
+//! server (`/proc/<pid>/stat` of the one local `nats-server`, when there is exactly one; on a
+//! shared server it includes whatever else it serves meanwhile). Memory: the process's RSS is
+//! sampled every 50 ms during each phase, and its peak (`VmHWM`) is read at the end; the process
+//! hosts the gateway **and** the services it calls **and** the bare app, so these are upper
+//! bounds for the gateway alone.
+//!
+//! Environment:
+//! - `BENCH_SECS` (default 3; 1 when not run by `cargo bench`): seconds per measured phase.
+//! - `BENCH_ROUNDS` (default 3; 1 when not run by `cargo bench`).
+//! - `BENCH_WARMUP_SECS` (default 1): warm-up per target.
+//! - `BENCH_CONCURRENCY` (default 64): HTTP connections.
+//! - `BENCH_WORKERS` (default 1): actix-web workers of each server.
+//! - `BENCH_LOADGEN=wrk|builtin` (default: `wrk` when installed).
+//! - `MICRO_TEST_NATS_URL` (default `nats://127.0.0.1:4222`).
+//! - `BENCH_PROFILE=api|rpc|bare|client`: after the warm-up, load only that target for `BENCH_SECS`
+//!   and exit (for `perf record`; prints no ratio lines).
+//!
+//! The last two lines are machine-readable:
+//! `gateway nats c=64 rpc_ratio=<(c) / (b) requests per second>` and
+//! `gateway nats c=64 ratio=<(a) / (b) requests per second>`.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::error::Error as StdError;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpResponse, HttpServer};
+use bytes::Bytes;
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use micro::api;
+use micro::gateway::{Gateway, GatewayConfig, GATEWAY_ID};
+use micro::prelude::*;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// The system allocator, counting allocations (one relaxed atomic add each, for every target
+/// alike) so the table can show heap allocations per request.
+struct CountingAlloc;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every method forwards to `System` unchanged; the counter has no effect on memory.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
+// ---------------------------------------------------------------------------------------------
+// The services: the srv greeter and the api greeter (examples/common/{greeter,api_greeter}.rs).
+
+#[derive(Clone, Serialize, Deserialize)]
+struct HelloRequest {
+    name: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct HelloReply {
+    msg: String,
+}
+
+fn greet(r: HelloRequest) -> HelloReply {
+    HelloReply { msg: format!("Hello {}", r.name) }
+}
+
+/// The srv greeter's `Say.Hello`.
+async fn srv_say_hello(Req(req): Req<HelloRequest>) -> Result<HelloReply, Status> {
+    if req.name.trim().is_empty() {
+        return Err(Status::bad_request("name is required"));
+    }
+    Ok(greet(req))
+}
+
+/// The srv service the api service calls (the examples' fixed name, made unique here).
+#[derive(Clone)]
+struct Backend(String);
+
+/// The api greeter's `Say.Hello`: `api::Request` in, one call to the srv greeter, `api::Response`
+/// out.
+async fn api_say_hello(
+    Req(req): Req<api::Request>,
+    client: Client,
+    State(Backend(srv)): State<Backend>,
+) -> Result<api::Response, Status> {
+    let name = req
+        .query("name")
+        .or_else(|| req.form("name"))
+        .ok_or_else(|| Status::bad_request("the name parameter is required"))?;
+    let rsp: HelloReply = client
+        .call(&srv, "Say.Hello", &HelloRequest { name: name.to_string() })
+        .await
+        .map_err(|e| e.to_status("api"))?;
+    Ok(api::Response::json(200, &serde_json::json!({ "message": rsp.msg })))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The bare limit: actix-web + one raw async-nats request.
+
+struct Bare {
+    nats: async_nats::Client,
+    subject: async_nats::Subject,
+    /// For the diagnostic (d): a framework client and the srv greeter it calls.
+    client: micro::Client,
+    srv: String,
+}
+
+#[derive(Deserialize)]
+struct NameQuery {
+    name: String,
+}
+
+#[derive(Serialize)]
+struct Greeting<'a> {
+    message: &'a str,
+}
+
+async fn bare_hello(bare: web::Data<Bare>, query: web::Query<NameQuery>) -> HttpResponse {
+    let req = HelloRequest { name: query.into_inner().name };
+    let payload = match rmp_serde::to_vec_named(&req) {
+        Ok(p) => Bytes::from(p),
+        Err(e) => return HttpResponse::InternalServerError().body(e.to_string()),
+    };
+    match bare.nats.request(bare.subject.clone(), payload).await {
+        Ok(msg) => match rmp_serde::from_slice::<HelloReply>(&msg.payload) {
+            Ok(reply) => HttpResponse::Ok().json(Greeting { message: &reply.msg }),
+            Err(e) => HttpResponse::BadGateway().body(e.to_string()),
+        },
+        Err(e) => HttpResponse::BadGateway().body(e.to_string()),
+    }
+}
+
+/// The diagnostic (d): the bare handler, but the one RPC goes through a framework `Client` to the
+/// srv greeter service (registry, selector, envelope, server dispatch) instead of raw async-nats.
+async fn bare_client_hello(bare: web::Data<Bare>, query: web::Query<NameQuery>) -> HttpResponse {
+    let req = HelloRequest { name: query.into_inner().name };
+    match bare.client.call::<_, HelloReply>(&bare.srv, "Say.Hello", &req).await {
+        Ok(reply) => HttpResponse::Ok().json(Greeting { message: &reply.msg }),
+        Err(e) => HttpResponse::BadGateway().body(e.to_string()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration and measurement.
+
+#[derive(Clone, Debug)]
+enum LoadGen {
+    Wrk(PathBuf),
+    Builtin,
+}
+
+impl LoadGen {
+    fn describe(&self) -> String {
+        match self {
+            LoadGen::Wrk(p) => format!("wrk ({}) -t2, whole seconds per phase", p.display()),
+            LoadGen::Builtin => {
+                "built-in (raw TCP keep-alive HTTP/1.1 on a separate 2-thread tokio runtime in this process; \
+                 wrk not found or BENCH_LOADGEN=builtin)"
+                    .into()
+            }
+        }
+    }
+}
+
+struct Config {
+    /// Run by `cargo bench` (else a smoke run, e.g. `cargo test --benches`).
+    full: bool,
+    secs: Duration,
+    rounds: usize,
+    warmup: Duration,
+    concurrency: usize,
+    workers: usize,
+    loadgen: LoadGen,
+}
+
+fn find_wrk() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join("wrk")).find(|p| p.is_file())
+}
+
+impl Config {
+    fn from_env() -> Config {
+        let full = std::env::args().any(|a| a == "--bench");
+        let secs = |var: &str, full_default: f64, smoke_default: f64| {
+            let v = std::env::var(var).ok().and_then(|s| s.parse::<f64>().ok());
+            Duration::from_secs_f64(v.unwrap_or(if full { full_default } else { smoke_default }).max(0.01))
+        };
+        let int = |var: &str, default: usize| {
+            std::env::var(var).ok().and_then(|s| s.parse::<usize>().ok()).unwrap_or(default).max(1)
+        };
+        let loadgen = match std::env::var("BENCH_LOADGEN").as_deref() {
+            Ok("builtin") => LoadGen::Builtin,
+            Ok("wrk") => LoadGen::Wrk(find_wrk().expect("BENCH_LOADGEN=wrk but wrk is not on the PATH")),
+            _ => find_wrk().map_or(LoadGen::Builtin, LoadGen::Wrk),
+        };
+        Config {
+            full,
+            secs: secs("BENCH_SECS", 3.0, 1.0),
+            rounds: int("BENCH_ROUNDS", if full { 3 } else { 1 }),
+            warmup: secs("BENCH_WARMUP_SECS", 1.0, 1.0),
+            concurrency: int("BENCH_CONCURRENCY", 64),
+            workers: int("BENCH_WORKERS", 1),
+            loadgen,
+        }
+    }
+}
+
+/// One HTTP request to load a server with.
+#[derive(Clone, Debug)]
+struct HttpTarget {
+    label: &'static str,
+    addr: SocketAddr,
+    method: &'static str,
+    path: String,
+    /// A JSON body (POST only).
+    body: Option<String>,
+    /// The exact response body expected.
+    expect: String,
+}
+
+impl HttpTarget {
+    fn request_bytes(&self) -> Vec<u8> {
+        let mut r = format!("{} {} HTTP/1.1\r\nHost: {}\r\n", self.method, self.path, self.addr);
+        if let Some(b) = &self.body {
+            r.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}", b.len()));
+        } else {
+            r.push_str("\r\n");
+        }
+        r.into_bytes()
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}{}", self.addr, self.path)
+    }
+}
+
+/// What a load phase reports.
+struct Load {
+    requests: u64,
+    errors: u64,
+    elapsed: Duration,
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    first_error: Option<String>,
+}
+
+struct Phase {
+    load: Load,
+    /// CPU time (user + system) this process spent in the phase.
+    cpu: Duration,
+    /// CPU time the NATS server process spent in the phase, if it is visible.
+    nats_cpu: Option<Duration>,
+    allocations: u64,
+    /// Largest RSS sampled during the phase.
+    peak_rss: u64,
+}
+
+impl Phase {
+    fn rps(&self) -> f64 {
+        self.load.rps
+    }
+    fn p50_ms(&self) -> f64 {
+        self.load.p50_us / 1e3
+    }
+    fn p99_ms(&self) -> f64 {
+        self.load.p99_us / 1e3
+    }
+    fn cpu_us_per_req(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.load.requests.max(1) as f64
+    }
+    fn nats_us_per_req(&self) -> f64 {
+        self.nats_cpu.map_or(f64::NAN, |c| c.as_secs_f64() * 1e6 / self.load.requests.max(1) as f64)
+    }
+    fn allocs_per_req(&self) -> f64 {
+        self.allocations as f64 / self.load.requests.max(1) as f64
+    }
+    fn peak_rss_mib(&self) -> f64 {
+        mib(self.peak_rss)
+    }
+}
+
+/// CPU time of this process (all threads), from `/proc/self/stat` (zero elsewhere).
+fn process_cpu() -> Duration {
+    stat_cpu("/proc/self/stat").unwrap_or_default()
+}
+
+/// The NATS server's pid: the one `nats-server` process on this machine, if exactly one is
+/// visible (a server elsewhere, or several, leave the NATS column empty).
+fn nats_pid() -> Option<u32> {
+    static PID: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *PID.get_or_init(|| {
+        let pids: Vec<u32> = std::fs::read_dir("/proc")
+            .ok()?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "nats-server"))
+            .collect();
+        (pids.len() == 1).then(|| pids[0])
+    })
+}
+
+fn nats_cpu() -> Option<Duration> {
+    stat_cpu(&format!("/proc/{}/stat", nats_pid()?))
+}
+
+/// utime + stime of a `/proc/<pid>/stat`, in clock ticks of 10 ms.
+fn stat_cpu(path: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok())).sum();
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// A `kB` field of `/proc/self/status` (`VmHWM`, `VmRSS`), in bytes.
+fn proc_status_bytes(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(field).and_then(|r| r.strip_prefix(':')))
+                .and_then(|r| r.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()))
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP/1.1 over raw TCP: the built-in load generator and the one-off response check.
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Sends one request on a keep-alive connection and reads its response (Content-Length bodies
+/// only, which is what actix-web sends here). Returns the status and the body's range in `buf`.
+async fn exchange(
+    stream: &mut tokio::net::TcpStream,
+    request: &[u8],
+    buf: &mut Vec<u8>,
+) -> Result<(u16, std::ops::Range<usize>), BoxError> {
+    stream.write_all(request).await?;
+    buf.clear();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = find(buf, b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err("connection closed before the response head".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = std::str::from_utf8(&buf[..head_end])?;
+    let status: u16 = head.get(9..12).and_then(|s| s.parse().ok()).ok_or("bad status line")?;
+    let mut length = None;
+    for line in head.split("\r\n").skip(1) {
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse::<usize>().ok();
+            } else if k.eq_ignore_ascii_case("transfer-encoding") {
+                return Err("chunked responses are not supported by the built-in load generator".into());
+            }
+        }
+    }
+    let length = length.ok_or("response without Content-Length")?;
+    while buf.len() < head_end + length {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err("connection closed in the response body".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok((status, head_end..head_end + length))
+}
+
+/// One request on a fresh connection: the status and body, to check a target before loading it.
+async fn fetch_once(target: &HttpTarget) -> Result<(u16, String), BoxError> {
+    let mut stream = tokio::net::TcpStream::connect(target.addr).await?;
+    let mut buf = Vec::new();
+    let (status, body) = exchange(&mut stream, &target.request_bytes(), &mut buf).await?;
+    Ok((status, String::from_utf8_lossy(&buf[body]).into_owned()))
+}
+
+/// The built-in load generator (blocking: run it on its own thread).
+fn builtin_load(target: &HttpTarget, connections: usize, duration: Duration) -> Load {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("load generator runtime");
+    rt.block_on(async {
+        let start = Instant::now();
+        let deadline = start + duration;
+        let request: std::sync::Arc<[u8]> = target.request_bytes().into();
+        let tasks: Vec<_> = (0..connections)
+            .map(|_| {
+                let request = request.clone();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let mut hist = Histogram::<u64>::new(3).expect("histogram");
+                    let (mut ok, mut errors, mut first_error) = (0u64, 0u64, None::<String>);
+                    let mut stream = None;
+                    let mut buf = Vec::with_capacity(1024);
+                    while Instant::now() < deadline {
+                        if stream.is_none() {
+                            match tokio::net::TcpStream::connect(target.addr).await {
+                                Ok(s) => {
+                                    let _ = s.set_nodelay(true);
+                                    stream = Some(s);
+                                }
+                                Err(e) => {
+                                    errors += 1;
+                                    first_error.get_or_insert_with(|| e.to_string());
+                                    tokio::time::sleep(Duration::from_millis(10)).await;
+                                    continue;
+                                }
+                            }
+                        }
+                        let s = stream.as_mut().expect("connected");
+                        let t0 = Instant::now();
+                        match exchange(s, &request, &mut buf).await {
+                            Ok((200, body)) if buf[body.clone()] == *target.expect.as_bytes() => {
+                                hist.record(t0.elapsed().as_nanos() as u64).expect("record latency");
+                                ok += 1;
+                            }
+                            Ok((status, body)) => {
+                                errors += 1;
+                                first_error.get_or_insert_with(|| {
+                                    format!("{status}: {}", String::from_utf8_lossy(&buf[body]))
+                                });
+                            }
+                            Err(e) => {
+                                errors += 1;
+                                first_error.get_or_insert_with(|| e.to_string());
+                                stream = None;
+                            }
+                        }
+                    }
+                    (ok, errors, first_error, hist)
+                })
+            })
+            .collect();
+        let mut hist = Histogram::<u64>::new(3).expect("histogram");
+        let (mut requests, mut errors, mut first_error) = (0, 0, None);
+        for t in tasks {
+            let (ok, err, first, h) = t.await.expect("load task");
+            requests += ok;
+            errors += err;
+            first_error = first_error.or(first);
+            hist.add(&h).expect("histogram add");
+        }
+        let elapsed = start.elapsed();
+        Load {
+            requests,
+            errors,
+            elapsed,
+            rps: requests as f64 / elapsed.as_secs_f64(),
+            p50_us: hist.value_at_quantile(0.50) as f64 / 1e3,
+            p99_us: hist.value_at_quantile(0.99) as f64 / 1e3,
+            first_error,
+        }
+    })
+}
+
+/// A wrk duration (`3.00s`, `250.00ms`, `1.2m`) or latency in microseconds.
+fn wrk_micros(s: &str) -> Option<f64> {
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (n, unit) = s.split_at(split);
+    let n: f64 = n.parse().ok()?;
+    let scale = match unit {
+        "us" => 1.0,
+        "ms" => 1e3,
+        "s" => 1e6,
+        "m" => 60e6,
+        "h" => 3600e6,
+        _ => return None,
+    };
+    Some(n * scale)
+}
+
+/// Runs wrk (blocking: run it on its own thread) and parses its report.
+fn wrk_load(wrk: &PathBuf, target: &HttpTarget, connections: usize, duration: Duration) -> Load {
+    let secs = duration.as_secs_f64().ceil().max(1.0) as u64;
+    let threads = connections.min(2);
+    let mut cmd = std::process::Command::new(wrk);
+    cmd.arg(format!("-c{connections}"))
+        .arg(format!("-t{threads}"))
+        .arg(format!("-d{secs}s"))
+        .arg("--timeout")
+        .arg("10s")
+        .arg("--latency");
+    let script = target.body.as_ref().map(|body| {
+        let name: String = target.label.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+        let path = std::env::temp_dir().join(format!("gateway_nats-{}-{name}.lua", std::process::id()));
+        let lua = format!(
+            "wrk.method = \"{}\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = [[{body}]]\n",
+            target.method
+        );
+        std::fs::write(&path, lua).expect("write the wrk script");
+        path
+    });
+    if let Some(s) = &script {
+        cmd.arg("-s").arg(s);
+    }
+    cmd.arg(target.url());
+    let out = cmd.output().expect("run wrk");
+    if let Some(s) = script {
+        let _ = std::fs::remove_file(s);
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let fail = |why: &str| -> ! {
+        panic!("wrk: {why}\nstdout:\n{text}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
+    };
+    if !out.status.success() {
+        fail("exited with an error");
+    }
+    let mut load = Load {
+        requests: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        rps: f64::NAN,
+        p50_us: f64::NAN,
+        p99_us: f64::NAN,
+        first_error: None,
+    };
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["Requests/sec:", n] => load.rps = n.parse().unwrap_or(f64::NAN),
+            ["50%", t] => load.p50_us = wrk_micros(t).unwrap_or(f64::NAN),
+            ["99%", t] => load.p99_us = wrk_micros(t).unwrap_or(f64::NAN),
+            [n, "requests", "in", t, ..] => {
+                load.requests = n.parse().unwrap_or(0);
+                let t = t.trim_end_matches(',');
+                load.elapsed = Duration::from_secs_f64(wrk_micros(t).unwrap_or(0.0) / 1e6);
+            }
+            ["Non-2xx", "or", "3xx", "responses:", n] => {
+                let n: u64 = n.parse().unwrap_or(0);
+                load.errors += n;
+                load.first_error.get_or_insert_with(|| format!("{n} non-2xx responses"));
+            }
+            ["Socket", "errors:", rest @ ..] => {
+                let n: u64 = rest.iter().filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok()).sum();
+                if n > 0 {
+                    load.errors += n;
+                    load.first_error.get_or_insert_with(|| line.trim().to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    if load.rps.is_nan() {
+        fail("no Requests/sec in the report");
+    }
+    // wrk counts non-2xx responses among its requests: keep only the good ones.
+    load.requests = load.requests.saturating_sub(load.errors);
+    load
+}
+
+/// Loads `target` for `duration` from another thread, while this arbiter keeps serving and
+/// samples the RSS.
+async fn run_phase(cfg: &Config, target: &HttpTarget, duration: Duration) -> Phase {
+    let cpu_start = process_cpu();
+    let nats_start = nats_cpu();
+    let allocations_start = ALLOCATIONS.load(Ordering::Relaxed);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (loadgen, t, c) = (cfg.loadgen.clone(), target.clone(), cfg.concurrency);
+    std::thread::spawn(move || {
+        let load = match &loadgen {
+            LoadGen::Wrk(wrk) => wrk_load(wrk, &t, c, duration),
+            LoadGen::Builtin => builtin_load(&t, c, duration),
+        };
+        let _ = tx.send(load);
+    });
+    let mut peak_rss = micro::server::resident_memory_bytes();
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    tokio::pin!(rx);
+    let load = loop {
+        tokio::select! {
+            load = &mut rx => break load.expect("load generator thread panicked"),
+            _ = tick.tick() => peak_rss = peak_rss.max(micro::server::resident_memory_bytes()),
+        }
+    };
+    let phase = Phase {
+        load,
+        cpu: process_cpu().saturating_sub(cpu_start),
+        nats_cpu: nats_start.zip(nats_cpu()).map(|(a, b)| b.saturating_sub(a)),
+        allocations: ALLOCATIONS.load(Ordering::Relaxed) - allocations_start,
+        peak_rss,
+    };
+    if let Some(e) = &phase.load.first_error {
+        eprintln!("  {}: {} errors, first: {e}", target.label, phase.load.errors);
+    }
+    phase
+}
+
+#[derive(Default)]
+struct Series(Vec<Phase>);
+
+impl Series {
+    fn med(&self, f: impl Fn(&Phase) -> f64) -> f64 {
+        median(self.0.iter().map(f).collect())
+    }
+    fn max(&self, f: impl Fn(&Phase) -> f64) -> f64 {
+        self.0.iter().map(f).fold(f64::NAN, f64::max)
+    }
+}
+
+#[actix::main]
+async fn main() -> Result<(), BoxError> {
+    let cfg = Config::from_env();
+    let url = micro::test_util::nats_url();
+    let c = cfg.concurrency;
+    let workers = cfg.workers;
+    let rss_start = micro::server::resident_memory_bytes();
+
+    // The two services of the walkthrough, under names nothing else on the shared NATS uses:
+    // the gateway resolves `/greeter/say/hello` to `<namespace>.greeter`.
+    let namespace = micro::test_util::unique("gwbench");
+    let srv_name = format!("{namespace}-srv.greeter");
+    let api_name = format!("{namespace}.greeter");
+    let srv = Service::builder(srv_name.clone())
+        .version("1.0.0")
+        .transport(url.clone())
+        .handle("Say.Hello", srv_say_hello)
+        .idempotent("Say.Hello")
+        .start()
+        .await?;
+    let api_svc = Service::builder(api_name.clone())
+        .version("1.0.0")
+        .transport(url.clone())
+        .state(Backend(srv_name.clone()))
+        .handle("Say.Hello", api_say_hello)
+        .start()
+        .await?;
+
+    // The gateway, as `micro api` runs it but on a free port and with `workers` workers.
+    let gw_client = micro::Client::builder().name(GATEWAY_ID).transport(url.clone()).connect().await?;
+    let gateway = Gateway::new(gw_client, GatewayConfig::default().namespace(namespace.clone()).workers(workers));
+    let gw_server = HttpServer::new(move || gateway.app())
+        .workers(workers)
+        .client_request_timeout(Duration::from_secs(10))
+        .max_connection_rate(1024)
+        .shutdown_timeout(1)
+        .disable_signals()
+        .bind("127.0.0.1:0")?;
+    let gw_addr = gw_server.addrs()[0];
+    let gw_server = gw_server.run();
+    let gw_handle = gw_server.handle();
+    actix_rt::spawn(gw_server);
+
+    // The bare limit: a raw responder connection, a caller connection, the same server settings.
+    let raw_subject = format!("bench.raw.{}", micro::test_util::unique("gwgreeter"));
+    let responder = async_nats::connect(&url).await?;
+    let mut sub = responder.subscribe(raw_subject.clone()).await?;
+    responder.flush().await?;
+    let raw_task = actix_rt::spawn(async move {
+        while let Some(msg) = sub.next().await {
+            let Some(reply_to) = msg.reply else { continue };
+            let Ok(req) = rmp_serde::from_slice::<HelloRequest>(&msg.payload) else { continue };
+            let body = rmp_serde::to_vec_named(&greet(req)).expect("encode reply");
+            if let Err(e) = responder.publish(reply_to, body.into()).await {
+                eprintln!("raw responder: publish failed: {e}");
+            }
+        }
+    });
+    let bare = web::Data::new(Bare {
+        nats: async_nats::connect(&url).await?,
+        subject: raw_subject.clone().into(),
+        client: micro::Client::connect(&url).await?,
+        srv: srv_name.clone(),
+    });
+    let bare_server = HttpServer::new(move || {
+        App::new()
+            .app_data(bare.clone())
+            .route("/hello", web::get().to(bare_hello))
+            .route("/client/hello", web::get().to(bare_client_hello))
+    })
+    .workers(workers)
+    .client_request_timeout(Duration::from_secs(10))
+    .max_connection_rate(1024)
+    .shutdown_timeout(1)
+    .disable_signals()
+    .bind("127.0.0.1:0")?;
+    let bare_addr = bare_server.addrs()[0];
+    let bare_server = bare_server.run();
+    let bare_handle = bare_server.handle();
+    actix_rt::spawn(bare_server);
+
+    let api = HttpTarget {
+        label: "gateway api",
+        addr: gw_addr,
+        method: "GET",
+        path: "/greeter/say/hello?name=John".into(),
+        body: None,
+        expect: r#"{"message":"Hello John"}"#.into(),
+    };
+    let rpc = HttpTarget {
+        label: "gateway /rpc",
+        addr: gw_addr,
+        method: "POST",
+        path: "/rpc".into(),
+        body: Some(format!(r#"{{"service":"{srv_name}","endpoint":"Say.Hello","request":{{"name":"John"}}}}"#)),
+        expect: r#"{"msg":"Hello John"}"#.into(),
+    };
+    let limit = HttpTarget {
+        label: "bare limit",
+        addr: bare_addr,
+        method: "GET",
+        path: "/hello?name=John".into(),
+        body: None,
+        expect: r#"{"message":"Hello John"}"#.into(),
+    };
+    let client = HttpTarget {
+        label: "bare+client",
+        addr: bare_addr,
+        method: "GET",
+        path: "/client/hello?name=John".into(),
+        body: None,
+        expect: r#"{"message":"Hello John"}"#.into(),
+    };
+    // [0 = gateway api (a), 1 = gateway /rpc (c), 2 = bare limit (b), 3 = bare+client (d)]
+    let targets = [&api, &rpc, &limit, &client];
+
+    // Every target answers what it should before it is measured (the first call also lets the
+    // gateway's and the api service's clients discover their services).
+    for t in targets {
+        let (status, body) = fetch_once(t).await?;
+        if status != 200 || body != t.expect {
+            return Err(
+                format!("{} ({}) answered {status} {body:?}, expected 200 {:?}", t.label, t.url(), t.expect).into()
+            );
+        }
+    }
+    let rss_ready = micro::server::resident_memory_bytes();
+
+    if !cfg.full {
+        println!("gateway_nats: smoke run (not started by `cargo bench`): short phases, figures not meaningful");
+    }
+    println!(
+        "gateway_nats: {url}; {} round(s) x {:.1} s per phase, warm-up {:.1} s per target; {c} connections; \
+         {workers} actix-web worker(s) per server (gateway and bare app alike)",
+        cfg.rounds,
+        cfg.secs.as_secs_f64(),
+        cfg.warmup.as_secs_f64()
+    );
+    println!("gateway_nats: load generator: {}", cfg.loadgen.describe());
+    println!("  (a) gateway api:  GET {}  -> api service -> srv service (two RPCs per request)", api.url());
+    println!("  (c) gateway /rpc: POST {} {}  -> srv service (one RPC)", rpc.url(), rpc.body.as_deref().unwrap_or(""));
+    println!("  (b) bare limit:   GET {}  -> one raw async-nats request (one RPC)", limit.url());
+    println!(
+        "  (d) bare+client:  GET {}  -> the bare handler with a framework Client -> srv service (one RPC; \
+         diagnostic: splits (c)'s cost into framework RPC and gateway layer)",
+        client.url()
+    );
+
+    for t in targets {
+        run_phase(&cfg, t, cfg.warmup).await;
+    }
+
+    if let Ok(which) = std::env::var("BENCH_PROFILE") {
+        let t = match which.as_str() {
+            "rpc" => &rpc,
+            "bare" => &limit,
+            "client" | "bare-client" => &client,
+            _ => &api,
+        };
+        let p = run_phase(&cfg, t, cfg.secs).await;
+        println!(
+            "profile {}: {} requests, {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, cpu {:.1} µs/req, NATS {:.1} µs/req, \
+             {:.1} allocs/req",
+            t.label,
+            p.load.requests,
+            p.rps(),
+            p.p50_ms(),
+            p.p99_ms(),
+            p.cpu_us_per_req(),
+            p.nats_us_per_req(),
+            p.allocs_per_req()
+        );
+        return Ok(());
+    }
+
+    let mut series: [Series; 4] = Default::default();
+    println!();
+    println!(
+        "{:>5} {:<13} {:>9} {:>6} {:>9} {:>8} {:>8} {:>10} {:>11} {:>11} {:>8}",
+        "round",
+        "target",
+        "requests",
+        "errors",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "cpu µs/req",
+        "NATS µs/req",
+        "allocs/req",
+        "RSS MiB"
+    );
+    for round in 0..cfg.rounds {
+        // Alternate the order, so drift on the shared machine hits every target alike.
+        let order: [usize; 4] = if round % 2 == 0 { [0, 1, 2, 3] } else { [3, 2, 1, 0] };
+        for i in order {
+            let p = run_phase(&cfg, targets[i], cfg.secs).await;
+            println!(
+                "{:>5} {:<13} {:>9} {:>6} {:>9.0} {:>8.2} {:>8.2} {:>10.1} {:>11.1} {:>11.1} {:>8.1}",
+                round + 1,
+                targets[i].label,
+                p.load.requests,
+                p.load.errors,
+                p.rps(),
+                p.p50_ms(),
+                p.p99_ms(),
+                p.cpu_us_per_req(),
+                p.nats_us_per_req(),
+                p.allocs_per_req(),
+                p.peak_rss_mib()
+            );
+            series[i].0.push(p);
+        }
+    }
+    let hwm = proc_status_bytes("VmHWM");
+
+    let [sa, sc, sb, sd] = &series;
+    let paired = |s: &Series| -> String {
+        s.0.iter().zip(&sb.0).map(|(x, b)| format!("{:.2}", x.rps() / b.rps())).collect::<Vec<_>>().join(" ")
+    };
+    println!();
+    println!("summary: median over {} round(s), {c} connections, {workers} worker(s) per server", cfg.rounds);
+    println!(
+        "{:<13} {:>9} {:>8} {:>8} {:>10} {:>11} {:>11} {:>12} {:>9}",
+        "target", "req/s", "p50 ms", "p99 ms", "cpu µs/req", "NATS µs/req", "allocs/req", "peak RSS MiB", "/ limit"
+    );
+    let bare_rps = sb.med(Phase::rps);
+    for (t, s) in targets.iter().zip([sa, sc, sb, sd]) {
+        println!(
+            "{:<13} {:>9.0} {:>8.2} {:>8.2} {:>10.1} {:>11.1} {:>11.1} {:>12.1} {:>9.2}",
+            t.label,
+            s.med(Phase::rps),
+            s.med(Phase::p50_ms),
+            s.med(Phase::p99_ms),
+            s.med(Phase::cpu_us_per_req),
+            s.med(Phase::nats_us_per_req),
+            s.med(Phase::allocs_per_req),
+            s.max(Phase::peak_rss_mib),
+            s.med(Phase::rps) / bare_rps
+        );
+    }
+    println!(
+        "(cpu µs, allocs: CPU time and heap allocations of this process per HTTP request: HTTP workers, gateway, \
+         services, raw responder{}; NATS µs: CPU time of the nats-server process per HTTP request; {})",
+        if matches!(cfg.loadgen, LoadGen::Builtin) { " and the built-in load generator" } else { "" },
+        if matches!(cfg.loadgen, LoadGen::Wrk(_)) {
+            "NATS and wrk are other processes"
+        } else {
+            "NATS is another process"
+        }
+    );
+    println!(
+        "per round (paired): api/limit {}; rpc/limit {}; bare+client/limit {}",
+        paired(sa),
+        paired(sc),
+        paired(sd)
+    );
+    println!(
+        "memory of this process (gateway + api and srv services + bare app + raw responder{}): RSS {:.1} MiB at \
+         start, {:.1} MiB ready, peak sampled {:.1} MiB under gateway load, {:.1} MiB under bare load; VmHWM {:.1} MiB",
+        if matches!(cfg.loadgen, LoadGen::Builtin) { " + load generator" } else { "" },
+        mib(rss_start),
+        mib(rss_ready),
+        sa.max(Phase::peak_rss_mib).max(sc.max(Phase::peak_rss_mib)),
+        sb.max(Phase::peak_rss_mib).max(sd.max(Phase::peak_rss_mib)),
+        mib(hwm)
+    );
+
+    gw_handle.stop(true).await;
+    bare_handle.stop(true).await;
+    api_svc.stop().await?;
+    srv.stop().await?;
+    raw_task.abort();
+
+    let ratio = sa.med(Phase::rps) / bare_rps;
+    let rpc_ratio = sc.med(Phase::rps) / bare_rps;
+    println!("gateway nats c={c} rpc_ratio={rpc_ratio:.2}");
+    println!("gateway nats c={c} ratio={ratio:.2}");
+    Ok(())
+}
