@@ -76,11 +76,10 @@
 //! `gateway nats c=64 rpc_ratio=<(c) / (b) requests per second>` and
 //! `gateway nats c=64 ratio=<(a) / (b) requests per second>`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::error::Error as StdError;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpResponse, HttpServer};
@@ -95,34 +94,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
-/// The system allocator, counting allocations (one relaxed atomic add each, for every target
-/// alike) so the table can show heap allocations per request.
-struct CountingAlloc;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: every method forwards to `System` unchanged; the counter has no effect on memory.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+mod common;
+use common::*;
 
 #[global_allocator]
 static GLOBAL: CountingAlloc = CountingAlloc;
@@ -401,10 +374,6 @@ fn proc_status_bytes(field: &str) -> u64 {
                 .and_then(|r| r.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()))
         })
         .map_or(0, |kb| kb * 1024)
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

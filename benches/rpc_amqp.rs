@@ -72,9 +72,7 @@
 //! `rpc amqp c=1 added_p50_us=<framework p50 - raw p50>` and
 //! `rpc amqp c=64 ratio=<framework / raw throughput>`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
-use std::error::Error as StdError;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -89,62 +87,14 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
 use micro::prelude::*;
-use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-type BoxError = Box<dyn StdError>;
-
-/// The system allocator, counting allocations (one relaxed atomic add each, on both sides alike)
-/// so the table can show heap allocations per call: deterministic where timings are noisy.
-struct CountingAlloc;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: every method forwards to `System` unchanged; the counter has no effect on memory.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+mod common;
+use common::*;
 
 #[global_allocator]
 static GLOBAL: CountingAlloc = CountingAlloc;
 
-#[derive(Clone, Serialize, Deserialize)]
-struct HelloRequest {
-    name: String,
-}
-
-#[derive(Serialize, Deserialize)]
-struct HelloReply {
-    msg: String,
-}
-
-fn greet(r: HelloRequest) -> HelloReply {
-    HelloReply { msg: format!("Hello {}", r.name) }
-}
-
-async fn say_hello(Req(r): Req<HelloRequest>) -> Result<HelloReply, Status> {
-    Ok(greet(r))
-}
-
-const ENDPOINT: &str = "Say.Hello";
 const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 const RAW_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -554,20 +504,6 @@ async fn run_phase(target: &Target, concurrency: usize, duration: Duration) -> P
         eprintln!("  {} c={concurrency}: {} errors, first: {e}", target.label(), phase.errors);
     }
     phase
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
 }
 
 /// Results of one side (framework or raw) at one concurrency, over rounds.

@@ -49,70 +49,19 @@
 //! The idle memory of a process running one service is measured by the `idle_rss` example
 //! (`cargo run --release --example idle_rss`), not here: this process also holds callers.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::error::Error as StdError;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use micro::prelude::*;
-use serde::{Deserialize, Serialize};
 
-type BoxError = Box<dyn StdError>;
-
-/// The system allocator, counting allocations (one relaxed atomic add each, on both sides alike)
-/// so the table can show heap allocations per call: deterministic where timings are noisy.
-struct CountingAlloc;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: every method forwards to `System` unchanged; the counter has no effect on memory.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+mod common;
+use common::*;
 
 #[global_allocator]
 static GLOBAL: CountingAlloc = CountingAlloc;
-
-#[derive(Clone, Serialize, Deserialize)]
-struct HelloRequest {
-    name: String,
-}
-
-#[derive(Serialize, Deserialize)]
-struct HelloReply {
-    msg: String,
-}
-
-fn greet(r: HelloRequest) -> HelloReply {
-    HelloReply { msg: format!("Hello {}", r.name) }
-}
-
-async fn say_hello(Req(r): Req<HelloRequest>) -> Result<HelloReply, Status> {
-    Ok(greet(r))
-}
-
-const ENDPOINT: &str = "Say.Hello";
 
 /// One way of making the call.
 #[derive(Clone)]
@@ -201,15 +150,6 @@ impl Phase {
     }
 }
 
-/// CPU time of this process (all threads), from `/proc/self/stat` (zero elsewhere).
-fn process_cpu() -> Duration {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return Duration::ZERO };
-    // Fields after the `(comm)`: state is field 3, utime 14 and stime 15, in clock ticks (100 Hz).
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
-    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok())).sum();
-    Duration::from_millis(ticks * 10)
-}
-
 /// `concurrency` tasks call back-to-back until `duration` has passed.
 async fn run_phase(target: &Target, concurrency: usize, duration: Duration) -> Phase {
     let start = Instant::now();
@@ -269,20 +209,6 @@ async fn run_phase(target: &Target, concurrency: usize, duration: Duration) -> P
         eprintln!("  {} c={concurrency}: {} errors, first: {e}", target.label(), phase.errors);
     }
     phase
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
 }
 
 /// Results of one side (framework or raw) at one concurrency, over rounds.

@@ -1,0 +1,85 @@
+//! What the benchmarks share: the counting allocator, the greeter request and reply with their
+//! handler, and small measuring helpers. Each bench includes it with `mod common;`.
+#![allow(dead_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use micro::prelude::*;
+use serde::{Deserialize, Serialize};
+
+pub type BoxError = Box<dyn std::error::Error>;
+
+/// The system allocator, counting allocations (one relaxed atomic add each, on both sides alike)
+/// so the table can show heap allocations per call: deterministic where timings are noisy.
+/// Install it in each bench with `#[global_allocator]`.
+pub struct CountingAlloc;
+
+pub static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every method forwards to `System` unchanged; the counter has no effect on memory.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+pub struct HelloRequest {
+    pub name: String,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct HelloReply {
+    pub msg: String,
+}
+
+pub fn greet(r: HelloRequest) -> HelloReply {
+    HelloReply { msg: format!("Hello {}", r.name) }
+}
+
+pub async fn say_hello(Req(r): Req<HelloRequest>) -> Result<HelloReply, Status> {
+    Ok(greet(r))
+}
+
+pub const ENDPOINT: &str = "Say.Hello";
+
+/// CPU time of this process (all threads), from `/proc/self/stat` (zero elsewhere).
+pub fn process_cpu() -> Duration {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return Duration::ZERO };
+    // Fields after the `(comm)`: state is field 3, utime 14 and stime 15, in clock ticks (100 Hz).
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok())).sum();
+    Duration::from_millis(ticks * 10)
+}
+
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
