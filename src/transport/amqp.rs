@@ -253,6 +253,14 @@ fn lapin_err(e: lapin::Error) -> Error {
     Error::transport(format!("RabbitMQ: {e}")).with_source(e)
 }
 
+/// The protocol's request subjects (a service's shared one, a node's own) are also the names of
+/// the queues that take them, so requests to them can use the default exchange.
+fn is_point_to_point(subject: &str) -> bool {
+    (subject.starts_with(super::subject::RPC_PREFIX) || subject.starts_with(super::subject::NODE_PREFIX))
+        && subject.len() <= 255
+        && !subject.split('.').any(|t| t == "*" || t == ">")
+}
+
 /// The routing key pattern of a subject pattern: NATS `>` becomes AMQP `#`.
 pub(crate) fn binding_key(pattern: &str) -> String {
     pattern.split('.').map(|t| if t == ">" { "#" } else { t }).collect::<Vec<_>>().join(".")
@@ -283,7 +291,13 @@ async fn start_consumer(inner: &Arc<Inner>, link: &Link, sub: &Arc<SubState>) ->
             q
         }
         None => {
-            let mut q = format!("{}~{}", sub.pattern, uuid::Uuid::now_v7().simple());
+            // A node's own subject names its queue, so requests can go straight to it through
+            // the default exchange; other broadcast queues get a unique suffix.
+            let mut q = if is_point_to_point(&sub.pattern) && sub.pattern.starts_with(super::subject::NODE_PREFIX) {
+                sub.pattern.clone()
+            } else {
+                format!("{}~{}", sub.pattern, uuid::Uuid::now_v7().simple())
+            };
             q.truncate(255);
             let opts = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
             ch.queue_declare(q.as_str().into(), opts, FieldTable::default()).await.map_err(lapin_err)?;
@@ -497,9 +511,12 @@ impl Transport for AmqpTransport {
                 .with_reply_to(DIRECT_REPLY_TO.into())
                 .with_expiration(timeout.as_millis().max(1).to_string().into());
             let opts = BasicPublishOptions { mandatory: true, ..Default::default() };
+            // Request subjects are queue names: the default exchange routes them without the
+            // topic exchange's pattern matching (about a third of the broker's work per call).
+            let exchange = if is_point_to_point(subject) { "" } else { EXCHANGE };
             let confirm = link
                 .rpc
-                .basic_publish(EXCHANGE.into(), subject.into(), opts, &message.body, props)
+                .basic_publish(exchange.into(), subject.into(), opts, &message.body, props)
                 .await
                 .map_err(|e| Error::unavailable(format!("request on {subject} not sent: {e}")))?;
             let timed_out = || Error::timeout(format!("no reply on {subject} within {timeout:?}"));
@@ -608,6 +625,15 @@ impl Transport for AmqpTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_subjects_go_point_to_point() {
+        assert!(is_point_to_point("micro.rpc.go.micro.srv.greeter"));
+        assert!(is_point_to_point("micro.node.go.micro.srv.greeter-0193"));
+        assert!(!is_point_to_point("micro.event.user.login"));
+        assert!(!is_point_to_point("micro.rpc.*"));
+        assert!(!is_point_to_point(&format!("micro.node.{}", "x".repeat(300))));
+    }
 
     #[test]
     fn wildcards_map_to_amqp() {
