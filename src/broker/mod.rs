@@ -7,8 +7,12 @@
 //! a service are declared on its builder and served like requests: one task per event, panics
 //! caught and counted. [`Broker::subscribe`] also gives a raw [`EventStream`] for tools.
 //!
-//! Core NATS and memory delivery is at most once: a handler error is logged and counted, not
-//! redelivered.
+//! Plain subscriptions are at most once: a handler error is logged and counted, not
+//! redelivered. **Durable** subscriptions ([`SubscribeOptions::durable`],
+//! [`Broker::subscribe_durable`]) are at least once: the broker keeps the group's events while
+//! it is offline, a handler error redelivers with backoff, and after `max_attempts` the event
+//! goes to the dead-letter topic `<group>.dlq` (see `docs/events.md`).
+//! [`Broker::publish_durable`] resolves only once the broker has stored the event.
 //!
 //! ```
 //! # #[actix::main] async fn main() -> micro::Result<()> {
@@ -25,6 +29,7 @@
 //! ```
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -35,6 +40,11 @@ use crate::context::{CallContext, EventInfo};
 use crate::error::{Error, Result};
 use crate::message::{headers, new_id, now_millis, Headers, Message, Metadata, TraceParent};
 use crate::transport::{subject, Incoming, Subscription, Transport};
+
+mod durable;
+
+pub(crate) use durable::Durability;
+pub use durable::{dlq_headers, DurableEvent, DurableEvents};
 
 /// An event as delivered.
 #[derive(Clone, Debug)]
@@ -65,15 +75,20 @@ impl Event {
     }
 
     pub(crate) fn from_incoming(incoming: Incoming) -> Result<Event> {
-        let h = &incoming.message.headers;
+        Event::from_message(&incoming.subject, incoming.message)
+    }
+
+    pub(crate) fn from_message(subject: &str, message: Message) -> Result<Event> {
+        let h = &message.headers;
         let codec = match h.get(headers::CONTENT_TYPE) {
-            None => Codec::sniff(&incoming.message.body),
+            None => Codec::sniff(&message.body),
             Some(ct) => Codec::from_content_type(ct)
                 .ok_or_else(|| Error::codec(format!("event has unsupported content type {ct}")))?,
         };
-        let topic = h.get(headers::TOPIC).map(str::to_string).unwrap_or_else(|| {
-            incoming.subject.strip_prefix(subject::EVENT_PREFIX).unwrap_or(&incoming.subject).to_string()
-        });
+        let topic = h
+            .get(headers::TOPIC)
+            .map(str::to_string)
+            .unwrap_or_else(|| subject.strip_prefix(subject::EVENT_PREFIX).unwrap_or(subject).to_string());
         Ok(Event {
             id: h.get(headers::ID).unwrap_or_default().to_string(),
             topic,
@@ -82,7 +97,7 @@ impl Event {
             metadata: h.metadata(),
             trace: h.get(headers::TRACEPARENT).and_then(TraceParent::parse),
             codec,
-            body: incoming.message.body,
+            body: message.body,
         })
     }
 
@@ -116,6 +131,7 @@ pub struct PublishOptions {
     pub(crate) metadata: Metadata,
     pub(crate) codec: Option<Codec>,
     pub(crate) id: Option<String>,
+    pub(crate) durable: bool,
 }
 
 impl PublishOptions {
@@ -141,35 +157,102 @@ impl PublishOptions {
         self.id = Some(id.into());
         self
     }
+
+    /// Resolve only once the broker has stored the event (see [`Broker::publish_durable`]).
+    pub fn durable(mut self) -> Self {
+        self.durable = true;
+        self
+    }
 }
 
-/// How a subscription shares events.
+/// How a subscription shares events, and whether it is durable.
 ///
 /// ```
+/// use std::time::Duration;
 /// use micro::broker::SubscribeOptions;
 /// let each_service_once = SubscribeOptions::group("audit");
 /// let every_subscriber = SubscribeOptions::broadcast();
+/// let at_least_once = SubscribeOptions::durable("audit")
+///     .max_attempts(5)
+///     .backoff(Duration::from_secs(1), Duration::from_secs(60))
+///     .concurrency(32);
+/// assert!(at_least_once.is_durable());
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SubscribeOptions {
     pub(crate) group: Option<String>,
+    pub(crate) durable: Option<Durability>,
 }
 
 impl SubscribeOptions {
     /// A queue group: each event goes to one member of the group.
     pub fn group(name: impl Into<String>) -> Self {
-        SubscribeOptions { group: Some(name.into()) }
+        SubscribeOptions { group: Some(name.into()), durable: None }
     }
 
     /// Every subscriber gets every event.
     pub fn broadcast() -> Self {
-        SubscribeOptions { group: None }
+        SubscribeOptions { group: None, durable: None }
+    }
+
+    /// A durable group: at-least-once delivery. The broker keeps the group's events while no
+    /// member runs (a JetStream durable consumer, a durable RabbitMQ queue); a handler error
+    /// redelivers with backoff; after [`max_attempts`](Self::max_attempts) (default 5), or at
+    /// once for a permanent error (a 4xx status other than 408/429), the event moves to the
+    /// dead-letter topic `<group>.dlq`. The group starts with the events published after it
+    /// was first created.
+    pub fn durable(group: impl Into<String>) -> Self {
+        SubscribeOptions { group: Some(group.into()), durable: Some(Durability::default()) }
+    }
+
+    /// Deliveries of one event before it is dead-lettered (durable; default 5).
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.durability().max_attempts = n.max(1);
+        self
+    }
+
+    /// Redelivery backoff: `min` after the first failure, doubling up to `max`, ±20 % jitter
+    /// (durable; default 1 s to 60 s).
+    pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
+        let d = self.durability();
+        d.backoff_min = min;
+        d.backoff_max = max.max(min);
+        self
+    }
+
+    /// Events handled at once by one member: the broker's prefetch / max unacknowledged
+    /// (durable; default 32).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.durability().concurrency = n.max(1);
+        self
+    }
+
+    /// How long an event may be handled before NATS hands it out again (durable; default 30 s).
+    /// A running handler extends it by itself; this bounds how late a crashed member's events
+    /// come back.
+    pub fn ack_wait(mut self, d: Duration) -> Self {
+        self.durability().ack_wait = d.max(Duration::from_millis(100));
+        self
+    }
+
+    fn durability(&mut self) -> &mut Durability {
+        self.durable.get_or_insert_with(Durability::default)
     }
 
     /// The queue group, if any.
     pub fn queue_group(&self) -> Option<&str> {
         self.group.as_deref()
+    }
+
+    /// True for at-least-once subscriptions.
+    pub fn is_durable(&self) -> bool {
+        self.durable.is_some()
+    }
+
+    /// The most deliveries of one event (durable subscriptions).
+    pub fn attempts_limit(&self) -> Option<u32> {
+        self.durable.as_ref().map(|d| d.max_attempts)
     }
 }
 
@@ -203,6 +286,14 @@ impl Broker {
         self.publish_raw(topic, body, codec, opts).await
     }
 
+    /// Publishes durably (MessagePack): resolves once the broker has stored the event (JetStream
+    /// PubAck, RabbitMQ publisher confirm); an event no durable subscription or stream would
+    /// keep is an error. Its id (UUID v7, or [`PublishOptions::id`]) is the broker's dedup id,
+    /// so publishing again with the same id after an error does not store it twice (NATS).
+    pub async fn publish_durable<T: Serialize + ?Sized>(&self, topic: &str, event: &T) -> Result<()> {
+        self.publish_with(topic, event, PublishOptions::new().durable()).await
+    }
+
     /// Publishes an already encoded payload.
     pub async fn publish_raw(&self, topic: &str, body: Bytes, codec: Codec, opts: PublishOptions) -> Result<()> {
         if !subject::is_valid(topic, false) {
@@ -224,13 +315,29 @@ impl Broker {
         h.push(headers::PUBLISHER, self.publisher.to_string());
         h.push(headers::TRACEPARENT, trace.unwrap_or_else(TraceParent::new_root).to_string());
         h.set_metadata(&metadata);
-        self.transport.publish(&subject::event(topic), Message::with_headers(h, body)).await
+        let message = Message::with_headers(h, body);
+        if opts.durable {
+            self.transport.publish_durable(&subject::event(topic), message).await
+        } else {
+            self.transport.publish(&subject::event(topic), message).await
+        }
     }
 
     /// Subscribes to a topic or pattern (`user.*`, `order.>`) and returns the raw event stream.
     pub async fn subscribe(&self, topic: &str, opts: SubscribeOptions) -> Result<EventStream> {
+        if opts.is_durable() {
+            return Err(Error::config("durable options need Broker::subscribe_durable"));
+        }
         let sub = subscribe_events(&self.transport, topic, &opts).await?;
         Ok(EventStream(sub))
+    }
+
+    /// Subscribes durably (see [`SubscribeOptions::durable`]) and returns the events to settle
+    /// one by one ([`DurableEvent::ack`], [`retry`](DurableEvent::retry),
+    /// [`settle`](DurableEvent::settle)). Services use the builder's `subscribe_durable` instead,
+    /// which settles by the handler's result.
+    pub async fn subscribe_durable(&self, topic: &str, opts: SubscribeOptions) -> Result<DurableEvents> {
+        subscribe_durable_events(&self.transport, topic, &opts).await
     }
 }
 
@@ -248,6 +355,23 @@ pub(crate) async fn subscribe_events(
         }
     }
     transport.subscribe(&subject::event(topic), opts.group.as_deref()).await
+}
+
+pub(crate) async fn subscribe_durable_events(
+    transport: &Arc<dyn Transport>,
+    topic: &str,
+    opts: &SubscribeOptions,
+) -> Result<DurableEvents> {
+    let (Some(group), Some(durability)) = (&opts.group, &opts.durable) else {
+        return Err(Error::config("a durable subscription needs SubscribeOptions::durable(group)"));
+    };
+    if !subject::is_valid(topic, true) {
+        return Err(Error::config(format!("invalid topic pattern {topic:?}")));
+    }
+    if !subject::is_valid(group, false) || group.contains(['*', '>']) {
+        return Err(Error::config(format!("invalid durable group {group:?}")));
+    }
+    durable::subscribe(transport, topic, group, durability).await
 }
 
 /// A stream of events from [`Broker::subscribe`]. Malformed events are skipped (and logged).

@@ -212,11 +212,28 @@ pub(crate) fn context_from(
     }
 }
 
+/// A subscription the serve loop can read and drain.
+pub(crate) trait Source: futures::Stream + Unpin {
+    fn drain(&mut self) -> futures::future::BoxFuture<'_, Result<()>>;
+}
+
+impl Source for Subscription {
+    fn drain(&mut self) -> futures::future::BoxFuture<'_, Result<()>> {
+        Subscription::drain(self)
+    }
+}
+
+impl Source for crate::broker::DurableEvents {
+    fn drain(&mut self) -> futures::future::BoxFuture<'_, Result<()>> {
+        crate::broker::DurableEvents::drain(self)
+    }
+}
+
 /// Reads a subscription until `stop`, then drains it and handles what was already delivered.
-pub(crate) async fn serve_loop(
-    mut sub: Subscription,
+pub(crate) async fn serve_loop<S: Source>(
+    mut sub: S,
     mut stop: watch::Receiver<bool>,
-    mut handle: impl FnMut(Incoming),
+    mut handle: impl FnMut(S::Item),
 ) {
     loop {
         tokio::select! {
@@ -273,21 +290,65 @@ impl Server {
                 return;
             }
         };
+        if let Err(status) = self.run_event(&ep, &event).await {
+            tracing::warn!(service = %self.info.service, topic = %event.topic, event = %event.id, %status, "event handler failed");
+        }
+    }
+
+    /// Handles one durable event in its own task and settles it by the handler's result.
+    pub(crate) fn spawn_durable(self: &Rc<Self>, ep: Rc<dyn Endpoint>, event: crate::broker::DurableEvent) {
+        let in_flight = self.stats.begin();
+        actix_rt::spawn(self.clone().dispatch_durable(ep, event, in_flight));
+    }
+
+    async fn dispatch_durable(
+        self: Rc<Self>,
+        ep: Rc<dyn Endpoint>,
+        event: crate::broker::DurableEvent,
+        _in_flight: stats::InFlight,
+    ) {
+        Stats::incr(&self.stats.events);
+        // While the handler runs, tell the broker so it does not hand the event to another member.
+        let every = event.ack_wait() / 2;
+        let keep_alive = async {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                tick.tick().await;
+                if let Err(e) = event.progress().await {
+                    tracing::debug!(error = %e, "progress report failed");
+                }
+            }
+        };
+        let outcome = tokio::select! {
+            outcome = self.run_event(&ep, event.event()) => outcome,
+            never = keep_alive => never,
+        };
+        let (topic, id, attempt) = (event.topic.clone(), event.id.clone(), event.attempt());
+        if let Err(status) = &outcome {
+            tracing::warn!(service = %self.info.service, %topic, event = %id, attempt, %status, "durable event handler failed");
+        }
+        if let Err(e) = event.settle(outcome).await {
+            tracing::warn!(service = %self.info.service, %topic, event = %id, error = %e, "settling the event failed; the broker will deliver it again");
+        }
+    }
+
+    /// Runs a subscription's handler on an event: its result, a panic as 500 (counted).
+    async fn run_event(&self, ep: &Rc<dyn Endpoint>, event: &crate::broker::Event) -> std::result::Result<(), Status> {
         let ctx = Arc::new(event.context(&self.service));
-        let topic = event.topic.clone();
-        let id = event.id.clone();
-        let req = Request { ctx: ctx.clone(), body: event.body, codec: event.codec, state: self.state.clone() };
+        let req = Request { ctx: ctx.clone(), body: event.body.clone(), codec: event.codec, state: self.state.clone() };
+        let ep = ep.clone();
         let result =
             CallContext::scope_shared(ctx, AssertUnwindSafe(async move { ep.call(req).await }).catch_unwind()).await;
         match result {
-            Ok(Ok(_)) => {}
+            Ok(Ok(_)) => Ok(()),
             Ok(Err(status)) => {
                 Stats::incr(&self.stats.errors);
-                tracing::warn!(service = %self.info.service, %topic, event = %id, %status, "event handler failed");
+                Err(status)
             }
             Err(panic) => {
                 Stats::incr(&self.stats.errors);
-                self.record_panic(&topic, &panic);
+                self.record_panic(&event.topic, &panic);
+                Err(Status::internal(format!("the handler of {} panicked", event.topic)))
             }
         }
     }

@@ -35,7 +35,7 @@ use actix::dev::ToEnvelope;
 use actix::{Actor, Context, Handler as ActorHandler};
 use tokio::sync::watch;
 
-use crate::broker::{subscribe_events, Broker, SubscribeOptions};
+use crate::broker::{subscribe_durable_events, subscribe_events, Broker, SubscribeOptions};
 use crate::client::{Client, ClientConfig, RetryPolicy};
 use crate::error::{Error, ErrorKind, Result};
 use crate::registry::{self, Registry, RegistryOptions};
@@ -207,7 +207,32 @@ impl ServiceBuilder {
         self.subscribe_with(topic, group, handler)
     }
 
-    /// Subscribes with explicit options (another group, or broadcast).
+    /// Subscribes an async fn durably, in a group named after the service: at-least-once, the
+    /// broker keeps events while the service is down, errors are retried with backoff and
+    /// dead-lettered after 5 attempts. `Ok` acknowledges the event; an `Err` status of 5xx, 408
+    /// or 429 (or a panic) retries it; any other error dead-letters it at once. Use
+    /// [`subscribe_with`](Self::subscribe_with) and [`SubscribeOptions::durable`] to tune it.
+    ///
+    /// ```
+    /// use micro::prelude::*;
+    /// #[derive(serde::Deserialize)] struct Login { user_id: String }
+    /// async fn record(Req(l): Req<Login>) -> Result<(), Status> {
+    ///     println!("{} logged in", l.user_id);
+    ///     Ok(())
+    /// }
+    /// let service = Service::builder("audit").subscribe_durable("user.login", record);
+    /// ```
+    pub fn subscribe_durable<H, Args>(self, topic: &str, handler: H) -> Self
+    where
+        H: Handler<Args>,
+        H::Output: IntoReply,
+        Args: FromRequestTuple + 'static,
+    {
+        let group = SubscribeOptions::durable(self.name.clone());
+        self.subscribe_with(topic, group, handler)
+    }
+
+    /// Subscribes with explicit options (another group, broadcast, or durable).
     pub fn subscribe_with<H, Args>(mut self, topic: &str, options: SubscribeOptions, handler: H) -> Self
     where
         H: Handler<Args>,
@@ -231,6 +256,19 @@ impl ServiceBuilder {
                 options: SubscribeOptions::group(self.name.clone()),
                 endpoint,
             });
+        }
+        self
+    }
+
+    /// Subscribes actors with explicit options: each route name of the group is a topic (or
+    /// pattern), for example [`SubscribeOptions::durable`] to store events at least once.
+    pub fn subscribe_actors_with<A: Actor<Context = Context<A>>>(
+        mut self,
+        group: ActorEndpoints<A>,
+        options: SubscribeOptions,
+    ) -> Self {
+        for (topic, endpoint) in group.routes {
+            self.subscriptions.push(SubscriptionSpec { topic, options: options.clone(), endpoint });
         }
         self
     }
@@ -311,6 +349,9 @@ impl ServiceBuilder {
             if !subject::is_valid(&s.topic, true) {
                 return Err(Error::config(format!("invalid topic {:?}", s.topic)));
             }
+            if s.options.is_durable() && s.options.queue_group().is_none() {
+                return Err(Error::config(format!("durable subscription to {:?} needs a group", s.topic)));
+            }
         }
         Ok(())
     }
@@ -387,13 +428,20 @@ impl ServiceBuilder {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut loops = server.serve(subscribe_node(&transport, &self.name, &node_id).await?, stop_rx.clone());
         for spec in self.subscriptions {
-            let sub = subscribe_events(&transport, &spec.topic, &spec.options).await?;
             let (server, ep) = (server.clone(), spec.endpoint);
             let runtime = crate::server::Runtime { supervisor: supervisor.clone(), stats: stats.clone() };
             ep.start(&runtime);
-            loops.push(actix_rt::spawn(serve_loop(sub, stop_rx.clone(), move |incoming| {
-                server.spawn_event(ep.clone(), incoming)
-            })));
+            if spec.options.is_durable() {
+                let sub = subscribe_durable_events(&transport, &spec.topic, &spec.options).await?;
+                loops.push(actix_rt::spawn(serve_loop(sub, stop_rx.clone(), move |event| {
+                    server.spawn_durable(ep.clone(), event)
+                })));
+            } else {
+                let sub = subscribe_events(&transport, &spec.topic, &spec.options).await?;
+                loops.push(actix_rt::spawn(serve_loop(sub, stop_rx.clone(), move |incoming| {
+                    server.spawn_event(ep.clone(), incoming)
+                })));
+            }
         }
         // The server must know our subscriptions before anyone learns our address.
         transport.flush().await?;

@@ -181,6 +181,16 @@ impl Transport for MemoryTransport {
         futures::future::ready(Ok(())).boxed()
     }
 
+    fn publish_durable<'a>(&'a self, subj: &'a str, message: Message) -> BoxFuture<'a, Result<()>> {
+        let delivered = self.deliver(subj, message, None);
+        let out = if delivered == 0 {
+            Err(Error::unavailable(format!("no subscriber would keep the event on {subj}")))
+        } else {
+            Ok(())
+        };
+        futures::future::ready(out).boxed()
+    }
+
     fn subscribe<'a>(&'a self, pattern: &'a str, queue: Option<&'a str>) -> BoxFuture<'a, Result<Subscription>> {
         async move {
             if !subject::is_valid(pattern, true) {

@@ -29,9 +29,11 @@ use futures::Stream;
 use crate::error::{Error, Result};
 use crate::message::Message;
 
+mod durable;
 mod memory;
 pub mod subject;
 
+pub use durable::{AckSink, Acker, Delivery, DurableSpec, DurableStream, DurableSubscription};
 pub use memory::MemoryTransport;
 
 #[cfg(feature = "nats")]
@@ -160,6 +162,24 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
 
     /// Subscribes to a subject, optionally as a member of a queue group.
     fn subscribe<'a>(&'a self, subject: &'a str, queue: Option<&'a str>) -> BoxFuture<'a, Result<Subscription>>;
+
+    /// Publishes and resolves only once the broker has stored the message (JetStream PubAck,
+    /// RabbitMQ publisher confirm of a persistent message). A message nothing would keep is
+    /// an error, never a silent drop. The `Micro-Id` header is the broker's dedup id.
+    ///
+    /// The default (memory) hands it to the subscribers in process and fails with
+    /// [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) when there are none.
+    fn publish_durable<'a>(&'a self, subject: &'a str, message: Message) -> BoxFuture<'a, Result<()>> {
+        self.publish(subject, message)
+    }
+
+    /// Subscribes durably: the broker keeps the group's messages while no member is connected
+    /// and redelivers what is not acknowledged. See [`DurableSpec`].
+    ///
+    /// The default is the in-process fallback: same API, nothing survives the process.
+    fn subscribe_durable<'a>(&'a self, spec: &'a DurableSpec) -> BoxFuture<'a, Result<DurableSubscription>> {
+        Box::pin(durable::in_process(self, spec))
+    }
 
     /// Flushes anything buffered to the server.
     fn flush(&self) -> BoxFuture<'_, Result<()>>;

@@ -1,0 +1,344 @@
+//! Durable subscriptions: the retry policy and dead letters above the transport's
+//! [`DurableSubscription`].
+//!
+//! A delivery is handled; `Ok` acknowledges it. A retryable error (5xx, 408, 429, a panic) hands
+//! it back to the broker with an exponential backoff; after `max_attempts`, or at once for a
+//! permanent error (any other 4xx, an event that cannot be read), it is published durably on the
+//! group's dead-letter topic `<group>.dlq` with headers saying why, then acknowledged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::{Stream, StreamExt};
+
+use super::Event;
+use crate::error::{Error, Result};
+use crate::message::{headers, Message};
+use crate::status::{Code, Status};
+use crate::transport::{subject, Acker, Delivery, DurableSpec, DurableSubscription, Transport};
+
+/// Headers a dead letter carries besides the original event's.
+pub mod dlq_headers {
+    /// Why it was dead-lettered: the last error's text.
+    pub const REASON: &str = "Micro-Dlq-Reason";
+    /// How many deliveries were attempted.
+    pub const ATTEMPTS: &str = "Micro-Dlq-Attempts";
+    /// The group that gave up on it.
+    pub const GROUP: &str = "Micro-Dlq-Group";
+    /// The topic it was originally published on.
+    pub const TOPIC: &str = "Micro-Dlq-Topic";
+    /// The last error's numeric code (400, 500...), when there was one.
+    pub const CODE: &str = "Micro-Dlq-Code";
+}
+
+/// How a durable subscription retries. Part of
+/// [`SubscribeOptions::durable`](super::SubscribeOptions::durable).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Durability {
+    pub(crate) max_attempts: u32,
+    pub(crate) backoff_min: Duration,
+    pub(crate) backoff_max: Duration,
+    pub(crate) concurrency: usize,
+    pub(crate) ack_wait: Duration,
+}
+
+impl Default for Durability {
+    fn default() -> Self {
+        Durability {
+            max_attempts: 5,
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            concurrency: 32,
+            ack_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Durability {
+    /// The wait before redelivering after `attempt` failed: doubling from `backoff_min`, capped
+    /// at `backoff_max`, with ±20 % jitter so a burst of failures does not come back at once.
+    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
+        let exp = attempt.saturating_sub(1).min(30);
+        let base = self.backoff_min.saturating_mul(1u32 << exp).min(self.backoff_max);
+        let jitter = rand::random_range(0.8..1.2);
+        base.mul_f64(jitter).min(self.backoff_max.max(self.backoff_min))
+    }
+}
+
+/// True if an error with this code may go away on redelivery.
+pub(crate) fn is_retryable(code: Code) -> bool {
+    matches!(code, Code::Timeout | Code::TooManyRequests | Code::Internal | Code::Unavailable)
+        || matches!(code, Code::Other(n) if n >= 500 || n == 408 || n == 429)
+}
+
+/// What one durable subscription needs to settle its events.
+#[derive(Debug)]
+pub(crate) struct Policy {
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) group: String,
+    pub(crate) dead_letter: String,
+    pub(crate) durability: Durability,
+}
+
+/// An event from a durable subscription, to be settled: [`ack`](Self::ack) when handled,
+/// [`retry`](Self::retry) to have it again later, [`dead_letter`](Self::dead_letter) to give
+/// up on it. Dropping it unsettled leaves it to the broker, which delivers it again.
+///
+/// ```
+/// # #[actix::main] async fn main() -> micro::Result<()> {
+/// use futures::StreamExt;
+/// use micro::broker::{Broker, SubscribeOptions};
+/// let t = micro::transport::connect("memory://durable-doc").await?;
+/// let broker = Broker::new(t, "doc");
+/// let mut events = broker.subscribe_durable("order.*", SubscribeOptions::durable("billing")).await?;
+/// broker.publish_durable("order.placed", &serde_json::json!({"order": 7})).await?;
+/// let e = events.next().await.unwrap();
+/// assert_eq!((e.topic.as_str(), e.attempt()), ("order.placed", 1));
+/// e.ack().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct DurableEvent {
+    event: Event,
+    attempt: u32,
+    acker: Acker,
+    message: Message,
+    policy: Arc<Policy>,
+}
+
+impl std::ops::Deref for DurableEvent {
+    type Target = Event;
+    fn deref(&self) -> &Event {
+        &self.event
+    }
+}
+
+impl DurableEvent {
+    /// Which delivery this is: 1 the first time.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The event.
+    pub fn event(&self) -> &Event {
+        &self.event
+    }
+
+    /// True if this is the last attempt before the event is dead-lettered.
+    pub fn is_last_attempt(&self) -> bool {
+        self.attempt >= self.policy.durability.max_attempts
+    }
+
+    /// Handled: the broker forgets it.
+    pub async fn ack(self) -> Result<()> {
+        self.acker.ack().await
+    }
+
+    /// Have it delivered again after the subscription's backoff (dead-letters it instead if this
+    /// was the last attempt).
+    pub async fn retry(self, reason: &str) -> Result<()> {
+        if self.is_last_attempt() {
+            let reason = format!("gave up after {} attempts: {reason}", self.attempt);
+            return self.dead_letter_coded(&reason, None).await;
+        }
+        let delay = self.policy.durability.backoff(self.attempt);
+        self.acker.retry(delay).await
+    }
+
+    /// Gives up on it: publishes it on the group's dead-letter topic, then acknowledges it.
+    pub async fn dead_letter(self, reason: &str) -> Result<()> {
+        self.dead_letter_coded(reason, None).await
+    }
+
+    /// Settles by a handler's outcome: `Ok` acks; a retryable error retries (or dead-letters on
+    /// the last attempt); a permanent one dead-letters at once.
+    pub async fn settle(self, outcome: std::result::Result<(), Status>) -> Result<()> {
+        match outcome {
+            Ok(()) => self.ack().await,
+            Err(s) if is_retryable(s.code()) && !self.is_last_attempt() => {
+                let delay = self.policy.durability.backoff(self.attempt);
+                tracing::debug!(topic = %self.event.topic, event = %self.event.id, attempt = self.attempt, ?delay, status = %s, "event will be retried");
+                self.acker.retry(delay).await
+            }
+            Err(s) => {
+                let reason = if is_retryable(s.code()) {
+                    format!("gave up after {} attempts: {s}", self.attempt)
+                } else {
+                    format!("permanent error: {s}")
+                };
+                self.dead_letter_coded(&reason, Some(s.code())).await
+            }
+        }
+    }
+
+    /// Keeps the broker from handing it out again while it is being handled.
+    pub(crate) fn progress(&self) -> BoxFuture<'static, Result<()>> {
+        self.acker.progress()
+    }
+
+    pub(crate) fn ack_wait(&self) -> Duration {
+        self.policy.durability.ack_wait
+    }
+
+    async fn dead_letter_coded(self, reason: &str, code: Option<Code>) -> Result<()> {
+        let DurableEvent { event, attempt, acker, message, policy } = self;
+        tracing::warn!(topic = %event.topic, event = %event.id, group = %policy.group, attempt, reason, "event dead-lettered");
+        dead_letter(&policy, message, &event.topic, attempt, reason, code, acker).await
+    }
+}
+
+/// Publishes `message` on the dead-letter topic, then acks; if that publish fails, the event
+/// goes back to the broker to be tried again rather than be lost.
+async fn dead_letter(
+    policy: &Policy,
+    message: Message,
+    topic: &str,
+    attempts: u32,
+    reason: &str,
+    code: Option<Code>,
+    acker: Acker,
+) -> Result<()> {
+    let Message { headers: mut h, body } = message;
+    let dlq_topic = policy.dead_letter.strip_prefix(subject::EVENT_PREFIX).unwrap_or(&policy.dead_letter);
+    h.insert(headers::TOPIC, dlq_topic.to_string());
+    h.insert(dlq_headers::TOPIC, topic.to_string());
+    h.insert(dlq_headers::REASON, reason.replace(['\r', '\n'], " "));
+    h.insert(dlq_headers::ATTEMPTS, attempts.to_string());
+    h.insert(dlq_headers::GROUP, policy.group.clone());
+    if let Some(c) = code {
+        h.insert(dlq_headers::CODE, c.as_u16().to_string());
+    }
+    match policy.transport.publish_durable(&policy.dead_letter, Message::with_headers(h, body)).await {
+        Ok(()) => acker.ack().await,
+        Err(e) => {
+            let delay = policy.durability.backoff(attempts);
+            tracing::error!(error = %e, dead_letter = %policy.dead_letter, ?delay, "dead letter not stored; the event goes back to the broker");
+            acker.retry(delay).await?;
+            Err(e)
+        }
+    }
+}
+
+/// The events of a durable subscription from [`Broker::subscribe_durable`](super::Broker::subscribe_durable).
+/// Events that cannot be read (no id, unknown content type) are dead-lettered on the way and
+/// never yielded.
+#[derive(Debug)]
+pub struct DurableEvents {
+    sub: DurableSubscription,
+    policy: Arc<Policy>,
+}
+
+impl DurableEvents {
+    /// Stops new deliveries; the stream yields what was already received, then ends.
+    pub fn drain(&mut self) -> BoxFuture<'_, Result<()>> {
+        self.sub.drain()
+    }
+
+    fn read(&self, d: Delivery) -> Option<DurableEvent> {
+        let Delivery { subject, message, attempt, acker } = d;
+        let parsed = Event::from_message(&subject, message.clone()).and_then(|e| {
+            if e.id.is_empty() {
+                Err(Error::codec("event has no Micro-Id"))
+            } else {
+                Ok(e)
+            }
+        });
+        match parsed {
+            Ok(event) => Some(DurableEvent { event, attempt, acker, message, policy: self.policy.clone() }),
+            Err(e) => {
+                let policy = self.policy.clone();
+                let topic = subject.strip_prefix(subject::EVENT_PREFIX).unwrap_or(&subject).to_string();
+                tracing::warn!(%topic, error = %e, "malformed durable event dead-lettered");
+                tokio::spawn(async move {
+                    let reason = format!("malformed event: {e}");
+                    let _ =
+                        dead_letter(&policy, message, &topic, attempt, &reason, Some(Code::BadRequest), acker).await;
+                });
+                None
+            }
+        }
+    }
+}
+
+impl Stream for DurableEvents {
+    type Item = DurableEvent;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<DurableEvent>> {
+        loop {
+            match std::task::ready!(self.sub.poll_next_unpin(cx)) {
+                None => return std::task::Poll::Ready(None),
+                Some(d) => {
+                    if d.attempt > self.policy.durability.max_attempts {
+                        // Handed out more often than allowed without being settled (the
+                        // handler's process died each time): do not run it again.
+                        let policy = self.policy.clone();
+                        let Delivery { subject, message, attempt, acker } = d;
+                        let topic = message.headers.get(headers::TOPIC).map(str::to_string).unwrap_or_else(|| {
+                            subject.strip_prefix(subject::EVENT_PREFIX).unwrap_or(&subject).to_string()
+                        });
+                        tokio::spawn(async move {
+                            let reason = format!("delivered {attempt} times without being settled");
+                            let _ = dead_letter(&policy, message, &topic, attempt - 1, &reason, None, acker).await;
+                        });
+                        continue;
+                    }
+                    if let Some(e) = self.read(d) {
+                        return std::task::Poll::Ready(Some(e));
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub(crate) async fn subscribe(
+    transport: &Arc<dyn Transport>,
+    topic: &str,
+    group: &str,
+    durability: &Durability,
+) -> Result<DurableEvents> {
+    let spec = DurableSpec::new(subject::event(topic), group)
+        .concurrency(durability.concurrency)
+        .ack_wait(durability.ack_wait);
+    let sub = transport.subscribe_durable(&spec).await?;
+    let policy = Arc::new(Policy {
+        transport: transport.clone(),
+        group: group.to_string(),
+        dead_letter: spec.dead_letter,
+        durability: durability.clone(),
+    });
+    Ok(DurableEvents { sub, policy })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        let d = Durability {
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(1),
+            ..Default::default()
+        };
+        for (attempt, base) in [(1u32, 100u64), (2, 200), (3, 400), (4, 800)] {
+            let got = d.backoff(attempt).as_millis() as u64;
+            assert!(got >= base * 8 / 10 && got <= base * 12 / 10, "attempt {attempt}: {got} ms");
+        }
+        assert!(d.backoff(30) <= Duration::from_secs(1));
+        assert!(d.backoff(u32::MAX) <= Duration::from_secs(1));
+    }
+
+    #[test]
+    fn server_side_and_overload_errors_are_retried_client_errors_are_not() {
+        for c in [Code::Internal, Code::Unavailable, Code::Timeout, Code::TooManyRequests, Code::Other(502)] {
+            assert!(is_retryable(c), "{c:?}");
+        }
+        for c in [Code::BadRequest, Code::NotFound, Code::Forbidden, Code::Conflict, Code::NotImplemented] {
+            assert!(!is_retryable(c), "{c:?}");
+        }
+    }
+}

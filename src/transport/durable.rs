@@ -1,0 +1,282 @@
+//! Durable (at-least-once) delivery: the transport half.
+//!
+//! A durable subscription is a named consumer the broker keeps while nobody is connected: a
+//! JetStream durable consumer on NATS, a durable queue on RabbitMQ. Its messages come as
+//! [`Delivery`]s that must be settled with an [`Acker`]: acknowledged once handled, or handed
+//! back for redelivery after a delay. What is not settled (a crash, a lost connection) comes
+//! back by itself. Retry counting, dead letters and the handler live in
+//! [`broker::durable`](crate::broker) above this.
+//!
+//! Transports without a broker (memory) get the in-process fallback of this module: the same
+//! API, events acknowledged in memory, nothing kept across a restart.
+
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::{FutureExt, Stream, StreamExt};
+use tokio::sync::mpsc;
+
+use super::{Subscription, Transport};
+use crate::error::Result;
+use crate::message::Message;
+
+/// What a durable subscription asks of the broker.
+///
+/// ```
+/// let spec = micro::transport::DurableSpec::new("micro.event.user.>", "audit");
+/// assert_eq!(spec.dead_letter, "micro.event.audit.dlq");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DurableSpec {
+    /// The subject pattern (`micro.event.user.>`).
+    pub subject: String,
+    /// The durable group: members share the work, and the broker keeps the group's place.
+    pub group: String,
+    /// Most deliveries handed out and not yet settled (RabbitMQ prefetch, JetStream
+    /// `max_ack_pending`).
+    pub concurrency: usize,
+    /// How long a delivery may stay unsettled before the broker hands it out again, where the
+    /// broker has such a timer (JetStream `ack_wait`). [`Acker::progress`] extends it.
+    pub ack_wait: Duration,
+    /// The subject dead letters of this group are published on; the transport makes it
+    /// durable (RabbitMQ binds a durable queue of the same name without the `micro.event.`
+    /// prefix to it).
+    pub dead_letter: String,
+}
+
+impl DurableSpec {
+    /// A spec with the defaults: 32 at a time, 30 s ack wait, dead letters on
+    /// `micro.event.<group>.dlq`.
+    pub fn new(subject: impl Into<String>, group: impl Into<String>) -> DurableSpec {
+        let group = group.into();
+        DurableSpec {
+            subject: subject.into(),
+            dead_letter: super::subject::event(&format!("{group}.dlq")),
+            group,
+            concurrency: 32,
+            ack_wait: Duration::from_secs(30),
+        }
+    }
+
+    /// Sets how many deliveries may be unsettled at once.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// Sets the ack wait.
+    pub fn ack_wait(mut self, d: Duration) -> Self {
+        self.ack_wait = d;
+        self
+    }
+}
+
+/// One message of a durable subscription, to be settled with its [`Acker`].
+pub struct Delivery {
+    /// The subject it was published on.
+    pub subject: String,
+    /// Headers and body.
+    pub message: Message,
+    /// 1 on the first delivery, counting every delivery of this message to the group.
+    pub attempt: u32,
+    /// Settles it.
+    pub acker: Acker,
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("subject", &self.subject)
+            .field("attempt", &self.attempt)
+            .field("message", &self.message)
+            .finish()
+    }
+}
+
+/// Settles one [`Delivery`]. Dropping it unsettled leaves the message to the broker's own
+/// redelivery (after the ack wait, or when the connection goes).
+pub struct Acker(Box<dyn AckSink>);
+
+impl Acker {
+    /// Wraps a backend's acker.
+    pub fn new(sink: impl AckSink) -> Acker {
+        Acker(Box::new(sink))
+    }
+
+    /// The message is handled: the broker forgets it.
+    pub fn ack(self) -> BoxFuture<'static, Result<()>> {
+        self.0.ack()
+    }
+
+    /// The message should be delivered again (as attempt + 1) after `delay`.
+    pub fn retry(self, delay: Duration) -> BoxFuture<'static, Result<()>> {
+        self.0.retry(delay)
+    }
+
+    /// Still working on it: restarts the broker's ack-wait timer.
+    pub fn progress(&self) -> BoxFuture<'static, Result<()>> {
+        self.0.progress()
+    }
+}
+
+impl fmt::Debug for Acker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Acker")
+    }
+}
+
+/// A backend's way of settling one delivery (for backend authors).
+pub trait AckSink: Send + 'static {
+    /// Acknowledges.
+    fn ack(self: Box<Self>) -> BoxFuture<'static, Result<()>>;
+    /// Hands it back for redelivery after `delay`, counting one more attempt.
+    fn retry(self: Box<Self>, delay: Duration) -> BoxFuture<'static, Result<()>>;
+    /// Extends the ack wait; a no-op where the broker has none.
+    fn progress(&self) -> BoxFuture<'static, Result<()>> {
+        futures::future::ready(Ok(())).boxed()
+    }
+}
+
+/// The deliveries of a durable subscription. Dropping it stops consuming (unsettled
+/// deliveries come back later); [`drain`](Self::drain) stops new deliveries but yields those
+/// already received.
+pub struct DurableSubscription(Box<dyn DurableStream>);
+
+impl DurableSubscription {
+    /// Wraps a backend's stream.
+    pub fn new(inner: impl DurableStream) -> DurableSubscription {
+        DurableSubscription(Box::new(inner))
+    }
+
+    /// Stops new deliveries; the stream yields what was already received, then ends.
+    pub fn drain(&mut self) -> BoxFuture<'_, Result<()>> {
+        self.0.drain()
+    }
+}
+
+impl Stream for DurableSubscription {
+    type Item = Delivery;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+        Pin::new(&mut *self.0).poll_next(cx)
+    }
+}
+
+impl fmt::Debug for DurableSubscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DurableSubscription")
+    }
+}
+
+/// A backend's durable subscription stream (for backend authors).
+pub trait DurableStream: Stream<Item = Delivery> + Send + Unpin + 'static {
+    /// Stops new deliveries but keeps yielding what is buffered; the stream ends afterwards.
+    fn drain(&mut self) -> BoxFuture<'_, Result<()>>;
+}
+
+/// The in-process fallback: a queue-group subscription whose retries are re-sent from memory.
+pub(crate) async fn in_process(
+    transport: &(impl Transport + ?Sized),
+    spec: &DurableSpec,
+) -> Result<DurableSubscription> {
+    let sub = transport.subscribe(&spec.subject, Some(&spec.group)).await?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    Ok(DurableSubscription::new(InProcess { sub: Some(sub), retries: rx, tx: Some(tx) }))
+}
+
+type Redelivery = (String, Message, u32);
+
+struct InProcess {
+    sub: Option<Subscription>,
+    retries: mpsc::UnboundedReceiver<Redelivery>,
+    /// Our own sender, dropped on drain so the stream can end once every acker is gone.
+    tx: Option<mpsc::UnboundedSender<Redelivery>>,
+}
+
+struct InProcessAcker {
+    redelivery: Redelivery,
+    tx: mpsc::UnboundedSender<Redelivery>,
+}
+
+impl AckSink for InProcessAcker {
+    fn ack(self: Box<Self>) -> BoxFuture<'static, Result<()>> {
+        futures::future::ready(Ok(())).boxed()
+    }
+
+    fn retry(self: Box<Self>, delay: Duration) -> BoxFuture<'static, Result<()>> {
+        let (subject, message, attempt) = self.redelivery;
+        let tx = self.tx;
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send((subject, message, attempt + 1));
+        });
+        futures::future::ready(Ok(())).boxed()
+    }
+}
+
+impl InProcess {
+    fn delivery(&self, tx: &mpsc::UnboundedSender<Redelivery>, (subject, message, attempt): Redelivery) -> Delivery {
+        let acker =
+            Acker::new(InProcessAcker { redelivery: (subject.clone(), message.clone(), attempt), tx: tx.clone() });
+        Delivery { subject, message, attempt, acker }
+    }
+}
+
+impl Stream for InProcess {
+    type Item = Delivery;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+        let this = &mut *self;
+        if let Poll::Ready(Some(r)) = this.retries.poll_recv(cx) {
+            // A retry's acker needs a sender: the retry carried one in; any live one will do.
+            let tx = match &this.tx {
+                Some(tx) => tx.clone(),
+                None => {
+                    // Draining: a retry that comes back now has nobody to go to after this one.
+                    let (tx, _) = mpsc::unbounded_channel();
+                    tx
+                }
+            };
+            return Poll::Ready(Some(this.delivery(&tx, r)));
+        }
+        if let Some(sub) = &mut this.sub {
+            match sub.poll_next_unpin(cx) {
+                Poll::Ready(Some(incoming)) => {
+                    let tx = this.tx.clone().expect("a live subscription has its sender");
+                    return Poll::Ready(Some(this.delivery(&tx, (incoming.subject, incoming.message, 1))));
+                }
+                Poll::Ready(None) => {
+                    this.sub = None;
+                    this.tx = None;
+                }
+                Poll::Pending => {}
+            }
+        }
+        if this.sub.is_none() && this.tx.is_none() {
+            // Draining: end once no retry can come back (every acker dropped its sender).
+            return match this.retries.poll_recv(cx) {
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Ready(Some(r)) => {
+                    let (tx, _) = mpsc::unbounded_channel();
+                    Poll::Ready(Some(this.delivery(&tx, r)))
+                }
+                Poll::Pending => Poll::Pending,
+            };
+        }
+        Poll::Pending
+    }
+}
+
+impl DurableStream for InProcess {
+    fn drain(&mut self) -> BoxFuture<'_, Result<()>> {
+        async move {
+            if let Some(sub) = &mut self.sub {
+                sub.drain().await?;
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+}
