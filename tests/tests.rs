@@ -31,6 +31,7 @@ mod util;
 #[cfg(feature = "cli")]
 mod cli;
 mod conformance;
+mod events;
 #[cfg(feature = "gateway")]
 mod gateway;
 mod processes;

@@ -40,7 +40,7 @@ pub use memory::MemoryTransport;
 #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
 mod nats;
 #[cfg(feature = "nats")]
-pub use nats::NatsTransport;
+pub use nats::{NatsTransport, EVENTS_STREAM as NATS_EVENTS_STREAM};
 
 #[cfg(feature = "rabbitmq")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rabbitmq")))]

@@ -1,5 +1,10 @@
 //! The NATS transport (async-nats): core request/reply with the client's muxed inbox, queue
 //! groups for shared subjects, headers for the envelope.
+//!
+//! Durable events use JetStream: one stream `MICRO_EVENTS` stores every subject under
+//! `micro.event.>` (created by the first durable publisher or subscriber); a durable
+//! subscription is a durable pull consumer with explicit acks, one per (group, pattern). The
+//! event id is the `Nats-Msg-Id`, so the stream drops duplicates within its window.
 
 use std::time::Duration;
 
@@ -8,7 +13,16 @@ use async_nats::{HeaderMap, HeaderName, HeaderValue};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 
-use super::{Incoming, Reply, ReplySink, Subscription, SubscriptionStream, Transport};
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::AckKind;
+use tokio::sync::{mpsc, watch};
+
+use super::{
+    AckSink, Acker, Delivery, DurableSpec, DurableStream, DurableSubscription, Incoming, Reply, ReplySink,
+    Subscription, SubscriptionStream, Transport,
+};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::{Headers, Message};
 
@@ -23,6 +37,8 @@ use crate::message::{Headers, Message};
 pub struct NatsTransport {
     client: async_nats::Client,
     url: String,
+    js: async_nats::jetstream::Context,
+    stream_ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl NatsTransport {
@@ -42,7 +58,8 @@ impl NatsTransport {
             )
             .with_source(e)
         })?;
-        Ok(NatsTransport { client, url: url.to_string() })
+        let js = async_nats::jetstream::new(client.clone());
+        Ok(NatsTransport { client, url: url.to_string(), js, stream_ready: Default::default() })
     }
 
     /// The underlying async-nats client.
@@ -184,6 +201,58 @@ impl Transport for NatsTransport {
         .boxed()
     }
 
+    fn publish_durable<'a>(&'a self, subject: &'a str, message: Message) -> BoxFuture<'a, Result<()>> {
+        async move {
+            self.ensure_stream().await?;
+            let dedup = dedup_id(&message.headers);
+            let headers = to_header_map(&message.headers)?;
+            let publish = || {
+                let mut m = PublishMessage::build().payload(message.body.clone()).headers(headers.clone());
+                if let Some(id) = &dedup {
+                    m = m.message_id(id);
+                }
+                async move {
+                    let ack = self.js.send_publish(subject.to_string(), m).await?;
+                    ack.await
+                }
+            };
+            let mut outcome = publish().await;
+            if matches!(&outcome, Err(e) if e.kind() == PublishErrorKind::StreamNotFound) {
+                // Someone deleted the stream since we made sure of it: make it again, once.
+                self.stream_ready.store(false, std::sync::atomic::Ordering::Relaxed);
+                self.ensure_stream().await?;
+                outcome = publish().await;
+            }
+            match outcome {
+                Ok(_) => Ok(()),
+                Err(e) => Err(match e.kind() {
+                    PublishErrorKind::StreamNotFound => {
+                        Error::unavailable(format!("no JetStream stream stores {subject}: {e}"))
+                    }
+                    PublishErrorKind::TimedOut => {
+                        Error::timeout(format!("JetStream did not acknowledge the publish on {subject} in time"))
+                    }
+                    PublishErrorKind::BrokenPipe => Error::unavailable(format!("publish on {subject} not sent: {e}")),
+                    _ => Error::new(ErrorKind::Broker, format!("durable publish on {subject} failed: {e}")),
+                }
+                .with_source(e)),
+            }
+        }
+        .boxed()
+    }
+
+    fn subscribe_durable<'a>(&'a self, spec: &'a DurableSpec) -> BoxFuture<'a, Result<DurableSubscription>> {
+        async move {
+            self.ensure_stream().await?;
+            let consumer = self.consumer(spec).await?;
+            let (tx, rx) = mpsc::channel(spec.concurrency);
+            let (stop_tx, stop_rx) = watch::channel(false);
+            tokio::spawn(pump(self.clone(), spec.clone(), consumer, tx, stop_rx));
+            Ok(DurableSubscription::new(NatsDurable { rx, stop: stop_tx }))
+        }
+        .boxed()
+    }
+
     fn flush(&self) -> BoxFuture<'_, Result<()>> {
         async move {
             self.client
@@ -192,5 +261,229 @@ impl Transport for NatsTransport {
                 .map_err(|e| Error::transport(format!("flush failed: {e}")).with_source(e))
         }
         .boxed()
+    }
+}
+
+/// The JetStream stream that stores every event subject.
+pub const EVENTS_STREAM: &str = "MICRO_EVENTS";
+
+/// How long the events stream keeps an event (acknowledged or not).
+const EVENTS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The broker's dedup id of a durable publish: the event id; a dead letter (same id, on the
+/// group's `.dlq` topic) gets its own.
+fn dedup_id(h: &Headers) -> Option<String> {
+    let id = h.get(crate::message::headers::ID)?;
+    Some(match h.get(crate::broker::dlq_headers::GROUP) {
+        Some(group) => format!("{id}:dlq:{group}"),
+        None => id.to_string(),
+    })
+}
+
+/// The durable consumer name of a (group, pattern): readable, unique, valid for JetStream.
+pub(crate) fn consumer_name(group: &str, subject: &str) -> String {
+    let pattern = subject.strip_prefix(super::subject::EVENT_PREFIX).unwrap_or(subject);
+    let clean = |s: &str| -> String {
+        s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).take(90).collect()
+    };
+    let hash = format!("{group}\0{subject}")
+        .bytes()
+        .fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3));
+    format!("{}__{}__{:08x}", clean(group), clean(pattern), hash as u32)
+}
+
+impl NatsTransport {
+    /// Makes sure the events stream exists (once per connection).
+    async fn ensure_stream(&self) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        if self.stream_ready.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let config = async_nats::jetstream::stream::Config {
+            name: EVENTS_STREAM.to_string(),
+            subjects: vec![format!("{}>", super::subject::EVENT_PREFIX)],
+            storage: async_nats::jetstream::stream::StorageType::File,
+            max_age: EVENTS_MAX_AGE,
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        };
+        self.js.get_or_create_stream(config).await.map_err(|e| {
+            Error::new(
+                ErrorKind::Broker,
+                format!(
+                    "JetStream stream {EVENTS_STREAM} unavailable on {}: {e} (is the server started with -js?)",
+                    self.url
+                ),
+            )
+            .with_source(e)
+        })?;
+        self.stream_ready.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn consumer(&self, spec: &DurableSpec) -> Result<async_nats::jetstream::consumer::Consumer<pull::Config>> {
+        let name = consumer_name(&spec.group, &spec.subject);
+        let config = pull::Config {
+            durable_name: Some(name.clone()),
+            description: Some(format!("actix-micro durable group {} on {}", spec.group, spec.subject)),
+            filter_subject: spec.subject.clone(),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: spec.ack_wait,
+            deliver_policy: DeliverPolicy::New,
+            max_ack_pending: spec.concurrency as i64,
+            // Retries are counted and dead-lettered above; the server never gives up by itself.
+            max_deliver: -1,
+            ..Default::default()
+        };
+        let stream = self.js.get_stream(EVENTS_STREAM).await.map_err(|e| {
+            Error::new(ErrorKind::Broker, format!("JetStream stream {EVENTS_STREAM}: {e}")).with_source(e)
+        })?;
+        stream.get_or_create_consumer(&name, config).await.map_err(|e| {
+            Error::new(ErrorKind::Broker, format!("durable consumer {name} for {} failed: {e}", spec.subject))
+                .with_source(e)
+        })
+    }
+}
+
+/// Pulls a consumer's messages into the subscription's channel until the subscription stops;
+/// when the pull stream ends (consumer deleted, server restarted without it), makes the
+/// consumer again with backoff.
+async fn pump(
+    transport: NatsTransport,
+    spec: DurableSpec,
+    mut consumer: async_nats::jetstream::consumer::Consumer<pull::Config>,
+    tx: mpsc::Sender<Delivery>,
+    mut stop: watch::Receiver<bool>,
+) {
+    use backon::BackoffBuilder;
+    let mut backoff = backon::ExponentialBuilder::default()
+        .with_jitter()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .without_max_times()
+        .build();
+    loop {
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(spec.concurrency.clamp(1, 256))
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await;
+        match messages {
+            Ok(mut messages) => loop {
+                let next = tokio::select! {
+                    biased;
+                    _ = stop.changed() => return,
+                    next = messages.next() => next,
+                };
+                match next {
+                    Some(Ok(msg)) => {
+                        let attempt = msg.info().map(|i| i.delivered.max(1) as u32).unwrap_or(1);
+                        let (msg, acker) = msg.split();
+                        let subject = msg.subject.to_string();
+                        let (message, _) = from_nats(msg);
+                        let delivery = Delivery {
+                            subject,
+                            message,
+                            attempt,
+                            acker: Acker::new(JsAcker(std::sync::Arc::new(acker))),
+                        };
+                        tokio::select! {
+                            biased;
+                            _ = stop.changed() => return,
+                            sent = tx.send(delivery) => if sent.is_err() { return },
+                        }
+                    }
+                    Some(Err(e)) => match e.kind() {
+                        // Reported while the connection is away; the stream pulls again by itself.
+                        async_nats::jetstream::consumer::pull::MessagesErrorKind::MissingHeartbeat => {
+                            tracing::debug!(consumer = %consumer_name(&spec.group, &spec.subject), error = %e, "JetStream heartbeat missed")
+                        }
+                        async_nats::jetstream::consumer::pull::MessagesErrorKind::ConsumerDeleted => {
+                            tracing::warn!(group = %spec.group, subject = %spec.subject, "durable consumer deleted; making it again");
+                            break;
+                        }
+                        _ => tracing::debug!(error = %e, "JetStream pull error"),
+                    },
+                    None => break,
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, group = %spec.group, subject = %spec.subject, "cannot pull from the durable consumer")
+            }
+        }
+        // Make stream and consumer again (the server may have lost them), until it works.
+        loop {
+            let delay = backoff.next().unwrap_or(Duration::from_secs(5));
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            transport.stream_ready.store(false, std::sync::atomic::Ordering::Relaxed);
+            match async {
+                transport.ensure_stream().await?;
+                transport.consumer(&spec).await
+            }
+            .await
+            {
+                Ok(c) => {
+                    consumer = c;
+                    break;
+                }
+                Err(e) => tracing::debug!(error = %e, "durable consumer not restored yet"),
+            }
+        }
+    }
+}
+
+struct JsAcker(std::sync::Arc<async_nats::jetstream::message::Acker>);
+
+fn ack_err(e: async_nats::Error) -> Error {
+    Error::transport(format!("JetStream ack failed: {e}"))
+}
+
+impl AckSink for JsAcker {
+    fn ack(self: Box<Self>) -> BoxFuture<'static, Result<()>> {
+        async move { self.0.ack().await.map_err(ack_err) }.boxed()
+    }
+
+    fn retry(self: Box<Self>, delay: Duration) -> BoxFuture<'static, Result<()>> {
+        async move { self.0.ack_with(AckKind::Nak(Some(delay))).await.map_err(ack_err) }.boxed()
+    }
+
+    fn progress(&self) -> BoxFuture<'static, Result<()>> {
+        let acker = self.0.clone();
+        async move { acker.ack_with(AckKind::Progress).await.map_err(ack_err) }.boxed()
+    }
+}
+
+struct NatsDurable {
+    rx: mpsc::Receiver<Delivery>,
+    stop: watch::Sender<bool>,
+}
+
+impl futures::Stream for NatsDurable {
+    type Item = Delivery;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Delivery>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl DurableStream for NatsDurable {
+    fn drain(&mut self) -> BoxFuture<'_, Result<()>> {
+        // The pump stops pulling and drops its sender: what is in the channel is still yielded;
+        // what the server sent after that comes back to the group after the ack wait.
+        self.stop.send_replace(true);
+        futures::future::ready(Ok(())).boxed()
+    }
+}
+
+impl Drop for NatsDurable {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
     }
 }
