@@ -53,4 +53,184 @@ async fn durable_events_reach_the_group_once_and_are_acked(url: String) {
     assert!(tokio::time::timeout(Duration::from_millis(300), events.next()).await.is_err());
 }
 
-over_transports!(durable_events_reach_the_group_once_and_are_acked);
+async fn failures_are_retried_with_growing_attempts_then_succeed(url: String) {
+    let topic = format!("{}.placed", unique("order"));
+    let group = unique("billing");
+    let b = broker(&url).await;
+    let mut events = b.subscribe_durable(&topic, quick(&group).max_attempts(5)).await.unwrap();
+    b.publish_durable(&topic, &Login { user_id: "bob".into(), n: 1 }).await.unwrap();
+    let mut attempts = Vec::new();
+    loop {
+        let e = tokio::time::timeout(WAIT, events.next()).await.expect("the event comes back").unwrap();
+        attempts.push(e.attempt());
+        if e.attempt() < 3 {
+            e.settle(Err(Status::unavailable("database is down"))).await.unwrap();
+        } else {
+            e.settle(Ok(())).await.unwrap();
+            break;
+        }
+    }
+    assert_eq!(attempts, [1, 2, 3]);
+    assert!(tokio::time::timeout(Duration::from_millis(300), events.next()).await.is_err(), "acked: no more");
+}
+
+async fn a_dropped_unsettled_event_comes_back_at_once(url: String) {
+    let topic = format!("{}.login", unique("user"));
+    let group = unique("audit");
+    let b = broker(&url).await;
+    let mut events = b.subscribe_durable(&topic, quick(&group)).await.unwrap();
+    b.publish_durable(&topic, &Login { user_id: "eve".into(), n: 7 }).await.unwrap();
+    let first = tokio::time::timeout(WAIT, events.next()).await.unwrap().unwrap();
+    let id = first.id.clone();
+    drop(first);
+    let again = tokio::time::timeout(WAIT, events.next()).await.expect("redelivered").unwrap();
+    assert_eq!((again.id.as_str(), again.attempt()), (id.as_str(), 2));
+    again.ack().await.unwrap();
+}
+
+async fn a_poison_event_is_dead_lettered_after_max_attempts_and_the_rest_flow(url: String) {
+    let topic = format!("{}.login", unique("user"));
+    let group = unique("audit");
+    let b = broker(&url).await;
+    let mut dead = b.subscribe_durable(&format!("{group}.dlq"), quick(&unique("ops"))).await.unwrap();
+
+    #[derive(Clone, Default)]
+    struct Seen(Arc<Mutex<Vec<(u32, u32)>>>);
+    async fn handle(Req(l): Req<Login>, ctx: CallContext, State(seen): State<Seen>) -> Result<(), Status> {
+        let _ = ctx;
+        seen.0.lock().unwrap().push((l.n, 0));
+        if l.n == 0 {
+            return Err(Status::internal("poison (part of a test)"));
+        }
+        Ok(())
+    }
+    let seen = Seen::default();
+    let svc = Service::builder(unique("audit-svc"))
+        .transport(&url)
+        .state(seen.clone())
+        .subscribe_with(&topic, quick(&group).max_attempts(4), handle)
+        .start()
+        .await
+        .unwrap();
+    for n in 0..50 {
+        b.publish_durable(&topic, &Login { user_id: "mallory".into(), n }).await.unwrap();
+    }
+    let dlq = tokio::time::timeout(WAIT, dead.next()).await.expect("the poison event is dead-lettered").unwrap();
+    let poison: Login = dlq.decode().unwrap();
+    assert_eq!(poison.n, 0);
+    assert_eq!(dlq.topic, format!("{group}.dlq"));
+    let h = |k: &str| dlq_header(&dlq, k);
+    assert_eq!(h(dlq_headers::ATTEMPTS).as_deref(), Some("4"));
+    assert_eq!(h(dlq_headers::GROUP).as_deref(), Some(group.as_str()));
+    assert_eq!(h(dlq_headers::TOPIC).as_deref(), Some(topic.as_str()));
+    assert_eq!(h(dlq_headers::CODE).as_deref(), Some("500"));
+    assert!(h(dlq_headers::REASON).unwrap().contains("poison"), "{:?}", h(dlq_headers::REASON));
+    dlq.ack().await.unwrap();
+    wait_for("the other 49 events", WAIT, || async {
+        let s = seen.0.lock().unwrap();
+        (s.iter().filter(|(n, _)| *n != 0).count() >= 49).then_some(())
+    })
+    .await;
+    let s = seen.0.lock().unwrap().clone();
+    assert_eq!(s.iter().filter(|(n, _)| *n == 0).count(), 4, "handled exactly max_attempts times");
+    assert_eq!(s.iter().filter(|(n, _)| *n != 0).count(), 49, "every other event exactly once");
+    svc.stop().await.unwrap();
+}
+
+/// The dead letter's extra headers, read back from the event's metadata-free header set.
+fn dlq_header(e: &micro::broker::DurableEvent, name: &str) -> Option<String> {
+    e.headers().get(name).map(str::to_string)
+}
+
+async fn a_permanent_error_is_dead_lettered_at_once(url: String) {
+    let topic = format!("{}.updated", unique("profile"));
+    let group = unique("audit");
+    let b = broker(&url).await;
+    let mut dead = b.subscribe_durable(&format!("{group}.dlq"), quick(&unique("ops"))).await.unwrap();
+    let mut events = b.subscribe_durable(&topic, quick(&group)).await.unwrap();
+    b.publish_durable(&topic, &serde_json::json!({"no": "user id"})).await.unwrap();
+    let e = tokio::time::timeout(WAIT, events.next()).await.unwrap().unwrap();
+    e.settle(Err(Status::bad_request("user_id is required"))).await.unwrap();
+    let d = tokio::time::timeout(WAIT, dead.next()).await.expect("dead-lettered").unwrap();
+    assert_eq!(dlq_header(&d, dlq_headers::ATTEMPTS).as_deref(), Some("1"));
+    assert_eq!(dlq_header(&d, dlq_headers::CODE).as_deref(), Some("400"));
+    d.ack().await.unwrap();
+    assert!(tokio::time::timeout(Duration::from_millis(300), events.next()).await.is_err(), "not retried");
+}
+
+async fn a_panicking_durable_handler_is_retried(url: String) {
+    let topic = format!("{}.placed", unique("order"));
+    #[derive(Clone, Default)]
+    struct Calls(Arc<Mutex<u32>>);
+    async fn flaky(Req(_): Req<serde_json::Value>, State(calls): State<Calls>) -> Result<(), Status> {
+        let n = {
+            let mut c = calls.0.lock().unwrap();
+            *c += 1;
+            *c
+        };
+        if n == 1 {
+            panic!("first try panics (part of a test)");
+        }
+        Ok(())
+    }
+    let calls = Calls::default();
+    let name = unique("billing");
+    let svc = Service::builder(&name)
+        .transport(&url)
+        .state(calls.clone())
+        .subscribe_with(&topic, quick(&name), flaky)
+        .start()
+        .await
+        .unwrap();
+    svc.broker().publish_durable(&topic, &serde_json::json!({"order": 1})).await.unwrap();
+    wait_for("the retry after the panic", WAIT, || async { (*calls.0.lock().unwrap() >= 2).then_some(()) }).await;
+    svc.stop().await.unwrap();
+}
+
+async fn durable_subscriptions_need_a_group(url: String) {
+    let b = broker(&url).await;
+    let e = b.subscribe_durable("x.y", SubscribeOptions::broadcast().max_attempts(2)).await.unwrap_err();
+    assert_eq!(e.kind(), micro::ErrorKind::Config, "{e}");
+    let e = b.subscribe("x.y", SubscribeOptions::durable("g")).await.unwrap_err();
+    assert_eq!(e.kind(), micro::ErrorKind::Config, "{e}");
+}
+
+over_transports!(
+    durable_events_reach_the_group_once_and_are_acked,
+    failures_are_retried_with_growing_attempts_then_succeed,
+    a_dropped_unsettled_event_comes_back_at_once,
+    a_poison_event_is_dead_lettered_after_max_attempts_and_the_rest_flow,
+    a_permanent_error_is_dead_lettered_at_once,
+    a_panicking_durable_handler_is_retried,
+    durable_subscriptions_need_a_group,
+);
+
+mod crash {
+    use super::*;
+
+    /// A member that goes away holding an event (its process died): the broker gives the event to
+    /// the group again, after the ack wait on NATS, when the channel closes on RabbitMQ.
+    async fn a_crashed_members_event_goes_to_the_next_member(url: String) {
+        let topic = format!("{}.login", unique("user"));
+        let group = unique("audit");
+        let opts = quick(&group).ack_wait(Duration::from_millis(500));
+        let crashed = micro::transport::connect(&url).await.unwrap();
+        let b = broker(&url).await;
+        let mut events =
+            Broker::new(crashed.clone(), "crashing").subscribe_durable(&topic, opts.clone()).await.unwrap();
+        b.publish_durable(&topic, &Login { user_id: "eve".into(), n: 7 }).await.unwrap();
+        let first = tokio::time::timeout(WAIT, events.next()).await.unwrap().unwrap();
+        let id = first.id.clone();
+        // Nothing is settled and nothing handed back: the connection just goes.
+        std::mem::forget(first);
+        std::mem::forget(events);
+        crashed.close().await.unwrap();
+        let mut events = b.subscribe_durable(&topic, opts).await.unwrap();
+        let again = tokio::time::timeout(WAIT, events.next()).await.expect("redelivered").unwrap();
+        assert_eq!(again.id, id);
+        assert!(again.attempt() >= 2, "counted as another attempt: {}", again.attempt());
+        again.ack().await.unwrap();
+    }
+
+    over_brokers!(a_crashed_members_event_goes_to_the_next_member);
+}

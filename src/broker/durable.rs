@@ -125,6 +125,11 @@ impl DurableEvent {
         &self.event
     }
 
+    /// The headers as received: for a dead letter, [`dlq_headers`] say why it is one.
+    pub fn headers(&self) -> &crate::message::Headers {
+        &self.message.headers
+    }
+
     /// True if this is the last attempt before the event is dead-lettered.
     pub fn is_last_attempt(&self) -> bool {
         self.attempt >= self.policy.durability.max_attempts

@@ -97,8 +97,9 @@ impl fmt::Debug for Delivery {
     }
 }
 
-/// Settles one [`Delivery`]. Dropping it unsettled leaves the message to the broker's own
-/// redelivery (after the ack wait, or when the connection goes).
+/// Settles one [`Delivery`]. Dropping it unsettled hands the message back for redelivery at
+/// once, like `retry(0)`. If the process dies instead, the broker redelivers by itself: after
+/// the ack wait (NATS) or when the connection closes (RabbitMQ).
 pub struct Acker(Box<dyn AckSink>);
 
 impl Acker {
@@ -197,30 +198,43 @@ struct InProcess {
 }
 
 struct InProcessAcker {
-    redelivery: Redelivery,
+    /// Taken when settled; still here on drop means "hand it back".
+    redelivery: Option<Redelivery>,
     tx: mpsc::UnboundedSender<Redelivery>,
 }
 
 impl AckSink for InProcessAcker {
-    fn ack(self: Box<Self>) -> BoxFuture<'static, Result<()>> {
+    fn ack(mut self: Box<Self>) -> BoxFuture<'static, Result<()>> {
+        self.redelivery = None;
         futures::future::ready(Ok(())).boxed()
     }
 
-    fn retry(self: Box<Self>, delay: Duration) -> BoxFuture<'static, Result<()>> {
-        let (subject, message, attempt) = self.redelivery;
-        let tx = self.tx;
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            let _ = tx.send((subject, message, attempt + 1));
-        });
+    fn retry(mut self: Box<Self>, delay: Duration) -> BoxFuture<'static, Result<()>> {
+        if let Some((subject, message, attempt)) = self.redelivery.take() {
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = tx.send((subject, message, attempt + 1));
+            });
+        }
         futures::future::ready(Ok(())).boxed()
+    }
+}
+
+impl Drop for InProcessAcker {
+    fn drop(&mut self) {
+        if let Some((subject, message, attempt)) = self.redelivery.take() {
+            let _ = self.tx.send((subject, message, attempt + 1));
+        }
     }
 }
 
 impl InProcess {
     fn delivery(&self, tx: &mpsc::UnboundedSender<Redelivery>, (subject, message, attempt): Redelivery) -> Delivery {
-        let acker =
-            Acker::new(InProcessAcker { redelivery: (subject.clone(), message.clone(), attempt), tx: tx.clone() });
+        let acker = Acker::new(InProcessAcker {
+            redelivery: Some((subject.clone(), message.clone(), attempt)),
+            tx: tx.clone(),
+        });
         Delivery { subject, message, attempt, acker }
     }
 }

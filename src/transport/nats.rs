@@ -253,6 +253,15 @@ impl Transport for NatsTransport {
         .boxed()
     }
 
+    fn close(&self) -> BoxFuture<'_, Result<()>> {
+        // Drain: subscriptions stop, what was published is flushed, then the connection closes
+        // (for every clone of this transport). Unacknowledged durable events go back to their group.
+        async move {
+            self.client.drain().await.map_err(|e| Error::transport(format!("closing failed: {e}")).with_source(e))
+        }
+        .boxed()
+    }
+
     fn flush(&self) -> BoxFuture<'_, Result<()>> {
         async move {
             self.client
@@ -387,7 +396,7 @@ async fn pump(
                             subject,
                             message,
                             attempt,
-                            acker: Acker::new(JsAcker(std::sync::Arc::new(acker))),
+                            acker: Acker::new(JsAcker(Some(std::sync::Arc::new(acker)))),
                         };
                         tokio::select! {
                             biased;
@@ -437,24 +446,49 @@ async fn pump(
     }
 }
 
-struct JsAcker(std::sync::Arc<async_nats::jetstream::message::Acker>);
+/// Settles a JetStream message; dropped unsettled, it naks it so it comes back at once.
+struct JsAcker(Option<std::sync::Arc<async_nats::jetstream::message::Acker>>);
+
+impl JsAcker {
+    fn take(&mut self) -> std::sync::Arc<async_nats::jetstream::message::Acker> {
+        self.0.take().expect("settled once")
+    }
+}
+
+impl Drop for JsAcker {
+    fn drop(&mut self) {
+        if let (Some(acker), Ok(rt)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
+            rt.spawn(async move {
+                let _ = acker.ack_with(AckKind::Nak(None)).await;
+            });
+        }
+    }
+}
 
 fn ack_err(e: async_nats::Error) -> Error {
     Error::transport(format!("JetStream ack failed: {e}"))
 }
 
 impl AckSink for JsAcker {
-    fn ack(self: Box<Self>) -> BoxFuture<'static, Result<()>> {
-        async move { self.0.ack().await.map_err(ack_err) }.boxed()
+    fn ack(mut self: Box<Self>) -> BoxFuture<'static, Result<()>> {
+        let acker = self.take();
+        async move { acker.ack().await.map_err(ack_err) }.boxed()
     }
 
-    fn retry(self: Box<Self>, delay: Duration) -> BoxFuture<'static, Result<()>> {
-        async move { self.0.ack_with(AckKind::Nak(Some(delay))).await.map_err(ack_err) }.boxed()
+    fn retry(mut self: Box<Self>, delay: Duration) -> BoxFuture<'static, Result<()>> {
+        let acker = self.take();
+        async move { acker.ack_with(AckKind::Nak(Some(delay))).await.map_err(ack_err) }.boxed()
     }
 
     fn progress(&self) -> BoxFuture<'static, Result<()>> {
         let acker = self.0.clone();
-        async move { acker.ack_with(AckKind::Progress).await.map_err(ack_err) }.boxed()
+        async move {
+            match acker {
+                Some(a) => a.ack_with(AckKind::Progress).await.map_err(ack_err),
+                None => Ok(()),
+            }
+        }
+        .boxed()
     }
 }
 
