@@ -32,6 +32,7 @@ mod util;
 mod cli;
 mod conformance;
 mod events;
+mod faults;
 #[cfg(feature = "gateway")]
 mod gateway;
 mod processes;

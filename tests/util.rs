@@ -262,7 +262,7 @@ impl Drop for PrivateRabbit {
 }
 
 #[cfg(feature = "rabbitmq")]
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
