@@ -31,6 +31,7 @@ over_brokers!(
     unknown_service_suggests_close_names,
     publish_and_subscribe_carry_id_metadata_and_data,
     subscribers_in_a_group_share_events,
+    durable_publish_waits_for_the_group_that_reads_it_later,
     health_and_stats_ask_every_node,
     health_exits_3_when_a_registered_node_does_not_answer,
     watch_prints_nodes_added_and_removed,
@@ -387,6 +388,28 @@ async fn subscribers_in_a_group_share_events(url: String) {
     let (a, b) = (json_lines(one).await, json_lines(two).await);
     assert_eq!((a.len(), b.len()), (1, 1));
     assert_ne!(a[0]["id"], b[0]["id"], "a group shares events; it does not copy them");
+}
+
+async fn durable_publish_waits_for_the_group_that_reads_it_later(url: String) {
+    let topic = format!("{}.login", unique("user"));
+    let group = unique("ops");
+    // The first read creates the durable group (and finds nothing yet).
+    micro(&["subscribe", &topic, "--durable", &group, "--count", "0", "--transport", &url], "").await.success();
+    // Nobody is reading now; durable publishes are stored anyway.
+    let p1 = micro(&["publish", &topic, r#"{"user":"ada"}"#, "--durable", "--transport", &url], "").await.success();
+    let p2 = micro(&["publish", &topic, r#"{"user":"bob"}"#, "--durable", "--transport", &url], "").await.success();
+    let sub = spawn_streaming(
+        &["subscribe", &topic, "--durable", &group, "--count", "2", "--transport", &url],
+        "reading durable group",
+    )
+    .await;
+    let mut lines = json_lines(sub).await;
+    lines.sort_by_key(|l| l["data"]["user"].as_str().unwrap_or_default().to_string());
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["id"], stdout_json(&p1)["id"]);
+    assert_eq!(lines[1]["id"], stdout_json(&p2)["id"]);
+    assert_eq!(lines[0]["attempt"], 1);
+    assert_eq!(lines[1]["data"], json!({"user": "bob"}));
 }
 
 async fn health_and_stats_ask_every_node(url: String) {

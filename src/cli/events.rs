@@ -20,7 +20,8 @@ use crate::transport::{self, Transport};
 The event is JSON: the argument, or stdin when the argument is `-` or absent (absent with stdin a
 terminal publishes {}); a syntax error names the line and column and nothing is published.
 Prints {\"id\", \"topic\"} of the published event on one line. Delivery is at most once: an event nobody
-subscribes to is lost.
+subscribes to is lost. With --durable the command returns only once the broker has stored the event
+(JetStream PubAck, RabbitMQ confirm), and fails when nothing would keep it.
 
 Example:
   micro publish user.login '{\"user\": \"ada\"}' -m tenant=acme")]
@@ -35,6 +36,9 @@ pub struct PublishArgs {
     /// How the event is sent: json as typed, or msgpack (the JSON transcoded to MessagePack).
     #[arg(long, value_enum, default_value_t)]
     pub content_type: ContentType,
+    /// Publish durably: wait until the broker has stored the event.
+    #[arg(long)]
+    pub durable: bool,
 }
 
 /// `micro subscribe` options.
@@ -44,16 +48,22 @@ Prints one JSON line per event, whatever --output says:
   {\"id\", \"topic\", \"timestamp\", \"publisher\", \"metadata\", \"data\"}
 with the payload transcoded to JSON in `data` and `timestamp` in ms since the Unix epoch. Runs
 until interrupted (Ctrl-C) or --count events were printed. Without --group every subscriber gets
-every event; with it, the members of the group share them.
+every event; with it, the members of the group share them. With --durable GROUP the command reads
+that durable group (at least once): each event is acknowledged once printed, and what it does not
+print goes back to the group. Dead letters carry `attempt` and `dead_letter` fields.
 
-Example:
-  micro subscribe 'user.*' --count 1")]
+Examples:
+  micro subscribe 'user.*' --count 1
+  micro subscribe go.micro.srv.audit.dlq --durable ops")]
 pub struct SubscribeArgs {
     /// The topic or pattern: user.login, user.* (one token), user.> (the rest).
     pub topic: String,
     /// Join this queue group: each event goes to one member of the group.
-    #[arg(long, short = 'g')]
+    #[arg(long, short = 'g', conflicts_with = "durable")]
     pub group: Option<String>,
+    /// Read this durable group (at least once; events are acknowledged once printed).
+    #[arg(long, value_name = "GROUP")]
+    pub durable: Option<String>,
     /// Stop after this many events.
     #[arg(long, short = 'n')]
     pub count: Option<u64>,
@@ -70,6 +80,10 @@ struct EventLine<'a> {
     data: serde_json::Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempt: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dead_letter: Option<std::collections::BTreeMap<&'static str, &'a str>>,
 }
 
 async fn connect(url: &str) -> crate::Result<Arc<dyn Transport>> {
@@ -83,6 +97,9 @@ pub(super) async fn publish(url: &str, args: PublishArgs) -> Result<ExitCode, Bo
     let broker = Broker::new(transport.clone(), CLI_ID);
     let id = new_id();
     let mut opts = PublishOptions::new().id(&id);
+    if args.durable {
+        opts = opts.durable();
+    }
     for (k, v) in &args.metadata {
         opts = opts.metadata(k, v);
     }
@@ -100,6 +117,9 @@ pub(super) async fn publish(url: &str, args: PublishArgs) -> Result<ExitCode, Bo
 }
 
 pub(super) async fn subscribe(url: &str, args: SubscribeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    if let Some(group) = args.durable.clone() {
+        return subscribe_durable(url, args, group).await;
+    }
     let transport = connect(url).await?;
     let broker = Broker::new(transport.clone(), CLI_ID);
     let opts = args.group.clone().map(SubscribeOptions::group).unwrap_or_else(SubscribeOptions::broadcast);
@@ -119,7 +139,7 @@ pub(super) async fn subscribe(url: &str, args: SubscribeArgs) -> Result<ExitCode
             _ = &mut interrupted => None,
         };
         let Some(event) = event else { break Ok(()) };
-        match output::line(&event_line(&event)) {
+        match output::line(&event_line(&event, None)) {
             Ok(()) => printed += 1,
             Err(e) if output::is_broken_pipe(&e) => break Ok(()),
             Err(e) => break Err(e),
@@ -131,7 +151,57 @@ pub(super) async fn subscribe(url: &str, args: SubscribeArgs) -> Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-fn event_line(e: &Event) -> String {
+async fn subscribe_durable(
+    url: &str,
+    args: SubscribeArgs,
+    group: String,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let transport = connect(url).await?;
+    let broker = Broker::new(transport.clone(), CLI_ID);
+    let mut events = broker.subscribe_durable(&args.topic, SubscribeOptions::durable(group.clone())).await?;
+    output::note(&format!("reading durable group {group} on {} at {url} (Ctrl-C to stop)", args.topic));
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    let mut printed = 0u64;
+    let result = loop {
+        if args.count.is_some_and(|n| printed >= n) {
+            break Ok(());
+        }
+        let event = tokio::select! {
+            e = events.next() => e,
+            _ = &mut interrupted => None,
+        };
+        let Some(event) = event else { break Ok(()) };
+        match output::line(&event_line(&event, Some(&event))) {
+            Ok(()) => {
+                printed += 1;
+                event.ack().await?;
+            }
+            // Not printed: dropped unsettled, so it goes back to the group.
+            Err(e) if output::is_broken_pipe(&e) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    drop(events);
+    let _ = transport.close().await;
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn event_line(e: &Event, durable: Option<&crate::broker::DurableEvent>) -> String {
+    use crate::broker::dlq_headers;
+    let dead_letter = durable.and_then(|d| {
+        let h = d.headers();
+        h.get(dlq_headers::REASON)?;
+        let fields = [
+            ("reason", dlq_headers::REASON),
+            ("attempts", dlq_headers::ATTEMPTS),
+            ("group", dlq_headers::GROUP),
+            ("topic", dlq_headers::TOPIC),
+            ("code", dlq_headers::CODE),
+        ];
+        Some(fields.into_iter().filter_map(|(k, name)| Some((k, h.get(name)?))).collect())
+    });
     let (data, error) = match e.decode::<serde_json::Value>() {
         Ok(v) => (v, None),
         Err(err) => (serde_json::Value::Null, Some(format!("payload not decodable: {err}"))),
@@ -144,6 +214,8 @@ fn event_line(e: &Event) -> String {
         metadata: &e.metadata,
         data,
         error,
+        attempt: durable.map(|d| d.attempt()),
+        dead_letter,
     };
     serde_json::to_string(&line).unwrap_or_default()
 }
