@@ -187,6 +187,44 @@ async fn a_panicking_durable_handler_is_retried(url: String) {
     svc.stop().await.unwrap();
 }
 
+async fn a_member_handles_at_most_its_concurrency_at_once(url: String) {
+    let topic = format!("{}.placed", unique("order"));
+    #[derive(Clone, Default)]
+    struct Load(Arc<Mutex<(u32, u32, u32)>>); // (running, most running, done)
+    async fn slow(Req(_): Req<serde_json::Value>, State(load): State<Load>) -> Result<(), Status> {
+        {
+            let mut l = load.0.lock().unwrap();
+            l.0 += 1;
+            l.1 = l.1.max(l.0);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut l = load.0.lock().unwrap();
+        l.0 -= 1;
+        l.2 += 1;
+        Ok(())
+    }
+    let load = Load::default();
+    let name = unique("billing");
+    let svc = Service::builder(&name)
+        .transport(&url)
+        .state(load.clone())
+        .subscribe_with(&topic, quick(&name).concurrency(3), slow)
+        .start()
+        .await
+        .unwrap();
+    let b = svc.broker().clone();
+    futures::future::try_join_all((0..30).map(|n| {
+        let (b, topic) = (b.clone(), topic.clone());
+        async move { b.publish_durable(&topic, &serde_json::json!({ "n": n })).await }
+    }))
+    .await
+    .unwrap();
+    wait_for("all 30 handled", WAIT, || async { (load.0.lock().unwrap().2 == 30).then_some(()) }).await;
+    let most = load.0.lock().unwrap().1;
+    assert!((1..=3).contains(&most), "at most 3 at once, saw {most}");
+    svc.stop().await.unwrap();
+}
+
 async fn durable_subscriptions_need_a_group(url: String) {
     let b = broker(&url).await;
     let e = b.subscribe_durable("x.y", SubscribeOptions::broadcast().max_attempts(2)).await.unwrap_err();
@@ -203,6 +241,7 @@ over_transports!(
     a_permanent_error_is_dead_lettered_at_once,
     a_panicking_durable_handler_is_retried,
     durable_subscriptions_need_a_group,
+    a_member_handles_at_most_its_concurrency_at_once,
 );
 
 mod crash {

@@ -105,6 +105,24 @@ pub struct DurableEvent {
     acker: Acker,
     message: Message,
     policy: Arc<Policy>,
+    _slot: Slot,
+}
+
+/// One of a member's `concurrency` slots: held by an event until it is settled or dropped.
+#[derive(Debug)]
+struct Slot(Arc<Slots>);
+
+#[derive(Debug, Default)]
+struct Slots {
+    in_hand: std::sync::atomic::AtomicUsize,
+    waker: futures::task::AtomicWaker,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.in_hand.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.0.waker.wake();
+    }
 }
 
 impl std::ops::Deref for DurableEvent {
@@ -187,7 +205,7 @@ impl DurableEvent {
     }
 
     async fn dead_letter_coded(self, reason: &str, code: Option<Code>) -> Result<()> {
-        let DurableEvent { event, attempt, acker, message, policy } = self;
+        let DurableEvent { event, attempt, acker, message, policy, _slot } = self;
         tracing::warn!(topic = %event.topic, event = %event.id, group = %policy.group, attempt, reason, "event dead-lettered");
         dead_letter(&policy, message, &event.topic, attempt, reason, code, acker).await
     }
@@ -232,6 +250,7 @@ async fn dead_letter(
 pub struct DurableEvents {
     sub: DurableSubscription,
     policy: Arc<Policy>,
+    slots: Arc<Slots>,
 }
 
 impl DurableEvents {
@@ -250,7 +269,11 @@ impl DurableEvents {
             }
         });
         match parsed {
-            Ok(event) => Some(DurableEvent { event, attempt, acker, message, policy: self.policy.clone() }),
+            Ok(event) => {
+                self.slots.in_hand.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                let _slot = Slot(self.slots.clone());
+                Some(DurableEvent { event, attempt, acker, message, policy: self.policy.clone(), _slot })
+            }
             Err(e) => {
                 let policy = self.policy.clone();
                 let topic = subject.strip_prefix(subject::EVENT_PREFIX).unwrap_or(&subject).to_string();
@@ -273,6 +296,15 @@ impl Stream for DurableEvents {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<DurableEvent>> {
         loop {
+            // At most `concurrency` events in hand: the next waits for a slot to free up.
+            let full =
+                || self.slots.in_hand.load(std::sync::atomic::Ordering::Acquire) >= self.policy.durability.concurrency;
+            if full() {
+                self.slots.waker.register(cx.waker());
+                if full() {
+                    return std::task::Poll::Pending;
+                }
+            }
             match std::task::ready!(self.sub.poll_next_unpin(cx)) {
                 None => return std::task::Poll::Ready(None),
                 Some(d) => {
@@ -315,7 +347,7 @@ pub(crate) async fn subscribe(
         dead_letter: spec.dead_letter,
         durability: durability.clone(),
     });
-    Ok(DurableEvents { sub, policy })
+    Ok(DurableEvents { sub, policy, slots: Arc::default() })
 }
 
 #[cfg(test)]

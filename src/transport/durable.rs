@@ -36,8 +36,9 @@ pub struct DurableSpec {
     pub subject: String,
     /// The durable group: members share the work, and the broker keeps the group's place.
     pub group: String,
-    /// Most deliveries handed out and not yet settled (RabbitMQ prefetch, JetStream
-    /// `max_ack_pending`).
+    /// Most deliveries one member holds unsettled: the RabbitMQ prefetch. On NATS, where
+    /// `max_ack_pending` counts the whole group, it is 8 × this (at least 256), and each
+    /// member's share is bounded above (by the pull batch and the broker layer's slots).
     pub concurrency: usize,
     /// How long a delivery may stay unsettled before the broker hands it out again, where the
     /// broker has such a timer (JetStream `ack_wait`). [`Acker::progress`] extends it.

@@ -339,7 +339,8 @@ impl NatsTransport {
             ack_policy: AckPolicy::Explicit,
             ack_wait: spec.ack_wait,
             deliver_policy: DeliverPolicy::New,
-            max_ack_pending: spec.concurrency as i64,
+            // Shared by the group's members; each member holds at most `concurrency` itself.
+            max_ack_pending: (spec.concurrency * 8).max(256) as i64,
             // Retries are counted and dead-lettered above; the server never gives up by itself.
             max_deliver: -1,
             ..Default::default()
