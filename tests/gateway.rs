@@ -17,6 +17,7 @@ over_transports!(
     rpc_endpoint_takes_json_and_form_requests,
     rpc_handler_takes_a_json_body_or_the_query,
     event_handler_publishes_the_body,
+    durable_events_through_the_gateway_are_stored_before_the_answer,
     errors_map_to_http_statuses,
     proxy_forwards_http_and_websockets_to_registered_addresses,
 );
@@ -128,6 +129,23 @@ async fn event_handler_publishes_the_body(url: String) {
     let rsp = http().get(gw.url(&format!("/event/{topic}"))).send().await.unwrap();
     assert_eq!(rsp.status(), StatusCode::METHOD_NOT_ALLOWED);
     sub.stop().await.unwrap();
+}
+
+async fn durable_events_through_the_gateway_are_stored_before_the_answer(url: String) {
+    let topic = format!("{}.login", unique("user"));
+    let group = unique("audit");
+    let broker = Client::connect(&url).await.unwrap().broker().clone();
+    let mut events = broker.subscribe_durable(&topic, micro::broker::SubscribeOptions::durable(&group)).await.unwrap();
+    let gw = TestGateway::start(&url, GatewayConfig::default()).await;
+    let rsp =
+        http().post(gw.url(&format!("/event/{topic}?durable=true"))).send_json(&json!({"user": "ada"})).await.unwrap();
+    assert_eq!(rsp.status(), StatusCode::OK);
+    let body = body_json(rsp).await;
+    assert_eq!(body["stored"], true);
+    let e = tokio::time::timeout(WAIT, futures::StreamExt::next(&mut events)).await.unwrap().unwrap();
+    assert_eq!(e.id, body["id"].as_str().unwrap());
+    assert_eq!(e.decode::<Value>().unwrap(), json!({"user": "ada"}));
+    e.ack().await.unwrap();
 }
 
 async fn errors_map_to_http_statuses(url: String) {

@@ -643,7 +643,17 @@ async fn event_handler(
     let id = new_id();
     let mut publish = PublishOptions::new().codec(Codec::Json).id(id.clone());
     publish.metadata = opts.metadata.clone();
+    let durable = url_decode_pairs(req.query_string())
+        .iter()
+        .any(|(k, v)| k == "durable" && matches!(v.as_str(), "" | "1" | "true"));
+    if durable {
+        publish = publish.durable();
+    }
     ctx.scope(state.client.broker().publish_raw(&topic, body, Codec::Json, publish)).await?;
+    if durable {
+        // Stored by the broker: the event is not going to be lost.
+        return Ok(HttpResponse::Ok().json(serde_json::json!({"id": id, "topic": topic, "stored": true})));
+    }
     Ok(HttpResponse::Accepted().json(serde_json::json!({"id": id, "topic": topic})))
 }
 
