@@ -273,3 +273,21 @@ mod crash {
 
     over_brokers!(a_crashed_members_event_goes_to_the_next_member);
 }
+
+/// On memory nobody may be listening on the dead-letter topic: a poison event is still given
+/// up after `max_attempts` instead of bouncing forever.
+#[actix::test]
+async fn memory_dead_letters_without_a_dlq_subscriber() {
+    let url = memory_url();
+    let topic = format!("{}.login", unique("user"));
+    let group = unique("audit");
+    let b = broker(&url).await;
+    let mut events = b.subscribe_durable(&topic, quick(&group)).await.unwrap();
+    b.publish_durable(&topic, &Login { user_id: "x".into(), n: 0 }).await.unwrap();
+    for attempt in 1..=3 {
+        let e = tokio::time::timeout(WAIT, events.next()).await.unwrap().unwrap();
+        assert_eq!(e.attempt(), attempt);
+        e.settle(Err(Status::internal("poison"))).await.unwrap();
+    }
+    assert!(tokio::time::timeout(Duration::from_millis(500), events.next()).await.is_err(), "given up");
+}

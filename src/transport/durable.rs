@@ -185,8 +185,22 @@ pub(crate) async fn in_process(
     spec: &DurableSpec,
 ) -> Result<DurableSubscription> {
     let sub = transport.subscribe(&spec.subject, Some(&spec.group)).await?;
+    // The dead-letter place: in memory nothing is kept, but a dead letter is logged rather than
+    // bounced back forever for want of a subscriber.
+    let mut dead = transport.subscribe(&spec.dead_letter, Some(&spec.dead_letter)).await?;
+    let dlq_sink = tokio::spawn(async move {
+        while let Some(d) = dead.next().await {
+            let h = &d.message.headers;
+            tracing::warn!(
+                subject = %d.subject,
+                id = h.get(crate::message::headers::ID).unwrap_or_default(),
+                reason = h.get(crate::broker::dlq_headers::REASON).unwrap_or_default(),
+                "dead letter (the memory transport keeps none)"
+            );
+        }
+    });
     let (tx, rx) = mpsc::unbounded_channel();
-    Ok(DurableSubscription::new(InProcess { sub: Some(sub), retries: rx, tx: Some(tx) }))
+    Ok(DurableSubscription::new(InProcess { sub: Some(sub), retries: rx, tx: Some(tx), dlq_sink }))
 }
 
 type Redelivery = (String, Message, u32);
@@ -196,6 +210,13 @@ struct InProcess {
     retries: mpsc::UnboundedReceiver<Redelivery>,
     /// Our own sender, dropped on drain so the stream can end once every acker is gone.
     tx: Option<mpsc::UnboundedSender<Redelivery>>,
+    dlq_sink: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.dlq_sink.abort();
+    }
 }
 
 struct InProcessAcker {
