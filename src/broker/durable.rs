@@ -261,7 +261,7 @@ impl DurableEvents {
 
     fn read(&self, d: Delivery) -> Option<DurableEvent> {
         let Delivery { subject, message, attempt, acker } = d;
-        let parsed = Event::from_message(&subject, message.clone()).and_then(|e| {
+        let parsed = Event::from_parts(&subject, &message.headers, message.body.clone()).and_then(|e| {
             if e.id.is_empty() {
                 Err(Error::codec("event has no Micro-Id"))
             } else {

@@ -79,9 +79,13 @@ impl Event {
     }
 
     pub(crate) fn from_message(subject: &str, message: Message) -> Result<Event> {
-        let h = &message.headers;
+        Event::from_parts(subject, &message.headers, message.body)
+    }
+
+    /// Reads an event from its headers (borrowed: they stay with the caller) and body.
+    pub(crate) fn from_parts(subject: &str, h: &Headers, body: Bytes) -> Result<Event> {
         let codec = match h.get(headers::CONTENT_TYPE) {
-            None => Codec::sniff(&message.body),
+            None => Codec::sniff(&body),
             Some(ct) => Codec::from_content_type(ct)
                 .ok_or_else(|| Error::codec(format!("event has unsupported content type {ct}")))?,
         };
@@ -97,7 +101,7 @@ impl Event {
             metadata: h.metadata(),
             trace: h.get(headers::TRACEPARENT).and_then(TraceParent::parse),
             codec,
-            body: message.body,
+            body,
         })
     }
 
