@@ -1,10 +1,17 @@
 //! RabbitMQ-specific behaviour: reconnection after a broker restart (on a private node),
-//! nothing left behind after a graceful shutdown, and a bounded number of channels.
+//! nothing left behind after a graceful shutdown, a bounded number of channels, and durable
+//! delivery (durable queues, publisher confirms and returns, retries, dead letters).
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
+use futures::{Stream, StreamExt};
+use micro::broker::{dlq_headers, Broker};
+use micro::message::{headers, Headers, Message};
 use micro::prelude::*;
+use micro::transport::DurableSpec;
 use micro::ErrorKind;
 
 use crate::util::*;
@@ -101,7 +108,10 @@ async fn graceful_shutdown_leaves_no_queue_binding_or_consumer_behind() {
 
 #[actix::test]
 async fn channels_stay_bounded_under_load() {
-    let url = amqp_url();
+    // A private node: only this test's connections are listed (durable subscriptions elsewhere
+    // legitimately add a channel each).
+    let rabbit = PrivateRabbit::start().await;
+    let url = rabbit.url();
     let name = unique("busy");
     let svc = greeter(&url, &name, "a").start().await.unwrap();
     let client = Client::connect(&url).await.unwrap();
@@ -112,7 +122,7 @@ async fn channels_stay_bounded_under_load() {
     for r in futures::future::join_all(calls).await {
         r.unwrap();
     }
-    let listing = rabbitmqctl_list(&["list_connections", "client_properties", "channels"]);
+    let listing = rabbit.ctl_list(&["list_connections", "client_properties", "channels"]);
     let ours: Vec<(String, usize)> = listing
         .lines()
         .filter(|l| l.contains("actix-micro"))
@@ -121,4 +131,286 @@ async fn channels_stay_bounded_under_load() {
     assert!(!ours.is_empty(), "our connections are listed: {listing}");
     assert!(ours.iter().all(|(_, c)| *c <= 4), "no connection uses more than 4 channels, whatever the load: {ours:?}");
     svc.stop().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Durable delivery.
+
+/// An event message with an id, as the broker layer sends it.
+fn event(body: &str) -> Message {
+    let mut h = Headers::new();
+    h.push(headers::ID, uuid::Uuid::now_v7().to_string());
+    h.push(headers::CONTENT_TYPE, "text/plain");
+    Message::with_headers(h, bytes::Bytes::from(body.to_string()))
+}
+
+/// The next item, or a panic naming `what` after `WAIT`.
+async fn next<S: Stream + Unpin>(stream: &mut S, what: &str) -> S::Item {
+    tokio::time::timeout(WAIT, stream.next())
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+        .unwrap_or_else(|| panic!("the stream ended waiting for {what}"))
+}
+
+fn body(m: &Message) -> String {
+    String::from_utf8_lossy(&m.body).into_owned()
+}
+
+/// The durable queues a test declared on the shared broker are not auto-deleted: remove them.
+async fn delete_queues(queues: &[&str]) {
+    let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    for q in queues {
+        ch.queue_delete((*q).into(), lapin::options::QueueDeleteOptions::default()).await.unwrap();
+    }
+    let _ = conn.close(200, "bye".into()).await;
+}
+
+/// The headers of a message read straight from a queue (long strings only, as the transport
+/// sends them; the id is the AMQP message id).
+fn dead_letter_headers(p: &lapin::BasicProperties) -> Headers {
+    let mut h = Headers::new();
+    if let Some(id) = p.message_id() {
+        h.push(headers::ID, id.as_str().to_string());
+    }
+    for (k, v) in p.headers().as_ref().map(|t| t.inner().clone()).unwrap_or_default() {
+        if let lapin::types::AMQPValue::LongString(s) = v {
+            h.push(k.as_str().to_string(), String::from_utf8_lossy(s.as_bytes()).into_owned());
+        }
+    }
+    h
+}
+
+/// `rabbitmqctl list_queues` lines of one queue (tab-separated columns after the name).
+fn queue_line(columns: &[&str], queue: &str) -> Option<String> {
+    let mut args = vec!["list_queues", "name"];
+    args.extend_from_slice(columns);
+    rabbitmqctl_list(&args).lines().find(|l| l.split('\t').next() == Some(queue)).map(str::to_string)
+}
+
+#[actix::test]
+async fn durable_publish_fails_until_a_durable_subscription_would_keep_the_event() {
+    let t = micro::transport::connect(&amqp_url()).await.unwrap();
+    let subject = format!("micro.event.{}.placed", unique("order"));
+    let group = unique("billing");
+    let e = t.publish_durable(&subject, event("lost")).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(e.to_string().contains("no durable subscription would keep the event"), "{e}");
+
+    let mut sub = t.subscribe_durable(&DurableSpec::new(&subject, &group)).await.unwrap();
+    t.publish_durable(&subject, event("kept")).await.unwrap();
+    let d = next(&mut sub, "the kept event").await;
+    assert_eq!((d.subject.as_str(), d.attempt, body(&d.message).as_str()), (subject.as_str(), 1, "kept"));
+    assert!(d.message.headers.get(headers::ID).is_some(), "the id comes through as message_id");
+    d.acker.ack().await.unwrap();
+    drop(sub);
+    t.close().await.unwrap();
+    delete_queues(&[&format!("durable:{group}@{subject}"), &format!("{group}.dlq")]).await;
+}
+
+#[actix::test]
+async fn drained_durable_subscription_yields_what_it_received_and_can_still_ack_it() {
+    let t = micro::transport::connect(&amqp_url()).await.unwrap();
+    let subject = format!("micro.event.{}.drained", unique("stock"));
+    let group = unique("inventory");
+    let spec = DurableSpec::new(&subject, &group).concurrency(10);
+    let mut sub = t.subscribe_durable(&spec).await.unwrap();
+    for i in 0..5 {
+        t.publish_durable(&subject, event(&i.to_string())).await.unwrap();
+    }
+    let first = next(&mut sub, "the first event").await;
+    sub.drain().await.unwrap();
+    let mut received = vec![first];
+    while let Some(d) = tokio::time::timeout(WAIT, sub.next()).await.expect("a drained stream ends") {
+        received.push(d);
+    }
+    let mut got = HashSet::new();
+    for d in received {
+        got.insert(body(&d.message));
+        d.acker.ack().await.expect("what was received before the drain can still be acked");
+    }
+    drop(sub);
+    // What the drained subscription never received is still in the queue for the group.
+    let mut sub = t.subscribe_durable(&spec).await.unwrap();
+    while got.len() < 5 {
+        let d = next(&mut sub, "the events the drained subscription did not take").await;
+        assert!(got.insert(body(&d.message)), "an acked event came again: {}", body(&d.message));
+        d.acker.ack().await.unwrap();
+    }
+    drop(sub);
+    t.close().await.unwrap();
+    delete_queues(&[&format!("durable:{group}@{subject}"), &format!("{group}.dlq")]).await;
+}
+
+#[actix::test]
+async fn concurrent_durable_publishes_each_learn_whether_their_own_event_was_kept() {
+    let t = micro::transport::connect(&amqp_url()).await.unwrap();
+    let routed = format!("micro.event.{}.kept", unique("mixed"));
+    let unrouted = format!("micro.event.{}.lost", unique("mixed"));
+    let group = unique("mixed");
+    let mut sub = t.subscribe_durable(&DurableSpec::new(&routed, &group).concurrency(200)).await.unwrap();
+    const N: usize = 2000;
+    let publishes = (0..N).map(|i| {
+        let (t, subject) = (t.clone(), if i.is_multiple_of(2) { routed.clone() } else { unrouted.clone() });
+        async move { (i, t.publish_durable(&subject, event(&i.to_string())).await) }
+    });
+    let outcomes = tokio::time::timeout(Duration::from_secs(60), futures::future::join_all(publishes))
+        .await
+        .expect("durable publishes hung");
+    for (i, outcome) in outcomes {
+        match outcome {
+            Ok(()) => assert!(i.is_multiple_of(2), "publish {i} on the unrouted topic was confirmed as kept"),
+            Err(e) => {
+                assert!(!i.is_multiple_of(2), "publish {i} on the routed topic failed: {e}");
+                assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+            }
+        }
+    }
+    let mut seen = HashSet::new();
+    while seen.len() < N / 2 {
+        let d = next(&mut sub, "the routed events").await;
+        let i: usize = body(&d.message).parse().unwrap();
+        assert!(i.is_multiple_of(2), "event {i} came from the unrouted topic");
+        seen.insert(i);
+        d.acker.ack().await.unwrap();
+    }
+    drop(sub);
+    t.close().await.unwrap();
+    delete_queues(&[&format!("durable:{group}@{routed}"), &format!("{group}.dlq")]).await;
+}
+
+#[actix::test]
+async fn durable_queue_is_a_quorum_queue_that_keeps_events_while_nobody_consumes() {
+    let url = amqp_url();
+    let subject = format!("micro.event.{}.created", unique("user"));
+    let group = unique("audit");
+    let queue = format!("durable:{group}@{subject}");
+    let spec = DurableSpec::new(&subject, &group).concurrency(4);
+
+    let first = micro::transport::connect(&url).await.unwrap();
+    let mut sub = first.subscribe_durable(&spec).await.unwrap();
+    let line = queue_line(&["type", "durable"], &queue).expect("the durable queue is declared");
+    assert_eq!(line, format!("{queue}\tquorum\ttrue"));
+    // Received but never settled when its consumer goes: delivered again, one attempt later.
+    first.publish_durable(&subject, event("unsettled")).await.unwrap();
+    let d = next(&mut sub, "the first delivery").await;
+    assert_eq!((d.attempt, body(&d.message).as_str()), (1, "unsettled"));
+    drop(d);
+    drop(sub);
+    first.close().await.unwrap();
+    wait_for("the consumer to go", WAIT, || async {
+        (!rabbitmqctl_list(&["list_consumers", "queue_name"]).lines().any(|l| l.trim() == queue)).then_some(())
+    })
+    .await;
+    assert!(queue_line(&["type"], &queue).is_some(), "the durable queue outlives its consumers");
+
+    let publisher = micro::transport::connect(&url).await.unwrap();
+    for i in 0..3 {
+        publisher.publish_durable(&subject, event(&format!("offline-{i}"))).await.unwrap();
+    }
+
+    let second = micro::transport::connect(&url).await.unwrap();
+    let mut sub = second.subscribe_durable(&spec).await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < 4 {
+        let d = next(&mut sub, "the events kept while nobody consumed").await;
+        got.push((body(&d.message), d.attempt));
+        assert!(d.message.headers.get("x-delivery-count").is_none(), "transport headers are stripped");
+        d.acker.ack().await.unwrap();
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("offline-0".to_string(), 1),
+            ("offline-1".to_string(), 1),
+            ("offline-2".to_string(), 1),
+            ("unsettled".to_string(), 2)
+        ]
+    );
+    drop(sub);
+    second.close().await.unwrap();
+    publisher.close().await.unwrap();
+    delete_queues(&[&queue, &format!("{group}.dlq")]).await;
+}
+
+#[actix::test]
+async fn retries_come_back_one_attempt_later_then_go_to_the_dead_letter_queue() {
+    let t = micro::transport::connect(&amqp_url()).await.unwrap();
+    let broker = Broker::new(t.clone(), "retry-test");
+    let topic = format!("{}.charged", unique("card"));
+    let group = unique("ledger");
+    let dlq = format!("{group}.dlq");
+    let opts =
+        SubscribeOptions::durable(&group).max_attempts(3).backoff(Duration::from_millis(10), Duration::from_millis(50));
+    let mut events = broker.subscribe_durable(&topic, opts).await.unwrap();
+    let line = queue_line(&["type", "durable"], &dlq).expect("the dead-letter queue is declared");
+    assert_eq!(line, format!("{dlq}\tquorum\ttrue"));
+
+    broker.publish_durable(&topic, &serde_json::json!({"amount": 12})).await.unwrap();
+    let mut id = None;
+    for attempt in 1..=3 {
+        let e = next(&mut events, &format!("attempt {attempt}")).await;
+        assert_eq!(e.attempt(), attempt);
+        assert_eq!(e.topic, topic, "a retry keeps its topic");
+        assert_eq!(*id.get_or_insert_with(|| e.id.clone()), e.id, "a retry keeps its id");
+        assert_eq!(e.decode::<serde_json::Value>().unwrap(), serde_json::json!({"amount": 12}));
+        // The third is the last attempt: this retry dead-letters it.
+        e.retry("not yet").await.unwrap();
+    }
+    let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let dead = wait_for("the dead letter to be kept", WAIT, || async {
+        let get = lapin::options::BasicGetOptions { no_ack: true };
+        ch.basic_get(dlq.as_str().into(), get).await.unwrap()
+    })
+    .await;
+    let dead = dead_letter_headers(&dead.delivery.properties);
+    assert_eq!(dead.get(dlq_headers::ATTEMPTS), Some("3"));
+    assert_eq!(dead.get(dlq_headers::GROUP), Some(group.as_str()));
+    assert_eq!(dead.get(dlq_headers::TOPIC), Some(topic.as_str()));
+    assert!(dead.get(dlq_headers::REASON).unwrap().contains("not yet"), "{dead:?}");
+    assert_eq!(dead.get(headers::ID), id.as_deref());
+    let _ = conn.close(200, "bye".into()).await;
+    drop(events);
+    t.close().await.unwrap();
+    delete_queues(&[&format!("durable:{group}@micro.event.{topic}"), &dlq]).await;
+}
+
+#[actix::test]
+async fn durable_subscription_survives_a_broker_restart_and_gets_what_was_not_acked() {
+    let rabbit = PrivateRabbit::start().await;
+    let t = micro::transport::connect(&rabbit.url()).await.unwrap();
+    let subject = format!("micro.event.{}.shipped", unique("parcel"));
+    let mut sub = t.subscribe_durable(&DurableSpec::new(&subject, unique("tracking"))).await.unwrap();
+    t.publish_durable(&subject, event("before")).await.unwrap();
+    let unacked = next(&mut sub, "the event before the restart").await;
+    assert_eq!(body(&unacked.message), "before");
+
+    rabbit.stop_app().await;
+    wait_for("durable publishes to fail fast", WAIT, || async {
+        match t.publish_durable(&subject, event("down")).await {
+            Err(e) if e.kind() == ErrorKind::Unavailable => Some(()),
+            // One racing the connection's close may fail mid-flight instead.
+            Err(e) if e.kind() == ErrorKind::Broker => None,
+            other => panic!("unexpected outcome while the broker is down: {other:?}"),
+        }
+    })
+    .await;
+    // Its channel is gone with the connection: it cannot be acked, RabbitMQ delivers it again.
+    assert!(unacked.acker.ack().await.is_err(), "an ack on a lost channel is an error");
+    rabbit.start_app().await;
+
+    wait_for("durable publishes to succeed again", WAIT, || async {
+        t.publish_durable(&subject, event("after")).await.ok()
+    })
+    .await;
+    let mut got = HashSet::new();
+    while !(got.contains("before") && got.contains("after")) {
+        let d = next(&mut sub, "the events after the restart").await;
+        got.insert(body(&d.message));
+        d.acker.ack().await.unwrap();
+    }
+    drop(sub);
+    t.close().await.unwrap();
 }

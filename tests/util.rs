@@ -228,6 +228,14 @@ impl PrivateRabbit {
         assert!(out.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
 
+    /// `rabbitmqctl -q <args>` against this node (listings).
+    pub fn ctl_list(&self, args: &[&str]) -> String {
+        let out =
+            Command::new("rabbitmqctl").arg("-q").arg("-n").arg(&self.node).args(args).output().expect("rabbitmqctl");
+        assert!(out.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Stops the broker application: every client connection drops, the port closes.
     pub async fn stop_app(&self) {
         self.ctl(&["stop_app"]);

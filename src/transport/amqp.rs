@@ -8,33 +8,62 @@
 //!   reply-to), a `correlation_id`, and the timeout as per-message `expiration`. A request no
 //!   queue is bound for comes back as a return: an immediate `Unavailable`.
 //! - Publishes wait for the publisher confirm.
-//! - One connection uses four channels (requests, publishes, replies, consumers), whatever the
-//!   load. When the connection drops, calls fail fast with `Unavailable` while a supervisor
-//!   reconnects with backoff and re-declares every subscription behind the same stream.
+//! - Durable publishes are persistent (`delivery_mode = 2`) and `mandatory`, with the event id
+//!   as `message_id`, on a confirm-mode channel of their own, opened on first use. They resolve
+//!   with the publisher confirm; a message no queue is bound for comes back as a return and is
+//!   an `Unavailable` error. lapin hands a return to whichever confirm completes next, so every
+//!   durable publish carries a correlation id and one task per channel publishes and collects
+//!   the confirms in delivery-tag order, telling each publish whether its own message came
+//!   back.
+//! - A durable subscription is a durable queue `durable:<group>@<pattern>` (a quorum queue,
+//!   a classic durable one where quorum queues are unavailable or the queue already exists as
+//!   classic) bound to the pattern, and the group's dead-letter queue `<group>.dlq` bound to
+//!   `micro.event.<group>.dlq`. Each durable subscription consumes on a channel of its own:
+//!   prefetch = its concurrency, manual acks, confirm mode for its retries. A retry is a
+//!   persistent copy sent (after the delay, confirmed like a durable publish) to the queue by
+//!   name through the default exchange, so only this group gets it again, with the attempt in
+//!   the `Micro-Attempt` header and the original subject in `Micro-Subject`; then the original
+//!   is acked (nacked back to the queue if the copy was not stored). A delivery's attempt is
+//!   `Micro-Attempt` (1 when absent) plus the quorum queue's `x-delivery-count` (deliveries
+//!   that were never settled). Neither header is handed up.
+//! - One connection uses four channels (requests, publishes, replies, consumers), one more for
+//!   durable publishes once used, and one per durable subscription, whatever the load. When the
+//!   connection drops, calls fail fast with `Unavailable` while a supervisor reconnects with
+//!   backoff and re-declares every subscription, durable ones included, behind the same stream.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
+use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use lapin::options::{
-    BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
-    QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind, PublisherConfirm};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Incoming, Reply, ReplySink, Subscription, SubscriptionStream, Transport};
+use super::{
+    AckSink, Acker, Delivery, DurableSpec, DurableStream, DurableSubscription, Incoming, Reply, ReplySink,
+    Subscription, SubscriptionStream, Transport,
+};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::{headers, Headers, Message};
 
 /// The topic exchange every subject is routed through.
 pub const EXCHANGE: &str = "micro";
 const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
+/// The attempt a retried copy of a durable message is on (absent: 1).
+const ATTEMPT_HEADER: &str = "Micro-Attempt";
+/// The subject a retried copy was first published on (the copy goes to its queue by name).
+const SUBJECT_HEADER: &str = "Micro-Subject";
+/// Quorum queues count the deliveries of a message that were not settled in this header.
+const DELIVERY_COUNT_HEADER: &str = "x-delivery-count";
 
 /// A RabbitMQ connection that reconnects by itself.
 ///
@@ -61,6 +90,7 @@ struct Inner {
     url: String,
     link: ArcSwapOption<Link>,
     subs: Mutex<HashMap<u64, Arc<SubState>>>,
+    durables: Mutex<HashMap<u64, Arc<DurableState>>>,
     pending: Mutex<HashMap<u64, oneshot::Sender<Result<Message>>>>,
     next_id: AtomicU64,
     generation: AtomicU64,
@@ -74,6 +104,31 @@ struct Link {
     publish: Channel,
     reply: Channel,
     consume: Channel,
+    /// The confirm-mode channel of durable publishes, opened on first use.
+    durable: Mutex<Option<Arc<DurablePublisher>>>,
+    durable_open: tokio::sync::Mutex<()>,
+}
+
+impl Link {
+    /// The durable publisher of this connection, opening its channel the first time (and again
+    /// if the broker closed it).
+    async fn durable_publisher(&self) -> Result<Arc<DurablePublisher>> {
+        let live = || self.durable.lock().unwrap().as_ref().filter(|p| p.is_open()).cloned();
+        if let Some(p) = live() {
+            return Ok(p);
+        }
+        let _opening = self.durable_open.lock().await;
+        if let Some(p) = live() {
+            return Ok(p);
+        }
+        let not_open =
+            |e: lapin::Error| Error::unavailable(format!("RabbitMQ durable publish channel: {e}")).with_source(e);
+        let channel = self.conn.create_channel().await.map_err(not_open)?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(not_open)?;
+        let publisher = Arc::new(DurablePublisher::start(channel));
+        *self.durable.lock().unwrap() = Some(publisher.clone());
+        Ok(publisher)
+    }
 }
 
 struct SubState {
@@ -104,6 +159,7 @@ impl AmqpTransport {
             url: url.to_string(),
             link: ArcSwapOption::empty(),
             subs: Mutex::new(HashMap::new()),
+            durables: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             generation: AtomicU64::new(0),
@@ -165,7 +221,16 @@ async fn open_link(inner: &Arc<Inner>) -> Result<(Arc<Link>, Events)> {
         .await
         .map_err(lapin_err)?;
     let generation = inner.generation.fetch_add(1, Ordering::SeqCst) + 1;
-    let link = Arc::new(Link { generation, conn, rpc, publish, reply, consume });
+    let link = Arc::new(Link {
+        generation,
+        conn,
+        rpc,
+        publish,
+        reply,
+        consume,
+        durable: Mutex::new(None),
+        durable_open: tokio::sync::Mutex::new(()),
+    });
     let weak = Arc::downgrade(inner);
     tokio::spawn(replies.for_each(move |delivery| {
         if let (Ok(d), Some(inner)) = (delivery, weak.upgrade()) {
@@ -179,6 +244,10 @@ async fn open_link(inner: &Arc<Inner>) -> Result<(Arc<Link>, Events)> {
     let subs: Vec<Arc<SubState>> = inner.subs.lock().unwrap().values().cloned().collect();
     for sub in subs {
         start_consumer(inner, &link, &sub).await?;
+    }
+    let durables: Vec<Arc<DurableState>> = inner.durables.lock().unwrap().values().cloned().collect();
+    for durable in durables {
+        start_durable(inner, &link, &durable).await?;
     }
     Ok((link, events))
 }
@@ -269,11 +338,29 @@ pub(crate) fn binding_key(pattern: &str) -> String {
 /// The queue of a queue group: one per (group, pattern), so a group on two patterns gets two
 /// queues, as NATS queue groups are per subject.
 pub(crate) fn group_queue(group: &str, pattern: &str) -> String {
-    let name = if group == pattern { group.to_string() } else { format!("{group}@{pattern}") };
+    bounded(if group == pattern { group.to_string() } else { format!("{group}@{pattern}") })
+}
+
+/// The durable queue of a durable group on a pattern.
+pub(crate) fn durable_queue(group: &str, pattern: &str) -> String {
+    bounded(format!("durable:{group}@{pattern}"))
+}
+
+/// The queue that keeps a group's dead letters: the dead-letter subject without `micro.event.`.
+pub(crate) fn dead_letter_queue(dead_letter: &str) -> String {
+    bounded(dead_letter.strip_prefix(super::subject::EVENT_PREFIX).unwrap_or(dead_letter).to_string())
+}
+
+/// A queue name within AMQP's 255 bytes: a long one is cut and made unique by a hash.
+fn bounded(name: String) -> String {
     if name.len() <= 255 {
         name
     } else {
-        format!("{}~{:016x}", &name[..200], fxhash(&name))
+        let mut cut = 200;
+        while !name.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        format!("{}~{:016x}", &name[..cut], fxhash(&name))
     }
 }
 
@@ -488,6 +575,462 @@ impl Drop for AmqpSubscription {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Durable publishes: persistent, mandatory, confirmed, and each told whether it came back.
+
+/// Publishes durably on one confirm-mode channel. One task sends every message and collects
+/// the confirms, so that it knows them in delivery-tag order (see [`run_durable_publisher`]).
+struct DurablePublisher {
+    channel: Channel,
+    requests: mpsc::UnboundedSender<PublishRequest>,
+}
+
+struct PublishRequest {
+    exchange: String,
+    routing_key: String,
+    body: Bytes,
+    properties: BasicProperties,
+    done: oneshot::Sender<Result<()>>,
+}
+
+/// A durable publish sent and not yet decided.
+struct Unconfirmed {
+    /// Its correlation id: a return names its message by it.
+    id: u64,
+    routing_key: String,
+    state: ConfirmState,
+    done: oneshot::Sender<Result<()>>,
+}
+
+enum ConfirmState {
+    Waiting(PublisherConfirm),
+    Acked,
+    Nacked,
+    Failed(lapin::Error),
+}
+
+impl DurablePublisher {
+    /// Starts the publishing task on a channel in confirm mode.
+    fn start(channel: Channel) -> DurablePublisher {
+        let (requests, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run_durable_publisher(channel.clone(), rx));
+        DurablePublisher { channel, requests }
+    }
+
+    fn is_open(&self) -> bool {
+        self.channel.status().connected() && !self.requests.is_closed()
+    }
+
+    /// Publishes persistently and `mandatory`; resolves with the confirm. A message no queue
+    /// is bound for is an `Unavailable` error, a nack a `Broker` error.
+    async fn publish(&self, exchange: &str, routing_key: &str, body: Bytes, properties: BasicProperties) -> Result<()> {
+        let (done, outcome) = oneshot::channel();
+        let request = PublishRequest {
+            exchange: exchange.to_string(),
+            routing_key: routing_key.to_string(),
+            body,
+            properties,
+            done,
+        };
+        self.requests.send(request).map_err(|_| down())?;
+        outcome.await.unwrap_or_else(|_| Err(down()))
+    }
+}
+
+/// The durable publishing task of one channel.
+///
+/// lapin attaches a returned message to whichever confirm completes next (on a multiple ack, in
+/// hash-map order), so the confirm a return arrives on says nothing about whose it is. Here one
+/// task sends every message, so its queue is in delivery-tag order and holds every confirm lapin
+/// has registered, and every message carries a correlation id. When the oldest confirm resolves,
+/// the task looks at every confirm it holds, notes the correlation ids of all returns it finds,
+/// and decides the resolved ones at the front: returned iff its id was noted. RabbitMQ sends a
+/// message's basic.return before its basic.ack, and lapin hands out returns in arrival order, so
+/// a message's return is attached to a confirm resolved no later than its own: one the task has
+/// seen by the time it decides that message (a second look after the first catches confirms
+/// that resolved while the first was under way).
+async fn run_durable_publisher(channel: Channel, mut requests: mpsc::UnboundedReceiver<PublishRequest>) {
+    let mut unconfirmed: VecDeque<Unconfirmed> = VecDeque::new();
+    let mut returned: HashSet<u64> = HashSet::new();
+    let mut next_id: u64 = 0;
+    let mut open = true;
+    while open || !unconfirmed.is_empty() {
+        tokio::select! {
+            request = requests.recv(), if open => match request {
+                Some(request) => {
+                    next_id += 1;
+                    send_durable(&channel, next_id, request, &mut unconfirmed).await;
+                    // Take what else is waiting before looking at confirms again.
+                    for _ in 0..64 {
+                        let Ok(request) = requests.try_recv() else { break };
+                        next_id += 1;
+                        send_durable(&channel, next_id, request, &mut unconfirmed).await;
+                    }
+                }
+                None => open = false,
+            },
+            () = oldest_confirm(&mut unconfirmed, &mut returned) => decide_confirmed(&mut unconfirmed, &mut returned),
+        }
+    }
+}
+
+async fn send_durable(channel: &Channel, id: u64, request: PublishRequest, unconfirmed: &mut VecDeque<Unconfirmed>) {
+    let PublishRequest { exchange, routing_key, body, properties, done } = request;
+    let properties = properties.with_delivery_mode(2).with_correlation_id(id.to_string().into());
+    let opts = BasicPublishOptions { mandatory: true, ..Default::default() };
+    match channel.basic_publish(exchange.into(), routing_key.as_str().into(), opts, &body, properties).await {
+        Ok(confirm) => {
+            unconfirmed.push_back(Unconfirmed { id, routing_key, state: ConfirmState::Waiting(confirm), done })
+        }
+        // Not handed to the broker: the message provably was not published.
+        Err(e) => {
+            let _ = done.send(Err(
+                Error::unavailable(format!("durable publish on {routing_key} not sent: {e}")).with_source(e)
+            ));
+        }
+    }
+}
+
+/// Waits until the oldest unconfirmed publish has its confirm (forever while there is none).
+async fn oldest_confirm(unconfirmed: &mut VecDeque<Unconfirmed>, returned: &mut HashSet<u64>) {
+    match unconfirmed.front_mut() {
+        Some(Unconfirmed { state: ConfirmState::Waiting(confirm), .. }) => {
+            let confirmation = confirm.await;
+            unconfirmed.front_mut().expect("the oldest is still there").state = resolved(confirmation, returned);
+        }
+        Some(_) => {}
+        None => std::future::pending().await,
+    }
+}
+
+/// The state of a resolved confirm; notes whose message a return it carries is.
+fn resolved(confirmation: lapin::Result<Confirmation>, returned: &mut HashSet<u64>) -> ConfirmState {
+    let (state, message) = match confirmation {
+        Ok(Confirmation::Ack(message)) => (ConfirmState::Acked, message),
+        Ok(Confirmation::Nack(message)) => (ConfirmState::Nacked, message),
+        Ok(Confirmation::NotRequested) => (ConfirmState::Acked, None),
+        Err(e) => (ConfirmState::Failed(e), None),
+    };
+    if let Some(message) = message {
+        let owner = message.delivery.properties.correlation_id().as_ref().and_then(|c| c.as_str().parse::<u64>().ok());
+        match owner {
+            Some(id) => {
+                returned.insert(id);
+            }
+            None => {
+                tracing::warn!(routing_key = %message.delivery.routing_key, "a returned message without correlation id")
+            }
+        }
+    }
+    state
+}
+
+/// Looks at every confirm (twice, see [`run_durable_publisher`]) and settles the resolved ones at
+/// the front that were resolved before the second look.
+fn decide_confirmed(unconfirmed: &mut VecDeque<Unconfirmed>, returned: &mut HashSet<u64>) {
+    let mut look = |unconfirmed: &mut VecDeque<Unconfirmed>| {
+        for u in unconfirmed.iter_mut() {
+            if let ConfirmState::Waiting(confirm) = &mut u.state {
+                if let Some(confirmation) = confirm.now_or_never() {
+                    u.state = resolved(confirmation, returned);
+                }
+            }
+        }
+    };
+    look(unconfirmed);
+    let ready = unconfirmed.iter().take_while(|u| !matches!(u.state, ConfirmState::Waiting(_))).count();
+    look(unconfirmed);
+    for u in unconfirmed.drain(..ready) {
+        let was_returned = returned.remove(&u.id);
+        let subject = &u.routing_key;
+        let outcome = match u.state {
+            ConfirmState::Acked if was_returned => {
+                Err(Error::unavailable(format!("no durable subscription would keep the event on {subject}")))
+            }
+            ConfirmState::Acked => Ok(()),
+            ConfirmState::Nacked => {
+                Err(Error::new(ErrorKind::Broker, format!("RabbitMQ did not store the durable publish on {subject}")))
+            }
+            ConfirmState::Failed(e) => {
+                Err(Error::new(ErrorKind::Broker, format!("durable publish on {subject} unconfirmed: {e}"))
+                    .with_source(e))
+            }
+            ConfirmState::Waiting(_) => unreachable!("only resolved confirms are decided"),
+        };
+        let _ = u.done.send(outcome);
+    }
+    if unconfirmed.is_empty() && !returned.is_empty() {
+        // Cannot happen if returns come no later than their confirm; never let it accumulate.
+        tracing::warn!(count = returned.len(), "returns of already decided durable publishes");
+        returned.clear();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Durable subscriptions.
+
+/// A durable subscription, re-created on every connection until its stream drains or drops.
+struct DurableState {
+    id: u64,
+    spec: DurableSpec,
+    queue: String,
+    dead_letter_queue: String,
+    tx: mpsc::UnboundedSender<Delivery>,
+    /// The consumer currently feeding `tx`.
+    consumer: Mutex<Option<DurableConsumer>>,
+}
+
+/// A durable subscription's consumer on one connection: its own channel, which also sends the
+/// subscription's retries.
+#[derive(Clone)]
+struct DurableConsumer {
+    generation: u64,
+    channel: Channel,
+    tag: String,
+}
+
+/// Declares a durable queue: a quorum queue, else (quorum queues unsupported, or the queue
+/// exists as a classic one, which closes the channel) a classic durable queue on a fresh
+/// channel. Returns the channel to go on with and the kind declared.
+async fn declare_durable_queue(conn: &Connection, channel: Channel, queue: &str) -> Result<(Channel, &'static str)> {
+    let opts = QueueDeclareOptions { durable: true, ..Default::default() };
+    let mut quorum = FieldTable::default();
+    quorum.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    let (channel, kind) = match channel.queue_declare(queue.into(), opts, quorum).await {
+        Ok(_) => (channel, "quorum"),
+        Err(e) => {
+            tracing::debug!(queue, error = %e, "no quorum queue; declaring a classic durable queue");
+            let channel = conn.create_channel().await.map_err(lapin_err)?;
+            channel.queue_declare(queue.into(), opts, FieldTable::default()).await.map_err(lapin_err)?;
+            (channel, "classic")
+        }
+    };
+    tracing::info!(queue, kind, "durable queue declared");
+    Ok((channel, kind))
+}
+
+async fn start_durable(inner: &Arc<Inner>, link: &Link, state: &Arc<DurableState>) -> Result<()> {
+    let spec = &state.spec;
+    let mut channel = link.conn.create_channel().await.map_err(lapin_err)?;
+    // The group's queue on the pattern, and its dead-letter queue so dead letters are kept.
+    for (queue, key) in
+        [(&state.queue, binding_key(&spec.subject)), (&state.dead_letter_queue, spec.dead_letter.clone())]
+    {
+        channel = declare_durable_queue(&link.conn, channel, queue).await?.0;
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                EXCHANGE.into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(lapin_err)?;
+    }
+    let prefetch = u16::try_from(spec.concurrency.max(1)).unwrap_or(u16::MAX);
+    channel.basic_qos(prefetch, BasicQosOptions::default()).await.map_err(lapin_err)?;
+    channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(lapin_err)?;
+    let tag = format!("micro-durable-{}-{}", state.id, link.generation);
+    let mut consumer = channel
+        .basic_consume(
+            state.queue.as_str().into(),
+            tag.as_str().into(),
+            BasicConsumeOptions { no_ack: false, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(lapin_err)?;
+    let this = DurableConsumer { generation: link.generation, channel: channel.clone(), tag };
+    {
+        let mut current = state.consumer.lock().unwrap();
+        let already = current.as_ref().is_some_and(|c| c.generation == link.generation);
+        // Gone (drained or dropped) while this was being set up, or set up twice on one
+        // connection (a subscribe racing a reconnect): this consumer is not needed.
+        if already || !inner.durables.lock().unwrap().contains_key(&state.id) {
+            drop(current);
+            tokio::spawn(async move {
+                let _ = this.channel.close(200, "bye".into()).await;
+            });
+            return Ok(());
+        }
+        *current = Some(this);
+    }
+    let publisher = Arc::new(DurablePublisher::start(channel));
+    let queue: Arc<str> = state.queue.as_str().into();
+    let tx = state.tx.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(d)) = consumer.next().await {
+            if tx.send(durable_delivery(d, &queue, &publisher)).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// A lapin delivery as a [`Delivery`]: the attempt and the original subject read, and the
+/// transport's own headers stripped.
+fn durable_delivery(d: lapin::message::Delivery, queue: &Arc<str>, publisher: &Arc<DurablePublisher>) -> Delivery {
+    let mut headers = from_properties(&d.properties);
+    let first = headers.take(ATTEMPT_HEADER).and_then(|v| v.trim().parse::<u32>().ok()).unwrap_or(1).max(1);
+    let unsettled = headers.take(DELIVERY_COUNT_HEADER).and_then(|v| v.trim().parse::<u32>().ok()).unwrap_or(0);
+    let attempt = first.saturating_add(unsettled);
+    let subject = headers.take(SUBJECT_HEADER).unwrap_or_else(|| d.routing_key.as_str().to_string());
+    let body = Bytes::from(d.data);
+    let acker = AmqpAcker {
+        acker: Some(d.acker),
+        publisher: publisher.clone(),
+        queue: queue.clone(),
+        subject: subject.clone(),
+        properties: d.properties,
+        body: body.clone(),
+        attempt,
+    };
+    Delivery { subject, message: Message::with_headers(headers, body), attempt, acker: Acker::new(acker) }
+}
+
+/// The properties of a retry's copy: the original's, persistent, on the next attempt, with the
+/// subject it was published on, without the quorum queue's count of the original.
+fn retry_properties(original: &BasicProperties, attempt: u32, subject: &str) -> BasicProperties {
+    let mut table = original.headers().as_ref().map(|t| t.inner().clone()).unwrap_or_default();
+    table.remove(DELIVERY_COUNT_HEADER);
+    table.insert(ATTEMPT_HEADER.into(), AMQPValue::LongString(attempt.to_string().into()));
+    table.insert(SUBJECT_HEADER.into(), AMQPValue::LongString(subject.into()));
+    original.clone().with_headers(FieldTable::from(table)).with_delivery_mode(2)
+}
+
+struct AmqpAcker {
+    /// Taken when settled; still here on drop means "hand it back now".
+    acker: Option<lapin::Acker>,
+    publisher: Arc<DurablePublisher>,
+    queue: Arc<str>,
+    subject: String,
+    properties: BasicProperties,
+    body: Bytes,
+    attempt: u32,
+}
+
+/// An ack or nack's result: `Ok(false)` means lapin did not send it (the channel is gone).
+fn settled(what: &str, result: lapin::Result<bool>) -> Result<()> {
+    match result {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Error::unavailable(format!(
+            "cannot {what}: the delivery's channel is gone; RabbitMQ will deliver it again"
+        ))),
+        Err(e) => Err(Error::unavailable(format!("cannot {what}: {e}; RabbitMQ will deliver it again")).with_source(e)),
+    }
+}
+
+impl Drop for AmqpAcker {
+    fn drop(&mut self) {
+        if let (Some(acker), Ok(rt)) = (self.acker.take(), tokio::runtime::Handle::try_current()) {
+            rt.spawn(async move {
+                let _ = acker.nack(BasicNackOptions { requeue: true, multiple: false }).await;
+            });
+        }
+    }
+}
+
+impl AckSink for AmqpAcker {
+    fn ack(mut self: Box<Self>) -> BoxFuture<'static, Result<()>> {
+        let acker = self.acker.take().expect("settled once");
+        async move { settled("ack", acker.ack(BasicAckOptions::default()).await) }.boxed()
+    }
+
+    fn retry(mut self: Box<Self>, delay: Duration) -> BoxFuture<'static, Result<()>> {
+        let acker = self.acker.take().expect("settled once");
+        // The message stays unacked (holding a prefetch slot) while it waits; a lost channel
+        // meanwhile hands it back to RabbitMQ, and the copy is then not sent.
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let properties = retry_properties(&self.properties, self.attempt.saturating_add(1), &self.subject);
+            match self.publisher.publish("", &self.queue, self.body.clone(), properties).await {
+                Ok(()) => {
+                    if let Err(e) = settled("ack", acker.ack(BasicAckOptions::default()).await) {
+                        tracing::debug!(queue = %self.queue, error = %e, "retry copy sent, original not acked: it comes twice");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(queue = %self.queue, error = %e, "retry copy not stored; the original goes back to its queue");
+                    let requeue = BasicNackOptions { requeue: true, multiple: false };
+                    if let Err(e) = settled("nack", acker.nack(requeue).await) {
+                        tracing::debug!(queue = %self.queue, error = %e, "nack failed");
+                    }
+                }
+            }
+        });
+        futures::future::ready(Ok(())).boxed()
+    }
+}
+
+struct AmqpDurableSubscription {
+    rx: mpsc::UnboundedReceiver<Delivery>,
+    inner: Arc<Inner>,
+    id: u64,
+    removed: bool,
+    /// After a drain: the consumer whose channel stays open, so what was received can still be
+    /// settled, until the stream is dropped.
+    drained: Option<DurableConsumer>,
+}
+
+impl AmqpDurableSubscription {
+    /// Forgets the subscription (no re-creation on reconnect) and takes its current consumer.
+    fn remove(&mut self) -> Option<DurableConsumer> {
+        if self.removed {
+            return None;
+        }
+        self.removed = true;
+        let state = self.inner.durables.lock().unwrap().remove(&self.id)?;
+        let consumer = state.consumer.lock().unwrap().take();
+        consumer
+    }
+}
+
+impl futures::Stream for AmqpDurableSubscription {
+    type Item = Delivery;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Delivery>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl DurableStream for AmqpDurableSubscription {
+    fn drain(&mut self) -> BoxFuture<'_, Result<()>> {
+        async move {
+            // Cancelling ends the consumer's stream after what was already received; the channel
+            // stays open for their acks.
+            if let Some(consumer) = self.remove() {
+                let live = self.inner.link.load().as_ref().is_some_and(|l| l.generation == consumer.generation);
+                let cancelled = if live {
+                    consumer.channel.basic_cancel(consumer.tag.as_str().into(), BasicCancelOptions::default()).await
+                } else {
+                    Ok(())
+                };
+                self.drained = Some(consumer);
+                cancelled.map_err(lapin_err)?;
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+}
+
+impl Drop for AmqpDurableSubscription {
+    fn drop(&mut self) {
+        // Closing the channel cancels the consumer; what is unacked goes back to the queue.
+        if let Some(consumer) = self.remove().or_else(|| self.drained.take()) {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = consumer.channel.close(200, "bye".into()).await;
+                });
+            }
+        }
+    }
+}
+
 impl Transport for AmqpTransport {
     fn name(&self) -> &'static str {
         "rabbitmq"
@@ -605,6 +1148,52 @@ impl Transport for AmqpTransport {
         .boxed()
     }
 
+    fn publish_durable<'a>(&'a self, subject: &'a str, message: Message) -> BoxFuture<'a, Result<()>> {
+        async move {
+            let link = self.inner.link.load_full().ok_or_else(down)?;
+            let publisher = link.durable_publisher().await?;
+            let properties = to_properties(&message.headers);
+            publisher.publish(EXCHANGE, subject, message.body, properties).await
+        }
+        .boxed()
+    }
+
+    fn subscribe_durable<'a>(&'a self, spec: &'a DurableSpec) -> BoxFuture<'a, Result<DurableSubscription>> {
+        async move {
+            if !super::subject::is_valid(&spec.subject, true) {
+                return Err(Error::config(format!("invalid subject {:?}", spec.subject)));
+            }
+            if spec.group.is_empty() {
+                return Err(Error::config("a durable subscription needs a group"));
+            }
+            let link = self.inner.link.load_full().ok_or_else(down)?;
+            let (tx, rx) = mpsc::unbounded_channel();
+            let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+            let state = Arc::new(DurableState {
+                id,
+                spec: spec.clone(),
+                queue: durable_queue(&spec.group, &spec.subject),
+                dead_letter_queue: dead_letter_queue(&spec.dead_letter),
+                tx,
+                consumer: Mutex::new(None),
+            });
+            self.inner.durables.lock().unwrap().insert(id, state.clone());
+            let mut subscription =
+                AmqpDurableSubscription { rx, inner: self.inner.clone(), id, removed: false, drained: None };
+            if let Err(e) = start_durable(&self.inner, &link, &state).await {
+                if let Some(consumer) = subscription.remove() {
+                    let _ = consumer.channel.close(200, "bye".into()).await;
+                }
+                return Err(Error::new(
+                    ErrorKind::Broker,
+                    format!("durable subscription of {} to {} failed: {e}", spec.group, spec.subject),
+                ));
+            }
+            Ok(DurableSubscription::new(subscription))
+        }
+        .boxed()
+    }
+
     fn flush(&self) -> BoxFuture<'_, Result<()>> {
         // Every publish already waited for its confirm; nothing is buffered here.
         futures::future::ready(Ok(())).boxed()
@@ -646,6 +1235,32 @@ mod tests {
         assert_eq!(group_queue("micro.rpc.greeter", "micro.rpc.greeter"), "micro.rpc.greeter");
         assert_eq!(group_queue("audit", "micro.event.user.login"), "audit@micro.event.user.login");
         assert!(group_queue("g", &"x.".repeat(200)).len() <= 255);
+    }
+
+    #[test]
+    fn durable_queues_are_named_after_group_and_pattern_and_bounded() {
+        assert_eq!(durable_queue("audit", "micro.event.user.>"), "durable:audit@micro.event.user.>");
+        assert_eq!(dead_letter_queue("micro.event.audit.dlq"), "audit.dlq");
+        assert!(durable_queue("g", &"x.".repeat(200)).len() <= 255);
+        assert!(durable_queue("g", &"é.".repeat(200)).len() <= 255);
+        assert_ne!(durable_queue("g", &"x.".repeat(200)), durable_queue("g", &"x.".repeat(201)));
+    }
+
+    #[test]
+    fn retry_copies_count_the_attempt_and_keep_the_subject() {
+        let mut h = Headers::new();
+        h.push(headers::ID, "abc");
+        h.push("Micro-Meta-tenant", "acme");
+        let mut table = to_properties(&h).headers().clone().unwrap_or_default();
+        table.insert(DELIVERY_COUNT_HEADER.into(), AMQPValue::LongLongInt(2));
+        let original = to_properties(&h).with_headers(table);
+        let copy = retry_properties(&original, 4, "micro.event.user.login");
+        assert_eq!(copy.delivery_mode(), &Some(2));
+        let mut back = from_properties(&copy);
+        assert_eq!(back.take(ATTEMPT_HEADER).as_deref(), Some("4"));
+        assert_eq!(back.take(SUBJECT_HEADER).as_deref(), Some("micro.event.user.login"));
+        assert_eq!(back.get(DELIVERY_COUNT_HEADER), None);
+        assert_eq!((back.get(headers::ID), back.get("Micro-Meta-tenant")), (Some("abc"), Some("acme")));
     }
 
     #[test]
