@@ -28,6 +28,7 @@ macro_rules! over_brokers {
 
 mod util;
 
+mod audit;
 #[cfg(feature = "cli")]
 mod cli;
 mod conformance;
@@ -46,5 +47,8 @@ mod rabbitmq;
 fn child_node() {
     if let Ok(config) = std::env::var(util::CHILD_ENV) {
         util::run_child(serde_json::from_str(&config).expect("child config"));
+    }
+    if let Ok(config) = std::env::var(util::AUDIT_CHILD_ENV) {
+        audit::run_child(serde_json::from_str(&config).expect("audit child config"));
     }
 }

@@ -154,6 +154,38 @@ impl Drop for ChildNode {
     }
 }
 
+/// Configuration of the audit trail example's audit service run in a child process
+/// (`audit::run_child`).
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct AuditChildConfig {
+    pub url: String,
+    pub db: std::path::PathBuf,
+    pub prefix: String,
+    pub ack_wait_ms: Option<u64>,
+}
+
+pub const AUDIT_CHILD_ENV: &str = "MICRO_TEST_CHILD_AUDIT";
+
+impl ChildNode {
+    /// This test binary run again as `child_node` with `config` as JSON in `env`.
+    pub fn spawn_env(env: &str, config: &impl Serialize) -> ChildNode {
+        let exe = std::env::current_exe().expect("test binary path");
+        let child = Command::new(exe)
+            .args(["--exact", "child_node", "--nocapture", "--test-threads", "1"])
+            .env(env, serde_json::to_string(config).unwrap())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn child node");
+        ChildNode { child }
+    }
+
+    /// Sends SIGTERM and returns the exit code once the process is gone.
+    pub async fn terminate(&mut self) -> Option<i32> {
+        self.signal("TERM");
+        self.exit_code().await
+    }
+}
+
 /// The body of a child node: serve until signalled; exit 0 on a clean stop, 3 on error.
 pub fn run_child(config: ChildConfig) -> ! {
     let code = actix_rt::System::new().block_on(async move {
