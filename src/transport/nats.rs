@@ -384,7 +384,7 @@ async fn pump(
             Ok(mut messages) => loop {
                 let next = tokio::select! {
                     biased;
-                    _ = stop.changed() => return,
+                    _ = stop.changed() => return hand_back(messages).await,
                     next = messages.next() => next,
                 };
                 match next {
@@ -399,10 +399,11 @@ async fn pump(
                             attempt,
                             acker: Acker::new(JsAcker(Some(std::sync::Arc::new(acker)))),
                         };
+                        // (A delivery dropped unsent naks itself.)
                         tokio::select! {
                             biased;
-                            _ = stop.changed() => return,
-                            sent = tx.send(delivery) => if sent.is_err() { return },
+                            _ = stop.changed() => return hand_back(messages).await,
+                            sent = tx.send(delivery) => if sent.is_err() { return hand_back(messages).await },
                         }
                     }
                     Some(Err(e)) => match e.kind() {
@@ -448,6 +449,14 @@ async fn pump(
 }
 
 /// Settles a JetStream message; dropped unsettled, it naks it so it comes back at once.
+/// Stopping: what was pulled and not handed out goes back to the group now, not after the ack
+/// wait.
+async fn hand_back(mut messages: pull::Stream) {
+    while let Some(Some(Ok(msg))) = messages.next().now_or_never() {
+        let _ = msg.ack_with(AckKind::Nak(None)).await;
+    }
+}
+
 struct JsAcker(Option<std::sync::Arc<async_nats::jetstream::message::Acker>>);
 
 impl JsAcker {
