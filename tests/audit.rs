@@ -45,7 +45,13 @@ const CHILD_START: Duration = Duration::from_secs(60);
 pub fn run_child(config: AuditChildConfig) -> ! {
     let code = actix_rt::System::new().block_on(async move {
         let names = Names::new(Some(&config.prefix)).expect("a valid prefix");
-        let cfg = AuditConfig { names, db: config.db, ack_wait: config.ack_wait_ms.map(Duration::from_millis) };
+        let cfg = AuditConfig {
+            names,
+            db: config.db,
+            ack_wait: config.ack_wait_ms.map(Duration::from_millis),
+            // The broker removes what a test leaves behind.
+            expire_after: Some(Duration::from_secs(300)),
+        };
         let outcome = match audit_app::service(&cfg) {
             Ok(svc) => svc.transport(&config.url).run().await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
@@ -91,7 +97,12 @@ impl Trail {
     }
 
     fn config(&self) -> AuditConfig {
-        AuditConfig { names: self.names.clone(), db: self.db.0.clone(), ack_wait: None }
+        AuditConfig {
+            names: self.names.clone(),
+            db: self.db.0.clone(),
+            ack_wait: None,
+            expire_after: Some(Duration::from_secs(300)),
+        }
     }
 
     fn child(&self, url: &str, ack_wait_ms: Option<u64>) -> ChildNode {
@@ -262,7 +273,7 @@ async fn history_through_the_gateway_is_newest_first() {
     let url = memory_url();
     let names = Names::default();
     let db = TempDb::new();
-    let cfg = AuditConfig { names: names.clone(), db: db.0.clone(), ack_wait: None };
+    let cfg = AuditConfig { names: names.clone(), db: db.0.clone(), ack_wait: None, expire_after: None };
     let audit = audit_app::service(&cfg).unwrap().transport(&url).start().await.unwrap();
     let users = users_app::service(&names).transport(&url).start().await.unwrap();
     let gw =

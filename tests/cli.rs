@@ -410,6 +410,8 @@ async fn durable_publish_waits_for_the_group_that_reads_it_later(url: String) {
     assert_eq!(lines[1]["id"], stdout_json(&p2)["id"]);
     assert_eq!(lines[0]["attempt"], 1);
     assert_eq!(lines[1]["data"], json!({"user": "bob"}));
+    let broker = Client::connect(&url).await.unwrap().broker().clone();
+    broker.delete_durable(&topic, &group).await.unwrap();
 }
 
 async fn health_and_stats_ask_every_node(url: String) {

@@ -22,6 +22,8 @@ struct Login {
 /// Fast retries so the cases run in a blink.
 fn quick(group: &str) -> SubscribeOptions {
     SubscribeOptions::durable(group)
+        // The broker removes what a test leaves behind.
+        .expire_after(Duration::from_secs(120))
         .max_attempts(3)
         .backoff(Duration::from_millis(20), Duration::from_millis(100))
         .concurrency(8)
@@ -287,7 +289,7 @@ mod crash {
         let member = |done: Done| {
             Service::builder(unique("billing-node")).transport(&url).state(done).subscribe_with(
                 &topic,
-                SubscribeOptions::durable(&group).concurrency(4),
+                SubscribeOptions::durable(&group).concurrency(4).expire_after(Duration::from_secs(120)),
                 slow,
             )
         };
@@ -310,7 +312,69 @@ mod crash {
         second.stop().await.unwrap();
     }
 
-    over_brokers!(a_crashed_members_event_goes_to_the_next_member, a_stopped_member_hands_back_what_it_had_not_handled);
+    /// A deleted group starts afresh: what it held is gone.
+    async fn a_deleted_group_starts_afresh(url: String) {
+        let topic = format!("{}.login", unique("user"));
+        let group = unique("audit");
+        let b = broker(&url).await;
+        let events = b.subscribe_durable(&topic, quick(&group)).await.unwrap();
+        b.publish_durable(&topic, &Login { user_id: "old".into(), n: 1 }).await.unwrap();
+        drop(events);
+        b.delete_durable(&topic, &group).await.unwrap();
+        b.delete_durable(&topic, &group).await.expect("deleting what is gone is fine");
+        let mut events = b.subscribe_durable(&topic, quick(&group)).await.unwrap();
+        b.publish_durable(&topic, &Login { user_id: "new".into(), n: 2 }).await.unwrap();
+        let e = tokio::time::timeout(WAIT, events.next()).await.unwrap().unwrap();
+        assert_eq!(e.decode::<Login>().unwrap().user_id, "new", "the deleted group's event is gone");
+        e.ack().await.unwrap();
+        drop(events);
+        b.delete_durable(&topic, &group).await.unwrap();
+    }
+
+    /// A group nobody uses for `expire_after` is removed by the broker.
+    async fn an_unused_group_expires(url: String) {
+        let topic = format!("{}.login", unique("user"));
+        let group = unique("audit");
+        let t = micro::transport::connect(&url).await.unwrap();
+        let b = Broker::new(t.clone(), "events-test");
+        let events = b.subscribe_durable(&topic, quick(&group).expire_after(Duration::from_secs(1))).await.unwrap();
+        drop(events);
+        t.close().await.unwrap();
+        let b = broker(&url).await;
+        #[cfg(feature = "nats")]
+        if url.starts_with("nats") {
+            let nats = micro::transport::NatsTransport::connect(&url).await.unwrap();
+            let js = async_nats::jetstream::new(nats.client().clone());
+            let mine = format!("group {group} on");
+            wait_for("the consumer to expire", WAIT, || {
+                let (js, mine) = (js.clone(), mine.clone());
+                async move {
+                    let stream = js.get_stream(micro::transport::NATS_EVENTS_STREAM).await.ok()?;
+                    let mut consumers = stream.consumers();
+                    while let Some(c) = consumers.next().await {
+                        if c.ok()?.config.description.is_some_and(|d| d.contains(&mine)) {
+                            return None;
+                        }
+                    }
+                    Some(())
+                }
+            })
+            .await;
+            return;
+        }
+        // RabbitMQ: once the queue is gone, nothing would keep a durable publish.
+        wait_for("the queue to expire", WAIT, || async {
+            b.publish_durable(&topic, &Login { user_id: "x".into(), n: 0 }).await.err().filter(|e| e.is_unavailable())
+        })
+        .await;
+    }
+
+    over_brokers!(
+        a_deleted_group_starts_afresh,
+        an_unused_group_expires,
+        a_crashed_members_event_goes_to_the_next_member,
+        a_stopped_member_hands_back_what_it_had_not_handled,
+    );
 }
 
 /// On memory nobody may be listening on the dead-letter topic: a poison event is still given

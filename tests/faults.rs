@@ -99,7 +99,7 @@ impl Publisher {
                 });
                 for (id, outcome) in futures::future::join_all(batch).await {
                     match outcome {
-                        Ok(()) => ok2.lock().unwrap().push(id),
+                        Ok(_) => ok2.lock().unwrap().push(id),
                         Err(e) => {
                             if failed2.fetch_add(1, Ordering::SeqCst) % 200 == 0 {
                                 eprintln!("publish failed (expected while the broker is away): {e}");

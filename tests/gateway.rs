@@ -135,7 +135,13 @@ async fn durable_events_through_the_gateway_are_stored_before_the_answer(url: St
     let topic = format!("{}.login", unique("user"));
     let group = unique("audit");
     let broker = Client::connect(&url).await.unwrap().broker().clone();
-    let mut events = broker.subscribe_durable(&topic, micro::broker::SubscribeOptions::durable(&group)).await.unwrap();
+    let mut events = broker
+        .subscribe_durable(
+            &topic,
+            micro::broker::SubscribeOptions::durable(&group).expire_after(Duration::from_secs(120)),
+        )
+        .await
+        .unwrap();
     let gw = TestGateway::start(&url, GatewayConfig::default()).await;
     let rsp =
         http().post(gw.url(&format!("/event/{topic}?durable=true"))).send_json(&json!({"user": "ada"})).await.unwrap();

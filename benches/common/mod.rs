@@ -83,3 +83,56 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 pub fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
+
+/// CPU time (utime + stime) of the process `pid`, from `/proc/<pid>/stat`.
+pub fn pid_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the `(comm)`: state is field 3, utime 14 and stime 15, in clock ticks (100 Hz).
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok())).sum();
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// The pid of the one local process whose `comm` is `name` (`nats-server`, `beam.smp`), if
+/// exactly one is visible: a broker elsewhere, or several, give `None`.
+pub fn single_pid(name: &str) -> Option<u32> {
+    let pids: Vec<u32> = std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name))
+        .collect();
+    (pids.len() == 1).then(|| pids[0])
+}
+
+/// The pid of the local process listening on TCP `port` (from `/proc/net/tcp{,6}` and the
+/// processes' socket fds; needs the rights to read them), e.g. the broker a bench talks to
+/// when several run on this machine.
+pub fn listener_pid(port: u16) -> Option<u32> {
+    let inodes: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|t| {
+            t.lines()
+                .skip(1)
+                .filter_map(|l| {
+                    // sl local_address rem_address st ... inode (field 9)
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    let local_port = f.get(1)?.rsplit_once(':')?.1;
+                    let listening = f.get(3)? == &"0A";
+                    (listening && u16::from_str_radix(local_port, 16).ok()? == port)
+                        .then(|| f.get(9).map(|s| s.to_string()))?
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if inodes.is_empty() {
+        return None;
+    }
+    let wanted: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
+    std::fs::read_dir("/proc").ok()?.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()).find(|pid| {
+        std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+            fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+                .any(|link| link.to_str().is_some_and(|l| wanted.iter().any(|w| w == l)))
+        })
+    })
+}

@@ -27,6 +27,8 @@ pub struct AuditConfig {
     pub db: PathBuf,
     /// How soon the broker hands out again what a crashed member had (default 30 s).
     pub ack_wait: Option<Duration>,
+    /// How long the broker keeps the audit's groups while it is down (default 7 days).
+    pub expire_after: Option<Duration>,
 }
 
 /// One stored event.
@@ -74,6 +76,9 @@ pub fn service(cfg: &AuditConfig) -> rusqlite::Result<micro::ServiceBuilder> {
     let mut durable = SubscribeOptions::durable(&name).concurrency(64);
     if let Some(d) = cfg.ack_wait {
         durable = durable.ack_wait(d);
+    }
+    if let Some(d) = cfg.expire_after {
+        durable = durable.expire_after(d);
     }
     let builder = Service::builder(&name).version("1.0.0").state(store).handle("Audit.History", history);
     Ok(AUDITED.iter().fold(builder, |b, pattern| b.subscribe_with(&cfg.names.topic(pattern), durable.clone(), record)))

@@ -97,7 +97,8 @@ async fn main() -> Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .init();
     let args = parse_args()?;
-    let audit = || AuditConfig { names: args.names.clone(), db: args.db.clone(), ack_wait: args.ack_wait };
+    let audit =
+        || AuditConfig { names: args.names.clone(), db: args.db.clone(), ack_wait: args.ack_wait, expire_after: None };
     match args.command.as_str() {
         "demo" => demo(&args).await,
         "audit" => {
@@ -141,10 +142,15 @@ async fn demo(args: &Args) -> Result<()> {
         println!("      Set MICRO_TRANSPORT=nats://127.0.0.1:4222 for a durable trail.");
     }
     let names = &args.names;
-    let audit = audit::service(&AuditConfig { names: names.clone(), db: args.db.clone(), ack_wait: args.ack_wait })?
-        .transport(&args.url)
-        .start()
-        .await?;
+    let audit = audit::service(&AuditConfig {
+        names: names.clone(),
+        db: args.db.clone(),
+        ack_wait: args.ack_wait,
+        expire_after: None,
+    })?
+    .transport(&args.url)
+    .start()
+    .await?;
     let users = users::service(names).transport(&args.url).start().await?;
     let client = gateway_client(&args.url).await?;
     let gateway = Gateway::new(client.clone(), gateway_config());

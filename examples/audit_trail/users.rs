@@ -66,13 +66,8 @@ async fn publish<T: Serialize>(client: &Client, topic: &str, user_id: &str, even
     if user_id.is_empty() {
         return Err(Status::bad_request("user_id is required"));
     }
-    // `Uuid::now_v7` orders ids made in one process even within a millisecond.
-    let event_id = uuid::Uuid::now_v7().to_string();
-    client
-        .broker()
-        .publish_with(topic, event, PublishOptions::new().durable().id(&event_id))
-        .await
-        .map_err(|e| e.to_status("go.micro.srv.users"))?;
+    let event_id =
+        client.broker().publish_durable(topic, event).await.map_err(|e| e.to_status("go.micro.srv.users"))?;
     Ok(Published { event_id })
 }
 
@@ -88,8 +83,7 @@ pub async fn publish_many(
     futures::stream::iter(0..count)
         .map(|i| async move {
             let user_id = user.map_or_else(|| format!("user-{}", i % 10), str::to_string);
-            let id = uuid::Uuid::now_v7().to_string();
-            let opts = PublishOptions::new().durable().id(&id);
+            let opts = PublishOptions::new().durable();
             let stored = match i % 3 {
                 0 => broker.publish_with(&names.topic(LOGIN), &Login { user_id }, opts).await,
                 1 => {
@@ -101,7 +95,7 @@ pub async fn publish_many(
                     broker.publish_with(&names.topic(ORDER_PLACED), &e, opts).await
                 }
             };
-            stored.map(|()| id)
+            stored
         })
         .buffer_unordered(in_flight.max(1))
         .collect()

@@ -41,6 +41,7 @@ pub(crate) struct Durability {
     pub(crate) backoff_max: Duration,
     pub(crate) concurrency: usize,
     pub(crate) ack_wait: Duration,
+    pub(crate) expire_after: Duration,
 }
 
 impl Default for Durability {
@@ -51,6 +52,7 @@ impl Default for Durability {
             backoff_max: Duration::from_secs(60),
             concurrency: 32,
             ack_wait: Duration::from_secs(30),
+            expire_after: crate::transport::DEFAULT_EXPIRY,
         }
     }
 }
@@ -331,15 +333,20 @@ impl Stream for DurableEvents {
     }
 }
 
+pub(crate) fn spec(topic: &str, group: &str, durability: &Durability) -> DurableSpec {
+    DurableSpec::new(subject::event(topic), group)
+        .concurrency(durability.concurrency)
+        .ack_wait(durability.ack_wait)
+        .expire_after(durability.expire_after)
+}
+
 pub(crate) async fn subscribe(
     transport: &Arc<dyn Transport>,
     topic: &str,
     group: &str,
     durability: &Durability,
 ) -> Result<DurableEvents> {
-    let spec = DurableSpec::new(subject::event(topic), group)
-        .concurrency(durability.concurrency)
-        .ack_wait(durability.ack_wait);
+    let spec = spec(topic, group, durability);
     let sub = transport.subscribe_durable(&spec).await?;
     let policy = Arc::new(Policy {
         transport: transport.clone(),

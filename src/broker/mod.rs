@@ -240,6 +240,13 @@ impl SubscribeOptions {
         self
     }
 
+    /// How long the broker keeps the group once no member uses it, events and all (durable;
+    /// default 7 days, the NATS stream's retention). Short values suit tools and tests.
+    pub fn expire_after(mut self, d: Duration) -> Self {
+        self.durability().expire_after = d.max(Duration::from_secs(1));
+        self
+    }
+
     fn durability(&mut self) -> &mut Durability {
         self.durable.get_or_insert_with(Durability::default)
     }
@@ -273,8 +280,8 @@ impl Broker {
         Broker { transport, publisher: publisher.into().into() }
     }
 
-    /// Publishes an event (MessagePack).
-    pub async fn publish<T: Serialize + ?Sized>(&self, topic: &str, event: &T) -> Result<()> {
+    /// Publishes an event (MessagePack); returns its id.
+    pub async fn publish<T: Serialize + ?Sized>(&self, topic: &str, event: &T) -> Result<String> {
         self.publish_with(topic, event, PublishOptions::default()).await
     }
 
@@ -284,7 +291,7 @@ impl Broker {
         topic: &str,
         event: &T,
         opts: PublishOptions,
-    ) -> Result<()> {
+    ) -> Result<String> {
         let codec = opts.codec.unwrap_or_default();
         let body = codec.encode(event)?;
         self.publish_raw(topic, body, codec, opts).await
@@ -294,12 +301,12 @@ impl Broker {
     /// PubAck, RabbitMQ publisher confirm); an event no durable subscription or stream would
     /// keep is an error. Its id (UUID v7, or [`PublishOptions::id`]) is the broker's dedup id,
     /// so publishing again with the same id after an error does not store it twice (NATS).
-    pub async fn publish_durable<T: Serialize + ?Sized>(&self, topic: &str, event: &T) -> Result<()> {
+    pub async fn publish_durable<T: Serialize + ?Sized>(&self, topic: &str, event: &T) -> Result<String> {
         self.publish_with(topic, event, PublishOptions::new().durable()).await
     }
 
-    /// Publishes an already encoded payload.
-    pub async fn publish_raw(&self, topic: &str, body: Bytes, codec: Codec, opts: PublishOptions) -> Result<()> {
+    /// Publishes an already encoded payload; returns the event id.
+    pub async fn publish_raw(&self, topic: &str, body: Bytes, codec: Codec, opts: PublishOptions) -> Result<String> {
         if !subject::is_valid(topic, false) {
             return Err(Error::config(format!("invalid topic {topic:?}: use dotted names without wildcards")));
         }
@@ -313,7 +320,8 @@ impl Broker {
         if let Some(ct) = codec.content_type_for(&body) {
             h.push(headers::CONTENT_TYPE, ct);
         }
-        h.push(headers::ID, opts.id.unwrap_or_else(new_id));
+        let id = opts.id.unwrap_or_else(new_id);
+        h.push(headers::ID, id.clone());
         h.push(headers::TOPIC, topic.to_string());
         h.push(headers::TIMESTAMP, now_millis().to_string());
         h.push(headers::PUBLISHER, self.publisher.to_string());
@@ -321,10 +329,11 @@ impl Broker {
         h.set_metadata(&metadata);
         let message = Message::with_headers(h, body);
         if opts.durable {
-            self.transport.publish_durable(&subject::event(topic), message).await
+            self.transport.publish_durable(&subject::event(topic), message).await?;
         } else {
-            self.transport.publish(&subject::event(topic), message).await
+            self.transport.publish(&subject::event(topic), message).await?;
         }
+        Ok(id)
     }
 
     /// Subscribes to a topic or pattern (`user.*`, `order.>`) and returns the raw event stream.
@@ -334,6 +343,13 @@ impl Broker {
         }
         let sub = subscribe_events(&self.transport, topic, &opts).await?;
         Ok(EventStream(sub))
+    }
+
+    /// Removes a durable group's subscription to `topic` from the broker, with the events it
+    /// still holds (not its dead letters). Its members must have stopped.
+    pub async fn delete_durable(&self, topic: &str, group: &str) -> Result<()> {
+        let spec = durable::spec(topic, group, &Durability::default());
+        self.transport.delete_durable(&spec).await
     }
 
     /// Subscribes durably (see [`SubscribeOptions::durable`]) and returns the events to settle

@@ -377,7 +377,7 @@ impl Client {
     }
 
     /// Publishes an event on a topic (see [`Broker::publish`]).
-    pub async fn publish<T: Serialize + ?Sized>(&self, topic: &str, event: &T) -> Result<()> {
+    pub async fn publish<T: Serialize + ?Sized>(&self, topic: &str, event: &T) -> Result<String> {
         self.inner.broker.publish(topic, event).await
     }
 
@@ -387,7 +387,7 @@ impl Client {
         topic: &str,
         event: &T,
         opts: PublishOptions,
-    ) -> Result<()> {
+    ) -> Result<String> {
         self.inner.broker.publish_with(topic, event, opts).await
     }
 }

@@ -792,16 +792,24 @@ struct DurableConsumer {
 /// Declares a durable queue: a quorum queue, else (quorum queues unsupported, or the queue
 /// exists as a classic one, which closes the channel) a classic durable queue on a fresh
 /// channel. Returns the channel to go on with and the kind declared.
-async fn declare_durable_queue(conn: &Connection, channel: Channel, queue: &str) -> Result<(Channel, &'static str)> {
+async fn declare_durable_queue(
+    conn: &Connection,
+    channel: Channel,
+    queue: &str,
+    expire_after: Duration,
+) -> Result<(Channel, &'static str)> {
     let opts = QueueDeclareOptions { durable: true, ..Default::default() };
-    let mut quorum = FieldTable::default();
+    // Unused for this long (no consumer, no redeclare), the broker deletes it.
+    let mut classic = FieldTable::default();
+    classic.insert("x-expires".into(), AMQPValue::LongLongInt(expire_after.as_millis().min(i64::MAX as u128) as i64));
+    let mut quorum = classic.clone();
     quorum.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
     let (channel, kind) = match channel.queue_declare(queue.into(), opts, quorum).await {
         Ok(_) => (channel, "quorum"),
         Err(e) => {
             tracing::debug!(queue, error = %e, "no quorum queue; declaring a classic durable queue");
             let channel = conn.create_channel().await.map_err(lapin_err)?;
-            channel.queue_declare(queue.into(), opts, FieldTable::default()).await.map_err(lapin_err)?;
+            channel.queue_declare(queue.into(), opts, classic).await.map_err(lapin_err)?;
             (channel, "classic")
         }
     };
@@ -816,7 +824,7 @@ async fn start_durable(inner: &Arc<Inner>, link: &Link, state: &Arc<DurableState
     for (queue, key) in
         [(&state.queue, binding_key(&spec.subject)), (&state.dead_letter_queue, spec.dead_letter.clone())]
     {
-        channel = declare_durable_queue(&link.conn, channel, queue).await?.0;
+        channel = declare_durable_queue(&link.conn, channel, queue, spec.expire_after).await?.0;
         channel
             .queue_bind(
                 queue.as_str().into(),
@@ -1154,6 +1162,22 @@ impl Transport for AmqpTransport {
             let publisher = link.durable_publisher().await?;
             let properties = to_properties(&message.headers);
             publisher.publish(EXCHANGE, subject, message.body, properties).await
+        }
+        .boxed()
+    }
+
+    fn delete_durable<'a>(&'a self, spec: &'a DurableSpec) -> BoxFuture<'a, Result<()>> {
+        async move {
+            let link = self.inner.link.load_full().ok_or_else(down)?;
+            // A channel of its own: deleting is rare, and an error closes the channel.
+            let channel = link.conn.create_channel().await.map_err(lapin_err)?;
+            let queue = durable_queue(&spec.group, &spec.subject);
+            let deleted =
+                channel.queue_delete(queue.as_str().into(), lapin::options::QueueDeleteOptions::default()).await;
+            let _ = channel.close(200, "bye".into()).await;
+            deleted.map(|_| ()).map_err(|e| {
+                Error::new(ErrorKind::Broker, format!("deleting durable queue {queue} failed: {e}")).with_source(e)
+            })
         }
         .boxed()
     }

@@ -23,6 +23,9 @@ use super::{Subscription, Transport};
 use crate::error::Result;
 use crate::message::Message;
 
+/// How long a durable group is kept unused by default: the NATS events stream's retention.
+pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// What a durable subscription asks of the broker.
 ///
 /// ```
@@ -43,6 +46,9 @@ pub struct DurableSpec {
     /// How long a delivery may stay unsettled before the broker hands it out again, where the
     /// broker has such a timer (JetStream `ack_wait`). [`Acker::progress`] extends it.
     pub ack_wait: Duration,
+    /// How long the broker keeps the group (and, on RabbitMQ, its dead-letter queue) once no
+    /// member uses it: JetStream `inactive_threshold`, RabbitMQ `x-expires`.
+    pub expire_after: Duration,
     /// The subject dead letters of this group are published on; the transport makes it
     /// durable (RabbitMQ binds a durable queue of the same name without the `micro.event.`
     /// prefix to it).
@@ -50,8 +56,8 @@ pub struct DurableSpec {
 }
 
 impl DurableSpec {
-    /// A spec with the defaults: 32 at a time, 30 s ack wait, dead letters on
-    /// `micro.event.<group>.dlq`.
+    /// A spec with the defaults: 32 at a time, 30 s ack wait, kept 7 days unused, dead letters
+    /// on `micro.event.<group>.dlq`.
     pub fn new(subject: impl Into<String>, group: impl Into<String>) -> DurableSpec {
         let group = group.into();
         DurableSpec {
@@ -60,7 +66,14 @@ impl DurableSpec {
             group,
             concurrency: 32,
             ack_wait: Duration::from_secs(30),
+            expire_after: DEFAULT_EXPIRY,
         }
+    }
+
+    /// Sets how long the broker keeps the group unused.
+    pub fn expire_after(mut self, d: Duration) -> Self {
+        self.expire_after = d.max(Duration::from_secs(1));
+        self
     }
 
     /// Sets how many deliveries may be unsettled at once.

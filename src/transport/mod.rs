@@ -33,7 +33,7 @@ mod durable;
 mod memory;
 pub mod subject;
 
-pub use durable::{AckSink, Acker, Delivery, DurableSpec, DurableStream, DurableSubscription};
+pub use durable::{AckSink, Acker, Delivery, DurableSpec, DurableStream, DurableSubscription, DEFAULT_EXPIRY};
 pub use memory::MemoryTransport;
 
 #[cfg(feature = "nats")]
@@ -179,6 +179,14 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
     /// The default is the in-process fallback: same API, nothing survives the process.
     fn subscribe_durable<'a>(&'a self, spec: &'a DurableSpec) -> BoxFuture<'a, Result<DurableSubscription>> {
         Box::pin(durable::in_process(self, spec))
+    }
+
+    /// Removes a durable group's place on the broker (its JetStream consumer, its RabbitMQ
+    /// queue; not its dead letters), with whatever it still holds. Members must be gone.
+    /// Removing a group that does not exist is not an error.
+    fn delete_durable<'a>(&'a self, spec: &'a DurableSpec) -> BoxFuture<'a, Result<()>> {
+        let _ = spec;
+        Box::pin(futures::future::ready(Ok(())))
     }
 
     /// Flushes anything buffered to the server.

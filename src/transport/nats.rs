@@ -262,6 +262,25 @@ impl Transport for NatsTransport {
         .boxed()
     }
 
+    fn delete_durable<'a>(&'a self, spec: &'a DurableSpec) -> BoxFuture<'a, Result<()>> {
+        async move {
+            let name = consumer_name(&spec.group, &spec.subject);
+            let stream = match self.js.get_stream(EVENTS_STREAM).await {
+                Ok(s) => s,
+                Err(e) if e.to_string().contains("not found") => return Ok(()),
+                Err(e) => return Err(Error::new(ErrorKind::Broker, format!("JetStream stream {EVENTS_STREAM}: {e}"))),
+            };
+            match stream.delete_consumer(&name).await {
+                Ok(_) => Ok(()),
+                Err(e) if e.to_string().contains("not found") => Ok(()),
+                Err(e) => {
+                    Err(Error::new(ErrorKind::Broker, format!("deleting consumer {name} failed: {e}")).with_source(e))
+                }
+            }
+        }
+        .boxed()
+    }
+
     fn flush(&self) -> BoxFuture<'_, Result<()>> {
         async move {
             self.client
@@ -343,15 +362,24 @@ impl NatsTransport {
             max_ack_pending: (spec.concurrency * 8).max(256) as i64,
             // Retries are counted and dead-lettered above; the server never gives up by itself.
             max_deliver: -1,
+            inactive_threshold: spec.expire_after,
             ..Default::default()
         };
         let stream = self.js.get_stream(EVENTS_STREAM).await.map_err(|e| {
             Error::new(ErrorKind::Broker, format!("JetStream stream {EVENTS_STREAM}: {e}")).with_source(e)
         })?;
-        stream.get_or_create_consumer(&name, config).await.map_err(|e| {
-            Error::new(ErrorKind::Broker, format!("durable consumer {name} for {} failed: {e}", spec.subject))
-                .with_source(e)
-        })
+        // Create, or update an existing group's settings (concurrency, ack wait, expiry).
+        match stream.create_consumer(config).await {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                // Settings the server cannot change in place: go on with the group as it is.
+                tracing::warn!(consumer = %name, error = %e, "durable consumer not updated; using it as it is");
+                stream.get_consumer(&name).await.map_err(|e| {
+                    Error::new(ErrorKind::Broker, format!("durable consumer {name} for {} failed: {e}", spec.subject))
+                        .with_source(e)
+                })
+            }
+        }
     }
 }
 

@@ -1,0 +1,1230 @@
+//! Durable events, end to end (published → stored → handled → acknowledged), on NATS JetStream
+//! and on RabbitMQ: the framework (`Broker::publish_durable` + a service's durable
+//! subscription) against a hand-written raw-client baseline, measured in the same process and
+//! the same run.
+//!
+//! ```text
+//! export CARGO_TARGET_DIR=~/.cache/actix-micro-target
+//! cargo bench --bench events_durable
+//! BENCH_EVENTS=50000 BENCH_BROKERS=nats cargo bench --bench events_durable
+//! ```
+//!
+//! What is compared, per broker, with the same payload: a small struct
+//! `{user_id: String, n: u64, action: String}` encoded as named MessagePack (81 bytes; the
+//! framework's codec and `rmp_serde::to_vec_named` give the same bytes, checked at start).
+//! Each phase publishes N events with a window of W publishes in flight (each one resolves
+//! only once the broker has stored the event) while one subscriber with C deliveries
+//! outstanding decodes each event, counts it and acknowledges it.
+//!
+//! - **framework (NATS)**: `Service::builder(..).transport(nats).subscribe_with(topic,
+//!   SubscribeOptions::durable(group).concurrency(C), handler)` with a handler that takes
+//!   `Req<UserEvent>` and counts; the publisher is a `micro::broker::Broker` over its own
+//!   `micro::transport::connect(nats)` calling `publish_durable`. That is the real path: the
+//!   event envelope (id, topic, timestamp, publisher, traceparent headers), `Nats-Msg-Id`,
+//!   the awaited PubAck, the `MICRO_EVENTS` stream, a durable pull consumer with explicit
+//!   acks and `max_ack_pending = C`, the pump task and channel, the retry/dead-letter policy
+//!   layer, a task per event with its keep-alive timer, the codec, settling by the result.
+//!   The envelope is a feature cost the broker pays too: about 320 bytes of headers per event
+//!   against the raw side's 63 (`Nats-Msg-Id` only); the first line printed says how much.
+//! - **raw (NATS)**: async-nats JetStream by hand, as a competent engineer writes it: the same
+//!   MessagePack payload published with `send_publish` and a `Nats-Msg-Id` header (a UUID v7),
+//!   the same window of PubAck futures in flight, to a subject under `micro.event.` (so the
+//!   same stream `MICRO_EVENTS` and the same storage; the stream is created with the
+//!   framework's config if missing); a durable pull consumer (explicit ack, `max_ack_pending`
+//!   C, `DeliverPolicy::New`) consumed with `consumer.stream().max_messages_per_batch(min(C,
+//!   256)).messages()` (the framework's batch too), decoding inline and `ack()`ing each.
+//! - **framework (RabbitMQ)**: the same service and publisher on `amqp://`. Once the durable
+//!   RabbitMQ backend is in, that is a durable quorum queue `durable:{group}@micro.event.{topic}`
+//!   with manual acks and prefetch C, and persistent mandatory publishes waiting for their
+//!   confirms. **Until then** the transport's in-process fallback serves durable subscriptions
+//!   (a plain auto-delete group queue, acks in memory, non-persistent publishes): the bench
+//!   runs and says so, but those framework figures are not a durable path and the amqp ratio
+//!   means nothing.
+//! - **raw (RabbitMQ)**: lapin by hand: a confirm-mode channel publishing persistent
+//!   (`delivery_mode` 2), `mandatory` messages with a `message_id` (UUID v7) through the default
+//!   exchange to a durable quorum queue the bench declares (and deletes), W confirms in
+//!   flight; a consumer on its own connection with `basic_qos(C)` and manual acks, decoding
+//!   each delivery inline and spawning its `basic_ack` (lapin resolves an ack only once its
+//!   IO thread has written it: awaiting it inline would serialise the consumer on that thread
+//!   hop); an event counts once its ack is written.
+//!
+//! Throughput is N divided by the time from the first publish until every event has been
+//! handled **and the broker shows every ack**: on NATS the consumer info must show
+//! `num_ack_pending == 0` and `num_pending == 0` (polled every millisecond once all N are
+//! handled, over a third connection, the same for both sides); on RabbitMQ a passive declare
+//! of the queue must show 0 ready messages. A passive declare does not report unacknowledged
+//! messages, so after the clock stops each RabbitMQ phase also closes the consumer (the raw
+//! channel; the framework service; half a second after the last ack, see `ACK_SETTLE_GRACE`)
+//! and checks that nothing came back to the queue: an event not acknowledged would. Every
+//! handler records which `n` it saw, so lost events (a timeout) and duplicates (printed) are
+//! caught.
+//!
+//! Fairness: everything of this process runs on one current-thread actix arbiter, both sides
+//! alike (lapin adds an IO thread per connection on both sides), so the client side uses about
+//! one core and the broker gets the other. Publisher and subscriber use separate connections
+//! on both sides. Each phase uses its own topic, group, consumer or queue, created before its
+//! clock starts (for the framework: a service started with that subscription, stopped after
+//! the clock); the raw handler runs inline in its consume loop, the framework spawns a task
+//! per event: that is part of what is measured. Rounds alternate which side goes first; the
+//! summary reports the **median over rounds** (per-round numbers are printed too), and the
+//! paired `fw/raw` ratio of each round. A warm-up phase per side and broker comes first,
+//! unrecorded.
+//!
+//! Besides throughput the table shows per event: CPU time of this process (publisher and
+//! subscriber together, `/proc/self/stat`), heap allocations (a counting wrapper around the
+//! system allocator, both sides alike), and CPU time of the broker process (for a local URL
+//! the process listening on its port, else the one `nats-server` or `beam.smp` if exactly one
+//! runs; a shared broker adds whatever else it serves meanwhile). On a shared two-core machine
+//! throughput follows the CPU left over; these per-event costs are the steadier figures.
+//!
+//! Environment:
+//! - `BENCH_EVENTS` (default 20000; 500 when not run by `cargo bench`): events per phase.
+//! - `BENCH_SECS` (unset by default): size each phase to about that many seconds instead,
+//!   from the warm-up rate of the slower side (`BENCH_EVENTS` wins if both are set; ignored
+//!   in a smoke run).
+//! - `BENCH_ROUNDS` (default 3; 1 when not run by `cargo bench`): rounds of (raw, framework)
+//!   per broker.
+//! - `BENCH_WARMUP_EVENTS` (default 2000; 100 when not run by `cargo bench`).
+//! - `BENCH_CONCURRENCY` (default 64): C, deliveries outstanding per subscriber.
+//! - `BENCH_WINDOW` (default 256): W, durable publishes in flight.
+//! - `BENCH_BROKERS` (default `nats,amqp`): which brokers to run; a skipped one's ratio is `NaN`.
+//! - `BENCH_PROFILE=framework|raw`: after the warm-up, run only that side once per broker and
+//!   exit (for `perf record`; prints no ratio lines).
+//! - `BENCH_SPLIT=1` (NATS only): also measure each side's publish path and consume path apart:
+//!   publish N with the consumer idle, then consume the stored backlog (handlers are held at a
+//!   gate until the clock starts, so the backlog is there and the service start is not timed).
+//! - `MICRO_TEST_NATS_URL` (default `nats://127.0.0.1:4222`, JetStream enabled),
+//!   `MICRO_TEST_AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`).
+//!
+//! When not started by `cargo bench` (e.g. `cargo test --benches`) this is a smoke run: small
+//! phases, one round, figures not meaningful.
+//!
+//! The last two lines are machine-readable:
+//! `events durable nats ratio=<framework / raw events per second>` and
+//! `events durable amqp ratio=<framework / raw events per second>`, each the median over
+//! rounds of the round's own framework/raw ratio (the two sides of a round run back to back,
+//! so drift between rounds on a shared machine cancels out; the summary table's `fw/raw`
+//! column divides medians instead and can differ when rounds drift).
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer::pull, message::PublishMessage};
+use futures::{stream, StreamExt};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use micro::broker::Broker;
+use micro::prelude::*;
+use micro::transport::Transport;
+use micro::ServiceHandle;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{watch, Notify};
+
+mod common;
+use common::*;
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
+/// The event both sides publish and decode.
+#[derive(Serialize, Deserialize)]
+struct UserEvent {
+    user_id: String,
+    n: u64,
+    action: String,
+}
+
+fn user_event(n: u64) -> UserEvent {
+    UserEvent { user_id: "user-0193f0e0-a1b2-7c3d-8e5f-60718293a4b5".into(), n, action: "login.password.web".into() }
+}
+
+/// The JetStream stream the framework stores events in (`src/transport/nats.rs`).
+const NATS_STREAM: &str = "MICRO_EVENTS";
+
+/// The stream as the framework makes it (`NatsTransport::ensure_stream`), for the raw side to
+/// create it the same way if it is missing.
+fn stream_config() -> jetstream::stream::Config {
+    jetstream::stream::Config {
+        name: NATS_STREAM.to_string(),
+        subjects: vec!["micro.event.>".to_string()],
+        storage: jetstream::stream::StorageType::File,
+        max_age: Duration::from_secs(7 * 24 * 3600),
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    }
+}
+
+/// The framework's durable consumer name of a (group, subject): `consumer_name` in
+/// `src/transport/nats.rs`, replicated (the bench fails loudly if it stops matching).
+fn nats_consumer_name(group: &str, subject: &str) -> String {
+    let pattern = subject.strip_prefix("micro.event.").unwrap_or(subject);
+    let clean = |s: &str| -> String {
+        s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).take(90).collect()
+    };
+    let hash = format!("{group}\0{subject}")
+        .bytes()
+        .fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3));
+    format!("{}__{}__{:08x}", clean(group), clean(pattern), hash as u32)
+}
+
+/// The broker process, for its CPU time: for a local URL the process listening on its port,
+/// else the one process named `name` if exactly one runs; none for a remote broker.
+fn broker_pid(url: &str, default_port: u16, name: &str) -> Option<u32> {
+    let hostport = url.rsplit('@').next().unwrap_or(url);
+    let hostport = hostport.split_once("://").map_or(hostport, |(_, r)| r);
+    let hostport = hostport.split('/').next().unwrap_or(hostport);
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse().unwrap_or(default_port)),
+        None => (hostport, default_port),
+    };
+    if !matches!(host, "127.0.0.1" | "localhost" | "[::1]" | "0.0.0.0") {
+        return None;
+    }
+    listener_pid(port).or_else(|| single_pid(name))
+}
+
+fn broker_cpu_note(pid: Option<u32>, name: &str) -> String {
+    match pid {
+        Some(pid) => format!("broker µs/ev = CPU of pid {pid} ({name}, shared: includes whatever else it serves)"),
+        None => format!("no local {name} process found: broker CPU not shown"),
+    }
+}
+
+/// A UUID v7 in its hyphenated form, without a heap allocation.
+fn uuid_v7(buf: &mut [u8; uuid::fmt::Hyphenated::LENGTH]) -> &str {
+    uuid::Uuid::now_v7().hyphenated().encode_lower(buf)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Side {
+    Raw,
+    Framework,
+}
+
+impl Side {
+    fn label(self) -> &'static str {
+        match self {
+            Side::Raw => "raw",
+            Side::Framework => "framework",
+        }
+    }
+}
+
+struct Config {
+    /// Run by `cargo bench` (else a smoke run, e.g. `cargo test --benches`).
+    full: bool,
+    /// Events per phase, if fixed (`BENCH_EVENTS`, or the default when `BENCH_SECS` is unset).
+    events: Option<u64>,
+    /// Target seconds per phase (`BENCH_SECS`), used when `events` is not fixed.
+    secs: f64,
+    rounds: usize,
+    warmup_events: u64,
+    concurrency: usize,
+    window: usize,
+    nats: bool,
+    amqp: bool,
+    profile: Option<Side>,
+    split: bool,
+}
+
+impl Config {
+    fn from_env() -> Config {
+        // `cargo bench` passes `--bench`; `cargo test --benches` does not: keep that a smoke run.
+        let full = std::env::args().any(|a| a == "--bench");
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let int =
+            |name: &str, default: u64| var(name).and_then(|s| s.trim().parse::<u64>().ok()).unwrap_or(default).max(1);
+        // A smoke run stays small whatever BENCH_SECS says.
+        let secs = var("BENCH_SECS").and_then(|s| s.trim().parse::<f64>().ok()).filter(|s| *s > 0.0 && full);
+        let events = match (var("BENCH_EVENTS"), secs) {
+            (Some(_), _) | (None, None) => Some(int("BENCH_EVENTS", if full { 20_000 } else { 500 })),
+            (None, Some(_)) => None,
+        };
+        let brokers = var("BENCH_BROKERS").unwrap_or_else(|| "nats,amqp".into());
+        let has = |b: &str| brokers.split(',').any(|x| x.trim() == b);
+        Config {
+            full,
+            events,
+            secs: secs.unwrap_or(0.0),
+            rounds: int("BENCH_ROUNDS", if full { 3 } else { 1 }) as usize,
+            warmup_events: int("BENCH_WARMUP_EVENTS", if full { 2000 } else { 100 }),
+            concurrency: int("BENCH_CONCURRENCY", 64) as usize,
+            window: int("BENCH_WINDOW", 256) as usize,
+            nats: has("nats"),
+            amqp: has("amqp"),
+            profile: match var("BENCH_PROFILE").as_deref() {
+                Some("raw") => Some(Side::Raw),
+                Some(_) => Some(Side::Framework),
+                None => None,
+            },
+            split: var("BENCH_SPLIT").is_some_and(|v| v != "0"),
+        }
+    }
+
+    /// How long a phase of `n` events may take before the bench gives up on it.
+    fn phase_timeout(n: u64) -> Duration {
+        Duration::from_secs(30) + Duration::from_millis(2 * n)
+    }
+}
+
+/// What the subscriber of one phase has seen: which `n`s, how many, duplicates.
+struct Tally {
+    expected: u64,
+    handled: AtomicU64,
+    duplicates: AtomicU64,
+    unexpected: AtomicU64,
+    /// One bit per `n`.
+    seen: Vec<AtomicU64>,
+    done: Notify,
+    /// Split mode: handlers wait until this is true.
+    gate: watch::Sender<bool>,
+}
+
+impl Tally {
+    fn new(expected: u64) -> Arc<Tally> {
+        Arc::new(Tally {
+            expected,
+            handled: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            unexpected: AtomicU64::new(0),
+            seen: (0..expected.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            done: Notify::new(),
+            gate: watch::Sender::new(true),
+        })
+    }
+
+    /// Like `new`, with handlers held until [`open`](Self::open).
+    fn gated(expected: u64) -> Arc<Tally> {
+        let t = Tally::new(expected);
+        t.gate.send_replace(false);
+        t
+    }
+
+    fn open(&self) {
+        self.gate.send_replace(true);
+    }
+
+    async fn wait_open(&self) {
+        let _ = self.gate.subscribe().wait_for(|open| *open).await;
+    }
+
+    fn record(&self, n: u64) {
+        let Some(word) = self.seen.get((n / 64) as usize).filter(|_| n < self.expected) else {
+            self.unexpected.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let bit = 1u64 << (n % 64);
+        if word.fetch_or(bit, Ordering::Relaxed) & bit != 0 {
+            self.duplicates.fetch_add(1, Ordering::Relaxed);
+        } else if self.handled.fetch_add(1, Ordering::Relaxed) + 1 == self.expected {
+            self.done.notify_one();
+        }
+    }
+
+    fn bad(&self) {
+        self.unexpected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn handled(&self) -> u64 {
+        self.handled.load(Ordering::Relaxed)
+    }
+
+    async fn all_handled(&self) {
+        // `notify_one` leaves a permit when nobody waits yet, so the last event is not missed.
+        while self.handled() < self.expected {
+            self.done.notified().await;
+        }
+    }
+}
+
+/// One measured phase.
+#[derive(Default)]
+struct Phase {
+    events: u64,
+    /// Publishes that failed.
+    errors: u64,
+    elapsed: Duration,
+    /// CPU time (user + system) of this process in the phase: publisher and subscriber.
+    cpu: Duration,
+    /// CPU time of the broker process in the phase, if it is visible.
+    server_cpu: Option<Duration>,
+    /// Heap allocations (and reallocations) in this process during the phase.
+    allocations: u64,
+    /// Events handled more than once.
+    duplicates: u64,
+    /// Redeliveries the broker reports (NATS consumer info).
+    redelivered: Option<u64>,
+}
+
+impl Phase {
+    fn eps(&self) -> f64 {
+        self.events as f64 / self.elapsed.as_secs_f64()
+    }
+    fn cpu_us(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.events.max(1) as f64
+    }
+    fn allocs(&self) -> f64 {
+        self.allocations as f64 / self.events.max(1) as f64
+    }
+    fn server_us(&self) -> f64 {
+        self.server_cpu.map_or(f64::NAN, |c| c.as_secs_f64() * 1e6 / self.events.max(1) as f64)
+    }
+    fn with_tally(mut self, tally: &Tally) -> Phase {
+        self.duplicates = tally.duplicates.load(Ordering::Relaxed);
+        let unexpected = tally.unexpected.load(Ordering::Relaxed);
+        if unexpected > 0 {
+            eprintln!("  {unexpected} events could not be decoded or had an unexpected n");
+        }
+        self
+    }
+}
+
+/// Starts the clocks of a phase.
+struct Meter {
+    t0: Instant,
+    cpu0: Duration,
+    allocs0: u64,
+    server: Option<(u32, Duration)>,
+}
+
+impl Meter {
+    fn start(server_pid: Option<u32>) -> Meter {
+        Meter {
+            server: server_pid.and_then(|pid| Some((pid, pid_cpu(pid)?))),
+            cpu0: process_cpu(),
+            allocs0: ALLOCATIONS.load(Ordering::Relaxed),
+            t0: Instant::now(),
+        }
+    }
+
+    fn stop(self, events: u64, errors: u64) -> Phase {
+        let elapsed = self.t0.elapsed();
+        Phase {
+            events,
+            errors,
+            elapsed,
+            cpu: process_cpu().saturating_sub(self.cpu0),
+            allocations: ALLOCATIONS.load(Ordering::Relaxed) - self.allocs0,
+            server_cpu: self.server.and_then(|(pid, c0)| Some(pid_cpu(pid)?.saturating_sub(c0))),
+            ..Default::default()
+        }
+    }
+}
+
+/// Publishes events `0..n` with `window` publishes in flight; the number of failures.
+async fn publish_all<F, Fut, E>(n: u64, window: usize, publish: F) -> u64
+where
+    F: FnMut(u64) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut results = stream::iter(0..n).map(publish).buffer_unordered(window);
+    let (mut errors, mut first) = (0u64, None);
+    while let Some(r) = results.next().await {
+        if let Err(e) = r {
+            errors += 1;
+            first.get_or_insert_with(|| e.to_string());
+        }
+    }
+    if let Some(e) = first {
+        eprintln!("  {errors} publishes failed, first: {e}");
+    }
+    errors
+}
+
+/// Publishes `0..n` while the subscriber handles them; resolves once all `n` are handled.
+async fn publish_and_handle<F, Fut, E>(tally: &Tally, window: usize, publish: F) -> Result<u64, BoxError>
+where
+    F: FnMut(u64) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let n = tally.expected;
+    let timeout = Config::phase_timeout(n);
+    let (errors, handled) =
+        tokio::join!(publish_all(n, window, publish), tokio::time::timeout(timeout, tally.all_handled()));
+    if handled.is_err() {
+        return Err(format!(
+            "only {} of {n} events handled within {timeout:?} ({errors} publishes failed)",
+            tally.handled()
+        )
+        .into());
+    }
+    Ok(errors)
+}
+
+/// The framework's publish: `Broker::publish_durable` (encode, envelope, stored-ack).
+async fn fw_publish(broker: &Broker, topic: &str, i: u64) -> micro::Result<()> {
+    broker.publish_durable(topic, &user_event(i)).await.map(drop)
+}
+
+/// The framework's subscriber: a service with one durable subscription whose handler decodes
+/// the event (`Req<UserEvent>`) and counts it.
+async fn start_service(
+    url: &str,
+    name: &str,
+    topic: &str,
+    group: &str,
+    concurrency: usize,
+    tally: &Arc<Tally>,
+) -> Result<ServiceHandle, BoxError> {
+    let options = SubscribeOptions::durable(group).concurrency(concurrency);
+    let builder = Service::builder(name).transport(url);
+    let t = tally.clone();
+    let service = if *tally.gate.borrow() {
+        builder
+            .subscribe_with(topic, options, move |Req(e): Req<UserEvent>| {
+                t.record(e.n);
+                std::future::ready(Ok::<(), Status>(()))
+            })
+            .start()
+            .await?
+    } else {
+        builder
+            .subscribe_with(topic, options, move |Req(e): Req<UserEvent>| {
+                let t = t.clone();
+                async move {
+                    t.wait_open().await;
+                    t.record(e.n);
+                    Ok::<(), Status>(())
+                }
+            })
+            .start()
+            .await?
+    };
+    Ok(service)
+}
+
+/// One broker's pair of sides.
+trait Bench {
+    fn name(&self) -> &'static str;
+    /// One phase of `n` events on `side`; `tag` makes its names unique.
+    async fn phase(&self, cfg: &Config, side: Side, tag: &str, n: u64) -> Result<Phase, BoxError>;
+    /// Publish path and consume path apart: (publish, consume), if this broker supports it.
+    async fn split(&self, _cfg: &Config, _side: Side, _tag: &str, _n: u64) -> Result<Option<(Phase, Phase)>, BoxError> {
+        Ok(None)
+    }
+    /// A note printed under the broker's table.
+    fn note(&self) -> Option<String> {
+        None
+    }
+    /// Deletes what the bench made on the broker (best effort).
+    async fn cleanup(&self);
+}
+
+// ---------------------------------------------------------------------------------------------
+// NATS
+
+struct NatsBench {
+    url: String,
+    run: String,
+    /// `bench.durable.<run>.nats`: every topic of this run on NATS is under it.
+    prefix: String,
+    /// `MICRO_EVENTS` over the monitor connection: consumer info polls, setup, cleanup.
+    stream: jetstream::stream::Stream,
+    fw_transport: Arc<dyn Transport>,
+    fw_broker: Broker,
+    raw_pub: jetstream::Context,
+    raw_sub: jetstream::Context,
+    server_pid: Option<u32>,
+    /// Framework and raw consumers made so far, deleted at the end whatever happened.
+    consumers: RefCell<Vec<String>>,
+    header_note: String,
+}
+
+impl NatsBench {
+    async fn connect(run: &str) -> Result<NatsBench, BoxError> {
+        let url = micro::test_util::nats_url();
+        let monitor = jetstream::new(async_nats::connect(&url).await?);
+        let stream = monitor
+            .get_or_create_stream(stream_config())
+            .await
+            .map_err(|e| format!("JetStream stream {NATS_STREAM} on {url}: {e} (is nats-server started with -js?)"))?;
+        let fw_transport = micro::transport::connect(&url).await?;
+        let fw_broker = Broker::new(fw_transport.clone(), "bench-publisher");
+        let raw_pub = jetstream::new(async_nats::connect(&url).await?);
+        let raw_sub = jetstream::new(async_nats::connect(&url).await?);
+        let prefix = format!("bench.durable.{run}.nats");
+        let server_pid = broker_pid(&url, 4222, "nats-server");
+
+        // What the framework puts on the wire: the same payload bytes, plus its envelope headers.
+        let check_topic = format!("{prefix}.check");
+        let core = async_nats::connect(&url).await?;
+        let mut sub = core.subscribe(format!("micro.event.{check_topic}")).await?;
+        core.flush().await?;
+        fw_broker.publish_durable(&check_topic, &user_event(7)).await?;
+        let msg = tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await?
+            .ok_or("no framework event on the check subject")?;
+        let raw_payload = rmp_serde::to_vec_named(&user_event(7))?;
+        assert_eq!(msg.payload[..], raw_payload[..], "framework and raw payloads differ");
+        let header_bytes = |h: &async_nats::HeaderMap| -> usize {
+            // `NATS/1.0\r\n` ... `\r\n`, one `Name: value\r\n` per value.
+            12 + h
+                .iter()
+                .flat_map(|(k, vs)| vs.iter().map(move |v| AsRef::<str>::as_ref(k).len() + v.as_str().len() + 4))
+                .sum::<usize>()
+        };
+        let fw_headers = msg.headers.as_ref().map_or(0, &header_bytes);
+        let mut raw_h = async_nats::HeaderMap::new();
+        raw_h.insert("Nats-Msg-Id", "0193f0e0-a1b2-7c3d-8e5f-60718293a4b5");
+        let header_note = format!(
+            "payload {} B msgpack on both sides; headers: framework {fw_headers} B ({} headers incl. Nats-Msg-Id), \
+             raw {} B (Nats-Msg-Id only)",
+            raw_payload.len(),
+            msg.headers.as_ref().map_or(0, |h| h.len()),
+            header_bytes(&raw_h)
+        );
+        drop(sub);
+        core.drain().await?;
+
+        Ok(NatsBench {
+            url,
+            run: run.to_string(),
+            prefix,
+            stream,
+            fw_transport,
+            fw_broker,
+            raw_pub,
+            raw_sub,
+            server_pid,
+            consumers: RefCell::default(),
+            header_note,
+        })
+    }
+
+    /// Waits until the consumer's acks are all in: nothing pending, nothing unacknowledged.
+    async fn acked(&self, consumer: &str, timeout: Duration) -> Result<jetstream::consumer::Info, BoxError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let info = self.stream.consumer_info(consumer).await?;
+            if info.num_ack_pending == 0 && info.num_pending == 0 {
+                return Ok(info);
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "consumer {consumer}: {} unacknowledged and {} pending after {timeout:?}",
+                    info.num_ack_pending, info.num_pending
+                )
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    fn fw_names(&self, tag: &str) -> (String, String, String) {
+        let topic = format!("{}.{tag}", self.prefix);
+        let group = format!("bench-durable-{}-nats-{tag}", self.run);
+        let consumer = nats_consumer_name(&group, &format!("micro.event.{topic}"));
+        self.consumers.borrow_mut().push(consumer.clone());
+        (topic, group, consumer)
+    }
+
+    async fn fw_service(
+        &self,
+        topic: &str,
+        group: &str,
+        consumer: &str,
+        c: usize,
+        tally: &Arc<Tally>,
+    ) -> Result<ServiceHandle, BoxError> {
+        let service = start_service(&self.url, &format!("bench-durable-{}", self.run), topic, group, c, tally).await?;
+        if let Err(e) = self.stream.consumer_info(consumer).await {
+            return Err(format!(
+                "the framework's durable consumer {consumer} is not on {NATS_STREAM} ({e}): did `consumer_name` in \
+                 src/transport/nats.rs change? Update nats_consumer_name here."
+            )
+            .into());
+        }
+        Ok(service)
+    }
+
+    fn raw_names(&self, tag: &str) -> (async_nats::Subject, String) {
+        let subject = format!("micro.event.{}.{tag}", self.prefix);
+        let consumer = format!("bench-raw-{}-{tag}", self.run);
+        self.consumers.borrow_mut().push(consumer.clone());
+        (subject.into(), consumer)
+    }
+
+    /// The raw durable pull consumer (made on the raw subscriber's connection).
+    async fn raw_consumer(
+        &self,
+        name: &str,
+        subject: &str,
+        c: usize,
+    ) -> Result<jetstream::consumer::Consumer<pull::Config>, BoxError> {
+        let stream = self.raw_sub.get_stream(NATS_STREAM).await?;
+        let config = pull::Config {
+            durable_name: Some(name.to_string()),
+            filter_subject: subject.to_string(),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            deliver_policy: jetstream::consumer::DeliverPolicy::New,
+            max_ack_pending: c as i64,
+            ..Default::default()
+        };
+        Ok(stream.create_consumer(config).await?)
+    }
+
+    /// The raw consume loop: decode inline, count, ack.
+    fn raw_consume(
+        consumer: jetstream::consumer::Consumer<pull::Config>,
+        batch: usize,
+        tally: Arc<Tally>,
+    ) -> actix_rt::task::JoinHandle<()> {
+        actix_rt::spawn(async move {
+            let mut messages = match consumer.stream().max_messages_per_batch(batch).messages().await {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!("raw consumer: cannot pull: {e}");
+                    return;
+                }
+            };
+            let mut open = *tally.gate.borrow();
+            while let Some(m) = messages.next().await {
+                let m = match m {
+                    Ok(m) => m,
+                    Err(e) => {
+                        eprintln!("raw consumer: {e}");
+                        continue;
+                    }
+                };
+                if !open {
+                    tally.wait_open().await;
+                    open = true;
+                }
+                match rmp_serde::from_slice::<UserEvent>(&m.payload) {
+                    Ok(e) => tally.record(e.n),
+                    Err(_) => tally.bad(),
+                }
+                if let Err(e) = m.ack().await {
+                    eprintln!("raw consumer: ack failed: {e}");
+                }
+            }
+        })
+    }
+
+    async fn raw_publish(&self, subject: &async_nats::Subject, i: u64) -> Result<(), BoxError> {
+        let payload = rmp_serde::to_vec_named(&user_event(i))?;
+        let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let msg = PublishMessage::build().payload(payload.into()).message_id(uuid_v7(&mut id));
+        self.raw_pub.send_publish(subject.clone(), msg).await?.await?;
+        Ok(())
+    }
+
+    async fn delete_consumer(&self, name: &str) {
+        let _ = self.stream.delete_consumer(name).await;
+    }
+}
+
+impl Bench for NatsBench {
+    fn name(&self) -> &'static str {
+        "nats"
+    }
+
+    async fn phase(&self, cfg: &Config, side: Side, tag: &str, n: u64) -> Result<Phase, BoxError> {
+        let c = cfg.concurrency;
+        let tally = Tally::new(n);
+        match side {
+            Side::Framework => {
+                let (topic, group, consumer) = self.fw_names(tag);
+                let service = self.fw_service(&topic, &group, &consumer, c, &tally).await?;
+                let meter = Meter::start(self.server_pid);
+                let errors = publish_and_handle(&tally, cfg.window, |i| fw_publish(&self.fw_broker, &topic, i)).await?;
+                let info = self.acked(&consumer, Config::phase_timeout(n)).await?;
+                let mut phase = meter.stop(n, errors).with_tally(&tally);
+                phase.redelivered = Some(info.num_redelivered as u64);
+                service.stop().await?;
+                self.delete_consumer(&consumer).await;
+                Ok(phase)
+            }
+            Side::Raw => {
+                let (subject, name) = self.raw_names(tag);
+                let consumer = self.raw_consumer(&name, &subject, c).await?;
+                let task = Self::raw_consume(consumer, c.clamp(1, 256), tally.clone());
+                let meter = Meter::start(self.server_pid);
+                let errors = publish_and_handle(&tally, cfg.window, |i| self.raw_publish(&subject, i)).await?;
+                let info = self.acked(&name, Config::phase_timeout(n)).await?;
+                let mut phase = meter.stop(n, errors).with_tally(&tally);
+                phase.redelivered = Some(info.num_redelivered as u64);
+                task.abort();
+                self.delete_consumer(&name).await;
+                Ok(phase)
+            }
+        }
+    }
+
+    async fn split(&self, cfg: &Config, side: Side, tag: &str, n: u64) -> Result<Option<(Phase, Phase)>, BoxError> {
+        let c = cfg.concurrency;
+        let tally = Tally::gated(n);
+        let timeout = Config::phase_timeout(n);
+        let (publish, consume) = match side {
+            Side::Framework => {
+                let (topic, group, consumer) = self.fw_names(tag);
+                // The durable consumer outlives the service: its events wait for the next one.
+                self.fw_service(&topic, &group, &consumer, c, &tally).await?.stop().await?;
+                let meter = Meter::start(self.server_pid);
+                let errors = publish_all(n, cfg.window, |i| fw_publish(&self.fw_broker, &topic, i)).await;
+                let publish = meter.stop(n, errors);
+                let service = self.fw_service(&topic, &group, &consumer, c, &tally).await?;
+                // Let the first C deliveries reach the gate, so the clock sees a running consumer.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let meter = Meter::start(self.server_pid);
+                tally.open();
+                tokio::time::timeout(timeout, tally.all_handled()).await.map_err(|_| "split: events missing")?;
+                self.acked(&consumer, timeout).await?;
+                let consume = meter.stop(n, 0).with_tally(&tally);
+                service.stop().await?;
+                self.delete_consumer(&consumer).await;
+                (publish, consume)
+            }
+            Side::Raw => {
+                let (subject, name) = self.raw_names(tag);
+                let consumer = self.raw_consumer(&name, &subject, c).await?;
+                let meter = Meter::start(self.server_pid);
+                let errors = publish_all(n, cfg.window, |i| self.raw_publish(&subject, i)).await;
+                let publish = meter.stop(n, errors);
+                let task = Self::raw_consume(consumer, c.clamp(1, 256), tally.clone());
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let meter = Meter::start(self.server_pid);
+                tally.open();
+                tokio::time::timeout(timeout, tally.all_handled()).await.map_err(|_| "split: events missing")?;
+                self.acked(&name, timeout).await?;
+                let consume = meter.stop(n, 0).with_tally(&tally);
+                task.abort();
+                self.delete_consumer(&name).await;
+                (publish, consume)
+            }
+        };
+        Ok(Some((publish, consume)))
+    }
+
+    async fn cleanup(&self) {
+        let consumers = std::mem::take(&mut *self.consumers.borrow_mut());
+        for name in consumers {
+            self.delete_consumer(&name).await;
+        }
+        // The events this run stored (both sides, and the payload check) go too.
+        let _ = self.stream.purge().filter(format!("micro.event.{}.>", self.prefix)).await;
+        let _ = self.fw_transport.close().await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// RabbitMQ
+
+/// How long a RabbitMQ consumer stays open after its last ack before the bench closes it to
+/// check that nothing comes back. Closing a channel right after its acks makes RabbitMQ 3.10
+/// requeue some of the just-acknowledged deliveries of a quorum queue (seen here: up to 26 of
+/// the last events, in about 1 run in 4); half a second later, never.
+const ACK_SETTLE_GRACE: Duration = Duration::from_millis(500);
+
+struct AmqpBench {
+    url: String,
+    run: String,
+    prefix: String,
+    /// Passive declares (drained? acked?) and cleanup.
+    monitor: Connection,
+    fw_transport: Arc<dyn Transport>,
+    fw_broker: Broker,
+    raw_pub: Channel,
+    raw_pub_conn: Connection,
+    raw_sub_conn: Connection,
+    server_pid: Option<u32>,
+    /// Queues made so far (raw, and the framework's durable ones), deleted at the end.
+    queues: RefCell<Vec<String>>,
+    /// Set once a framework phase found no durable queue (the in-process fallback).
+    fallback: std::cell::Cell<bool>,
+}
+
+impl AmqpBench {
+    async fn connect(run: &str) -> Result<AmqpBench, BoxError> {
+        let url = micro::test_util::amqp_url();
+        let conn = || Connection::connect(&url, ConnectionProperties::default());
+        let monitor = conn().await?;
+        let fw_transport = micro::transport::connect(&url).await?;
+        let fw_broker = Broker::new(fw_transport.clone(), "bench-publisher");
+        let raw_pub_conn = conn().await?;
+        let raw_pub = raw_pub_conn.create_channel().await?;
+        raw_pub.confirm_select(ConfirmSelectOptions::default()).await?;
+        let raw_sub_conn = conn().await?;
+        Ok(AmqpBench {
+            url: url.clone(),
+            run: run.to_string(),
+            prefix: format!("bench.durable.{run}.amqp"),
+            monitor,
+            fw_transport,
+            fw_broker,
+            raw_pub,
+            raw_pub_conn,
+            raw_sub_conn,
+            server_pid: broker_pid(&url, 5672, "beam.smp"),
+            queues: RefCell::default(),
+            fallback: std::cell::Cell::new(false),
+        })
+    }
+
+    /// Ready messages of a queue, by a passive declare (`None` if it does not exist; a fresh
+    /// channel each time, since a 404 closes it).
+    async fn ready(&self, queue: &str) -> Option<u32> {
+        let ch = self.monitor.create_channel().await.ok()?;
+        let q = ch.queue_declare(
+            queue.into(),
+            QueueDeclareOptions { passive: true, ..Default::default() },
+            FieldTable::default(),
+        );
+        let count = q.await.ok().map(|q| q.message_count());
+        let _ = ch.close(200, "bye".into()).await;
+        count
+    }
+
+    /// Waits until the queue has no ready message (polling a passive declare on `ch`).
+    async fn drained(ch: &Channel, queue: &str, timeout: Duration) -> Result<(), BoxError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let q = ch
+                .queue_declare(
+                    queue.into(),
+                    QueueDeclareOptions { passive: true, ..Default::default() },
+                    FieldTable::default(),
+                )
+                .await?;
+            if q.message_count() == 0 {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(
+                    format!("queue {queue}: {} messages still ready after {timeout:?}", q.message_count()).into()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// After the consumer went away: anything it left unacknowledged is back in the queue.
+    async fn check_all_acked(&self, queue: &str) -> Result<(), BoxError> {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        match self.ready(queue).await {
+            Some(0) | None => Ok(()),
+            Some(k) => {
+                Err(format!("{k} events of {queue} were never acknowledged: back in the queue once its consumer left")
+                    .into())
+            }
+        }
+    }
+
+    async fn raw_publish(&self, queue: &str, i: u64) -> Result<(), BoxError> {
+        let payload = rmp_serde::to_vec_named(&user_event(i))?;
+        let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let props = BasicProperties::default().with_delivery_mode(2).with_message_id(uuid_v7(&mut id).into());
+        let opts = BasicPublishOptions { mandatory: true, ..Default::default() };
+        let confirm = self.raw_pub.basic_publish("".into(), queue.into(), opts, &payload, props).await?;
+        match confirm.await? {
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(Some(_)) => Err(format!("publish to {queue} returned: no such queue").into()),
+            Confirmation::Nack(_) => Err(format!("RabbitMQ refused the publish to {queue}").into()),
+            Confirmation::NotRequested => Err("the raw publish channel is not in confirm mode".into()),
+        }
+    }
+
+    /// The raw consumer: its own channel, prefetch C, decode inline, ack spawned; an event
+    /// counts once its ack is written.
+    async fn raw_consume(
+        &self,
+        queue: &str,
+        c: usize,
+        tally: Arc<Tally>,
+    ) -> Result<(Channel, actix_rt::task::JoinHandle<()>), BoxError> {
+        let ch = self.raw_sub_conn.create_channel().await?;
+        let mut args = FieldTable::default();
+        args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        ch.queue_declare(queue.into(), QueueDeclareOptions { durable: true, ..Default::default() }, args).await?;
+        ch.basic_qos(c.min(u16::MAX as usize) as u16, BasicQosOptions::default()).await?;
+        let mut consumer = ch
+            .basic_consume(queue.into(), "bench-raw".into(), BasicConsumeOptions::default(), FieldTable::default())
+            .await?;
+        let task = actix_rt::spawn(async move {
+            while let Some(d) = consumer.next().await {
+                let d = match d {
+                    Ok(d) => d,
+                    Err(e) => {
+                        eprintln!("raw consumer: {e}");
+                        return;
+                    }
+                };
+                let n = match rmp_serde::from_slice::<UserEvent>(&d.data) {
+                    Ok(e) => Some(e.n),
+                    Err(_) => None,
+                };
+                let tally = tally.clone();
+                actix_rt::spawn(async move {
+                    match d.acker.ack(BasicAckOptions::default()).await {
+                        Ok(_) => n.map_or_else(|| tally.bad(), |n| tally.record(n)),
+                        Err(e) => eprintln!("raw consumer: ack failed: {e}"),
+                    }
+                });
+            }
+        });
+        Ok((ch, task))
+    }
+}
+
+impl Bench for AmqpBench {
+    fn name(&self) -> &'static str {
+        "amqp"
+    }
+
+    fn note(&self) -> Option<String> {
+        self.fallback.get().then(|| {
+            "framework: NO durable queue `durable:{group}@micro.event.{topic}` was declared: this transport still serves \
+             durable subscriptions with the in-process fallback (plain group queue, acks in memory, non-persistent \
+             publishes), so the framework figures and the amqp ratio are NOT meaningful yet"
+                .to_string()
+        })
+    }
+
+    async fn phase(&self, cfg: &Config, side: Side, tag: &str, n: u64) -> Result<Phase, BoxError> {
+        let c = cfg.concurrency;
+        let tally = Tally::new(n);
+        let timeout = Config::phase_timeout(n);
+        match side {
+            Side::Framework => {
+                let topic = format!("{}.{tag}", self.prefix);
+                let group = format!("bench-durable-{}-amqp-{tag}", self.run);
+                let queue = format!("durable:{group}@micro.event.{topic}");
+                self.queues.borrow_mut().extend([queue.clone(), format!("{group}.dlq")]);
+                let name = format!("bench-durable-{}", self.run);
+                let service = start_service(&self.url, &name, &topic, &group, c, &tally).await?;
+                let durable = self.ready(&queue).await.is_some();
+                if !durable {
+                    self.fallback.set(true);
+                }
+                let poll = self.monitor.create_channel().await?;
+                let meter = Meter::start(self.server_pid);
+                let errors = publish_and_handle(&tally, cfg.window, |i| fw_publish(&self.fw_broker, &topic, i)).await?;
+                if durable {
+                    Self::drained(&poll, &queue, timeout).await?;
+                }
+                let phase = meter.stop(n, errors).with_tally(&tally);
+                let _ = poll.close(200, "bye".into()).await;
+                if durable {
+                    tokio::time::sleep(ACK_SETTLE_GRACE).await;
+                }
+                service.stop().await?;
+                if durable {
+                    self.check_all_acked(&queue).await?;
+                }
+                Ok(phase)
+            }
+            Side::Raw => {
+                let queue = format!("{}.{tag}", self.prefix);
+                self.queues.borrow_mut().push(queue.clone());
+                let (ch, task) = self.raw_consume(&queue, c, tally.clone()).await?;
+                let poll = self.monitor.create_channel().await?;
+                let meter = Meter::start(self.server_pid);
+                let errors = publish_and_handle(&tally, cfg.window, |i| self.raw_publish(&queue, i)).await?;
+                Self::drained(&poll, &queue, timeout).await?;
+                let phase = meter.stop(n, errors).with_tally(&tally);
+                let _ = poll.close(200, "bye".into()).await;
+                tokio::time::sleep(ACK_SETTLE_GRACE).await;
+                let _ = ch.close(200, "bye".into()).await;
+                task.abort();
+                self.check_all_acked(&queue).await?;
+                Ok(phase)
+            }
+        }
+    }
+
+    async fn cleanup(&self) {
+        let queues = std::mem::take(&mut *self.queues.borrow_mut());
+        for q in queues {
+            // A fresh channel each: deleting a queue that is not there may close it.
+            if let Ok(ch) = self.monitor.create_channel().await {
+                let _ = ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;
+                let _ = ch.close(200, "bye".into()).await;
+            }
+        }
+        let _ = self.fw_transport.close().await;
+        for conn in [&self.raw_pub_conn, &self.raw_sub_conn, &self.monitor] {
+            let _ = conn.close(200, "bye".into()).await;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn print_header() {
+    println!(
+        "{:>5} {:<10} {:>7} {:>6} {:>9} {:>10} {:>10} {:>12} {:>5} {:>8}",
+        "round", "side", "events", "errors", "events/s", "cpu µs/ev", "allocs/ev", "broker µs/ev", "dups", "redeliv"
+    );
+}
+
+fn print_row(round: &str, side: &str, p: &Phase) {
+    println!(
+        "{:>5} {:<10} {:>7} {:>6} {:>9.0} {:>10.1} {:>10.1} {:>12.1} {:>5} {:>8}",
+        round,
+        side,
+        p.events,
+        p.errors,
+        p.eps(),
+        p.cpu_us(),
+        p.allocs(),
+        p.server_us(),
+        p.duplicates,
+        p.redelivered.map_or("-".to_string(), |r| r.to_string())
+    );
+}
+
+fn med(series: &[Phase], f: fn(&Phase) -> f64) -> f64 {
+    median(series.iter().map(f).collect())
+}
+
+/// Warm-up, rounds, split (if asked), summary; the framework/raw ratio of median throughputs.
+async fn run_broker<B: Bench>(cfg: &Config, b: &B) -> Result<f64, BoxError> {
+    let name = b.name();
+    let (c, w) = (cfg.concurrency, cfg.window);
+    println!();
+    println!("== {name}: durable events, C={c} deliveries outstanding, W={w} publishes in flight");
+
+    let mut warm_rate = f64::INFINITY;
+    for side in [Side::Raw, Side::Framework] {
+        let p = b.phase(cfg, side, &format!("warm-{}", side.label()), cfg.warmup_events).await?;
+        warm_rate = warm_rate.min(p.eps());
+    }
+    if let Some(note) = b.note() {
+        println!("{name}: {note}");
+    }
+    let n = cfg.events.unwrap_or_else(|| ((cfg.secs * warm_rate) as u64).clamp(200, 2_000_000));
+    println!(
+        "{name}: {n} events per phase{}, {} round(s)",
+        if cfg.events.is_some() { String::new() } else { format!(" (about {:.1} s at the warm-up rate)", cfg.secs) },
+        cfg.rounds
+    );
+
+    if let Some(side) = cfg.profile {
+        let p = b.phase(cfg, side, &format!("profile-{}", side.label()), n).await?;
+        println!(
+            "profile {name} {}: {} events, {:.0} events/s, cpu {:.1} µs/event, {:.1} allocs/event, broker {:.1} µs/event",
+            side.label(),
+            p.events,
+            p.eps(),
+            p.cpu_us(),
+            p.allocs(),
+            p.server_us()
+        );
+        return Ok(f64::NAN);
+    }
+
+    let mut series: [Vec<Phase>; 2] = Default::default();
+    print_header();
+    for round in 0..cfg.rounds {
+        // Alternate which side goes first, so drift on the shared machine hits both alike.
+        let order = if round % 2 == 0 { [Side::Raw, Side::Framework] } else { [Side::Framework, Side::Raw] };
+        for side in order {
+            let p = b.phase(cfg, side, &format!("{}-r{}", side.label(), round + 1), n).await?;
+            print_row(&(round + 1).to_string(), side.label(), &p);
+            series[side as usize].push(p);
+        }
+    }
+    if let Some(note) = b.note() {
+        println!("{name}: {note}");
+    }
+
+    if cfg.split {
+        let mut rows = Vec::new();
+        for side in [Side::Raw, Side::Framework] {
+            if let Some(pc) = b.split(cfg, side, &format!("split-{}", side.label()), n).await? {
+                rows.push((side, pc));
+            }
+        }
+        if !rows.is_empty() {
+            println!();
+            println!("{name} split (one run each): publish only (consumer idle), then consume the stored backlog");
+            print_header();
+            for (side, (publish, consume)) in &rows {
+                print_row("pub", side.label(), publish);
+                print_row("cons", side.label(), consume);
+            }
+        }
+    }
+
+    let [raw, fw] = &series;
+    let paired: Vec<f64> = raw.iter().zip(fw).map(|(r, f)| f.eps() / r.eps()).collect();
+    let shown: Vec<String> = paired.iter().map(|r| format!("{r:.2}")).collect();
+    println!();
+    println!("{name} summary: median over {} round(s)", cfg.rounds);
+    println!("{:<14} {:>10} {:>10} {:>10} {:>8}", "metric", "raw", "framework", "fw - raw", "fw/raw");
+    let row = |metric: &str, f: fn(&Phase) -> f64| {
+        let (r, x) = (med(raw, f), med(fw, f));
+        println!("{metric:<14} {r:>10.1} {x:>10.1} {:>10.1} {:>8.2}", x - r, x / r);
+    };
+    row("events/s", Phase::eps);
+    row("cpu µs/event", Phase::cpu_us);
+    row("allocs/event", Phase::allocs);
+    row("broker µs/ev", Phase::server_us);
+    println!(
+        "(cpu µs, allocs: CPU time and heap allocations of this process per event, publisher and subscriber \
+         together; broker µs: CPU time of the broker process per event)"
+    );
+    let ratio = median(paired);
+    println!("{name} framework/raw events/s per round (paired): {} -> median {ratio:.2}", shown.join(" "));
+    Ok(ratio)
+}
+
+/// Runs one broker's bench and cleans up after it, whatever happened.
+async fn run_and_clean<B: Bench>(cfg: &Config, b: B) -> Result<f64, BoxError> {
+    let result = run_broker(cfg, &b).await;
+    b.cleanup().await;
+    result
+}
+
+#[actix::main]
+async fn main() -> Result<(), BoxError> {
+    let cfg = Config::from_env();
+    let run = uuid::Uuid::now_v7().simple().to_string();
+    // Both sides publish the same bytes: the framework's codec is named MessagePack.
+    assert_eq!(Codec::MsgPack.encode(&user_event(1))?[..], rmp_serde::to_vec_named(&user_event(1))?[..]);
+
+    if !cfg.full {
+        println!("events_durable: smoke run (not started by `cargo bench`): small phases, figures not meaningful");
+    }
+    println!(
+        "events_durable: published -> stored -> handled -> acked, framework vs raw client, same payload; \
+         one current-thread actix arbiter for this process; run {run}"
+    );
+
+    let (mut nats_ratio, mut amqp_ratio) = (f64::NAN, f64::NAN);
+    if cfg.nats {
+        let b = NatsBench::connect(&run).await?;
+        println!("nats: {}; {}; {}", b.url, b.header_note, broker_cpu_note(b.server_pid, "nats-server"));
+        nats_ratio = run_and_clean(&cfg, b).await?;
+    }
+    if cfg.amqp {
+        let b = AmqpBench::connect(&run).await?;
+        let shown = match (b.url.find("://"), b.url.rfind('@')) {
+            (Some(s), Some(at)) if at > s => format!("{}://***@{}", &b.url[..s], &b.url[at + 1..]),
+            _ => b.url.clone(),
+        };
+        println!();
+        println!(
+            "amqp: {shown}; raw = persistent mandatory publishes with message_id to a durable quorum queue; {}",
+            broker_cpu_note(b.server_pid, "beam.smp")
+        );
+        amqp_ratio = run_and_clean(&cfg, b).await?;
+    }
+
+    if cfg.profile.is_some() {
+        return Ok(());
+    }
+    println!();
+    println!("events durable nats ratio={nats_ratio:.2}");
+    println!("events durable amqp ratio={amqp_ratio:.2}");
+    Ok(())
+}
