@@ -311,9 +311,8 @@ impl Server {
         // While the handler runs, tell the broker so it does not hand the event to another member.
         let every = event.ack_wait() / 2;
         let keep_alive = async {
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             loop {
-                tick.tick().await;
+                tokio::time::sleep(every).await;
                 if let Err(e) = event.progress().await {
                     tracing::debug!(error = %e, "progress report failed");
                 }
@@ -323,12 +322,11 @@ impl Server {
             outcome = self.run_event(&ep, event.event()) => outcome,
             never = keep_alive => never,
         };
-        let (topic, id, attempt) = (event.topic.clone(), event.id.clone(), event.attempt());
         if let Err(status) = &outcome {
-            tracing::warn!(service = %self.info.service, %topic, event = %id, attempt, %status, "durable event handler failed");
+            tracing::warn!(service = %self.info.service, topic = %event.topic, event = %event.id, attempt = event.attempt(), %status, "durable event handler failed");
         }
         if let Err(e) = event.settle(outcome).await {
-            tracing::warn!(service = %self.info.service, %topic, event = %id, error = %e, "settling the event failed; the broker will deliver it again");
+            tracing::warn!(service = %self.info.service, error = %e, "settling an event failed; the broker will deliver it again");
         }
     }
 

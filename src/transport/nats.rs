@@ -203,39 +203,26 @@ impl Transport for NatsTransport {
 
     fn publish_durable<'a>(&'a self, subject: &'a str, message: Message) -> BoxFuture<'a, Result<()>> {
         async move {
-            self.ensure_stream().await?;
+            if !self.stream_ready.load(std::sync::atomic::Ordering::Relaxed) {
+                Box::pin(self.ensure_stream()).await?;
+            }
             let dedup = dedup_id(&message.headers);
             let headers = to_header_map(&message.headers)?;
-            let publish = || {
-                let mut m = PublishMessage::build().payload(message.body.clone()).headers(headers.clone());
-                if let Some(id) = &dedup {
-                    m = m.message_id(id);
-                }
-                async move {
-                    let ack = self.js.send_publish(subject.to_string(), m).await?;
-                    ack.await
-                }
-            };
-            let mut outcome = publish().await;
-            if matches!(&outcome, Err(e) if e.kind() == PublishErrorKind::StreamNotFound) {
-                // Someone deleted the stream since we made sure of it: make it again, once.
-                self.stream_ready.store(false, std::sync::atomic::Ordering::Relaxed);
-                self.ensure_stream().await?;
-                outcome = publish().await;
+            let mut m = PublishMessage::build().payload(message.body.clone()).headers(headers);
+            if let Some(id) = &dedup {
+                m = m.message_id(id);
             }
+            let outcome = match self.js.send_publish(subject.to_string(), m).await {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
             match outcome {
                 Ok(_) => Ok(()),
-                Err(e) => Err(match e.kind() {
-                    PublishErrorKind::StreamNotFound => {
-                        Error::unavailable(format!("no JetStream stream stores {subject}: {e}"))
-                    }
-                    PublishErrorKind::TimedOut => {
-                        Error::timeout(format!("JetStream did not acknowledge the publish on {subject} in time"))
-                    }
-                    PublishErrorKind::BrokenPipe => Error::unavailable(format!("publish on {subject} not sent: {e}")),
-                    _ => Error::new(ErrorKind::Broker, format!("durable publish on {subject} failed: {e}")),
+                // Someone deleted the stream since we made sure of it: make it again, once.
+                Err(e) if e.kind() == PublishErrorKind::StreamNotFound => {
+                    Box::pin(self.republish_without_stream(subject, message)).await
                 }
-                .with_source(e)),
+                Err(e) => Err(publish_error(subject, e)),
             }
         }
         .boxed()
@@ -320,7 +307,31 @@ pub(crate) fn consumer_name(group: &str, subject: &str) -> String {
     format!("{}__{}__{:08x}", clean(group), clean(pattern), hash as u32)
 }
 
+fn publish_error(subject: &str, e: async_nats::jetstream::context::PublishError) -> Error {
+    match e.kind() {
+        PublishErrorKind::StreamNotFound => Error::unavailable(format!("no JetStream stream stores {subject}: {e}")),
+        PublishErrorKind::TimedOut => {
+            Error::timeout(format!("JetStream did not acknowledge the publish on {subject} in time"))
+        }
+        PublishErrorKind::BrokenPipe => Error::unavailable(format!("publish on {subject} not sent: {e}")),
+        _ => Error::new(ErrorKind::Broker, format!("durable publish on {subject} failed: {e}")),
+    }
+    .with_source(e)
+}
+
 impl NatsTransport {
+    /// The cold path of a durable publish: the stream went away; make it and publish once more.
+    async fn republish_without_stream(&self, subject: &str, message: Message) -> Result<()> {
+        self.stream_ready.store(false, std::sync::atomic::Ordering::Relaxed);
+        self.ensure_stream().await?;
+        let mut m = PublishMessage::build().payload(message.body).headers(to_header_map(&message.headers)?);
+        if let Some(id) = dedup_id(&message.headers) {
+            m = m.message_id(id);
+        }
+        let ack = self.js.send_publish(subject.to_string(), m).await.map_err(|e| publish_error(subject, e))?;
+        ack.await.map(|_| ()).map_err(|e| publish_error(subject, e))
+    }
+
     /// Makes sure the events stream exists (once per connection).
     async fn ensure_stream(&self) -> Result<()> {
         use std::sync::atomic::Ordering;
