@@ -117,75 +117,60 @@ pub(super) async fn publish(url: &str, args: PublishArgs) -> Result<ExitCode, Bo
 }
 
 pub(super) async fn subscribe(url: &str, args: SubscribeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    if let Some(group) = args.durable.clone() {
-        return subscribe_durable(url, args, group).await;
-    }
     let transport = connect(url).await?;
     let broker = Broker::new(transport.clone(), CLI_ID);
-    let opts = args.group.clone().map(SubscribeOptions::group).unwrap_or_else(SubscribeOptions::broadcast);
-    let mut events = broker.subscribe(&args.topic, opts).await?;
-    // From here on no event published to the topic is missed.
-    transport.flush().await?;
-    output::note(&format!("subscribed to {} on {url} (Ctrl-C to stop)", args.topic));
-    let interrupted = tokio::signal::ctrl_c();
-    tokio::pin!(interrupted);
-    let mut printed = 0u64;
-    let result = loop {
-        if args.count.is_some_and(|n| printed >= n) {
-            break Ok(());
+    let result = match args.durable.clone() {
+        None => {
+            let opts = args.group.clone().map(SubscribeOptions::group).unwrap_or_else(SubscribeOptions::broadcast);
+            let events = broker.subscribe(&args.topic, opts).await?;
+            // From here on no event published to the topic is missed.
+            transport.flush().await?;
+            output::note(&format!("subscribed to {} on {url} (Ctrl-C to stop)", args.topic));
+            print_events(events, args.count, |e| event_line(e, None), |_| async { Ok(()) }).await
         }
-        let event = tokio::select! {
-            e = events.next() => e,
-            _ = &mut interrupted => None,
-        };
-        let Some(event) = event else { break Ok(()) };
-        match output::line(&event_line(&event, None)) {
-            Ok(()) => printed += 1,
-            Err(e) if output::is_broken_pipe(&e) => break Ok(()),
-            Err(e) => break Err(e),
+        Some(group) => {
+            let events = broker.subscribe_durable(&args.topic, SubscribeOptions::durable(group.clone())).await?;
+            output::note(&format!("reading durable group {group} on {} at {url} (Ctrl-C to stop)", args.topic));
+            // Acknowledged once printed; one not printed is dropped unsettled and goes back.
+            print_events(events, args.count, |e| event_line(e, Some(e)), |e| e.ack()).await
         }
     };
-    drop(events);
     let _ = transport.close().await;
     result?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn subscribe_durable(
-    url: &str,
-    args: SubscribeArgs,
-    group: String,
-) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let transport = connect(url).await?;
-    let broker = Broker::new(transport.clone(), CLI_ID);
-    let mut events = broker.subscribe_durable(&args.topic, SubscribeOptions::durable(group.clone())).await?;
-    output::note(&format!("reading durable group {group} on {} at {url} (Ctrl-C to stop)", args.topic));
+/// Prints one line per event until `count`, Ctrl-C, the stream's end or a closed stdout; runs
+/// `printed` on each event once its line is out.
+async fn print_events<S, E, F>(
+    mut events: S,
+    count: Option<u64>,
+    line: impl Fn(&E) -> String,
+    mut printed: impl FnMut(E) -> F,
+) -> Result<(), Box<dyn std::error::Error>>
+where
+    S: futures::Stream<Item = E> + Unpin,
+    F: std::future::Future<Output = crate::Result<()>>,
+{
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
-    let mut printed = 0u64;
-    let result = loop {
-        if args.count.is_some_and(|n| printed >= n) {
-            break Ok(());
-        }
+    let mut n = 0u64;
+    while count.is_none_or(|c| n < c) {
         let event = tokio::select! {
             e = events.next() => e,
             _ = &mut interrupted => None,
         };
-        let Some(event) = event else { break Ok(()) };
-        match output::line(&event_line(&event, Some(&event))) {
+        let Some(event) = event else { break };
+        match output::line(&line(&event)) {
             Ok(()) => {
-                printed += 1;
-                event.ack().await?;
+                n += 1;
+                printed(event).await?;
             }
-            // Not printed: dropped unsettled, so it goes back to the group.
-            Err(e) if output::is_broken_pipe(&e) => break Ok(()),
-            Err(e) => break Err(e),
+            Err(e) if output::is_broken_pipe(&e) => break,
+            Err(e) => return Err(e.into()),
         }
-    };
-    drop(events);
-    let _ = transport.close().await;
-    result?;
-    Ok(ExitCode::SUCCESS)
+    }
+    Ok(())
 }
 
 fn event_line(e: &Event, durable: Option<&crate::broker::DurableEvent>) -> String {
