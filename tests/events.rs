@@ -136,6 +136,8 @@ async fn a_poison_event_is_dead_lettered_after_max_attempts_and_the_rest_flow(ur
     let s = seen.0.lock().unwrap().clone();
     assert_eq!(s.iter().filter(|(n, _)| *n == 0).count(), 4, "handled exactly max_attempts times");
     assert_eq!(s.iter().filter(|(n, _)| *n != 0).count(), 49, "every other event exactly once");
+    let stats: micro::server::ServiceStats = svc.client().call(svc.name(), "Debug.Stats", &()).await.unwrap();
+    assert_eq!((stats.retries, stats.dead_letters), (3, 1), "3 retries, then the dead letter");
     svc.stop().await.unwrap();
 }
 

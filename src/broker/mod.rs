@@ -43,8 +43,8 @@ use crate::transport::{subject, Incoming, Subscription, Transport};
 
 mod durable;
 
-pub(crate) use durable::Durability;
 pub use durable::{dlq_headers, DurableEvent, DurableEvents};
+pub(crate) use durable::{is_retryable, Durability};
 
 /// An event as delivered.
 #[derive(Clone, Debug)]

@@ -183,6 +183,8 @@ pub(super) async fn stats(url: &str, out: &Output, args: NodesArgs) -> Result<Ex
             "RESTARTS",
             "EXPIRED",
             "EVENTS",
+            "RETRIES",
+            "DEAD",
             "IN FLIGHT",
             "MEMORY",
         ]);
@@ -197,6 +199,8 @@ pub(super) async fn stats(url: &str, out: &Output, args: NodesArgs) -> Result<Ex
                     s.restarts.to_string(),
                     s.expired.to_string(),
                     s.events.to_string(),
+                    s.retries.to_string(),
+                    s.dead_letters.to_string(),
                     s.in_flight.to_string(),
                     memory(s.memory),
                 ]),

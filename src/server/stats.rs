@@ -19,6 +19,8 @@ pub(crate) struct Stats {
     pub(crate) restarts: AtomicU64,
     pub(crate) expired: AtomicU64,
     pub(crate) events: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) dead_letters: AtomicU64,
     in_flight: AtomicI64,
     idle: Notify,
 }
@@ -45,6 +47,8 @@ impl Stats {
             restarts: AtomicU64::new(0),
             expired: AtomicU64::new(0),
             events: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            dead_letters: AtomicU64::new(0),
             in_flight: AtomicI64::new(0),
             idle: Notify::new(),
         }
@@ -93,6 +97,8 @@ impl Stats {
             restarts: self.restarts.load(Ordering::Relaxed),
             expired: self.expired.load(Ordering::Relaxed),
             events: self.events.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            dead_letters: self.dead_letters.load(Ordering::Relaxed),
             in_flight: self.in_flight().max(0) as u64,
             memory: resident_memory_bytes(),
         }
@@ -125,6 +131,12 @@ pub struct ServiceStats {
     pub expired: u64,
     /// Events handled.
     pub events: u64,
+    /// Durable events handed back to the broker for another attempt.
+    #[serde(default)]
+    pub retries: u64,
+    /// Durable events given up on: published to the group's dead-letter topic.
+    #[serde(default)]
+    pub dead_letters: u64,
     /// Requests and events being handled now.
     pub in_flight: u64,
     /// Resident memory in bytes (0 where unknown).
