@@ -93,6 +93,10 @@
 //! - `BENCH_SPLIT=1` (NATS only): also measure each side's publish path and consume path apart:
 //!   publish N with the consumer idle, then consume the stored backlog (handlers are held at a
 //!   gate until the clock starts, so the backlog is there and the service start is not timed).
+//! - `BENCH_AMQP_RAW_AS_FRAMEWORK=1` (diagnostic): the raw RabbitMQ side publishes through the
+//!   `micro` topic exchange (its queue bound by name) with an envelope of the framework's size
+//!   (`Micro-Topic`, `Micro-Timestamp`, `Micro-Publisher`, `traceparent` headers, content type,
+//!   correlation id). The gap left is the framework's own cost; the headline ratio is without it.
 //! - `MICRO_TEST_NATS_URL` (default `nats://127.0.0.1:4222`, JetStream enabled),
 //!   `MICRO_TEST_AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`).
 //!
@@ -841,6 +845,9 @@ struct AmqpBench {
     queues: RefCell<Vec<String>>,
     /// Set once a framework phase found no durable queue (the in-process fallback).
     fallback: std::cell::Cell<bool>,
+    /// `BENCH_AMQP_RAW_AS_FRAMEWORK=1`: the raw side routes through the `micro` topic exchange
+    /// and carries an envelope of the framework's size (diagnostic).
+    raw_as_framework: bool,
 }
 
 impl AmqpBench {
@@ -855,6 +862,7 @@ impl AmqpBench {
         raw_pub.confirm_select(ConfirmSelectOptions::default()).await?;
         let raw_sub_conn = conn().await?;
         Ok(AmqpBench {
+            raw_as_framework: std::env::var("BENCH_AMQP_RAW_AS_FRAMEWORK").is_ok_and(|v| v != "0"),
             url: url.clone(),
             run: run.to_string(),
             prefix: format!("bench.durable.{run}.amqp"),
@@ -922,9 +930,29 @@ impl AmqpBench {
     async fn raw_publish(&self, queue: &str, i: u64) -> Result<(), BoxError> {
         let payload = rmp_serde::to_vec_named(&user_event(i))?;
         let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        let props = BasicProperties::default().with_delivery_mode(2).with_message_id(uuid_v7(&mut id).into());
+        let mut props = BasicProperties::default().with_delivery_mode(2).with_message_id(uuid_v7(&mut id).into());
         let opts = BasicPublishOptions { mandatory: true, ..Default::default() };
-        let confirm = self.raw_pub.basic_publish("".into(), queue.into(), opts, &payload, props).await?;
+        let exchange = if self.raw_as_framework {
+            // The framework's envelope (same names and value sizes) and its routing (topic exchange).
+            let mut t = FieldTable::default();
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+            for (k, v) in [
+                ("Micro-Topic", queue.to_string()),
+                ("Micro-Timestamp", now.to_string()),
+                ("Micro-Publisher", "events-bench-publisher".to_string()),
+                ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string()),
+            ] {
+                t.insert(k.into(), AMQPValue::LongString(v.into()));
+            }
+            props = props
+                .with_headers(t)
+                .with_content_type("application/msgpack".into())
+                .with_correlation_id(i.to_string().into());
+            "micro"
+        } else {
+            ""
+        };
+        let confirm = self.raw_pub.basic_publish(exchange.into(), queue.into(), opts, &payload, props).await?;
         match confirm.await? {
             Confirmation::Ack(None) => Ok(()),
             Confirmation::Ack(Some(_)) => Err(format!("publish to {queue} returned: no such queue").into()),
@@ -945,6 +973,10 @@ impl AmqpBench {
         let mut args = FieldTable::default();
         args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
         ch.queue_declare(queue.into(), QueueDeclareOptions { durable: true, ..Default::default() }, args).await?;
+        if self.raw_as_framework {
+            ch.queue_bind(queue.into(), "micro".into(), queue.into(), Default::default(), FieldTable::default())
+                .await?;
+        }
         ch.basic_qos(c.min(u16::MAX as usize) as u16, BasicQosOptions::default()).await?;
         let mut consumer = ch
             .basic_consume(queue.into(), "bench-raw".into(), BasicConsumeOptions::default(), FieldTable::default())
@@ -1213,10 +1245,12 @@ async fn main() -> Result<(), BoxError> {
             _ => b.url.clone(),
         };
         println!();
-        println!(
-            "amqp: {shown}; raw = persistent mandatory publishes with message_id to a durable quorum queue; {}",
-            broker_cpu_note(b.server_pid, "beam.smp")
-        );
+        let raw = if b.raw_as_framework {
+            "raw = like the framework (topic exchange `micro`, the envelope's headers), to a durable quorum queue"
+        } else {
+            "raw = persistent mandatory publishes with message_id to a durable quorum queue"
+        };
+        println!("amqp: {shown}; {raw}; {}", broker_cpu_note(b.server_pid, "beam.smp"));
         amqp_ratio = run_and_clean(&cfg, b).await?;
     }
 
