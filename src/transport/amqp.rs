@@ -107,6 +107,8 @@ struct Link {
     /// The confirm-mode channel of durable publishes, opened on first use.
     durable: Mutex<Option<Arc<DurablePublisher>>>,
     durable_open: tokio::sync::Mutex<()>,
+    /// Set once a durable subscription consumed on this connection.
+    durable_consumers: AtomicBool,
 }
 
 impl Link {
@@ -230,6 +232,7 @@ async fn open_link(inner: &Arc<Inner>) -> Result<(Arc<Link>, Events)> {
         consume,
         durable: Mutex::new(None),
         durable_open: tokio::sync::Mutex::new(()),
+        durable_consumers: AtomicBool::new(false),
     });
     let weak = Arc::downgrade(inner);
     tokio::spawn(replies.for_each(move |delivery| {
@@ -672,7 +675,17 @@ async fn run_durable_publisher(channel: Channel, mut requests: mpsc::UnboundedRe
             () = oldest_confirm(&mut unconfirmed, &mut returned) => decide_confirmed(&mut unconfirmed, &mut returned),
         }
     }
+    // Nobody can publish or settle on this channel any more (every holder of the publisher,
+    // a durable subscription's ackers included, is gone): close it. RabbitMQ applies acks to a
+    // quorum queue asynchronously; closing at once can hand just-acked messages back, so wait a
+    // moment first.
+    tokio::time::sleep(ACK_SETTLE).await;
+    let _ = channel.close(200, "bye".into()).await;
 }
+
+/// How long to let RabbitMQ apply the last acks before a channel or connection with durable
+/// consumers closes.
+const ACK_SETTLE: Duration = Duration::from_millis(300);
 
 async fn send_durable(channel: &Channel, id: u64, request: PublishRequest, unconfirmed: &mut VecDeque<Unconfirmed>) {
     let PublishRequest { exchange, routing_key, body, properties, done } = request;
@@ -864,6 +877,7 @@ async fn start_durable(inner: &Arc<Inner>, link: &Link, state: &Arc<DurableState
         }
         *current = Some(this);
     }
+    link.durable_consumers.store(true, Ordering::Relaxed);
     let publisher = Arc::new(DurablePublisher::start(channel));
     let queue: Arc<str> = state.queue.as_str().into();
     let tx = state.tx.clone();
@@ -977,9 +991,6 @@ struct AmqpDurableSubscription {
     inner: Arc<Inner>,
     id: u64,
     removed: bool,
-    /// After a drain: the consumer whose channel stays open, so what was received can still be
-    /// settled, until the stream is dropped.
-    drained: Option<DurableConsumer>,
 }
 
 impl AmqpDurableSubscription {
@@ -1017,7 +1028,6 @@ impl DurableStream for AmqpDurableSubscription {
                 } else {
                     Ok(())
                 };
-                self.drained = Some(consumer);
                 cancelled.map_err(lapin_err)?;
             }
             Ok(())
@@ -1028,11 +1038,17 @@ impl DurableStream for AmqpDurableSubscription {
 
 impl Drop for AmqpDurableSubscription {
     fn drop(&mut self) {
-        // Closing the channel cancels the consumer; what is unacked goes back to the queue.
-        if let Some(consumer) = self.remove().or_else(|| self.drained.take()) {
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        // Stop consuming. The channel stays open for the deliveries still being handled, and
+        // closes once the last of them is settled or dropped (see `run_durable_publisher`);
+        // what is unacked then goes back to the queue.
+        if let Some(consumer) = self.remove() {
+            let live = self.inner.link.load().as_ref().is_some_and(|l| l.generation == consumer.generation);
+            if let (true, Ok(rt)) = (live, tokio::runtime::Handle::try_current()) {
                 rt.spawn(async move {
-                    let _ = consumer.channel.close(200, "bye".into()).await;
+                    let _ = consumer
+                        .channel
+                        .basic_cancel(consumer.tag.as_str().into(), BasicCancelOptions::default())
+                        .await;
                 });
             }
         }
@@ -1202,8 +1218,7 @@ impl Transport for AmqpTransport {
                 consumer: Mutex::new(None),
             });
             self.inner.durables.lock().unwrap().insert(id, state.clone());
-            let mut subscription =
-                AmqpDurableSubscription { rx, inner: self.inner.clone(), id, removed: false, drained: None };
+            let mut subscription = AmqpDurableSubscription { rx, inner: self.inner.clone(), id, removed: false };
             if let Err(e) = start_durable(&self.inner, &link, &state).await {
                 if let Some(consumer) = subscription.remove() {
                     let _ = consumer.channel.close(200, "bye".into()).await;
@@ -1227,6 +1242,10 @@ impl Transport for AmqpTransport {
         async move {
             self.inner.closed.store(true, Ordering::SeqCst);
             if let Some(link) = self.inner.link.swap(None) {
+                if link.durable_consumers.load(Ordering::Relaxed) {
+                    // Let RabbitMQ apply the last acks (see `ACK_SETTLE`).
+                    tokio::time::sleep(ACK_SETTLE).await;
+                }
                 link.conn.close(200, "bye".into()).await.map_err(lapin_err)?;
             }
             Ok(())
