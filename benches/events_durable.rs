@@ -54,7 +54,8 @@
 //! handled, over a third connection, the same for both sides); on RabbitMQ a passive declare
 //! of the queue must show 0 ready messages. A passive declare does not report unacknowledged
 //! messages, so after the clock stops each RabbitMQ phase also closes the consumer (the raw
-//! channel; the framework service; half a second after the last ack, see `ACK_SETTLE_GRACE`)
+//! channel half a second after the last ack, see `ACK_SETTLE_GRACE`; the framework service, which
+//! lets its own acks settle before closing)
 //! and checks that nothing came back to the queue: an event not acknowledged would. Every
 //! handler records which `n` it saw, so lost events (a timeout) and duplicates (printed) are
 //! caught.
@@ -163,19 +164,6 @@ fn stream_config() -> jetstream::stream::Config {
         duplicate_window: Duration::from_secs(120),
         ..Default::default()
     }
-}
-
-/// The framework's durable consumer name of a (group, subject): `consumer_name` in
-/// `src/transport/nats.rs`, replicated (the bench fails loudly if it stops matching).
-fn nats_consumer_name(group: &str, subject: &str) -> String {
-    let pattern = subject.strip_prefix("micro.event.").unwrap_or(subject);
-    let clean = |s: &str| -> String {
-        s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).take(90).collect()
-    };
-    let hash = format!("{group}\0{subject}")
-        .bytes()
-        .fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3));
-    format!("{}__{}__{:08x}", clean(group), clean(pattern), hash as u32)
 }
 
 /// The broker process, for its CPU time: for a local URL the process listening on its port,
@@ -626,7 +614,7 @@ impl NatsBench {
     fn fw_names(&self, tag: &str) -> (String, String, String) {
         let topic = format!("{}.{tag}", self.prefix);
         let group = format!("bench-durable-{}-nats-{tag}", self.run);
-        let consumer = nats_consumer_name(&group, &format!("micro.event.{topic}"));
+        let consumer = micro::transport::NatsTransport::durable_consumer_name(&group, &format!("micro.event.{topic}"));
         self.consumers.borrow_mut().push(consumer.clone());
         (topic, group, consumer)
     }
@@ -1045,9 +1033,6 @@ impl Bench for AmqpBench {
                 }
                 let phase = meter.stop(n, errors).with_tally(&tally);
                 let _ = poll.close(200, "bye".into()).await;
-                if durable {
-                    tokio::time::sleep(ACK_SETTLE_GRACE).await;
-                }
                 service.stop().await?;
                 if durable {
                     self.check_all_acked(&queue).await?;

@@ -115,14 +115,7 @@ pub struct ChildNode {
 
 impl ChildNode {
     pub fn spawn(config: &ChildConfig) -> ChildNode {
-        let exe = std::env::current_exe().expect("test binary path");
-        let child = Command::new(exe)
-            .args(["--exact", "child_node", "--nocapture", "--test-threads", "1"])
-            .env(CHILD_ENV, serde_json::to_string(config).unwrap())
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn child node");
-        ChildNode { child }
+        ChildNode::spawn_env(CHILD_ENV, config)
     }
 
     pub fn signal(&self, sig: &str) {

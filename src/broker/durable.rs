@@ -32,6 +32,18 @@ pub mod dlq_headers {
     pub const CODE: &str = "Micro-Dlq-Code";
 }
 
+/// What [`DurableEvent::settle`] did with an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Settled {
+    /// Acknowledged: handled.
+    Acked,
+    /// Handed back for another attempt after the backoff.
+    Retried,
+    /// Published on the dead-letter topic, then acknowledged.
+    DeadLettered,
+}
+
 /// How a durable subscription retries. Part of
 /// [`SubscribeOptions::durable`](super::SubscribeOptions::durable).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -177,14 +189,14 @@ impl DurableEvent {
     }
 
     /// Settles by a handler's outcome: `Ok` acks; a retryable error retries (or dead-letters on
-    /// the last attempt); a permanent one dead-letters at once.
-    pub async fn settle(self, outcome: std::result::Result<(), Status>) -> Result<()> {
+    /// the last attempt); a permanent one dead-letters at once. Says which it did.
+    pub async fn settle(self, outcome: std::result::Result<(), Status>) -> Result<Settled> {
         match outcome {
-            Ok(()) => self.ack().await,
+            Ok(()) => self.ack().await.map(|()| Settled::Acked),
             Err(s) if is_retryable(s.code()) && !self.is_last_attempt() => {
                 let delay = self.policy.durability.backoff(self.attempt);
                 tracing::debug!(topic = %self.event.topic, event = %self.event.id, attempt = self.attempt, ?delay, status = %s, "event will be retried");
-                self.acker.retry(delay).await
+                self.acker.retry(delay).await.map(|()| Settled::Retried)
             }
             Err(s) => {
                 let reason = if is_retryable(s.code()) {
@@ -192,7 +204,7 @@ impl DurableEvent {
                 } else {
                     format!("permanent error: {s}")
                 };
-                self.dead_letter_coded(&reason, Some(s.code())).await
+                self.dead_letter_coded(&reason, Some(s.code())).await.map(|()| Settled::DeadLettered)
             }
         }
     }
@@ -261,6 +273,16 @@ impl DurableEvents {
         self.sub.drain()
     }
 
+    /// Dead-letters a delivery that is not handed to the handler (in the background).
+    fn give_up(&self, d: Delivery, reason: String, attempts: u32, code: Option<Code>) {
+        let policy = self.policy.clone();
+        let Delivery { subject, message, acker, .. } = d;
+        let topic = super::topic_of(&subject, &message.headers);
+        tokio::spawn(async move {
+            let _ = dead_letter(&policy, message, &topic, attempts, &reason, code, acker).await;
+        });
+    }
+
     fn read(&self, d: Delivery) -> Option<DurableEvent> {
         let Delivery { subject, message, attempt, acker } = d;
         let parsed = Event::from_parts(&subject, &message.headers, message.body.clone()).and_then(|e| {
@@ -277,14 +299,9 @@ impl DurableEvents {
                 Some(DurableEvent { event, attempt, acker, message, policy: self.policy.clone(), _slot })
             }
             Err(e) => {
-                let policy = self.policy.clone();
-                let topic = subject.strip_prefix(subject::EVENT_PREFIX).unwrap_or(&subject).to_string();
-                tracing::warn!(%topic, error = %e, "malformed durable event dead-lettered");
-                tokio::spawn(async move {
-                    let reason = format!("malformed event: {e}");
-                    let _ =
-                        dead_letter(&policy, message, &topic, attempt, &reason, Some(Code::BadRequest), acker).await;
-                });
+                tracing::warn!(%subject, error = %e, "malformed durable event dead-lettered");
+                let d = Delivery { subject, message, attempt, acker };
+                self.give_up(d, format!("malformed event: {e}"), attempt, Some(Code::BadRequest));
                 None
             }
         }
@@ -313,15 +330,9 @@ impl Stream for DurableEvents {
                     if d.attempt > self.policy.durability.max_attempts {
                         // Handed out more often than allowed without being settled (the
                         // handler's process died each time): do not run it again.
-                        let policy = self.policy.clone();
-                        let Delivery { subject, message, attempt, acker } = d;
-                        let topic = message.headers.get(headers::TOPIC).map(str::to_string).unwrap_or_else(|| {
-                            subject.strip_prefix(subject::EVENT_PREFIX).unwrap_or(&subject).to_string()
-                        });
-                        tokio::spawn(async move {
-                            let reason = format!("delivered {attempt} times without being settled");
-                            let _ = dead_letter(&policy, message, &topic, attempt - 1, &reason, None, acker).await;
-                        });
+                        let reason = format!("delivered {} times without being settled", d.attempt);
+                        let attempts = d.attempt - 1;
+                        self.give_up(d, reason, attempts, None);
                         continue;
                     }
                     if let Some(e) = self.read(d) {

@@ -43,8 +43,8 @@ use crate::transport::{subject, Incoming, Subscription, Transport};
 
 mod durable;
 
-pub use durable::{dlq_headers, DurableEvent, DurableEvents};
-pub(crate) use durable::{is_retryable, Durability};
+pub(crate) use durable::Durability;
+pub use durable::{dlq_headers, DurableEvent, DurableEvents, Settled};
 
 /// An event as delivered.
 #[derive(Clone, Debug)]
@@ -89,10 +89,7 @@ impl Event {
             Some(ct) => Codec::from_content_type(ct)
                 .ok_or_else(|| Error::codec(format!("event has unsupported content type {ct}")))?,
         };
-        let topic = h
-            .get(headers::TOPIC)
-            .map(str::to_string)
-            .unwrap_or_else(|| subject.strip_prefix(subject::EVENT_PREFIX).unwrap_or(subject).to_string());
+        let topic = topic_of(subject, h);
         Ok(Event {
             id: h.get(headers::ID).unwrap_or_default().to_string(),
             topic,
@@ -122,6 +119,13 @@ impl Event {
             }),
         }
     }
+}
+
+/// An event's topic: its `Micro-Topic` header, else the subject without `micro.event.`.
+pub(crate) fn topic_of(subject: &str, h: &Headers) -> String {
+    h.get(headers::TOPIC)
+        .map(str::to_string)
+        .unwrap_or_else(|| subject.strip_prefix(subject::EVENT_PREFIX).unwrap_or(subject).to_string())
 }
 
 /// Options for one publish.

@@ -325,15 +325,13 @@ impl Server {
         if let Err(status) = &outcome {
             tracing::warn!(service = %self.info.service, topic = %event.topic, event = %event.id, attempt = event.attempt(), %status, "durable event handler failed");
         }
-        match &outcome {
-            Ok(()) => {}
-            Err(s) if crate::broker::is_retryable(s.code()) && !event.is_last_attempt() => {
-                Stats::incr(&self.stats.retries)
+        match event.settle(outcome).await {
+            Ok(crate::broker::Settled::Retried) => Stats::incr(&self.stats.retries),
+            Ok(crate::broker::Settled::DeadLettered) => Stats::incr(&self.stats.dead_letters),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(service = %self.info.service, error = %e, "settling an event failed; the broker will deliver it again")
             }
-            Err(_) => Stats::incr(&self.stats.dead_letters),
-        }
-        if let Err(e) = event.settle(outcome).await {
-            tracing::warn!(service = %self.info.service, error = %e, "settling an event failed; the broker will deliver it again");
         }
     }
 

@@ -249,15 +249,9 @@ impl ServiceBuilder {
 
     /// Subscribes actors: each route name of the group is a topic, handled in the service's
     /// queue group by the actor's `Handler<M>`.
-    pub fn subscribe_actors<A: Actor<Context = Context<A>>>(mut self, group: ActorEndpoints<A>) -> Self {
-        for (topic, endpoint) in group.routes {
-            self.subscriptions.push(SubscriptionSpec {
-                topic,
-                options: SubscribeOptions::group(self.name.clone()),
-                endpoint,
-            });
-        }
-        self
+    pub fn subscribe_actors<A: Actor<Context = Context<A>>>(self, group: ActorEndpoints<A>) -> Self {
+        let options = SubscribeOptions::group(self.name.clone());
+        self.subscribe_actors_with(group, options)
     }
 
     /// Subscribes actors with explicit options: each route name of the group is a topic (or

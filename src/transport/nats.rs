@@ -67,6 +67,17 @@ impl NatsTransport {
         &self.client
     }
 
+    /// The JetStream consumer a durable group on a subject pattern uses (its naming rule is in
+    /// `docs/protocol.md` §6.1).
+    ///
+    /// ```
+    /// let name = micro::transport::NatsTransport::durable_consumer_name("audit", "micro.event.user.>");
+    /// assert!(name.starts_with("audit__user__"));
+    /// ```
+    pub fn durable_consumer_name(group: &str, subject: &str) -> String {
+        consumer_name(group, subject)
+    }
+
     /// The URL this transport connected to.
     pub fn url(&self) -> &str {
         &self.url
