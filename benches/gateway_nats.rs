@@ -187,7 +187,7 @@ async fn bare_hello(bare: web::Data<Bare>, query: web::Query<NameQuery>) -> Http
 /// srv greeter service (registry, selector, envelope, server dispatch) instead of raw async-nats.
 async fn bare_client_hello(bare: web::Data<Bare>, query: web::Query<NameQuery>) -> HttpResponse {
     let req = HelloRequest { name: query.into_inner().name };
-    match bare.client.call::<_, HelloReply>(&bare.srv, "Say.Hello", &req).await {
+    match bare.client.call::<_, HelloReply, _>(&bare.srv, "Say.Hello", &req).await {
         Ok(reply) => HttpResponse::Ok().json(Greeting { message: &reply.msg }),
         Err(e) => HttpResponse::BadGateway().body(e.to_string()),
     }

@@ -33,7 +33,7 @@ async fn main() -> micro::Result<()> {
     println!("{}", rsp.msg);
 
     let err = client
-        .call::<_, Response>("go.micro.srv.greeter", "Say.Hello", &Request { name: "".into() })
+        .call::<_, Response, _>("go.micro.srv.greeter", "Say.Hello", &Request { name: "".into() })
         .await
         .unwrap_err();
     println!("empty name -> {err}");

@@ -17,7 +17,7 @@
 //!     Ok(Response { msg: format!("Hello {}", r.name) })
 //! }
 //!
-//! # #[actix::main] async fn main() -> micro::Result<()> {
+//! # #[micro::main] async fn main() -> micro::Result<()> {
 //! let svc = Service::builder("go.micro.srv.greeter")
 //!     .transport("memory://lib-doc")            // the embedded default; or nats://127.0.0.1:4222
 //!     .handle("Say.Hello", hello)
@@ -52,11 +52,13 @@ pub mod cli;
 pub mod client;
 pub mod codec;
 pub mod context;
+pub mod endpoint;
 pub mod error;
 #[cfg(feature = "gateway")]
 #[cfg_attr(docsrs, doc(cfg(feature = "gateway")))]
 pub mod gateway;
 pub mod message;
+pub mod middleware;
 pub mod registry;
 pub mod selector;
 pub mod server;
@@ -68,23 +70,37 @@ pub mod transport;
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod test_util;
 
+pub use actix_micro_macros::{main, test};
 pub use broker::{Broker, Event, PublishOptions, SubscribeOptions};
 pub use client::{CallOptions, Client, RetryPolicy};
 pub use codec::Codec;
 pub use context::CallContext;
+pub use endpoint::Endpoint;
 pub use error::{Error, ErrorKind, Result};
 pub use message::{Metadata, TraceParent};
 pub use server::{ActorEndpoints, Meta, Req, RestartPolicy, State};
 pub use service::{Service, ServiceBuilder, ServiceHandle};
 pub use status::{Code, Status};
 
+#[doc(hidden)]
+pub mod __private {
+    //! What `#[micro::main]` and `#[micro::test]` expand to.
+    pub use actix::__private::{main, test};
+    pub use actix::System;
+}
+
 /// What a service author needs: `use micro::prelude::*;`.
 pub mod prelude {
+    pub use crate::broker::Broker;
     pub use crate::broker::{PublishOptions, SubscribeOptions};
     pub use crate::client::{CallOptions, Client, RetryPolicy};
     pub use crate::context::CallContext;
+    pub use crate::endpoint::Endpoint;
+    pub use crate::error::Error;
+    pub use crate::message::Metadata;
     pub use crate::server::{ActorEndpoints, Meta, Req, RestartPolicy, State};
     pub use crate::service::Service;
+    pub use crate::service::ServiceHandle;
     pub use crate::status::{Code, Status};
     pub use crate::Codec;
 }

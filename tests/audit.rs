@@ -116,7 +116,9 @@ impl Trail {
         let query = HistoryRequest { user_id: "nobody".into(), ..Default::default() };
         wait_for("the audit service to answer", CHILD_START, || {
             let query = query.clone();
-            async move { client.call::<_, Vec<AuditEntry>>(&self.names.audit_service(), "Audit.History", &query).await.ok() }
+            async move {
+                client.call::<_, Vec<AuditEntry>, _>(&self.names.audit_service(), "Audit.History", &query).await.ok()
+            }
         })
         .await;
     }

@@ -539,7 +539,12 @@ async fn call_options_node_reaches_that_node_only(url: String) {
     let g: Greeting = client.call_with(&name, "Say.Hello", &Hello { name: "x".into() }, opts).await.unwrap();
     assert_eq!(g.node, "b");
     let e = client
-        .call_with::<_, Value>(&name, "Debug.Health", &(), CallOptions::new().node("nobody").retry(RetryPolicy::none()))
+        .call_with::<_, Value, _>(
+            &name,
+            "Debug.Health",
+            &(),
+            CallOptions::new().node("nobody").retry(RetryPolicy::none()),
+        )
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable);

@@ -105,19 +105,19 @@ async fn unknown_endpoint_bad_payload_and_content_type(url: String) {
     let svc = greeter(&url, &name, "a").start().await.unwrap();
     let client = Client::connect(&url).await.unwrap();
 
-    let e = client.call::<_, Greeting>(&name, "Say.Nothing", &hello("x")).await.unwrap_err();
+    let e = client.call::<_, Greeting, _>(&name, "Say.Nothing", &hello("x")).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Remote);
     let s = e.status().unwrap();
     assert_eq!(s.code(), Code::NotFound);
     assert_eq!(s.id(), name);
     assert_eq!(s.status_text(), "Not Found");
 
-    let e = client.call::<_, Greeting>(&name, "Say.Hello", &serde_json::json!({"name": 42})).await.unwrap_err();
+    let e = client.call::<_, Greeting, _>(&name, "Say.Hello", &serde_json::json!({"name": 42})).await.unwrap_err();
     let s = e.status().unwrap();
     assert_eq!(s.code(), Code::BadRequest);
     assert!(s.detail().contains("name"), "the error names the field: {s}");
 
-    let e = client.call::<_, Greeting>(&name, "Say.Hello", &serde_json::json!({})).await.unwrap_err();
+    let e = client.call::<_, Greeting, _>(&name, "Say.Hello", &serde_json::json!({})).await.unwrap_err();
     assert!(e.status().unwrap().detail().contains("missing field `name`"), "{e}");
 
     // A content type the service cannot decode: 400, answered in JSON.
@@ -174,7 +174,7 @@ async fn handler_panic_is_internal_and_service_keeps_serving(url: String) {
     let svc = greeter(&url, &name, "a").restart_policy(RestartPolicy::unlimited()).start().await.unwrap();
     let client = Client::connect(&url).await.unwrap();
     for _ in 0..3 {
-        let e = client.call::<_, ()>(&name, "Say.Boom", &serde_json::json!({})).await.unwrap_err();
+        let e = client.call::<_, (), _>(&name, "Say.Boom", &serde_json::json!({})).await.unwrap_err();
         assert_eq!(e.status().unwrap().code(), Code::Internal, "{e}");
     }
     let g: Greeting = client.call(&name, "Say.Hello", &hello("alive")).await.unwrap();
@@ -194,12 +194,12 @@ async fn actor_endpoint_restarts_after_panic(url: String) {
         .await
         .unwrap();
     let client = Client::connect(&url).await.unwrap();
-    assert_eq!(client.call::<_, u64>(&name, "Counter.Add", &Add { by: 2 }).await.unwrap(), 2);
-    assert_eq!(client.call::<_, u64>(&name, "Counter.Add", &Add { by: 3 }).await.unwrap(), 5, "state is kept");
-    let e = client.call::<_, u64>(&name, "Counter.Crash", &Crash {}).await.unwrap_err();
+    assert_eq!(client.call::<_, u64, _>(&name, "Counter.Add", &Add { by: 2 }).await.unwrap(), 2);
+    assert_eq!(client.call::<_, u64, _>(&name, "Counter.Add", &Add { by: 3 }).await.unwrap(), 5, "state is kept");
+    let e = client.call::<_, u64, _>(&name, "Counter.Crash", &Crash {}).await.unwrap_err();
     assert_eq!(e.status().unwrap().code(), Code::Internal);
     // A fresh actor from the factory: state starts over, and it serves every route of the group.
-    assert_eq!(client.call::<_, u64>(&name, "Counter.Add", &Add { by: 1 }).await.unwrap(), 1);
+    assert_eq!(client.call::<_, u64, _>(&name, "Counter.Add", &Add { by: 1 }).await.unwrap(), 1);
     let stats: micro::server::ServiceStats = client.call(&name, "Debug.Stats", &()).await.unwrap();
     assert_eq!(stats.restarts, 1);
     svc.stop().await.unwrap();
@@ -234,7 +234,7 @@ async fn actor_pool_serves_concurrently(url: String) {
         .unwrap();
     let client = Client::connect(&url).await.unwrap();
     let nap = serde_json::json!({"ms": 50});
-    let calls = (0..16).map(|_| client.call::<_, u64>(&name, "Sleeper.Nap", &nap));
+    let calls = (0..16).map(|_| client.call::<_, u64, _>(&name, "Sleeper.Nap", &nap));
     for r in futures::future::join_all(calls).await {
         assert_eq!(r.unwrap(), 50);
     }
@@ -247,13 +247,13 @@ async fn restart_intensity_stops_the_service(url: String) {
         greeter(&url, &name, "a").restart_policy(RestartPolicy::new(2, Duration::from_secs(60))).start().await.unwrap();
     let client = Client::connect(&url).await.unwrap();
     for _ in 0..3 {
-        let e = client.call::<_, ()>(&name, "Say.Boom", &serde_json::json!({})).await.unwrap_err();
+        let e = client.call::<_, (), _>(&name, "Say.Boom", &serde_json::json!({})).await.unwrap_err();
         assert_eq!(e.status().unwrap().code(), Code::Internal);
     }
     let outcome = tokio::time::timeout(WAIT, svc.until_stopped()).await.expect("the service gave up");
     assert_eq!(outcome.unwrap_err().kind(), ErrorKind::RestartIntensity);
     svc.stop().await.unwrap();
-    let gone = client.call::<_, Greeting>(&name, "Say.Hello", &hello("x")).await.unwrap_err();
+    let gone = client.call::<_, Greeting, _>(&name, "Say.Hello", &hello("x")).await.unwrap_err();
     assert_eq!(gone.kind(), ErrorKind::Unavailable, "{gone}");
 }
 
@@ -336,10 +336,10 @@ async fn expired_request_is_dropped_unrun(url: String) {
 
 async fn unknown_service_is_unavailable(url: String) {
     let client = Client::connect(&url).await.unwrap();
-    let e = client.call::<_, Greeting>(&unique("nobody"), "Say.Hello", &hello("x")).await.unwrap_err();
+    let e = client.call::<_, Greeting, _>(&unique("nobody"), "Say.Hello", &hello("x")).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
     let e = client
-        .call_with::<_, Greeting>(&unique("nobody"), "Say.Hello", &hello("x"), CallOptions::new().broker_balanced())
+        .call_with::<_, Greeting, _>(&unique("nobody"), "Say.Hello", &hello("x"), CallOptions::new().broker_balanced())
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable, "no responders on the shared subject: {e}");
@@ -444,7 +444,7 @@ async fn graceful_stop_drains_in_flight_requests(url: String) {
         .map(|_| {
             let c = client.clone();
             let n = name.clone();
-            actix_rt::spawn(async move { c.call::<_, u64>(&n, "Say.Slow", &Sleep { ms: 400 }).await })
+            actix_rt::spawn(async move { c.call::<_, u64, _>(&n, "Say.Slow", &Sleep { ms: 400 }).await })
         })
         .collect();
     wait_for("20 requests in flight", WAIT, || async {
@@ -477,7 +477,7 @@ async fn many_requests_in_flight_on_one_endpoint(url: String) {
     let svc = greeter(&url, &name, "a").start().await.unwrap();
     let client = Client::connect(&url).await.unwrap();
     let started = std::time::Instant::now();
-    let calls = (0..50).map(|_| client.call::<_, u64>(&name, "Say.Slow", &Sleep { ms: 300 }));
+    let calls = (0..50).map(|_| client.call::<_, u64, _>(&name, "Say.Slow", &Sleep { ms: 300 }));
     for r in futures::future::join_all(calls).await {
         r.unwrap();
     }

@@ -79,7 +79,7 @@ async fn sigterm_deregisters_drains_in_flight_requests_and_exits_zero(url: Strin
     let calls: Vec<_> = (0..20)
         .map(|_| {
             let (c, n) = (client.clone(), name.clone());
-            actix_rt::spawn(async move { c.call::<_, u64>(&n, "Say.Slow", &Sleep { ms: 1000 }).await })
+            actix_rt::spawn(async move { c.call::<_, u64, _>(&n, "Say.Slow", &Sleep { ms: 1000 }).await })
         })
         .collect();
     wait_for("20 requests in flight in the child", WAIT, || async {
@@ -104,7 +104,7 @@ async fn sigterm_deregisters_drains_in_flight_requests_and_exits_zero(url: Strin
     .await
     .expect("deregistration seen");
     assert_eq!(removed.service.nodes.len(), 1);
-    let e = client.call::<_, Greeting>(&name, "Say.Hello", &Hello { name: "late".into() }).await.unwrap_err();
+    let e = client.call::<_, Greeting, _>(&name, "Say.Hello", &Hello { name: "late".into() }).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
 }
 
@@ -115,7 +115,7 @@ async fn restart_intensity_makes_the_node_deregister_and_exit_non_zero(url: Stri
     wait_for_nodes(&client, &name, 1).await;
     // Actor panics count as restarts: the actor is replaced each time until the limit.
     for _ in 0..3 {
-        let e = client.call::<_, u64>(&name, "Counter.Crash", &Crash {}).await.unwrap_err();
+        let e = client.call::<_, u64, _>(&name, "Counter.Crash", &Crash {}).await.unwrap_err();
         assert_eq!(e.status().map(|s| s.code()), Some(Code::Internal), "{e}");
     }
     assert_eq!(node.exit_code().await, Some(3), "exit status of a node that gave up");

@@ -39,7 +39,8 @@ async fn service_and_client_reconnect_after_a_broker_restart() {
     // call racing the connection's close may fail mid-flight instead: that one is not retried.)
     let opts = CallOptions::new().timeout(std::time::Duration::from_secs(30)).retry(RetryPolicy::none());
     wait_for("calls to fail fast", WAIT, || async {
-        match client.call_with::<_, Greeting>(&name, "Say.Hello", &Hello { name: "down".into() }, opts.clone()).await {
+        match client.call_with::<_, Greeting, _>(&name, "Say.Hello", &Hello { name: "down".into() }, opts.clone()).await
+        {
             Err(e) if e.kind() == ErrorKind::Unavailable => Some(()),
             Err(e) if e.is_timeout() => panic!("a call hung until its timeout: {e}"),
             Err(e) if e.kind() == ErrorKind::Transport => None,
@@ -53,7 +54,7 @@ async fn service_and_client_reconnect_after_a_broker_restart() {
     rabbit.start_app().await;
     // Both sides reconnect with backoff, re-declare queues and consumers, and serve again.
     let g = wait_for("calls to succeed again", WAIT, || async {
-        client.call::<_, Greeting>(&name, "Say.Hello", &Hello { name: "after".into() }).await.ok()
+        client.call::<_, Greeting, _>(&name, "Say.Hello", &Hello { name: "after".into() }).await.ok()
     })
     .await;
     assert_eq!(g.msg, "Hello after");
@@ -117,7 +118,7 @@ async fn channels_stay_bounded_under_load() {
     let client = Client::connect(&url).await.unwrap();
     let calls = (0..300).map(|i| {
         let (c, n) = (client.clone(), name.clone());
-        async move { c.call::<_, Greeting>(&n, "Say.Hello", &Hello { name: i.to_string() }).await }
+        async move { c.call::<_, Greeting, _>(&n, "Say.Hello", &Hello { name: i.to_string() }).await }
     });
     for r in futures::future::join_all(calls).await {
         r.unwrap();

@@ -36,9 +36,11 @@ mod events;
 mod faults;
 #[cfg(feature = "gateway")]
 mod gateway;
+mod middleware;
 mod processes;
 #[cfg(feature = "rabbitmq")]
 mod rabbitmq;
+mod typed;
 
 /// Not a test: the entry point of child-process nodes (see `util::ChildNode`). Other tests run
 /// this binary again with `--exact child_node` and `MICRO_TEST_CHILD_NODE` set; without that

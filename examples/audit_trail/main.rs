@@ -168,10 +168,10 @@ async fn demo(args: &Args) -> Result<()> {
     let profile = ProfileUpdate { user_id: "ada".into(), name: Some("Ada Lovelace".into()), ..Default::default() };
     let order = Order { user_id: "ada".into(), order_id: micro::message::new_id(), total_cents: 4200 };
     let mut ids = Vec::new();
-    ids.push(client.call::<_, Published>(&svc, "Users.Login", &login).await?.event_id);
-    ids.push(client.call::<_, Published>(&svc, "Users.UpdateProfile", &profile).await?.event_id);
-    ids.push(client.call::<_, Published>(&svc, "Orders.Place", &order).await?.event_id);
-    client.call::<_, Published>(&svc, "Users.Login", &Login { user_id: "grace".into() }).await?;
+    ids.push(client.call::<_, Published, _>(&svc, "Users.Login", &login).await?.event_id);
+    ids.push(client.call::<_, Published, _>(&svc, "Users.UpdateProfile", &profile).await?.event_id);
+    ids.push(client.call::<_, Published, _>(&svc, "Orders.Place", &order).await?.event_id);
+    client.call::<_, Published, _>(&svc, "Users.Login", &Login { user_id: "grace".into() }).await?;
     println!("published {} events for ada: {ids:?}", ids.len());
 
     // The audit service stores them asynchronously: ask until it has them all.

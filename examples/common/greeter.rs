@@ -80,7 +80,7 @@ pub async fn exercise(client: &Client) -> micro::Result<()> {
         let total: u64 = client.call(SERVICE, "Counter.Add", &Add { by }).await?;
         println!("Counter.Add {by}  -> {total}");
     }
-    match client.call::<_, Response>(SERVICE, "Say.Hello", &Request { name: "".into() }).await {
+    match client.call::<_, Response, _>(SERVICE, "Say.Hello", &Request { name: "".into() }).await {
         Err(e) => {
             println!("Say.Hello \"\"   -> {}", serde_json::to_string(e.status().expect("a service error")).unwrap())
         }

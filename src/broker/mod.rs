@@ -39,6 +39,7 @@ use crate::codec::Codec;
 use crate::context::{CallContext, EventInfo};
 use crate::error::{Error, Result};
 use crate::message::{headers, new_id, now_millis, Headers, Message, Metadata, TraceParent};
+use crate::middleware::{Answer, ClientLayers, Outgoing, SendFn, Target};
 use crate::transport::{subject, Incoming, Subscription, Transport};
 
 mod durable;
@@ -191,17 +192,19 @@ impl PublishOptions {
 pub struct SubscribeOptions {
     pub(crate) group: Option<String>,
     pub(crate) durable: Option<Durability>,
+    /// Durable settings given to a subscription that is not durable: an error at subscribe.
+    misplaced: Option<&'static str>,
 }
 
 impl SubscribeOptions {
     /// A queue group: each event goes to one member of the group.
     pub fn group(name: impl Into<String>) -> Self {
-        SubscribeOptions { group: Some(name.into()), durable: None }
+        SubscribeOptions { group: Some(name.into()), ..Default::default() }
     }
 
     /// Every subscriber gets every event.
     pub fn broadcast() -> Self {
-        SubscribeOptions { group: None, durable: None }
+        SubscribeOptions::default()
     }
 
     /// A durable group: at-least-once delivery. The broker keeps the group's events while no
@@ -211,19 +214,19 @@ impl SubscribeOptions {
     /// dead-letter topic `<group>.dlq`. The group starts with the events published after it
     /// was first created.
     pub fn durable(group: impl Into<String>) -> Self {
-        SubscribeOptions { group: Some(group.into()), durable: Some(Durability::default()) }
+        SubscribeOptions { group: Some(group.into()), durable: Some(Durability::default()), misplaced: None }
     }
 
     /// Deliveries of one event before it is dead-lettered (durable; default 5).
     pub fn max_attempts(mut self, n: u32) -> Self {
-        self.durability().max_attempts = n.max(1);
+        self.durability("max_attempts").max_attempts = n.max(1);
         self
     }
 
     /// Redelivery backoff: `min` after the first failure, doubling up to `max`, ±20 % jitter
     /// (durable; default 1 s to 60 s).
     pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
-        let d = self.durability();
+        let d = self.durability("backoff");
         d.backoff_min = min;
         d.backoff_max = max.max(min);
         self
@@ -232,7 +235,7 @@ impl SubscribeOptions {
     /// Events handled at once by one member: the broker's prefetch / max unacknowledged
     /// (durable; default 32).
     pub fn concurrency(mut self, n: usize) -> Self {
-        self.durability().concurrency = n.max(1);
+        self.durability("concurrency").concurrency = n.max(1);
         self
     }
 
@@ -240,19 +243,35 @@ impl SubscribeOptions {
     /// A running handler extends it by itself; this bounds how late a crashed member's events
     /// come back.
     pub fn ack_wait(mut self, d: Duration) -> Self {
-        self.durability().ack_wait = d.max(Duration::from_millis(100));
+        self.durability("ack_wait").ack_wait = d.max(Duration::from_millis(100));
         self
     }
 
     /// How long the broker keeps the group once no member uses it, events and all (durable;
     /// default 7 days, the NATS stream's retention). Short values suit tools and tests.
     pub fn expire_after(mut self, d: Duration) -> Self {
-        self.durability().expire_after = d.max(Duration::from_secs(1));
+        self.durability("expire_after").expire_after = d.max(Duration::from_secs(1));
         self
     }
 
-    fn durability(&mut self) -> &mut Durability {
+    /// The durable settings to change; on options that are not durable, the change is noted
+    /// and refused when subscribing (durability is never switched on by a tuning call).
+    fn durability(&mut self, setting: &'static str) -> &mut Durability {
+        if self.durable.is_none() {
+            self.misplaced.get_or_insert(setting);
+        }
         self.durable.get_or_insert_with(Durability::default)
+    }
+
+    /// Refuses durable settings on a subscription that is not durable.
+    pub(crate) fn check(&self, topic: &str) -> Result<()> {
+        match self.misplaced {
+            Some(setting) => Err(Error::config(format!(
+                "{setting} is a durable setting, but the subscription to {topic:?} is not durable: \
+                 start from SubscribeOptions::durable(group)"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// The queue group, if any.
@@ -262,7 +281,7 @@ impl SubscribeOptions {
 
     /// True for at-least-once subscriptions.
     pub fn is_durable(&self) -> bool {
-        self.durable.is_some()
+        self.durable.is_some() && self.misplaced.is_none()
     }
 
     /// The most deliveries of one event (durable subscriptions).
@@ -276,12 +295,19 @@ impl SubscribeOptions {
 pub struct Broker {
     transport: Arc<dyn Transport>,
     publisher: Arc<str>,
+    layers: ClientLayers,
 }
 
 impl Broker {
     /// A broker over a transport; `publisher` names us in the events we publish.
     pub fn new(transport: Arc<dyn Transport>, publisher: impl Into<String>) -> Broker {
-        Broker { transport, publisher: publisher.into().into() }
+        Broker { transport, publisher: publisher.into().into(), layers: ClientLayers::default() }
+    }
+
+    /// The same broker with a client's middleware around every publish.
+    pub(crate) fn with_layers(mut self, layers: ClientLayers) -> Broker {
+        self.layers = layers;
+        self
     }
 
     /// Publishes an event (MessagePack); returns its id.
@@ -332,11 +358,22 @@ impl Broker {
         h.push(headers::TRACEPARENT, trace.unwrap_or_else(TraceParent::new_root).to_string());
         h.set_metadata(&metadata);
         let message = Message::with_headers(h, body);
-        if opts.durable {
-            self.transport.publish_durable(&subject::event(topic), message).await?;
-        } else {
-            self.transport.publish(&subject::event(topic), message).await?;
+        if self.layers.is_empty() {
+            send_event(&*self.transport, topic, message, opts.durable).await?;
+            return Ok(id);
         }
+        let out = Outgoing { target: Target::Publish { topic: topic.to_string(), durable: opts.durable }, message };
+        let transport = self.transport.clone();
+        let send: SendFn = Box::new(move |out: Outgoing| {
+            Box::pin(async move {
+                let Target::Publish { topic, durable } = &out.target else {
+                    return Err(Error::config("a client middleware turned a publish into a call"));
+                };
+                send_event(&*transport, topic, out.message, *durable).await?;
+                Ok(Answer::Published)
+            })
+        });
+        self.layers.run(out, send).await?;
         Ok(id)
     }
 
@@ -365,11 +402,21 @@ impl Broker {
     }
 }
 
+/// Publishes an event message on its topic's subject, durably or not.
+async fn send_event(transport: &dyn Transport, topic: &str, message: Message, durable: bool) -> Result<()> {
+    if durable {
+        transport.publish_durable(&subject::event(topic), message).await
+    } else {
+        transport.publish(&subject::event(topic), message).await
+    }
+}
+
 pub(crate) async fn subscribe_events(
     transport: &Arc<dyn Transport>,
     topic: &str,
     opts: &SubscribeOptions,
 ) -> Result<Subscription> {
+    opts.check(topic)?;
     if !subject::is_valid(topic, true) {
         return Err(Error::config(format!("invalid topic pattern {topic:?}")));
     }
@@ -386,6 +433,7 @@ pub(crate) async fn subscribe_durable_events(
     topic: &str,
     opts: &SubscribeOptions,
 ) -> Result<DurableEvents> {
+    opts.check(topic)?;
     let (Some(group), Some(durability)) = (&opts.group, &opts.durable) else {
         return Err(Error::config("a durable subscription needs SubscribeOptions::durable(group)"));
     };

@@ -98,7 +98,7 @@ async fn ask_all<T: serde::de::DeserializeOwned>(
         // did not run (no responder), never after a timeout, which keeps the whole --timeout
         // for the one attempt that may be slow.
         let opts = CallOptions::new().node(&t.id).timeout(timeout).idempotent(false);
-        async move { client.call_with::<_, T>(service, endpoint, &(), opts).await.map_err(|e| e.to_string()) }
+        async move { client.call_with::<_, T, _>(service, endpoint, &(), opts).await.map_err(|e| e.to_string()) }
     });
     futures::future::join_all(calls).await
 }

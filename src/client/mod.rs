@@ -24,8 +24,10 @@ use serde::{de::DeserializeOwned, Serialize};
 use crate::broker::{Broker, PublishOptions};
 use crate::codec::Codec;
 use crate::context::CallContext;
+use crate::endpoint::EndpointName;
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::{headers, new_id, Deadline, Headers, Message, Metadata, TraceParent};
+use crate::middleware::{Answer, ClientLayers, ClientMiddleware, Outgoing, SendFn, Target as Route};
 use crate::registry::{Registry, RegistryOptions};
 use crate::selector::{Filter, Selector, SelectorActor, Strategy};
 use crate::status::{Code, Status};
@@ -46,6 +48,7 @@ pub(crate) struct ClientConfig {
     pub(crate) retry: RetryPolicy,
     pub(crate) codec: Codec,
     pub(crate) filter: Filter,
+    pub(crate) layers: ClientLayers,
 }
 
 impl Default for ClientConfig {
@@ -56,6 +59,7 @@ impl Default for ClientConfig {
             retry: RetryPolicy::default(),
             codec: Codec::MsgPack,
             filter: Filter::default(),
+            layers: ClientLayers::default(),
         }
     }
 }
@@ -155,6 +159,13 @@ impl ClientBuilder {
         self
     }
 
+    /// Wraps every call and publish in a [`ClientMiddleware`]; the first added is the
+    /// outermost. See [`middleware`](crate::middleware).
+    pub fn wrap(mut self, layer: impl ClientMiddleware) -> Self {
+        self.config.layers.push(Arc::new(layer));
+        self
+    }
+
     /// Connects the transport, starts a registry and selector, and returns the client.
     pub async fn connect(self) -> Result<Client> {
         let url = transport::resolve_url(self.url.as_deref());
@@ -183,7 +194,7 @@ impl Client {
         selector: Selector,
         config: ClientConfig,
     ) -> Client {
-        let broker = Broker::new(transport.clone(), config.name.clone());
+        let broker = Broker::new(transport.clone(), config.name.clone()).with_layers(config.layers.clone());
         Client { inner: Arc::new(Inner { transport, registry, selector, broker, config }) }
     }
 
@@ -207,30 +218,45 @@ impl Client {
         &self.inner.transport
     }
 
-    /// Calls `endpoint` of `service` and decodes the reply.
-    pub async fn call<Req, Resp>(&self, service: &str, endpoint: &str, request: &Req) -> Result<Resp>
+    /// Calls `endpoint` of `service` and decodes the reply. `endpoint` is a typed
+    /// [`Endpoint`](crate::Endpoint) (the reply type is inferred) or a name (say the reply type:
+    /// `let rsp: Response = client.call(..)`).
+    ///
+    /// ```
+    /// # use micro::prelude::*;
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Request { name: String }
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Response { msg: String }
+    /// const SAY_HELLO: Endpoint<Request, Response> = Endpoint::new("Say.Hello");
+    /// # async fn f(client: Client) -> micro::Result<()> {
+    /// let rsp = client.call("go.micro.srv.greeter", SAY_HELLO, &Request { name: "John".into() }).await?;
+    /// println!("{}", rsp.msg);
+    /// # Ok(()) }
+    /// ```
+    pub async fn call<Req, Resp, E>(&self, service: &str, endpoint: E, request: &Req) -> Result<Resp>
     where
         Req: Serialize + ?Sized,
         Resp: DeserializeOwned,
+        E: EndpointName<Req, Resp>,
     {
         self.call_with(service, endpoint, request, CallOptions::default()).await
     }
 
     /// Calls with per-call options.
-    pub async fn call_with<Req, Resp>(
+    pub async fn call_with<Req, Resp, E>(
         &self,
         service: &str,
-        endpoint: &str,
+        endpoint: E,
         request: &Req,
         opts: CallOptions,
     ) -> Result<Resp>
     where
         Req: Serialize + ?Sized,
         Resp: DeserializeOwned,
+        E: EndpointName<Req, Resp>,
     {
         let codec = opts.codec.unwrap_or(self.inner.config.codec);
         let body = codec.encode(request)?;
-        let reply = self.call_raw(service, endpoint, body, codec, opts).await?;
+        let reply = self.call_raw(service, endpoint.endpoint_name(), body, codec, opts).await?;
         reply.decode()
     }
 
@@ -241,12 +267,12 @@ impl Client {
         endpoint: &str,
         body: Bytes,
         codec: Codec,
-        opts: CallOptions,
+        mut opts: CallOptions,
     ) -> Result<RawReply> {
         let config = &self.inner.config;
         let timeout = opts.timeout.unwrap_or(config.timeout);
         let mut deadline = Deadline::after(timeout);
-        let mut metadata = opts.metadata;
+        let mut metadata = std::mem::take(&mut opts.metadata);
         let mut trace = None;
         let mut trace_state = None;
         CallContext::with_current(|ctx| {
@@ -274,7 +300,37 @@ impl Client {
         }
         h.set_metadata(&metadata);
         let message = Message::with_headers(h, body);
+        let layers = &self.inner.config.layers;
+        if layers.is_empty() {
+            return self.deliver(service, endpoint, message, opts, deadline).await;
+        }
+        let client = self.clone();
+        let out =
+            Outgoing { target: Route::Call { service: service.to_string(), endpoint: endpoint.to_string() }, message };
+        let send: SendFn = Box::new(move |out: Outgoing| {
+            Box::pin(async move {
+                let Route::Call { service, endpoint } = &out.target else {
+                    return Err(Error::config("a client middleware turned a call into a publish"));
+                };
+                client.deliver(service, endpoint, out.message, opts, deadline).await.map(Answer::Reply)
+            })
+        });
+        match layers.run(out, send).await? {
+            Answer::Reply(reply) => Ok(reply),
+            Answer::Published => Err(Error::config("a client middleware answered a call as a publish")),
+        }
+    }
 
+    /// Sends a prepared request, selecting a node and retrying as the options allow.
+    async fn deliver(
+        &self,
+        service: &str,
+        endpoint: &str,
+        message: Message,
+        opts: CallOptions,
+        deadline: Deadline,
+    ) -> Result<RawReply> {
+        let config = &self.inner.config;
         let filter = if opts.filter.is_empty() { config.filter.clone() } else { config.filter.and(&opts.filter) };
         let retry = opts.retry.unwrap_or(config.retry);
         let mut backoff = retry.backoff();

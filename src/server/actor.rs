@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::future::LocalBoxFuture;
 use serde::{de::DeserializeOwned, Serialize};
 
-use super::handler::{Endpoint, Request};
+use super::handler::{Dispatch, Request};
 use super::stats::Stats;
 use super::Runtime;
 use crate::status::Status;
@@ -117,7 +117,7 @@ impl<A: Actor<Context = Context<A>>> ActorPool<A> {
 /// ```
 pub struct ActorEndpoints<A: Actor<Context = Context<A>>> {
     pool: Rc<ActorPool<A>>,
-    pub(crate) routes: Vec<(String, Rc<dyn Endpoint>)>,
+    pub(crate) routes: Vec<(String, Rc<dyn Dispatch>)>,
 }
 
 impl<A: Actor<Context = Context<A>>> std::fmt::Debug for ActorEndpoints<A> {
@@ -170,7 +170,7 @@ struct ActorRoute<A: Actor<Context = Context<A>>, M> {
     _m: std::marker::PhantomData<fn(M)>,
 }
 
-impl<A, M> Endpoint for ActorRoute<A, M>
+impl<A, M> Dispatch for ActorRoute<A, M>
 where
     A: Actor<Context = Context<A>> + Handler<M>,
     A::Context: ToEnvelope<A, M>,

@@ -40,6 +40,21 @@ impl Request {
     pub fn codec(&self) -> Codec {
         self.codec
     }
+
+    /// The endpoint (`Say.Hello`), or the topic for an event.
+    pub fn endpoint(&self) -> &str {
+        &self.ctx.endpoint
+    }
+
+    /// The caller's metadata.
+    pub fn metadata(&self) -> &Metadata {
+        &self.ctx.metadata
+    }
+
+    /// True when this is an event for a subscription rather than a request.
+    pub fn is_event(&self) -> bool {
+        self.ctx.event.is_some()
+    }
 }
 
 /// Shared values registered with the service builder's `state(..)`, looked up by type.
@@ -54,7 +69,14 @@ impl Extensions {
     pub(crate) fn get<T: 'static>(&self) -> Option<&T> {
         self.0.get(&TypeId::of::<T>()).and_then(|b| b.downcast_ref())
     }
+
+    pub(crate) fn contains(&self, id: TypeId) -> bool {
+        self.0.contains_key(&id)
+    }
 }
+
+/// A state type a handler needs: its id and its name for error messages.
+pub(crate) type StateNeed = (TypeId, &'static str);
 
 impl std::fmt::Debug for Extensions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -70,6 +92,12 @@ impl std::fmt::Debug for Extensions {
 pub trait FromRequest: Sized {
     /// Builds the value, or fails with the status the caller gets.
     fn from_request(req: &Request) -> Result<Self, Status>;
+
+    /// The state this extractor needs registered, checked when the service starts.
+    #[doc(hidden)]
+    fn required_state() -> Option<StateNeed> {
+        None
+    }
 }
 
 /// The decoded request (or event) body.
@@ -119,6 +147,10 @@ impl<S: Clone + 'static> FromRequest for State<S> {
             .cloned()
             .map(State)
             .ok_or_else(|| Status::internal(format!("no state of type {} registered", std::any::type_name::<S>())))
+    }
+
+    fn required_state() -> Option<StateNeed> {
+        Some((TypeId::of::<S>(), std::any::type_name::<S>()))
     }
 }
 
@@ -176,6 +208,9 @@ pub trait Handler<Args>: Clone + 'static {
 pub trait FromRequestTuple: Sized {
     /// Extracts every element.
     fn extract(req: &Request) -> Result<Self, Status>;
+    /// Adds the state every element needs.
+    #[doc(hidden)]
+    fn required_state(out: &mut Vec<StateNeed>);
 }
 
 macro_rules! handler_tuple {
@@ -184,6 +219,11 @@ macro_rules! handler_tuple {
             #[allow(unused_variables)]
             fn extract(req: &Request) -> Result<Self, Status> {
                 Ok(($($a::from_request(req)?,)*))
+            }
+
+            #[allow(unused_variables)]
+            fn required_state(out: &mut Vec<StateNeed>) {
+                $(out.extend($a::required_state());)*
             }
         }
 
@@ -211,9 +251,13 @@ handler_tuple!(A1, A2, A3, A4, A5);
 handler_tuple!(A1, A2, A3, A4, A5, A6);
 
 /// A type-erased endpoint: decodes, runs, encodes.
-pub(crate) trait Endpoint: 'static {
+pub(crate) trait Dispatch: 'static {
     /// Starts whatever the endpoint needs (actor pools) on the serving arbiter.
     fn start(&self, _runtime: &super::Runtime) {}
+    /// The state its extractors need, checked at start.
+    fn required_state(&self) -> Vec<StateNeed> {
+        Vec::new()
+    }
     fn call(&self, req: Request) -> LocalBoxFuture<'static, Result<Bytes, Status>>;
 }
 
@@ -228,12 +272,18 @@ impl<H, Args> FnEndpoint<H, Args> {
     }
 }
 
-impl<H, Args> Endpoint for FnEndpoint<H, Args>
+impl<H, Args> Dispatch for FnEndpoint<H, Args>
 where
     H: Handler<Args>,
     H::Output: IntoReply,
     Args: FromRequestTuple + 'static,
 {
+    fn required_state(&self) -> Vec<StateNeed> {
+        let mut out = Vec::new();
+        Args::required_state(&mut out);
+        out
+    }
+
     fn call(&self, req: Request) -> LocalBoxFuture<'static, Result<Bytes, Status>> {
         let codec = req.codec;
         match Args::extract(&req) {

@@ -22,15 +22,19 @@ use crate::transport::{Incoming, Reply, Subscription, Transport};
 
 mod actor;
 mod handler;
+mod route;
+mod shed;
 mod stats;
 mod supervision;
 
 pub use actor::{ActorEndpoints, EndpointMessage};
 pub use handler::{FromRequest, FromRequestTuple, Handler, IntoReply, Meta, Req, Request, State};
+pub use route::{ArgOf, ArgsOf, BoundEndpoint, IntoEndpoint};
 pub use stats::{resident_memory_bytes, HealthStatus, ServiceStats};
 pub use supervision::RestartPolicy;
 
-pub(crate) use handler::{Endpoint, Extensions, FnEndpoint};
+pub(crate) use handler::{Dispatch, Extensions, FnEndpoint, StateNeed};
+pub(crate) use shed::LoadShed;
 pub(crate) use stats::Stats;
 pub(crate) use supervision::Supervisor;
 
@@ -46,14 +50,13 @@ pub(crate) struct ServerInfo {
     pub(crate) service: String,
     pub(crate) version: String,
     pub(crate) node_id: String,
-    pub(crate) max_in_flight: usize,
 }
 
 /// The running dispatch state, shared by the subscription loops and request tasks.
 pub(crate) struct Server {
     info: ServerInfo,
     service: Arc<str>,
-    endpoints: HashMap<String, Rc<dyn Endpoint>>,
+    endpoints: HashMap<String, Rc<dyn Dispatch>>,
     state: Rc<Extensions>,
     stats: Arc<Stats>,
     supervisor: Rc<Supervisor>,
@@ -62,7 +65,7 @@ pub(crate) struct Server {
 impl Server {
     pub(crate) fn new(
         info: ServerInfo,
-        endpoints: HashMap<String, Rc<dyn Endpoint>>,
+        endpoints: HashMap<String, Rc<dyn Dispatch>>,
         state: Extensions,
         stats: Arc<Stats>,
         supervisor: Rc<Supervisor>,
@@ -129,14 +132,6 @@ impl Server {
         };
         if let Some(service) = h.get(headers::SERVICE).filter(|s| **s != *self.info.service) {
             let s = Status::not_found(format!("service {service} is not served here (this is {})", self.info.service));
-            return self.answer(reply, codec, Err(s)).await;
-        }
-        // Shed load, but keep answering the health and stats probes.
-        if self.stats.in_flight() as usize > self.info.max_in_flight && !endpoint.starts_with("Debug.") {
-            let s = Status::unavailable(format!(
-                "{} is overloaded ({} requests in flight)",
-                self.info.service, self.info.max_in_flight
-            ));
             return self.answer(reply, codec, Err(s)).await;
         }
         let Some(ep) = self.endpoints.get(endpoint.as_str()).cloned() else {
@@ -275,12 +270,12 @@ pub(crate) async fn subscribe_node(
 impl Server {
     /// Handles one event with a subscription's handler.
     /// Counts an event in flight and handles it in its own task.
-    pub(crate) fn spawn_event(self: &Rc<Self>, ep: Rc<dyn Endpoint>, incoming: Incoming) {
+    pub(crate) fn spawn_event(self: &Rc<Self>, ep: Rc<dyn Dispatch>, incoming: Incoming) {
         let in_flight = self.stats.begin();
         actix_rt::spawn(self.clone().dispatch_event(ep, incoming, in_flight));
     }
 
-    async fn dispatch_event(self: Rc<Self>, ep: Rc<dyn Endpoint>, incoming: Incoming, _in_flight: stats::InFlight) {
+    async fn dispatch_event(self: Rc<Self>, ep: Rc<dyn Dispatch>, incoming: Incoming, _in_flight: stats::InFlight) {
         Stats::incr(&self.stats.events);
         let event = match crate::broker::Event::from_incoming(incoming) {
             Ok(e) => e,
@@ -296,14 +291,14 @@ impl Server {
     }
 
     /// Handles one durable event in its own task and settles it by the handler's result.
-    pub(crate) fn spawn_durable(self: &Rc<Self>, ep: Rc<dyn Endpoint>, event: crate::broker::DurableEvent) {
+    pub(crate) fn spawn_durable(self: &Rc<Self>, ep: Rc<dyn Dispatch>, event: crate::broker::DurableEvent) {
         let in_flight = self.stats.begin();
         actix_rt::spawn(self.clone().dispatch_durable(ep, event, in_flight));
     }
 
     async fn dispatch_durable(
         self: Rc<Self>,
-        ep: Rc<dyn Endpoint>,
+        ep: Rc<dyn Dispatch>,
         event: crate::broker::DurableEvent,
         _in_flight: stats::InFlight,
     ) {
@@ -336,7 +331,7 @@ impl Server {
     }
 
     /// Runs a subscription's handler on an event: its result, a panic as 500 (counted).
-    async fn run_event(&self, ep: &Rc<dyn Endpoint>, event: &crate::broker::Event) -> std::result::Result<(), Status> {
+    async fn run_event(&self, ep: &Rc<dyn Dispatch>, event: &crate::broker::Event) -> std::result::Result<(), Status> {
         let ctx = Arc::new(event.context(&self.service));
         let req = Request { ctx: ctx.clone(), body: event.body.clone(), codec: event.codec, state: self.state.clone() };
         let ep = ep.clone();

@@ -38,11 +38,13 @@ use tokio::sync::watch;
 use crate::broker::{subscribe_durable_events, subscribe_events, Broker, SubscribeOptions};
 use crate::client::{Client, ClientConfig, RetryPolicy};
 use crate::error::{Error, ErrorKind, Result};
+use crate::middleware::{ClientLayers, ClientMiddleware, Middleware, Wrapped};
 use crate::registry::{self, Registry, RegistryOptions};
 use crate::selector::{Selector, SelectorActor, Strategy};
 use crate::server::{
-    serve_loop, subscribe_node, ActorEndpoints, Endpoint, EndpointMessage, Extensions, FnEndpoint, FromRequestTuple,
-    Handler, HealthStatus, IntoReply, RestartPolicy, Server, ServerInfo, Stats, Supervisor,
+    serve_loop, subscribe_node, ActorEndpoints, BoundEndpoint, Dispatch, EndpointMessage, Extensions, FnEndpoint,
+    FromRequestTuple, Handler, HealthStatus, IntoEndpoint, IntoReply, LoadShed, RestartPolicy, Server, ServerInfo,
+    Stats, Supervisor,
 };
 use crate::status::Status;
 use crate::transport::{self, subject, Transport};
@@ -60,14 +62,14 @@ impl Service {
 
 struct EndpointSpec {
     name: String,
-    endpoint: Rc<dyn Endpoint>,
+    endpoint: Rc<dyn Dispatch>,
     metadata: BTreeMap<String, String>,
 }
 
 struct SubscriptionSpec {
     topic: String,
     options: SubscribeOptions,
-    endpoint: Rc<dyn Endpoint>,
+    endpoint: Rc<dyn Dispatch>,
 }
 
 /// Describes a service; nothing is validated or connected until `start`/`run`.
@@ -88,6 +90,8 @@ pub struct ServiceBuilder {
     client_timeout: Duration,
     client_retry: RetryPolicy,
     strategy: Strategy,
+    layers: Vec<Rc<dyn Middleware>>,
+    client_layers: ClientLayers,
 }
 
 impl std::fmt::Debug for ServiceBuilder {
@@ -120,6 +124,8 @@ impl ServiceBuilder {
             client_timeout: Duration::from_secs(5),
             client_retry: RetryPolicy::default(),
             strategy: Strategy::default(),
+            layers: Vec::new(),
+            client_layers: ClientLayers::default(),
         }
     }
 
@@ -154,25 +160,48 @@ impl ServiceBuilder {
         self
     }
 
-    /// Binds an endpoint (`Handler.Method`) to an async fn handler.
-    pub fn handle<H, Args>(mut self, endpoint: &str, handler: H) -> Self
+    /// Binds an endpoint to an async fn handler. The endpoint is a typed
+    /// [`Endpoint<Req, Rsp>`](crate::Endpoint) (a handler that does not take `Req<Req>` and
+    /// return `Result<Rsp, Status>` does not compile) or a name (`Handler.Method`).
+    ///
+    /// ```
+    /// use micro::prelude::*;
+    /// # #[derive(serde::Serialize, serde::Deserialize)] pub struct Request { name: String }
+    /// # #[derive(serde::Serialize, serde::Deserialize)] pub struct Response { msg: String }
+    /// pub const SAY_HELLO: Endpoint<Request, Response> = Endpoint::new("Say.Hello");
+    ///
+    /// async fn hello(Req(r): Req<Request>, ctx: CallContext) -> Result<Response, Status> {
+    ///     Ok(Response { msg: format!("Hello {} from {}", r.name, ctx.service()) })
+    /// }
+    /// let service = Service::builder("go.micro.srv.greeter").handle(SAY_HELLO, hello);
+    /// ```
+    pub fn handle<E, H, Args>(mut self, endpoint: E, handler: H) -> Self
     where
-        H: Handler<Args>,
-        H::Output: IntoReply,
-        Args: FromRequestTuple + 'static,
+        E: IntoEndpoint<H, Args>,
     {
-        self.endpoints.push(EndpointSpec {
-            name: endpoint.to_string(),
-            endpoint: Rc::new(FnEndpoint::new(handler)),
-            metadata: BTreeMap::new(),
-        });
+        let BoundEndpoint { name, dispatch } = endpoint.bind(handler);
+        self.endpoints.push(EndpointSpec { name, endpoint: dispatch, metadata: BTreeMap::new() });
+        self
+    }
+
+    /// Wraps every endpoint and subscription handler in a [`Middleware`]; the first added is
+    /// the outermost. See [`middleware`](crate::middleware) for examples.
+    pub fn wrap(mut self, layer: impl Middleware) -> Self {
+        self.layers.push(Rc::new(layer));
+        self
+    }
+
+    /// Wraps every call and publish of the service's own client in a [`ClientMiddleware`]
+    /// (the first added is the outermost).
+    pub fn wrap_client(mut self, layer: impl ClientMiddleware) -> Self {
+        self.client_layers.push(std::sync::Arc::new(layer));
         self
     }
 
     /// Marks an endpoint idempotent in the registry, so clients retry it after timeouts too
     /// (safe only if running it twice does no harm).
-    pub fn idempotent(mut self, endpoint: &str) -> Self {
-        self.idempotent.insert(endpoint.to_string());
+    pub fn idempotent(mut self, endpoint: impl AsRef<str>) -> Self {
+        self.idempotent.insert(endpoint.as_ref().to_string());
         self
     }
 
@@ -343,8 +372,27 @@ impl ServiceBuilder {
             if !subject::is_valid(&s.topic, true) {
                 return Err(Error::config(format!("invalid topic {:?}", s.topic)));
             }
+            s.options.check(&s.topic)?;
             if s.options.is_durable() && s.options.queue_group().is_none() {
                 return Err(Error::config(format!("durable subscription to {:?} needs a group", s.topic)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every `State<S>` a handler takes must be registered: an error now, not a 500 per call.
+    fn check_state(&self) -> Result<()> {
+        let handlers = self.endpoints.iter().map(|e| (e.name.as_str(), &e.endpoint));
+        let handlers = handlers.chain(self.subscriptions.iter().map(|s| (s.topic.as_str(), &s.endpoint)));
+        for (name, handler) in handlers {
+            for (id, type_name) in handler.required_state() {
+                if !self.state.contains(id) && id != std::any::TypeId::of::<Client>() {
+                    return Err(Error::config(format!(
+                        "the handler of {name} takes State<{type_name}>, but no such state is registered: \
+                         add .state(value) to the builder of {}",
+                        self.name
+                    )));
+                }
             }
         }
         Ok(())
@@ -353,6 +401,7 @@ impl ServiceBuilder {
     /// Connects, subscribes, registers and serves in the background on the current arbiter.
     pub async fn start(self) -> Result<ServiceHandle> {
         self.validate()?;
+        self.check_state()?;
         let url = transport::resolve_url(self.transport.as_deref());
         let transport = transport::connect(&url).await?;
         let registry_transport = match &self.registry_url {
@@ -372,6 +421,7 @@ impl ServiceBuilder {
                 name: self.name.clone(),
                 timeout: self.client_timeout,
                 retry: self.client_retry,
+                layers: self.client_layers,
                 ..Default::default()
             },
         );
@@ -379,21 +429,22 @@ impl ServiceBuilder {
         let node_id = format!("{}-{}", self.name, uuid::Uuid::now_v7());
         let stats = Arc::new(Stats::new());
         let supervisor = Rc::new(Supervisor::new(self.restart));
-        let info = ServerInfo {
-            service: self.name.clone(),
-            version: self.version.clone(),
-            node_id: node_id.clone(),
-            max_in_flight: self.max_in_flight,
-        };
+        let info = ServerInfo { service: self.name.clone(), version: self.version.clone(), node_id: node_id.clone() };
+
+        // The user's middleware wraps every endpoint and subscription; endpoints shed load first.
+        let user_layers: Rc<[Rc<dyn Middleware>]> = self.layers.into();
+        let shed = LoadShed { service: self.name.as_str().into(), stats: stats.clone(), max: self.max_in_flight };
+        let endpoint_layers: Rc<[Rc<dyn Middleware>]> =
+            std::iter::once(Rc::new(shed) as Rc<dyn Middleware>).chain(user_layers.iter().cloned()).collect();
 
         let mut record = registry::Service::new(&self.name, &self.version);
-        let mut endpoints: HashMap<String, Rc<dyn Endpoint>> = HashMap::new();
+        let mut endpoints: HashMap<String, Rc<dyn Dispatch>> = HashMap::new();
         for mut spec in self.endpoints {
             if self.idempotent.contains(&spec.name) {
                 spec.metadata.insert("idempotent".into(), "true".into());
             }
             record.endpoints.push(registry::Endpoint { name: spec.name.clone(), metadata: spec.metadata });
-            endpoints.insert(spec.name, spec.endpoint);
+            endpoints.insert(spec.name, Wrapped::around(&endpoint_layers, spec.endpoint));
         }
         let draining = Rc::new(std::cell::Cell::new(false));
         for (name, ep) in debug_endpoints(&info, &stats, &draining) {
@@ -422,7 +473,7 @@ impl ServiceBuilder {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut loops = server.serve(subscribe_node(&transport, &self.name, &node_id).await?, stop_rx.clone());
         for spec in self.subscriptions {
-            let (server, ep) = (server.clone(), spec.endpoint);
+            let (server, ep) = (server.clone(), Wrapped::around(&user_layers, spec.endpoint));
             let runtime = crate::server::Runtime { supervisor: supervisor.clone(), stats: stats.clone() };
             ep.start(&runtime);
             if spec.options.is_durable() {
@@ -474,7 +525,7 @@ fn debug_endpoints(
     info: &ServerInfo,
     stats: &Arc<Stats>,
     draining: &Rc<std::cell::Cell<bool>>,
-) -> Vec<(&'static str, Rc<dyn Endpoint>)> {
+) -> Vec<(&'static str, Rc<dyn Dispatch>)> {
     let health = HealthStatus {
         status: "ok".into(),
         service: info.service.clone(),
@@ -495,8 +546,8 @@ fn debug_endpoints(
         async move { Ok::<_, Status>(s) }
     };
     vec![
-        ("Debug.Health", Rc::new(FnEndpoint::<_, ()>::new(health_ep)) as Rc<dyn Endpoint>),
-        ("Debug.Stats", Rc::new(FnEndpoint::<_, ()>::new(stats_ep)) as Rc<dyn Endpoint>),
+        ("Debug.Health", Rc::new(FnEndpoint::<_, ()>::new(health_ep)) as Rc<dyn Dispatch>),
+        ("Debug.Stats", Rc::new(FnEndpoint::<_, ()>::new(stats_ep)) as Rc<dyn Dispatch>),
     ]
 }
 
