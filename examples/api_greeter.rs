@@ -12,7 +12,7 @@ mod api_greeter;
 #[path = "common/greeter.rs"]
 mod greeter;
 
-#[actix::main]
+#[micro::main]
 async fn main() -> micro::Result<()> {
     greeter::init_tracing();
     api_greeter::service().run().await

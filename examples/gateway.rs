@@ -17,7 +17,7 @@ mod greeter;
 
 use micro::gateway::{Gateway, GatewayConfig, GATEWAY_ID};
 
-#[actix::main]
+#[micro::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     greeter::init_tracing();
     let url = micro::transport::resolve_url(None);

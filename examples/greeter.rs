@@ -7,7 +7,7 @@
 #[path = "common/greeter.rs"]
 mod greeter;
 
-#[actix::main]
+#[micro::main]
 async fn main() -> micro::Result<()> {
     greeter::init_tracing();
     let service = greeter::service().transport("memory://").start().await?;

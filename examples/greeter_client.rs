@@ -6,7 +6,7 @@
 #[path = "common/greeter.rs"]
 mod greeter;
 
-#[actix::main]
+#[micro::main]
 async fn main() -> micro::Result<()> {
     greeter::init_tracing();
     let client = micro::Client::connect(&micro::transport::resolve_url(None)).await?;

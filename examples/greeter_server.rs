@@ -9,7 +9,7 @@
 #[path = "common/greeter.rs"]
 mod greeter;
 
-#[actix::main]
+#[micro::main]
 async fn main() -> micro::Result<()> {
     greeter::init_tracing();
     let url = micro::transport::resolve_url(None);

@@ -16,6 +16,9 @@ struct Response {
     msg: String,
 }
 
+/// The endpoint, typed: `handle` accepts only a handler of these types, `call` infers the reply.
+const SAY_HELLO: Endpoint<Request, Response> = Endpoint::new("Say.Hello");
+
 async fn hello(Req(req): Req<Request>) -> Result<Response, Status> {
     if req.name.is_empty() {
         return Err(Status::bad_request("name is required"));
@@ -23,19 +26,16 @@ async fn hello(Req(req): Req<Request>) -> Result<Response, Status> {
     Ok(Response { msg: format!("Hello {}", req.name) })
 }
 
-#[actix::main]
+#[micro::main]
 async fn main() -> micro::Result<()> {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
-    let service = Service::builder("go.micro.srv.greeter").version("1.0.0").handle("Say.Hello", hello).start().await?;
+    let service = Service::builder("go.micro.srv.greeter").version("1.0.0").handle(SAY_HELLO, hello).start().await?;
 
     let client = service.client();
-    let rsp: Response = client.call("go.micro.srv.greeter", "Say.Hello", &Request { name: "John".into() }).await?;
+    let rsp = client.call("go.micro.srv.greeter", SAY_HELLO, &Request { name: "John".into() }).await?;
     println!("{}", rsp.msg);
 
-    let err = client
-        .call::<_, Response, _>("go.micro.srv.greeter", "Say.Hello", &Request { name: "".into() })
-        .await
-        .unwrap_err();
+    let err = client.call("go.micro.srv.greeter", SAY_HELLO, &Request { name: "".into() }).await.unwrap_err();
     println!("empty name -> {err}");
 
     service.stop().await

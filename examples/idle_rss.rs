@@ -31,7 +31,7 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
-#[actix::main]
+#[micro::main]
 async fn main() -> micro::Result<()> {
     let url = std::env::var("MICRO_TRANSPORT").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
     let idle = std::env::var("IDLE_SECS").ok().and_then(|s| s.parse::<f64>().ok()).unwrap_or(2.0);

@@ -21,6 +21,9 @@ use super::names::{Names, AUDITED};
 pub const MAX_LIMIT: u64 = 1000;
 pub const DEFAULT_LIMIT: u64 = 50;
 
+/// `Audit.History`: a user's stored events, newest first.
+pub const AUDIT_HISTORY: Endpoint<HistoryRequest, Vec<AuditEntry>> = Endpoint::new("Audit.History");
+
 #[derive(Clone, Debug)]
 pub struct AuditConfig {
     pub names: Names,
@@ -80,7 +83,7 @@ pub fn service(cfg: &AuditConfig) -> rusqlite::Result<micro::ServiceBuilder> {
     if let Some(d) = cfg.expire_after {
         durable = durable.expire_after(d);
     }
-    let builder = Service::builder(&name).version("1.0.0").state(store).handle("Audit.History", history);
+    let builder = Service::builder(&name).version("1.0.0").state(store).handle(AUDIT_HISTORY, history);
     Ok(AUDITED.iter().fold(builder, |b, pattern| b.subscribe_with(&cfg.names.topic(pattern), durable.clone(), record)))
 }
 

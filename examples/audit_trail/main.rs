@@ -33,9 +33,9 @@ use std::time::{Duration, Instant};
 use micro::gateway::{Gateway, GatewayConfig, HandlerKind, GATEWAY_ID};
 use micro::Client;
 
-use audit::{AuditConfig, AuditEntry, HistoryRequest};
+use audit::{AuditConfig, HistoryRequest, AUDIT_HISTORY};
 use names::Names;
-use users::{Login, Order, ProfileUpdate, Published};
+use users::{Login, Order, ProfileUpdate, ORDERS_PLACE, USERS_LOGIN, USERS_UPDATE_PROFILE};
 
 type Result<T, E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
 
@@ -91,7 +91,7 @@ fn parse_args() -> Result<Args> {
     })
 }
 
-#[actix::main]
+#[micro::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
@@ -168,17 +168,17 @@ async fn demo(args: &Args) -> Result<()> {
     let profile = ProfileUpdate { user_id: "ada".into(), name: Some("Ada Lovelace".into()), ..Default::default() };
     let order = Order { user_id: "ada".into(), order_id: micro::message::new_id(), total_cents: 4200 };
     let mut ids = Vec::new();
-    ids.push(client.call::<_, Published, _>(&svc, "Users.Login", &login).await?.event_id);
-    ids.push(client.call::<_, Published, _>(&svc, "Users.UpdateProfile", &profile).await?.event_id);
-    ids.push(client.call::<_, Published, _>(&svc, "Orders.Place", &order).await?.event_id);
-    client.call::<_, Published, _>(&svc, "Users.Login", &Login { user_id: "grace".into() }).await?;
+    ids.push(client.call(&svc, USERS_LOGIN, &login).await?.event_id);
+    ids.push(client.call(&svc, USERS_UPDATE_PROFILE, &profile).await?.event_id);
+    ids.push(client.call(&svc, ORDERS_PLACE, &order).await?.event_id);
+    client.call(&svc, USERS_LOGIN, &Login { user_id: "grace".into() }).await?;
     println!("published {} events for ada: {ids:?}", ids.len());
 
     // The audit service stores them asynchronously: ask until it has them all.
     let query = HistoryRequest { user_id: "ada".into(), limit: Some(10), ..Default::default() };
     let deadline = Instant::now() + Duration::from_secs(10);
     let history = loop {
-        let h: Vec<AuditEntry> = client.call(&names.audit_service(), "Audit.History", &query).await?;
+        let h = client.call(&names.audit_service(), AUDIT_HISTORY, &query).await?;
         if ids.iter().all(|id| h.iter().any(|e| &e.id == id)) {
             break h;
         }

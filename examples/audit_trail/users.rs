@@ -30,6 +30,11 @@ pub struct Order {
     pub total_cents: u64,
 }
 
+/// The users service's endpoints, typed for the service and its callers.
+pub const USERS_LOGIN: Endpoint<Login, Published> = Endpoint::new("Users.Login");
+pub const USERS_UPDATE_PROFILE: Endpoint<ProfileUpdate, Published> = Endpoint::new("Users.UpdateProfile");
+pub const ORDERS_PLACE: Endpoint<Order, Published> = Endpoint::new("Orders.Place");
+
 /// Every endpoint's answer: the id of the event it published.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Published {
@@ -40,9 +45,9 @@ pub fn service(names: &Names) -> micro::ServiceBuilder {
     Service::builder(names.users_service())
         .version("1.0.0")
         .state(names.clone())
-        .handle("Users.Login", login)
-        .handle("Users.UpdateProfile", update_profile)
-        .handle("Orders.Place", place_order)
+        .handle(USERS_LOGIN, login)
+        .handle(USERS_UPDATE_PROFILE, update_profile)
+        .handle(ORDERS_PLACE, place_order)
 }
 
 async fn login(Req(e): Req<Login>, client: Client, State(n): State<Names>) -> Result<Published, Status> {

@@ -8,6 +8,12 @@ use serde::{Deserialize, Serialize};
 
 pub const SERVICE: &str = "go.micro.srv.greeter";
 
+/// The endpoints, typed: the server binds handlers of exactly these types and clients get
+/// replies of these types, with no strings to mistype.
+pub const SAY_HELLO: Endpoint<Request, Response> = Endpoint::new("Say.Hello");
+pub const COUNTER_ADD: Endpoint<Add, u64> = Endpoint::new("Counter.Add");
+pub const COUNTER_GET: Endpoint<Get, u64> = Endpoint::new("Counter.Get");
+
 #[derive(Serialize, Deserialize, Debug)]
 pub struct Request {
     pub name: String,
@@ -67,20 +73,20 @@ impl Handler<Get> for Counter {
 pub fn service() -> micro::ServiceBuilder {
     Service::builder(SERVICE)
         .version("1.0.0")
-        .handle("Say.Hello", say_hello)
-        .idempotent("Say.Hello")
-        .actors(ActorEndpoints::new(Counter::default).route::<Add>("Counter.Add").route::<Get>("Counter.Get"))
+        .handle(SAY_HELLO, say_hello)
+        .idempotent(SAY_HELLO)
+        .actors(ActorEndpoints::new(Counter::default).route::<Add>(COUNTER_ADD.name()).route::<Get>(COUNTER_GET.name()))
 }
 
 /// What the client does: greet, count, and show an error.
 pub async fn exercise(client: &Client) -> micro::Result<()> {
-    let rsp: Response = client.call(SERVICE, "Say.Hello", &Request { name: "John".into() }).await?;
+    let rsp = client.call(SERVICE, SAY_HELLO, &Request { name: "John".into() }).await?;
     println!("Say.Hello      -> {}", rsp.msg);
     for by in [1, 2, 3] {
-        let total: u64 = client.call(SERVICE, "Counter.Add", &Add { by }).await?;
+        let total = client.call(SERVICE, COUNTER_ADD, &Add { by }).await?;
         println!("Counter.Add {by}  -> {total}");
     }
-    match client.call::<_, Response, _>(SERVICE, "Say.Hello", &Request { name: "".into() }).await {
+    match client.call(SERVICE, SAY_HELLO, &Request { name: "".into() }).await {
         Err(e) => {
             println!("Say.Hello \"\"   -> {}", serde_json::to_string(e.status().expect("a service error")).unwrap())
         }

@@ -35,9 +35,9 @@ use actix::dev::ToEnvelope;
 use actix::{Actor, Context, Handler as ActorHandler};
 use tokio::sync::watch;
 
-use crate::broker::{subscribe_durable_events, subscribe_events, Broker, SubscribeOptions};
+use crate::broker::{subscribe_durable_events, subscribe_events, SubscribeOptions};
 use crate::client::{Client, ClientConfig, RetryPolicy};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::middleware::{ClientLayers, ClientMiddleware, Middleware, Wrapped};
 use crate::registry::{self, Registry, RegistryOptions};
 use crate::selector::{Selector, SelectorActor, Strategy};
@@ -47,7 +47,11 @@ use crate::server::{
     Stats, Supervisor,
 };
 use crate::status::Status;
-use crate::transport::{self, subject, Transport};
+use crate::transport::{self, subject};
+
+mod handle;
+
+pub use handle::ServiceHandle;
 
 /// Entry point: `Service::builder(name)`.
 #[derive(Debug)]
@@ -494,6 +498,7 @@ impl ServiceBuilder {
         tracing::info!(service = %self.name, version = %self.version, node = %node_id, transport = %url, "service started");
 
         Ok(ServiceHandle {
+            url: redact_password(&url),
             name: self.name,
             node_id,
             grace: self.grace,
@@ -511,13 +516,10 @@ impl ServiceBuilder {
 
     /// Starts, serves until SIGINT or SIGTERM, then shuts down gracefully: deregisters, stops
     /// taking requests, drains in-flight ones within the grace period. Returns an
-    /// [`ErrorKind::RestartIntensity`] error (so `main` exits non-zero) if handlers panicked
+    /// [`ErrorKind::RestartIntensity`](crate::ErrorKind::RestartIntensity) error (so `main` exits non-zero) if handlers panicked
     /// more often than the restart policy allows.
     pub async fn run(self) -> Result<()> {
-        let handle = self.start().await?;
-        let outcome = handle.until_stopped().await;
-        handle.stop().await?;
-        outcome
+        self.start().await?.serve().await
     }
 }
 
@@ -551,114 +553,26 @@ fn debug_endpoints(
     ]
 }
 
-/// A running service. Stop it with [`stop`](Self::stop).
-pub struct ServiceHandle {
-    name: String,
-    node_id: String,
-    grace: Duration,
-    client: Client,
-    registry: Registry,
-    transport: Arc<dyn Transport>,
-    registry_transport: Option<Arc<dyn Transport>>,
-    server: Rc<Server>,
-    supervisor: Rc<Supervisor>,
-    draining: Rc<std::cell::Cell<bool>>,
-    stop_tx: watch::Sender<bool>,
-    loops: Vec<actix_rt::task::JoinHandle<()>>,
-}
-
-impl std::fmt::Debug for ServiceHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServiceHandle").field("name", &self.name).field("node", &self.node_id).finish()
+/// `scheme://user:secret@host` → `scheme://user:***@host`.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@').and_then(|at| rest[..at].find(':').map(|colon| (colon, at))) {
+        Some((colon, at)) => format!("{scheme}://{}:***{}", &rest[..colon], &rest[at..]),
+        None => url.to_string(),
     }
 }
 
-impl ServiceHandle {
-    /// The service name.
-    pub fn name(&self) -> &str {
-        &self.name
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_masked() {
+        assert_eq!(
+            super::redact_password("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(super::redact_password("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(super::redact_password("memory://"), "memory://");
+        assert_eq!(super::redact_password("nats://tok@host:4222"), "nats://tok@host:4222");
     }
-
-    /// This node's id.
-    pub fn node_id(&self) -> &str {
-        &self.node_id
-    }
-
-    /// The service's client (calls made with it carry the service's name as caller).
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
-    /// The service's broker handle.
-    pub fn broker(&self) -> &Broker {
-        self.client.broker()
-    }
-
-    /// The service's registry.
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
-    /// Resolves with `Ok` on SIGINT or SIGTERM, or with an
-    /// [`ErrorKind::RestartIntensity`] error once the restart policy is exceeded.
-    pub async fn until_stopped(&self) -> Result<()> {
-        let mut tripped = self.supervisor.tripped();
-        let intensity = async move {
-            let _ = tripped.wait_for(|t| *t).await;
-        };
-        tokio::select! {
-            signal = shutdown_signal() => signal,
-            _ = intensity => Err(Error::new(
-                ErrorKind::RestartIntensity,
-                format!("{}: handlers restarted more often than the restart policy allows", self.name),
-            )),
-        }
-    }
-
-    /// Graceful shutdown: deregisters, stops taking new requests (what the broker already
-    /// delivered is still answered), waits for in-flight requests up to the grace period, then
-    /// closes the service's connection (its client stops working too).
-    pub async fn stop(self) -> Result<()> {
-        tracing::info!(service = %self.name, node = %self.node_id, "shutting down");
-        self.draining.set(true);
-        if let Err(e) = self.registry.deregister(&self.node_id).await {
-            tracing::warn!(error = %e, "deregistration failed");
-        }
-        self.stop_tx.send_replace(true);
-        for l in self.loops {
-            let _ = l.await;
-        }
-        let cut = self.server.drain(self.grace).await;
-        if cut > 0 {
-            tracing::warn!(service = %self.name, requests = cut, grace = ?self.grace, "grace period over; requests still in flight were cut off");
-        }
-        let _ = self.transport.flush().await;
-        self.registry.stop();
-        // Closing releases what the broker holds for this node (exclusive queues, consumers).
-        for t in std::iter::once(&self.transport).chain(self.registry_transport.as_ref()) {
-            if let Err(e) = t.close().await {
-                tracing::debug!(error = %e, "closing the transport failed");
-            }
-        }
-        tracing::info!(service = %self.server.info().service, "stopped");
-        Ok(())
-    }
-}
-
-async fn shutdown_signal() -> Result<()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term =
-            signal(SignalKind::terminate()).map_err(|e| Error::config(format!("cannot listen for SIGTERM: {e}")))?;
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    Ok(())
 }
