@@ -787,7 +787,8 @@ struct DurableState {
     id: u64,
     spec: DurableSpec,
     queue: String,
-    dead_letter_queue: String,
+    /// The group's dead-letter queue and the subject bound to it, when it has one.
+    dead_letter: Option<(String, String)>,
     tx: mpsc::UnboundedSender<Delivery>,
     /// The consumer currently feeding `tx`.
     consumer: Mutex<Option<DurableConsumer>>,
@@ -834,9 +835,8 @@ async fn start_durable(inner: &Arc<Inner>, link: &Link, state: &Arc<DurableState
     let spec = &state.spec;
     let mut channel = link.conn.create_channel().await.map_err(lapin_err)?;
     // The group's queue on the pattern, and its dead-letter queue so dead letters are kept.
-    for (queue, key) in
-        [(&state.queue, binding_key(&spec.subject)), (&state.dead_letter_queue, spec.dead_letter.clone())]
-    {
+    let dead_letter = state.dead_letter.iter().map(|(queue, subject)| (queue, subject.clone()));
+    for (queue, key) in std::iter::once((&state.queue, binding_key(&spec.subject))).chain(dead_letter) {
         channel = declare_durable_queue(&link.conn, channel, queue, spec.expire_after).await?.0;
         channel
             .queue_bind(
@@ -1213,7 +1213,7 @@ impl Transport for AmqpTransport {
                 id,
                 spec: spec.clone(),
                 queue: durable_queue(&spec.group, &spec.subject),
-                dead_letter_queue: dead_letter_queue(&spec.dead_letter),
+                dead_letter: spec.dead_letter.as_ref().map(|d| (dead_letter_queue(d), d.clone())),
                 tx,
                 consumer: Mutex::new(None),
             });

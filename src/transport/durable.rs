@@ -4,8 +4,8 @@
 //! JetStream durable consumer on NATS, a durable queue on RabbitMQ. Its messages come as
 //! [`Delivery`]s that must be settled with an [`Acker`]: acknowledged once handled, or handed
 //! back for redelivery after a delay. What is not settled (a crash, a lost connection) comes
-//! back by itself. Retry counting, dead letters and the handler live in
-//! [`broker::durable`](crate::broker) above this.
+//! back by itself. Retry counting, dead letters and the handler live in the broker above
+//! this; what it asks of a backend travels in the [`DurableSpec`].
 //!
 //! Transports without a broker (memory) get the in-process fallback of this module: the same
 //! API, events acknowledged in memory, nothing kept across a restart.
@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use super::{Subscription, Transport};
 use crate::error::Result;
-use crate::message::Message;
+use crate::message::{headers, Message};
 
 /// How long a durable group is kept unused by default: the NATS events stream's retention.
 pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -29,8 +29,9 @@ pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
 /// What a durable subscription asks of the broker.
 ///
 /// ```
-/// let spec = micro::transport::DurableSpec::new("micro.event.user.>", "audit");
-/// assert_eq!(spec.dead_letter, "micro.event.audit.dlq");
+/// let spec = micro::transport::DurableSpec::new("micro.event.user.>", "audit")
+///     .dead_letter("micro.event.audit.dlq");
+/// assert_eq!(spec.dead_letter.as_deref(), Some("micro.event.audit.dlq"));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -49,25 +50,30 @@ pub struct DurableSpec {
     /// How long the broker keeps the group (and, on RabbitMQ, its dead-letter queue) once no
     /// member uses it: JetStream `inactive_threshold`, RabbitMQ `x-expires`.
     pub expire_after: Duration,
-    /// The subject dead letters of this group are published on; the transport makes it
-    /// durable (RabbitMQ binds a durable queue of the same name without the `micro.event.`
-    /// prefix to it).
-    pub dead_letter: String,
+    /// The subject dead letters of this group are published on, if the group has one (the
+    /// broker sets it): the transport makes it durable (RabbitMQ binds a durable queue of the
+    /// same name without the `micro.event.` prefix to it).
+    pub dead_letter: Option<String>,
 }
 
 impl DurableSpec {
-    /// A spec with the defaults: 32 at a time, 30 s ack wait, kept 7 days unused, dead letters
-    /// on `micro.event.<group>.dlq`.
+    /// A spec with the defaults: 32 at a time, 30 s ack wait, kept 7 days unused, no
+    /// dead-letter subject.
     pub fn new(subject: impl Into<String>, group: impl Into<String>) -> DurableSpec {
-        let group = group.into();
         DurableSpec {
             subject: subject.into(),
-            dead_letter: super::subject::event(&format!("{group}.dlq")),
-            group,
+            group: group.into(),
+            dead_letter: None,
             concurrency: 32,
             ack_wait: Duration::from_secs(30),
             expire_after: DEFAULT_EXPIRY,
         }
+    }
+
+    /// Sets the subject the group's dead letters are published on, for the transport to keep.
+    pub fn dead_letter(mut self, subject: impl Into<String>) -> Self {
+        self.dead_letter = Some(subject.into());
+        self
     }
 
     /// Sets how long the broker keeps the group unused.
@@ -200,18 +206,23 @@ pub(crate) async fn in_process(
     let sub = transport.subscribe(&spec.subject, Some(&spec.group)).await?;
     // The dead-letter place: in memory nothing is kept, but a dead letter is logged rather than
     // bounced back forever for want of a subscriber.
-    let mut dead = transport.subscribe(&spec.dead_letter, Some(&spec.dead_letter)).await?;
-    let dlq_sink = tokio::spawn(async move {
-        while let Some(d) = dead.next().await {
-            let h = &d.message.headers;
-            tracing::warn!(
-                subject = %d.subject,
-                id = h.get(crate::message::headers::ID).unwrap_or_default(),
-                reason = h.get(crate::broker::dlq_headers::REASON).unwrap_or_default(),
-                "dead letter (the memory transport keeps none)"
-            );
+    let dlq_sink = match &spec.dead_letter {
+        Some(dead_letter) => {
+            let mut dead = transport.subscribe(dead_letter, Some(dead_letter)).await?;
+            Some(tokio::spawn(async move {
+                while let Some(d) = dead.next().await {
+                    let h = &d.message.headers;
+                    tracing::warn!(
+                        subject = %d.subject,
+                        id = h.get(headers::ID).unwrap_or_default(),
+                        reason = h.get(headers::DLQ_REASON).unwrap_or_default(),
+                        "dead letter (the memory transport keeps none)"
+                    );
+                }
+            }))
         }
-    });
+        None => None,
+    };
     let (tx, rx) = mpsc::unbounded_channel();
     Ok(DurableSubscription::new(InProcess { sub: Some(sub), retries: rx, tx: Some(tx), dlq_sink }))
 }
@@ -223,12 +234,14 @@ struct InProcess {
     retries: mpsc::UnboundedReceiver<Redelivery>,
     /// Our own sender, dropped on drain so the stream can end once every acker is gone.
     tx: Option<mpsc::UnboundedSender<Redelivery>>,
-    dlq_sink: tokio::task::JoinHandle<()>,
+    dlq_sink: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for InProcess {
     fn drop(&mut self) {
-        self.dlq_sink.abort();
+        if let Some(sink) = &self.dlq_sink {
+            sink.abort();
+        }
     }
 }
 

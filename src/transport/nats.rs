@@ -300,7 +300,7 @@ const EVENTS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// group's `.dlq` topic) gets its own.
 fn dedup_id(h: &Headers) -> Option<String> {
     let id = h.get(crate::message::headers::ID)?;
-    Some(match h.get(crate::broker::dlq_headers::GROUP) {
+    Some(match h.get(crate::message::headers::DLQ_GROUP) {
         Some(group) => format!("{id}:dlq:{group}"),
         None => id.to_string(),
     })
