@@ -62,6 +62,7 @@ pub mod selector;
 pub mod server;
 pub mod service;
 pub mod status;
+pub mod subject;
 pub mod transport;
 
 #[cfg(any(test, feature = "test-util"))]

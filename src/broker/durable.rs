@@ -16,7 +16,8 @@ use super::Event;
 use crate::error::{Error, Result};
 use crate::message::{headers, Message};
 use crate::status::{Code, Status};
-use crate::transport::{subject, Acker, Delivery, DurableSpec, DurableSubscription, Transport};
+use crate::subject;
+use crate::transport::{Acker, Delivery, DurableSpec, DurableSubscription, Transport};
 
 /// Headers a dead letter carries besides the original event's (the `DLQ_*` names of
 /// [`message::headers`](crate::message::headers), under shorter names).

@@ -29,7 +29,8 @@ use crate::message::{headers, new_id, Deadline, Headers, Message, Metadata, Trac
 use crate::registry::{Registry, RegistryOptions};
 use crate::selector::{Filter, Selector, SelectorActor, Strategy};
 use crate::status::{Code, Status};
-use crate::transport::{self, subject, Transport};
+use crate::subject;
+use crate::transport::{self, Transport};
 
 mod options;
 

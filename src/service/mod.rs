@@ -45,7 +45,8 @@ use crate::server::{
     Handler, HealthStatus, IntoReply, RestartPolicy, Server, ServerInfo, Stats, Supervisor,
 };
 use crate::status::Status;
-use crate::transport::{self, subject, Transport};
+use crate::subject;
+use crate::transport::{self, Transport};
 
 /// Entry point: `Service::builder(name)`.
 #[derive(Debug)]

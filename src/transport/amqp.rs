@@ -328,7 +328,7 @@ fn lapin_err(e: lapin::Error) -> Error {
 /// The protocol's request subjects (a service's shared one, a node's own) are also the names of
 /// the queues that take them, so requests to them can use the default exchange.
 fn is_point_to_point(subject: &str) -> bool {
-    (subject.starts_with(super::subject::RPC_PREFIX) || subject.starts_with(super::subject::NODE_PREFIX))
+    (subject.starts_with(crate::subject::RPC_PREFIX) || subject.starts_with(crate::subject::NODE_PREFIX))
         && subject.len() <= 255
         && !subject.split('.').any(|t| t == "*" || t == ">")
 }
@@ -351,7 +351,7 @@ pub(crate) fn durable_queue(group: &str, pattern: &str) -> String {
 
 /// The queue that keeps a group's dead letters: the dead-letter subject without `micro.event.`.
 pub(crate) fn dead_letter_queue(dead_letter: &str) -> String {
-    bounded(dead_letter.strip_prefix(super::subject::EVENT_PREFIX).unwrap_or(dead_letter).to_string())
+    bounded(dead_letter.strip_prefix(crate::subject::EVENT_PREFIX).unwrap_or(dead_letter).to_string())
 }
 
 /// A queue name within AMQP's 255 bytes: a long one is cut and made unique by a hash.
@@ -383,7 +383,7 @@ async fn start_consumer(inner: &Arc<Inner>, link: &Link, sub: &Arc<SubState>) ->
         None => {
             // A node's own subject names its queue, so requests can go straight to it through
             // the default exchange; other broadcast queues get a unique suffix.
-            let mut q = if is_point_to_point(&sub.pattern) && sub.pattern.starts_with(super::subject::NODE_PREFIX) {
+            let mut q = if is_point_to_point(&sub.pattern) && sub.pattern.starts_with(crate::subject::NODE_PREFIX) {
                 sub.pattern.clone()
             } else {
                 format!("{}~{}", sub.pattern, uuid::Uuid::now_v7().simple())
@@ -1148,7 +1148,7 @@ impl Transport for AmqpTransport {
 
     fn subscribe<'a>(&'a self, pattern: &'a str, queue: Option<&'a str>) -> BoxFuture<'a, Result<Subscription>> {
         async move {
-            if !super::subject::is_valid(pattern, true) {
+            if !crate::subject::is_valid(pattern, true) {
                 return Err(Error::config(format!("invalid subject {pattern:?}")));
             }
             let link = self.inner.link.load_full().ok_or_else(down)?;
@@ -1200,7 +1200,7 @@ impl Transport for AmqpTransport {
 
     fn subscribe_durable<'a>(&'a self, spec: &'a DurableSpec) -> BoxFuture<'a, Result<DurableSubscription>> {
         async move {
-            if !super::subject::is_valid(&spec.subject, true) {
+            if !crate::subject::is_valid(&spec.subject, true) {
                 return Err(Error::config(format!("invalid subject {:?}", spec.subject)));
             }
             if spec.group.is_empty() {

@@ -10,9 +10,10 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{subject, Incoming, Reply, ReplySink, Subscription, SubscriptionStream, Transport};
+use super::{Incoming, Reply, ReplySink, Subscription, SubscriptionStream, Transport};
 use crate::error::{Error, Result};
 use crate::message::Message;
+use crate::subject;
 
 /// The in-process transport. All `MemoryTransport`s with the same name share one bus.
 ///

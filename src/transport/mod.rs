@@ -31,7 +31,6 @@ use crate::message::Message;
 
 mod durable;
 mod memory;
-pub mod subject;
 
 pub use durable::{AckSink, Acker, Delivery, DurableSpec, DurableStream, DurableSubscription, DEFAULT_EXPIRY};
 pub use memory::MemoryTransport;

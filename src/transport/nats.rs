@@ -308,7 +308,7 @@ fn dedup_id(h: &Headers) -> Option<String> {
 
 /// The durable consumer name of a (group, pattern): readable, unique, valid for JetStream.
 pub(crate) fn consumer_name(group: &str, subject: &str) -> String {
-    let pattern = subject.strip_prefix(super::subject::EVENT_PREFIX).unwrap_or(subject);
+    let pattern = subject.strip_prefix(crate::subject::EVENT_PREFIX).unwrap_or(subject);
     let clean = |s: &str| -> String {
         s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).take(90).collect()
     };
@@ -351,7 +351,7 @@ impl NatsTransport {
         }
         let config = async_nats::jetstream::stream::Config {
             name: EVENTS_STREAM.to_string(),
-            subjects: vec![format!("{}>", super::subject::EVENT_PREFIX)],
+            subjects: vec![format!("{}>", crate::subject::EVENT_PREFIX)],
             storage: async_nats::jetstream::stream::StorageType::File,
             max_age: EVENTS_MAX_AGE,
             duplicate_window: Duration::from_secs(120),
