@@ -57,9 +57,9 @@ impl Default for Durability {
             max_attempts: 5,
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
-            concurrency: 32,
-            ack_wait: Duration::from_secs(30),
-            expire_after: crate::transport::DEFAULT_EXPIRY,
+            concurrency: crate::transport::kit::DURABLE_CONCURRENCY,
+            ack_wait: crate::transport::kit::DURABLE_ACK_WAIT,
+            expire_after: crate::transport::kit::DURABLE_EXPIRY,
         }
     }
 }

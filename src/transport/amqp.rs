@@ -33,7 +33,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -46,11 +46,12 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind, PublisherConfirm};
+use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
+use super::kit::{self, Fed, Stop};
 use super::{
-    AckSink, Acker, Delivery, DurableSpec, DurableStream, DurableSubscription, Incoming, Reply, ReplySink,
-    Subscription, SubscriptionStream, Transport,
+    AckSink, Acker, Delivery, DurableSpec, DurableSubscription, Incoming, Reply, ReplySink, Subscription, Transport,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::{headers, Headers, Message};
@@ -115,7 +116,7 @@ impl Link {
     /// The durable publisher of this connection, opening its channel the first time (and again
     /// if the broker closed it).
     async fn durable_publisher(&self) -> Result<Arc<DurablePublisher>> {
-        let live = || self.durable.lock().unwrap().as_ref().filter(|p| p.is_open()).cloned();
+        let live = || self.durable.lock().as_ref().filter(|p| p.is_open()).cloned();
         if let Some(p) = live() {
             return Ok(p);
         }
@@ -128,7 +129,7 @@ impl Link {
         let channel = self.conn.create_channel().await.map_err(not_open)?;
         channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(not_open)?;
         let publisher = Arc::new(DurablePublisher::start(channel));
-        *self.durable.lock().unwrap() = Some(publisher.clone());
+        *self.durable.lock() = Some(publisher.clone());
         Ok(publisher)
     }
 }
@@ -238,17 +239,17 @@ async fn open_link(inner: &Arc<Inner>) -> Result<(Arc<Link>, Events)> {
     tokio::spawn(replies.for_each(move |delivery| {
         if let (Ok(d), Some(inner)) = (delivery, weak.upgrade()) {
             let id = d.properties.correlation_id().as_ref().and_then(|c| c.as_str().parse::<u64>().ok());
-            if let Some(tx) = id.and_then(|id| inner.pending.lock().unwrap().remove(&id)) {
+            if let Some(tx) = id.and_then(|id| inner.pending.lock().remove(&id)) {
                 let _ = tx.send(Ok(Message::with_headers(from_properties(&d.properties), d.data.into())));
             }
         }
         futures::future::ready(())
     }));
-    let subs: Vec<Arc<SubState>> = inner.subs.lock().unwrap().values().cloned().collect();
+    let subs: Vec<Arc<SubState>> = inner.subs.lock().values().cloned().collect();
     for sub in subs {
         start_consumer(inner, &link, &sub).await?;
     }
-    let durables: Vec<Arc<DurableState>> = inner.durables.lock().unwrap().values().cloned().collect();
+    let durables: Vec<Arc<DurableState>> = inner.durables.lock().values().cloned().collect();
     for durable in durables {
         start_durable(inner, &link, &durable).await?;
     }
@@ -257,7 +258,6 @@ async fn open_link(inner: &Arc<Inner>) -> Result<(Arc<Link>, Events)> {
 
 /// Watches the connection; when it drops, fails what waits on it and reconnects with backoff.
 async fn supervise(inner: Weak<Inner>, mut link: Arc<Link>, mut events: Events) {
-    use backon::BackoffBuilder;
     loop {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
@@ -285,18 +285,13 @@ async fn supervise(inner: Weak<Inner>, mut link: Arc<Link>, mut events: Events) 
             return;
         }
         strong.link.store(None);
-        let waiting: Vec<_> = strong.pending.lock().unwrap().drain().collect();
+        let waiting: Vec<_> = strong.pending.lock().drain().collect();
         for (_, tx) in waiting {
             let _ = tx.send(Err(Error::transport("the RabbitMQ connection dropped while waiting for the reply")));
         }
         drop(strong);
         tracing::warn!(generation = link.generation, "RabbitMQ connection lost; reconnecting");
-        let mut backoff = backon::ExponentialBuilder::default()
-            .with_jitter()
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(Duration::from_secs(5))
-            .without_max_times()
-            .build();
+        let mut backoff = kit::reconnect_backoff();
         loop {
             let Some(strong) = inner.upgrade() else { return };
             if strong.closed.load(Ordering::SeqCst) {
@@ -312,7 +307,7 @@ async fn supervise(inner: Weak<Inner>, mut link: Arc<Link>, mut events: Events) 
                 }
                 Err(e) => {
                     drop(strong);
-                    let delay = backoff.next().unwrap_or(Duration::from_secs(5));
+                    let delay = kit::next_delay(&mut backoff);
                     tracing::debug!(error = %e, ?delay, "RabbitMQ reconnect failed");
                     tokio::time::sleep(delay).await;
                 }
@@ -363,12 +358,8 @@ fn bounded(name: String) -> String {
         while !name.is_char_boundary(cut) {
             cut -= 1;
         }
-        format!("{}~{:016x}", &name[..cut], fxhash(&name))
+        format!("{}~{:016x}", &name[..cut], kit::fnv1a(name.as_bytes()))
     }
-}
-
-fn fxhash(s: &str) -> u64 {
-    s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3))
 }
 
 async fn start_consumer(inner: &Arc<Inner>, link: &Link, sub: &Arc<SubState>) -> Result<()> {
@@ -413,7 +404,7 @@ async fn start_consumer(inner: &Arc<Inner>, link: &Link, sub: &Arc<SubState>) ->
         )
         .await
         .map_err(lapin_err)?;
-    *sub.consumer.lock().unwrap() = Some((link.generation, tag));
+    *sub.consumer.lock() = Some((link.generation, tag));
     let sub = sub.clone();
     let weak = Arc::downgrade(inner);
     tokio::spawn(async move {
@@ -514,42 +505,32 @@ struct PendingGuard<'a> {
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
-        self.inner.pending.lock().unwrap().remove(&self.id);
+        self.inner.pending.lock().remove(&self.id);
     }
 }
 
-struct AmqpSubscription {
-    rx: mpsc::UnboundedReceiver<Incoming>,
+/// A subscription's hold on its consumer: draining or dropping it cancels the consumer.
+struct SubGuard {
     inner: Arc<Inner>,
     id: u64,
     removed: bool,
 }
 
-impl AmqpSubscription {
+impl SubGuard {
     /// Forgets the subscription (no re-creation on reconnect) and cancels its consumer.
     fn remove(&mut self) -> Option<(Arc<Link>, String)> {
         if self.removed {
             return None;
         }
         self.removed = true;
-        let sub = self.inner.subs.lock().unwrap().remove(&self.id)?;
-        let (generation, tag) = sub.consumer.lock().unwrap().take()?;
+        let sub = self.inner.subs.lock().remove(&self.id)?;
+        let (generation, tag) = sub.consumer.lock().take()?;
         let link = self.inner.link.load_full().filter(|l| l.generation == generation)?;
         Some((link, tag))
     }
 }
 
-impl futures::Stream for AmqpSubscription {
-    type Item = Incoming;
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Incoming>> {
-        self.rx.poll_recv(cx)
-    }
-}
-
-impl SubscriptionStream for AmqpSubscription {
+impl Stop for SubGuard {
     fn drain(&mut self) -> BoxFuture<'_, Result<()>> {
         async move {
             // Cancelling the consumer ends its delivery stream after what was already received;
@@ -566,14 +547,12 @@ impl SubscriptionStream for AmqpSubscription {
     }
 }
 
-impl Drop for AmqpSubscription {
+impl Drop for SubGuard {
     fn drop(&mut self) {
         if let Some((link, tag)) = self.remove() {
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move {
-                    let _ = link.consume.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
-                });
-            }
+            kit::spawn_if_running(async move {
+                let _ = link.consume.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+            });
         }
     }
 }
@@ -709,7 +688,10 @@ async fn oldest_confirm(unconfirmed: &mut VecDeque<Unconfirmed>, returned: &mut 
     match unconfirmed.front_mut() {
         Some(Unconfirmed { state: ConfirmState::Waiting(confirm), .. }) => {
             let confirmation = confirm.await;
-            unconfirmed.front_mut().expect("the oldest is still there").state = resolved(confirmation, returned);
+            let state = resolved(confirmation, returned);
+            if let Some(oldest) = unconfirmed.front_mut() {
+                oldest.state = state;
+            }
         }
         Some(_) => {}
         None => std::future::pending().await,
@@ -768,7 +750,10 @@ fn decide_confirmed(unconfirmed: &mut VecDeque<Unconfirmed>, returned: &mut Hash
                 Err(Error::new(ErrorKind::Broker, format!("durable publish on {subject} unconfirmed: {e}"))
                     .with_source(e))
             }
-            ConfirmState::Waiting(_) => unreachable!("only resolved confirms are decided"),
+            // Only resolved confirms are in the decided range.
+            ConfirmState::Waiting(_) => {
+                Err(Error::new(ErrorKind::Broker, format!("durable publish on {subject} undecided")))
+            }
         };
         let _ = u.done.send(outcome);
     }
@@ -864,11 +849,11 @@ async fn start_durable(inner: &Arc<Inner>, link: &Link, state: &Arc<DurableState
         .map_err(lapin_err)?;
     let this = DurableConsumer { generation: link.generation, channel: channel.clone(), tag };
     {
-        let mut current = state.consumer.lock().unwrap();
+        let mut current = state.consumer.lock();
         let already = current.as_ref().is_some_and(|c| c.generation == link.generation);
         // Gone (drained or dropped) while this was being set up, or set up twice on one
         // connection (a subscribe racing a reconnect): this consumer is not needed.
-        if already || !inner.durables.lock().unwrap().contains_key(&state.id) {
+        if already || !inner.durables.lock().contains_key(&state.id) {
             drop(current);
             tokio::spawn(async move {
                 let _ = this.channel.close(200, "bye".into()).await;
@@ -901,7 +886,7 @@ fn durable_delivery(d: lapin::message::Delivery, queue: &Arc<str>, publisher: &A
     let subject = headers.take(SUBJECT_HEADER).unwrap_or_else(|| d.routing_key.as_str().to_string());
     let body = Bytes::from(d.data);
     let acker = AmqpAcker {
-        acker: Some(d.acker),
+        acker: d.acker,
         publisher: publisher.clone(),
         queue: queue.clone(),
         subject: subject.clone(),
@@ -923,8 +908,7 @@ fn retry_properties(original: &BasicProperties, attempt: u32, subject: &str) -> 
 }
 
 struct AmqpAcker {
-    /// Taken when settled; still here on drop means "hand it back now".
-    acker: Option<lapin::Acker>,
+    acker: lapin::Acker,
     publisher: Arc<DurablePublisher>,
     queue: Arc<str>,
     subject: String,
@@ -944,28 +928,23 @@ fn settled(what: &str, result: lapin::Result<bool>) -> Result<()> {
     }
 }
 
-impl Drop for AmqpAcker {
-    fn drop(&mut self) {
-        if let (Some(acker), Ok(rt)) = (self.acker.take(), tokio::runtime::Handle::try_current()) {
-            rt.spawn(async move {
-                let _ = acker.nack(BasicNackOptions { requeue: true, multiple: false }).await;
-            });
-        }
-    }
-}
-
+// The futures below own the whole acker, its hold on the channel included, until the frame is
+// written: the channel closes only after its last settle went out.
 impl AckSink for AmqpAcker {
-    fn ack(mut self: Box<Self>) -> BoxFuture<'static, Result<()>> {
-        let acker = self.acker.take().expect("settled once");
-        async move { settled("ack", acker.ack(BasicAckOptions::default()).await) }.boxed()
+    fn ack(self: Box<Self>) -> BoxFuture<'static, Result<()>> {
+        async move { settled("ack", self.acker.ack(BasicAckOptions::default()).await) }.boxed()
     }
 
-    fn retry(mut self: Box<Self>, delay: Duration) -> BoxFuture<'static, Result<()>> {
-        let acker = self.acker.take().expect("settled once");
+    fn hand_back(self: Box<Self>) -> BoxFuture<'static, Result<()>> {
+        let requeue = BasicNackOptions { requeue: true, multiple: false };
+        async move { settled("nack", self.acker.nack(requeue).await) }.boxed()
+    }
+
+    fn retry(self: Box<Self>, delay: Duration) -> BoxFuture<'static, Result<()>> {
         // The message stays unacked (holding a prefetch slot) while it waits; a lost channel
         // meanwhile hands it back to RabbitMQ, and the copy is then not sent.
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
+        kit::after(delay, async move {
+            let acker = &self.acker;
             let properties = retry_properties(&self.properties, self.attempt.saturating_add(1), &self.subject);
             match self.publisher.publish("", &self.queue, self.body.clone(), properties).await {
                 Ok(()) => {
@@ -986,37 +965,27 @@ impl AckSink for AmqpAcker {
     }
 }
 
-struct AmqpDurableSubscription {
-    rx: mpsc::UnboundedReceiver<Delivery>,
+/// A durable subscription's hold on its consumer: draining or dropping it cancels the consumer.
+struct DurableGuard {
     inner: Arc<Inner>,
     id: u64,
     removed: bool,
 }
 
-impl AmqpDurableSubscription {
+impl DurableGuard {
     /// Forgets the subscription (no re-creation on reconnect) and takes its current consumer.
     fn remove(&mut self) -> Option<DurableConsumer> {
         if self.removed {
             return None;
         }
         self.removed = true;
-        let state = self.inner.durables.lock().unwrap().remove(&self.id)?;
-        let consumer = state.consumer.lock().unwrap().take();
+        let state = self.inner.durables.lock().remove(&self.id)?;
+        let consumer = state.consumer.lock().take();
         consumer
     }
 }
 
-impl futures::Stream for AmqpDurableSubscription {
-    type Item = Delivery;
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Delivery>> {
-        self.rx.poll_recv(cx)
-    }
-}
-
-impl DurableStream for AmqpDurableSubscription {
+impl Stop for DurableGuard {
     fn drain(&mut self) -> BoxFuture<'_, Result<()>> {
         async move {
             // Cancelling ends the consumer's stream after what was already received; the channel
@@ -1036,15 +1005,15 @@ impl DurableStream for AmqpDurableSubscription {
     }
 }
 
-impl Drop for AmqpDurableSubscription {
+impl Drop for DurableGuard {
     fn drop(&mut self) {
         // Stop consuming. The channel stays open for the deliveries still being handled, and
         // closes once the last of them is settled or dropped (see `run_durable_publisher`);
         // what is unacked then goes back to the queue.
         if let Some(consumer) = self.remove() {
             let live = self.inner.link.load().as_ref().is_some_and(|l| l.generation == consumer.generation);
-            if let (true, Ok(rt)) = (live, tokio::runtime::Handle::try_current()) {
-                rt.spawn(async move {
+            if live {
+                kit::spawn_if_running(async move {
                     let _ = consumer
                         .channel
                         .basic_cancel(consumer.tag.as_str().into(), BasicCancelOptions::default())
@@ -1070,7 +1039,7 @@ impl Transport for AmqpTransport {
             let link = self.inner.link.load_full().ok_or_else(down)?;
             let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
             let (tx, rx) = oneshot::channel();
-            self.inner.pending.lock().unwrap().insert(id, tx);
+            self.inner.pending.lock().insert(id, tx);
             let _guard = PendingGuard { inner: &self.inner, id };
             let deadline = tokio::time::Instant::now() + timeout;
             let props = to_properties(&message.headers)
@@ -1102,7 +1071,7 @@ impl Transport for AmqpTransport {
                         if owner == Some(id) {
                             return Err(unroutable());
                         }
-                        if let Some(other) = owner.and_then(|o| self.inner.pending.lock().unwrap().remove(&o)) {
+                        if let Some(other) = owner.and_then(|o| self.inner.pending.lock().remove(&o)) {
                             let _ = other.send(Err(unroutable()));
                         }
                     }
@@ -1148,9 +1117,7 @@ impl Transport for AmqpTransport {
 
     fn subscribe<'a>(&'a self, pattern: &'a str, queue: Option<&'a str>) -> BoxFuture<'a, Result<Subscription>> {
         async move {
-            if !crate::subject::is_valid(pattern, true) {
-                return Err(Error::config(format!("invalid subject {pattern:?}")));
-            }
+            kit::check_subject(pattern, true)?;
             let link = self.inner.link.load_full().ok_or_else(down)?;
             let (tx, rx) = mpsc::unbounded_channel();
             let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
@@ -1161,13 +1128,13 @@ impl Transport for AmqpTransport {
                 tx,
                 consumer: Mutex::new(None),
             });
-            self.inner.subs.lock().unwrap().insert(id, sub.clone());
-            let mut subscription = AmqpSubscription { rx, inner: self.inner.clone(), id, removed: false };
+            self.inner.subs.lock().insert(id, sub.clone());
+            let mut guard = SubGuard { inner: self.inner.clone(), id, removed: false };
             if let Err(e) = start_consumer(&self.inner, &link, &sub).await {
-                subscription.remove();
+                guard.remove();
                 return Err(Error::new(ErrorKind::Broker, format!("subscribe to {pattern} failed: {e}")));
             }
-            Ok(Subscription::new(subscription))
+            Ok(Subscription::new(Fed::new(rx, guard)))
         }
         .boxed()
     }
@@ -1200,12 +1167,7 @@ impl Transport for AmqpTransport {
 
     fn subscribe_durable<'a>(&'a self, spec: &'a DurableSpec) -> BoxFuture<'a, Result<DurableSubscription>> {
         async move {
-            if !crate::subject::is_valid(&spec.subject, true) {
-                return Err(Error::config(format!("invalid subject {:?}", spec.subject)));
-            }
-            if spec.group.is_empty() {
-                return Err(Error::config("a durable subscription needs a group"));
-            }
+            kit::check_durable(spec)?;
             let link = self.inner.link.load_full().ok_or_else(down)?;
             let (tx, rx) = mpsc::unbounded_channel();
             let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
@@ -1217,10 +1179,10 @@ impl Transport for AmqpTransport {
                 tx,
                 consumer: Mutex::new(None),
             });
-            self.inner.durables.lock().unwrap().insert(id, state.clone());
-            let mut subscription = AmqpDurableSubscription { rx, inner: self.inner.clone(), id, removed: false };
+            self.inner.durables.lock().insert(id, state.clone());
+            let mut guard = DurableGuard { inner: self.inner.clone(), id, removed: false };
             if let Err(e) = start_durable(&self.inner, &link, &state).await {
-                if let Some(consumer) = subscription.remove() {
+                if let Some(consumer) = guard.remove() {
                     let _ = consumer.channel.close(200, "bye".into()).await;
                 }
                 return Err(Error::new(
@@ -1228,7 +1190,7 @@ impl Transport for AmqpTransport {
                     format!("durable subscription of {} to {} failed: {e}", spec.group, spec.subject),
                 ));
             }
-            Ok(DurableSubscription::new(subscription))
+            Ok(DurableSubscription::new(Fed::new(rx, guard)))
         }
         .boxed()
     }

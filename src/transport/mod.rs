@@ -30,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::message::Message;
 
 mod durable;
+pub(crate) mod kit;
 mod memory;
 
 pub use durable::{AckSink, Acker, Delivery, DurableSpec, DurableStream, DurableSubscription, DEFAULT_EXPIRY};

@@ -19,9 +19,10 @@ use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::AckKind;
 use tokio::sync::{mpsc, watch};
 
+use super::kit::{self, Fed, Stop};
 use super::{
-    AckSink, Acker, Delivery, DurableSpec, DurableStream, DurableSubscription, Incoming, Reply, ReplySink,
-    Subscription, SubscriptionStream, Transport,
+    AckSink, Acker, Delivery, DurableSpec, DurableSubscription, Incoming, Reply, ReplySink, Subscription,
+    SubscriptionStream, Transport,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::{Headers, Message};
@@ -202,6 +203,7 @@ impl Transport for NatsTransport {
 
     fn subscribe<'a>(&'a self, subject: &'a str, queue: Option<&'a str>) -> BoxFuture<'a, Result<Subscription>> {
         async move {
+            kit::check_subject(subject, true)?;
             let sub = match queue {
                 Some(q) => self.client.queue_subscribe(subject.to_string(), q.to_string()).await,
                 None => self.client.subscribe(subject.to_string()).await,
@@ -241,12 +243,13 @@ impl Transport for NatsTransport {
 
     fn subscribe_durable<'a>(&'a self, spec: &'a DurableSpec) -> BoxFuture<'a, Result<DurableSubscription>> {
         async move {
+            kit::check_durable(spec)?;
             self.ensure_stream().await?;
             let consumer = self.consumer(spec).await?;
             let (tx, rx) = mpsc::channel(spec.concurrency);
             let (stop_tx, stop_rx) = watch::channel(false);
             tokio::spawn(pump(self.clone(), spec.clone(), consumer, tx, stop_rx));
-            Ok(DurableSubscription::new(NatsDurable { rx, stop: stop_tx }))
+            Ok(DurableSubscription::new(Fed::new(rx, StopPump(stop_tx))))
         }
         .boxed()
     }
@@ -294,7 +297,7 @@ impl Transport for NatsTransport {
 pub const EVENTS_STREAM: &str = "MICRO_EVENTS";
 
 /// How long the events stream keeps an event (acknowledged or not).
-const EVENTS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+const EVENTS_MAX_AGE: Duration = kit::DURABLE_EXPIRY;
 
 /// The broker's dedup id of a durable publish: the event id; a dead letter (same id, on the
 /// group's `.dlq` topic) gets its own.
@@ -312,9 +315,7 @@ pub(crate) fn consumer_name(group: &str, subject: &str) -> String {
     let clean = |s: &str| -> String {
         s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).take(90).collect()
     };
-    let hash = format!("{group}\0{subject}")
-        .bytes()
-        .fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3));
+    let hash = kit::fnv1a(format!("{group}\0{subject}").as_bytes());
     format!("{}__{}__{:08x}", clean(group), clean(pattern), hash as u32)
 }
 
@@ -415,13 +416,7 @@ async fn pump(
     tx: mpsc::Sender<Delivery>,
     mut stop: watch::Receiver<bool>,
 ) {
-    use backon::BackoffBuilder;
-    let mut backoff = backon::ExponentialBuilder::default()
-        .with_jitter()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(5))
-        .without_max_times()
-        .build();
+    let mut backoff = kit::reconnect_backoff();
     loop {
         let messages = consumer
             .stream()
@@ -447,7 +442,7 @@ async fn pump(
                             subject,
                             message,
                             attempt,
-                            acker: Acker::new(JsAcker(Some(std::sync::Arc::new(acker)))),
+                            acker: Acker::new(JsAcker(std::sync::Arc::new(acker))),
                         };
                         // (A delivery dropped unsent naks itself.)
                         tokio::select! {
@@ -476,7 +471,7 @@ async fn pump(
         }
         // Make stream and consumer again (the server may have lost them), until it works.
         loop {
-            let delay = backoff.next().unwrap_or(Duration::from_secs(5));
+            let delay = kit::next_delay(&mut backoff);
             tokio::select! {
                 _ = stop.changed() => return,
                 _ = tokio::time::sleep(delay) => {}
@@ -498,7 +493,6 @@ async fn pump(
     }
 }
 
-/// Settles a JetStream message; dropped unsettled, it naks it so it comes back at once.
 /// Stopping: what was pulled and not handed out goes back to the group now, not after the ack
 /// wait.
 async fn hand_back(mut messages: pull::Stream) {
@@ -507,77 +501,46 @@ async fn hand_back(mut messages: pull::Stream) {
     }
 }
 
-struct JsAcker(Option<std::sync::Arc<async_nats::jetstream::message::Acker>>);
-
-impl JsAcker {
-    fn take(&mut self) -> std::sync::Arc<async_nats::jetstream::message::Acker> {
-        self.0.take().expect("settled once")
-    }
-}
-
-impl Drop for JsAcker {
-    fn drop(&mut self) {
-        if let (Some(acker), Ok(rt)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
-            rt.spawn(async move {
-                let _ = acker.ack_with(AckKind::Nak(None)).await;
-            });
-        }
-    }
-}
+/// Settles a JetStream message.
+struct JsAcker(std::sync::Arc<async_nats::jetstream::message::Acker>);
 
 fn ack_err(e: async_nats::Error) -> Error {
     Error::transport(format!("JetStream ack failed: {e}"))
 }
 
 impl AckSink for JsAcker {
-    fn ack(mut self: Box<Self>) -> BoxFuture<'static, Result<()>> {
-        let acker = self.take();
-        async move { acker.ack().await.map_err(ack_err) }.boxed()
+    fn ack(self: Box<Self>) -> BoxFuture<'static, Result<()>> {
+        async move { self.0.ack().await.map_err(ack_err) }.boxed()
     }
 
-    fn retry(mut self: Box<Self>, delay: Duration) -> BoxFuture<'static, Result<()>> {
-        let acker = self.take();
-        async move { acker.ack_with(AckKind::Nak(Some(delay))).await.map_err(ack_err) }.boxed()
+    fn retry(self: Box<Self>, delay: Duration) -> BoxFuture<'static, Result<()>> {
+        async move { self.0.ack_with(AckKind::Nak(Some(delay))).await.map_err(ack_err) }.boxed()
+    }
+
+    fn hand_back(self: Box<Self>) -> BoxFuture<'static, Result<()>> {
+        async move { self.0.ack_with(AckKind::Nak(None)).await.map_err(ack_err) }.boxed()
     }
 
     fn progress(&self) -> BoxFuture<'static, Result<()>> {
         let acker = self.0.clone();
-        async move {
-            match acker {
-                Some(a) => a.ack_with(AckKind::Progress).await.map_err(ack_err),
-                None => Ok(()),
-            }
-        }
-        .boxed()
+        async move { acker.ack_with(AckKind::Progress).await.map_err(ack_err) }.boxed()
     }
 }
 
-struct NatsDurable {
-    rx: mpsc::Receiver<Delivery>,
-    stop: watch::Sender<bool>,
-}
+/// Stops a durable subscription's pump.
+struct StopPump(watch::Sender<bool>);
 
-impl futures::Stream for NatsDurable {
-    type Item = Delivery;
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Delivery>> {
-        self.rx.poll_recv(cx)
-    }
-}
-
-impl DurableStream for NatsDurable {
+impl Stop for StopPump {
     fn drain(&mut self) -> BoxFuture<'_, Result<()>> {
         // The pump stops pulling and drops its sender: what is in the channel is still yielded;
         // what the server sent after that comes back to the group after the ack wait.
-        self.stop.send_replace(true);
+        self.0.send_replace(true);
         futures::future::ready(Ok(())).boxed()
     }
 }
 
-impl Drop for NatsDurable {
+impl Drop for StopPump {
     fn drop(&mut self) {
-        self.stop.send_replace(true);
+        self.0.send_replace(true);
     }
 }
