@@ -52,6 +52,7 @@ pub mod cli;
 pub mod client;
 pub mod codec;
 pub mod context;
+pub mod dev;
 pub mod error;
 #[cfg(feature = "gateway")]
 #[cfg_attr(docsrs, doc(cfg(feature = "gateway")))]

@@ -40,11 +40,13 @@ pub(crate) fn check_durable(spec: &DurableSpec) -> Result<()> {
     Ok(())
 }
 
+#[cfg(any(feature = "nats", feature = "rabbitmq"))]
 /// The 64-bit FNV-1a hash: stable across processes and versions, for broker-side names.
 pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100000001b3))
 }
 
+#[cfg(any(feature = "nats", feature = "rabbitmq"))]
 /// The backoff between attempts to restore a connection or a consumer: 100 ms doubling to
 /// 5 s, with jitter, forever.
 pub(crate) fn reconnect_backoff() -> backon::ExponentialBackoff {
@@ -57,6 +59,7 @@ pub(crate) fn reconnect_backoff() -> backon::ExponentialBackoff {
         .build()
 }
 
+#[cfg(any(feature = "nats", feature = "rabbitmq"))]
 /// The next wait of a [`reconnect_backoff`] (it never runs out).
 pub(crate) fn next_delay(backoff: &mut backon::ExponentialBackoff) -> Duration {
     backoff.next().unwrap_or(Duration::from_secs(5))
@@ -146,6 +149,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(any(feature = "nats", feature = "rabbitmq"))]
     fn fnv1a_is_the_published_function() {
         assert_eq!(fnv1a(b""), 0xcbf29ce484222325);
         assert_eq!(fnv1a(b"a"), 0xaf63dc4c8601ec8c);

@@ -1,297 +1,21 @@
-//! The NATS transport (async-nats): core request/reply with the client's muxed inbox, queue
-//! groups for shared subjects, headers for the envelope.
-//!
-//! Durable events use JetStream: one stream `MICRO_EVENTS` stores every subject under
-//! `micro.event.>` (created by the first durable publisher or subscriber); a durable
-//! subscription is a durable pull consumer with explicit acks, one per (group, pattern). The
-//! event id is the `Nats-Msg-Id`, so the stream drops duplicates within its window.
+//! Durable events on JetStream: the events stream, durable pull consumers with explicit acks,
+//! and the pump that feeds a durable subscription from one.
 
 use std::time::Duration;
-
-use async_nats::client::RequestErrorKind;
-use async_nats::{HeaderMap, HeaderName, HeaderValue};
-use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::AckKind;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 
-use super::kit::{self, Fed, Stop};
-use super::{
-    AckSink, Acker, Delivery, DurableSpec, DurableSubscription, Incoming, Reply, ReplySink, Subscription,
-    SubscriptionStream, Transport,
-};
+use super::{from_nats, to_header_map, NatsTransport};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::{Headers, Message};
-
-/// A NATS connection.
-///
-/// ```no_run
-/// # #[actix::main] async fn main() -> micro::Result<()> {
-/// let t = micro::transport::NatsTransport::connect("nats://127.0.0.1:4222").await?;
-/// # Ok(()) }
-/// ```
-#[derive(Clone, Debug)]
-pub struct NatsTransport {
-    client: async_nats::Client,
-    url: String,
-    js: async_nats::jetstream::Context,
-    stream_ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl NatsTransport {
-    /// Connects; fails with [`ErrorKind::Connect`] naming the URL when the server is unreachable.
-    pub async fn connect(url: &str) -> Result<NatsTransport> {
-        let opts = async_nats::ConnectOptions::new()
-            .connection_timeout(Duration::from_secs(3))
-            .name(format!("actix-micro/{}", env!("CARGO_PKG_VERSION")))
-            // Reconnects are forever (with async-nats' backoff); subscriptions are restored.
-            .max_reconnects(None::<usize>);
-        let client = opts.connect(url).await.map_err(|e| {
-            Error::new(
-                ErrorKind::Connect,
-                format!(
-                    "NATS at {url} is unreachable: {e} (start one with `nats-server -js`, or `docker compose up -d nats`)"
-                ),
-            )
-            .with_source(e)
-        })?;
-        let js = async_nats::jetstream::new(client.clone());
-        Ok(NatsTransport { client, url: url.to_string(), js, stream_ready: Default::default() })
-    }
-
-    /// The underlying async-nats client.
-    pub fn client(&self) -> &async_nats::Client {
-        &self.client
-    }
-
-    /// The JetStream consumer a durable group on a subject pattern uses (its naming rule is in
-    /// `docs/protocol.md` §6.1).
-    ///
-    /// ```
-    /// let name = micro::transport::NatsTransport::durable_consumer_name("audit", "micro.event.user.>");
-    /// assert!(name.starts_with("audit__user__"));
-    /// ```
-    pub fn durable_consumer_name(group: &str, subject: &str) -> String {
-        consumer_name(group, subject)
-    }
-
-    /// The URL this transport connected to.
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-}
-
-pub(crate) fn to_header_map(headers: &Headers) -> Result<HeaderMap> {
-    let mut map = HeaderMap::new();
-    for (name, value) in headers.pairs() {
-        if name.is_empty() || name.contains(|c: char| !c.is_ascii_graphic() || c == ':') {
-            return Err(Error::config(format!("invalid header name {name:?}")));
-        }
-        if value.contains(['\r', '\n']) {
-            return Err(Error::config(format!("header {name} has a line break in its value")));
-        }
-        // Names were checked above: the protocol's own (static) ones cost no allocation.
-        let name = match name {
-            std::borrow::Cow::Borrowed(s) => HeaderName::from_static(s),
-            std::borrow::Cow::Owned(s) => s.parse().map_err(|_| Error::config(format!("invalid header name {s:?}")))?,
-        };
-        map.insert(name, HeaderValue::from(value.as_str()));
-    }
-    Ok(map)
-}
-
-fn from_nats(msg: async_nats::Message) -> (Message, Option<async_nats::Subject>) {
-    let mut headers = Headers::with_capacity(msg.headers.as_ref().map_or(0, HeaderMap::len));
-    if let Some(map) = &msg.headers {
-        for (name, values) in map.iter() {
-            if let Some(v) = values.first() {
-                headers.push(crate::message::headers::intern(name.as_ref()), v.as_str());
-            }
-        }
-    }
-    (Message { headers, body: msg.payload }, msg.reply)
-}
-
-struct NatsReply {
-    client: async_nats::Client,
-    subject: async_nats::Subject,
-}
-
-impl ReplySink for NatsReply {
-    fn send(self: Box<Self>, message: Message) -> BoxFuture<'static, Result<()>> {
-        async move {
-            let sent = if message.headers.is_empty() {
-                self.client.publish(self.subject, message.body).await
-            } else {
-                self.client.publish_with_headers(self.subject, to_header_map(&message.headers)?, message.body).await
-            };
-            sent.map_err(|e| Error::transport(format!("reply failed: {e}")).with_source(e))
-        }
-        .boxed()
-    }
-}
-
-struct NatsSubscription {
-    sub: async_nats::Subscriber,
-    client: async_nats::Client,
-}
-
-impl futures::Stream for NatsSubscription {
-    type Item = Incoming;
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Incoming>> {
-        self.sub.poll_next_unpin(cx).map(|m| {
-            m.map(|msg| {
-                let subject = msg.subject.to_string();
-                let (message, reply) = from_nats(msg);
-                let reply = reply.map(|subject| Reply::new(NatsReply { client: self.client.clone(), subject }));
-                Incoming { subject, message, reply }
-            })
-        })
-    }
-}
-
-impl SubscriptionStream for NatsSubscription {
-    fn drain(&mut self) -> BoxFuture<'_, Result<()>> {
-        async move { self.sub.drain().await.map_err(|e| Error::transport(format!("drain failed: {e}"))) }.boxed()
-    }
-}
-
-impl Transport for NatsTransport {
-    fn name(&self) -> &'static str {
-        "nats"
-    }
-
-    fn request<'a>(
-        &'a self,
-        subject: &'a str,
-        message: &'a Message,
-        timeout: Duration,
-    ) -> BoxFuture<'a, Result<Message>> {
-        async move {
-            let headers = to_header_map(&message.headers)?;
-            let req = async_nats::Request::new().payload(message.body.clone()).headers(headers).timeout(Some(timeout));
-            match self.client.send_request(subject.to_string(), req).await {
-                Ok(msg) => Ok(from_nats(msg).0),
-                Err(e) => Err(match e.kind() {
-                    RequestErrorKind::NoResponders => Error::unavailable(format!("no responders on {subject}")),
-                    RequestErrorKind::TimedOut => Error::timeout(format!("no reply on {subject} within {timeout:?}")),
-                    _ => Error::transport(format!("request on {subject} failed: {e}")),
-                }
-                .with_source(e)),
-            }
-        }
-        .boxed()
-    }
-
-    fn publish<'a>(&'a self, subject: &'a str, message: Message) -> BoxFuture<'a, Result<()>> {
-        async move {
-            let headers = to_header_map(&message.headers)?;
-            self.client
-                .publish_with_headers(subject.to_string(), headers, message.body)
-                .await
-                .map_err(|e| Error::new(ErrorKind::Broker, format!("publish on {subject} failed: {e}")).with_source(e))
-        }
-        .boxed()
-    }
-
-    fn subscribe<'a>(&'a self, subject: &'a str, queue: Option<&'a str>) -> BoxFuture<'a, Result<Subscription>> {
-        async move {
-            kit::check_subject(subject, true)?;
-            let sub = match queue {
-                Some(q) => self.client.queue_subscribe(subject.to_string(), q.to_string()).await,
-                None => self.client.subscribe(subject.to_string()).await,
-            }
-            .map_err(|e| Error::new(ErrorKind::Broker, format!("subscribe to {subject} failed: {e}")).with_source(e))?;
-            Ok(Subscription::new(NatsSubscription { sub, client: self.client.clone() }))
-        }
-        .boxed()
-    }
-
-    fn publish_durable<'a>(&'a self, subject: &'a str, message: Message) -> BoxFuture<'a, Result<()>> {
-        async move {
-            if !self.stream_ready.load(std::sync::atomic::Ordering::Relaxed) {
-                Box::pin(self.ensure_stream()).await?;
-            }
-            let dedup = dedup_id(&message.headers);
-            let headers = to_header_map(&message.headers)?;
-            let mut m = PublishMessage::build().payload(message.body.clone()).headers(headers);
-            if let Some(id) = &dedup {
-                m = m.message_id(id);
-            }
-            let outcome = match self.js.send_publish(subject.to_string(), m).await {
-                Ok(ack) => ack.await,
-                Err(e) => Err(e),
-            };
-            match outcome {
-                Ok(_) => Ok(()),
-                // Someone deleted the stream since we made sure of it: make it again, once.
-                Err(e) if e.kind() == PublishErrorKind::StreamNotFound => {
-                    Box::pin(self.republish_without_stream(subject, message)).await
-                }
-                Err(e) => Err(publish_error(subject, e)),
-            }
-        }
-        .boxed()
-    }
-
-    fn subscribe_durable<'a>(&'a self, spec: &'a DurableSpec) -> BoxFuture<'a, Result<DurableSubscription>> {
-        async move {
-            kit::check_durable(spec)?;
-            self.ensure_stream().await?;
-            let consumer = self.consumer(spec).await?;
-            let (tx, rx) = mpsc::channel(spec.concurrency);
-            let (stop_tx, stop_rx) = watch::channel(false);
-            tokio::spawn(pump(self.clone(), spec.clone(), consumer, tx, stop_rx));
-            Ok(DurableSubscription::new(Fed::new(rx, StopPump(stop_tx))))
-        }
-        .boxed()
-    }
-
-    fn close(&self) -> BoxFuture<'_, Result<()>> {
-        // Drain: subscriptions stop, what was published is flushed, then the connection closes
-        // (for every clone of this transport). Unacknowledged durable events go back to their group.
-        async move {
-            self.client.drain().await.map_err(|e| Error::transport(format!("closing failed: {e}")).with_source(e))
-        }
-        .boxed()
-    }
-
-    fn delete_durable<'a>(&'a self, spec: &'a DurableSpec) -> BoxFuture<'a, Result<()>> {
-        async move {
-            let name = consumer_name(&spec.group, &spec.subject);
-            let stream = match self.js.get_stream(EVENTS_STREAM).await {
-                Ok(s) => s,
-                Err(e) if e.to_string().contains("not found") => return Ok(()),
-                Err(e) => return Err(Error::new(ErrorKind::Broker, format!("JetStream stream {EVENTS_STREAM}: {e}"))),
-            };
-            match stream.delete_consumer(&name).await {
-                Ok(_) => Ok(()),
-                Err(e) if e.to_string().contains("not found") => Ok(()),
-                Err(e) => {
-                    Err(Error::new(ErrorKind::Broker, format!("deleting consumer {name} failed: {e}")).with_source(e))
-                }
-            }
-        }
-        .boxed()
-    }
-
-    fn flush(&self) -> BoxFuture<'_, Result<()>> {
-        async move {
-            self.client
-                .flush()
-                .await
-                .map_err(|e| Error::transport(format!("flush failed: {e}")).with_source(e))
-        }
-        .boxed()
-    }
-}
+use crate::transport::kit::{self, Fed, Stop};
+use crate::transport::{AckSink, Acker, Delivery, DurableSpec, DurableSubscription};
 
 /// The JetStream stream that stores every event subject.
 pub const EVENTS_STREAM: &str = "MICRO_EVENTS";
@@ -332,6 +56,59 @@ fn publish_error(subject: &str, e: async_nats::jetstream::context::PublishError)
 }
 
 impl NatsTransport {
+    /// Publishes on the events stream; resolves with the PubAck.
+    pub(super) async fn js_publish(&self, subject: &str, message: Message) -> Result<()> {
+        if !self.stream_ready.load(std::sync::atomic::Ordering::Relaxed) {
+            Box::pin(self.ensure_stream()).await?;
+        }
+        let dedup = dedup_id(&message.headers);
+        let headers = to_header_map(&message.headers)?;
+        let mut m = PublishMessage::build().payload(message.body.clone()).headers(headers);
+        if let Some(id) = &dedup {
+            m = m.message_id(id);
+        }
+        let outcome = match self.js.send_publish(subject.to_string(), m).await {
+            Ok(ack) => ack.await,
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(_) => Ok(()),
+            // Someone deleted the stream since we made sure of it: make it again, once.
+            Err(e) if e.kind() == PublishErrorKind::StreamNotFound => {
+                Box::pin(self.republish_without_stream(subject, message)).await
+            }
+            Err(e) => Err(publish_error(subject, e)),
+        }
+    }
+
+    /// A durable pull consumer of the group on the pattern, pulled by a task of its own.
+    pub(super) async fn js_subscribe(&self, spec: &DurableSpec) -> Result<DurableSubscription> {
+        kit::check_durable(spec)?;
+        self.ensure_stream().await?;
+        let consumer = self.consumer(spec).await?;
+        let (tx, rx) = mpsc::channel(spec.concurrency);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(pump(self.clone(), spec.clone(), consumer, tx, stop_rx));
+        Ok(DurableSubscription::new(Fed::new(rx, StopPump(stop_tx))))
+    }
+
+    /// Deletes the group's durable consumer.
+    pub(super) async fn js_delete(&self, spec: &DurableSpec) -> Result<()> {
+        let name = consumer_name(&spec.group, &spec.subject);
+        let stream = match self.js.get_stream(EVENTS_STREAM).await {
+            Ok(s) => s,
+            Err(e) if e.to_string().contains("not found") => return Ok(()),
+            Err(e) => return Err(Error::new(ErrorKind::Broker, format!("JetStream stream {EVENTS_STREAM}: {e}"))),
+        };
+        match stream.delete_consumer(&name).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.to_string().contains("not found") => Ok(()),
+            Err(e) => {
+                Err(Error::new(ErrorKind::Broker, format!("deleting consumer {name} failed: {e}")).with_source(e))
+            }
+        }
+    }
+
     /// The cold path of a durable publish: the stream went away; make it and publish once more.
     async fn republish_without_stream(&self, subject: &str, message: Message) -> Result<()> {
         self.stream_ready.store(false, std::sync::atomic::Ordering::Relaxed);
