@@ -29,7 +29,7 @@ pub const DEFAULT_EXPIRY: Duration = super::kit::DURABLE_EXPIRY;
 /// What a durable subscription asks of the broker.
 ///
 /// ```
-/// let spec = micro::transport::DurableSpec::new("micro.event.user.>", "audit")
+/// let spec = micro::dev::DurableSpec::new("micro.event.user.>", "audit")
 ///     .dead_letter("micro.event.audit.dlq");
 /// assert_eq!(spec.dead_letter.as_deref(), Some("micro.event.audit.dlq"));
 /// ```

@@ -172,7 +172,7 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
     }
 
     /// Subscribes durably: the broker keeps the group's messages while no member is connected
-    /// and redelivers what is not acknowledged. See [`DurableSpec`](crate::dev::DurableSpec).
+    /// and redelivers what is not acknowledged. See [`DurableSpec`].
     ///
     /// The default is the in-process fallback: same API, nothing survives the process.
     fn subscribe_durable<'a>(&'a self, spec: &'a DurableSpec) -> BoxFuture<'a, Result<DurableSubscription>> {

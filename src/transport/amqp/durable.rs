@@ -230,6 +230,8 @@ impl AckSink for AmqpAcker {
         // The message stays unacked (holding a prefetch slot) while it waits; a lost channel
         // meanwhile hands it back to RabbitMQ, and the copy is then not sent.
         kit::after(delay, async move {
+            // From here the copy and the settle of the original are under way.
+            let _settle = self.settling.start();
             let acker = &self.acker;
             let properties = retry_properties(&self.properties, self.attempt.saturating_add(1), &self.subject);
             match self.publisher.publish("", &self.queue, self.body.clone(), properties).await {
@@ -294,7 +296,7 @@ impl Stop for DurableGuard {
 impl Drop for DurableGuard {
     fn drop(&mut self) {
         // Stop consuming. The channel stays open for the deliveries still being handled, and
-        // closes once the last of them is settled or dropped (see `run_durable_publisher`);
+        // closes once the last of them is settled or dropped (see `confirm::run`);
         // what is unacked then goes back to the queue.
         if let Some(consumer) = self.remove() {
             let live = self.inner.link.load().as_ref().is_some_and(|l| l.generation == consumer.generation);
