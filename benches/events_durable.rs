@@ -614,7 +614,7 @@ impl NatsBench {
     fn fw_names(&self, tag: &str) -> (String, String, String) {
         let topic = format!("{}.{tag}", self.prefix);
         let group = format!("bench-durable-{}-nats-{tag}", self.run);
-        let consumer = micro::transport::NatsTransport::durable_consumer_name(&group, &format!("micro.event.{topic}"));
+        let consumer = micro::dev::nats_consumer_name(&group, &format!("micro.event.{topic}"));
         self.consumers.borrow_mut().push(consumer.clone());
         (topic, group, consumer)
     }

@@ -52,6 +52,7 @@ pub mod cli;
 pub mod client;
 pub mod codec;
 pub mod context;
+pub mod dev;
 pub mod endpoint;
 pub mod error;
 #[cfg(feature = "gateway")]
@@ -64,6 +65,7 @@ pub mod selector;
 pub mod server;
 pub mod service;
 pub mod status;
+pub mod subject;
 pub mod transport;
 
 #[cfg(any(test, feature = "test-util"))]

@@ -43,6 +43,16 @@ pub mod headers {
     pub const TRACESTATE: &str = "tracestate";
     /// Prefix of user metadata headers: `Micro-Meta-<key>`.
     pub const META_PREFIX: &str = "Micro-Meta-";
+    /// Dead letters: why it was dead-lettered (the last error's text).
+    pub const DLQ_REASON: &str = "Micro-Dlq-Reason";
+    /// Dead letters: how many deliveries were attempted.
+    pub const DLQ_ATTEMPTS: &str = "Micro-Dlq-Attempts";
+    /// Dead letters: the durable group that gave up on it.
+    pub const DLQ_GROUP: &str = "Micro-Dlq-Group";
+    /// Dead letters: the topic it was originally published on.
+    pub const DLQ_TOPIC: &str = "Micro-Dlq-Topic";
+    /// Dead letters: the last error's numeric code (400, 500...), when there was one.
+    pub const DLQ_CODE: &str = "Micro-Dlq-Code";
 
     #[cfg_attr(not(any(feature = "nats", feature = "rabbitmq")), allow(dead_code))]
     const KNOWN: [&str; 13] = [

@@ -8,7 +8,7 @@ use futures::StreamExt;
 use micro::message::{headers, Deadline, Headers, Message};
 use micro::prelude::*;
 use micro::registry::{RegistryOptions, WatchAction};
-use micro::transport::subject;
+use micro::subject;
 use micro::{Code, ErrorKind};
 
 use crate::util::*;

@@ -348,8 +348,7 @@ mod crash {
         let b = broker(&url).await;
         #[cfg(feature = "nats")]
         if url.starts_with("nats") {
-            let nats = micro::transport::NatsTransport::connect(&url).await.unwrap();
-            let js = async_nats::jetstream::new(nats.client().clone());
+            let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
             let mine = format!("group {group} on");
             wait_for("the consumer to expire", WAIT, || {
                 let (js, mine) = (js.clone(), mine.clone());

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use micro::broker::{dlq_headers, Broker};
+use micro::dev::DurableSpec;
 use micro::message::{headers, Headers, Message};
 use micro::prelude::*;
-use micro::transport::DurableSpec;
 use micro::ErrorKind;
 
 use crate::util::*;

@@ -16,20 +16,15 @@ use super::Event;
 use crate::error::{Error, Result};
 use crate::message::{headers, Message};
 use crate::status::{Code, Status};
-use crate::transport::{subject, Acker, Delivery, DurableSpec, DurableSubscription, Transport};
+use crate::subject;
+use crate::transport::{Acker, Delivery, DurableSpec, DurableSubscription, Transport};
 
-/// Headers a dead letter carries besides the original event's.
+/// Headers a dead letter carries besides the original event's (the `DLQ_*` names of
+/// [`message::headers`](crate::message::headers), under shorter names).
 pub mod dlq_headers {
-    /// Why it was dead-lettered: the last error's text.
-    pub const REASON: &str = "Micro-Dlq-Reason";
-    /// How many deliveries were attempted.
-    pub const ATTEMPTS: &str = "Micro-Dlq-Attempts";
-    /// The group that gave up on it.
-    pub const GROUP: &str = "Micro-Dlq-Group";
-    /// The topic it was originally published on.
-    pub const TOPIC: &str = "Micro-Dlq-Topic";
-    /// The last error's numeric code (400, 500...), when there was one.
-    pub const CODE: &str = "Micro-Dlq-Code";
+    pub use crate::message::headers::{
+        DLQ_ATTEMPTS as ATTEMPTS, DLQ_CODE as CODE, DLQ_GROUP as GROUP, DLQ_REASON as REASON, DLQ_TOPIC as TOPIC,
+    };
 }
 
 /// What [`DurableEvent::settle`] did with an event.
@@ -62,9 +57,9 @@ impl Default for Durability {
             max_attempts: 5,
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
-            concurrency: 32,
-            ack_wait: Duration::from_secs(30),
-            expire_after: crate::transport::DEFAULT_EXPIRY,
+            concurrency: crate::transport::kit::DURABLE_CONCURRENCY,
+            ack_wait: crate::transport::kit::DURABLE_ACK_WAIT,
+            expire_after: crate::transport::kit::DURABLE_EXPIRY,
         }
     }
 }
@@ -344,8 +339,14 @@ impl Stream for DurableEvents {
     }
 }
 
+/// The subject a group's dead letters are published on: the topic `<group>.dlq`.
+pub(crate) fn dead_letter_subject(group: &str) -> String {
+    subject::event(&format!("{group}.dlq"))
+}
+
 pub(crate) fn spec(topic: &str, group: &str, durability: &Durability) -> DurableSpec {
     DurableSpec::new(subject::event(topic), group)
+        .dead_letter(dead_letter_subject(group))
         .concurrency(durability.concurrency)
         .ack_wait(durability.ack_wait)
         .expire_after(durability.expire_after)
@@ -362,7 +363,7 @@ pub(crate) async fn subscribe(
     let policy = Arc::new(Policy {
         transport: transport.clone(),
         group: group.to_string(),
-        dead_letter: spec.dead_letter,
+        dead_letter: dead_letter_subject(group),
         durability: durability.clone(),
     });
     Ok(DurableEvents { sub, policy, slots: Arc::default() })

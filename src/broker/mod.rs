@@ -40,7 +40,8 @@ use crate::context::{CallContext, EventInfo};
 use crate::error::{Error, Result};
 use crate::message::{headers, new_id, now_millis, Headers, Message, Metadata, TraceParent};
 use crate::middleware::{Answer, ClientLayers, Outgoing, SendFn, Target};
-use crate::transport::{subject, Incoming, Subscription, Transport};
+use crate::subject;
+use crate::transport::{Incoming, Subscription, Transport};
 
 mod durable;
 

@@ -1,18 +1,16 @@
 //! `micro publish TOPIC [JSON]` and `micro subscribe TOPIC`.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Args;
 use futures::StreamExt;
 use serde::Serialize;
 
+use super::connect_client;
 use super::input::{self, ContentType};
 use super::output;
-use super::{warn_memory, CLI_ID};
-use crate::broker::{Broker, Event, PublishOptions, SubscribeOptions};
+use crate::broker::{Event, PublishOptions, SubscribeOptions};
 use crate::message::{new_id, Metadata};
-use crate::transport::{self, Transport};
 
 /// `micro publish` options.
 #[derive(Debug, Args)]
@@ -86,15 +84,10 @@ struct EventLine<'a> {
     dead_letter: Option<std::collections::BTreeMap<&'static str, &'a str>>,
 }
 
-async fn connect(url: &str) -> crate::Result<Arc<dyn Transport>> {
-    warn_memory(url);
-    transport::connect(url).await
-}
-
 pub(super) async fn publish(url: &str, args: PublishArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let body = input::body(args.event.as_deref(), args.content_type)?;
-    let transport = connect(url).await?;
-    let broker = Broker::new(transport.clone(), CLI_ID);
+    let client = connect_client(url).await?;
+    let (broker, transport) = (client.broker(), client.transport());
     let id = new_id();
     let mut opts = PublishOptions::new().id(&id);
     if args.durable {
@@ -117,8 +110,8 @@ pub(super) async fn publish(url: &str, args: PublishArgs) -> Result<ExitCode, Bo
 }
 
 pub(super) async fn subscribe(url: &str, args: SubscribeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let transport = connect(url).await?;
-    let broker = Broker::new(transport.clone(), CLI_ID);
+    let client = connect_client(url).await?;
+    let (broker, transport) = (client.broker(), client.transport());
     let result = match args.durable.clone() {
         None => {
             let opts = args.group.clone().map(SubscribeOptions::group).unwrap_or_else(SubscribeOptions::broadcast);

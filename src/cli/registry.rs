@@ -11,7 +11,7 @@ use super::output::{self, Output, Spinner};
 use super::{connect_client, suggest, CliError};
 use crate::client::Client;
 use crate::registry::{Service, WatchAction, WatchEvent};
-use crate::transport::subject;
+use crate::subject;
 
 type CmdResult = Result<ExitCode, Box<dyn std::error::Error>>;
 

@@ -31,7 +31,8 @@ use crate::middleware::{Answer, ClientLayers, ClientMiddleware, Outgoing, SendFn
 use crate::registry::{Registry, RegistryOptions};
 use crate::selector::{Filter, Selector, SelectorActor, Strategy};
 use crate::status::{Code, Status};
-use crate::transport::{self, subject, Transport};
+use crate::subject;
+use crate::transport::{self, Transport};
 
 mod options;
 

@@ -36,7 +36,7 @@ use crate::client::{CallOptions, Client};
 use crate::codec::Codec;
 use crate::context::CallContext;
 use crate::message::{new_id, Deadline, Metadata, TraceParent};
-use crate::transport::subject;
+use crate::subject;
 
 mod error;
 mod proxy;

@@ -15,7 +15,8 @@ use super::{RegistryOptions, Snapshot, Waiter};
 use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::message::{headers, Headers, Message};
-use crate::transport::{subject, Incoming, Transport};
+use crate::subject;
+use crate::transport::{Incoming, Transport};
 
 struct Entry {
     service: Service,

@@ -260,9 +260,9 @@ pub(crate) async fn subscribe_node(
     service: &str,
     node_id: &str,
 ) -> Result<Vec<Subscription>> {
-    let shared = crate::transport::subject::service(service);
+    let shared = crate::subject::service(service);
     Ok(vec![
-        transport.subscribe(&crate::transport::subject::node(node_id), None).await?,
+        transport.subscribe(&crate::subject::node(node_id), None).await?,
         transport.subscribe(&shared, Some(&shared)).await?,
     ])
 }

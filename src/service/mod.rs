@@ -47,7 +47,8 @@ use crate::server::{
     Stats, Supervisor,
 };
 use crate::status::Status;
-use crate::transport::{self, subject};
+use crate::subject;
+use crate::transport;
 
 mod handle;
 

@@ -4,8 +4,8 @@
 //! JetStream durable consumer on NATS, a durable queue on RabbitMQ. Its messages come as
 //! [`Delivery`]s that must be settled with an [`Acker`]: acknowledged once handled, or handed
 //! back for redelivery after a delay. What is not settled (a crash, a lost connection) comes
-//! back by itself. Retry counting, dead letters and the handler live in
-//! [`broker::durable`](crate::broker) above this.
+//! back by itself. Retry counting, dead letters and the handler live in the broker above
+//! this; what it asks of a backend travels in the [`DurableSpec`].
 //!
 //! Transports without a broker (memory) get the in-process fallback of this module: the same
 //! API, events acknowledged in memory, nothing kept across a restart.
@@ -21,16 +21,17 @@ use tokio::sync::mpsc;
 
 use super::{Subscription, Transport};
 use crate::error::Result;
-use crate::message::Message;
+use crate::message::{headers, Message};
 
 /// How long a durable group is kept unused by default: the NATS events stream's retention.
-pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
+pub const DEFAULT_EXPIRY: Duration = super::kit::DURABLE_EXPIRY;
 
 /// What a durable subscription asks of the broker.
 ///
 /// ```
-/// let spec = micro::transport::DurableSpec::new("micro.event.user.>", "audit");
-/// assert_eq!(spec.dead_letter, "micro.event.audit.dlq");
+/// let spec = micro::dev::DurableSpec::new("micro.event.user.>", "audit")
+///     .dead_letter("micro.event.audit.dlq");
+/// assert_eq!(spec.dead_letter.as_deref(), Some("micro.event.audit.dlq"));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -49,25 +50,30 @@ pub struct DurableSpec {
     /// How long the broker keeps the group (and, on RabbitMQ, its dead-letter queue) once no
     /// member uses it: JetStream `inactive_threshold`, RabbitMQ `x-expires`.
     pub expire_after: Duration,
-    /// The subject dead letters of this group are published on; the transport makes it
-    /// durable (RabbitMQ binds a durable queue of the same name without the `micro.event.`
-    /// prefix to it).
-    pub dead_letter: String,
+    /// The subject dead letters of this group are published on, if the group has one (the
+    /// broker sets it): the transport makes it durable (RabbitMQ binds a durable queue of the
+    /// same name without the `micro.event.` prefix to it).
+    pub dead_letter: Option<String>,
 }
 
 impl DurableSpec {
-    /// A spec with the defaults: 32 at a time, 30 s ack wait, kept 7 days unused, dead letters
-    /// on `micro.event.<group>.dlq`.
+    /// A spec with the defaults: 32 at a time, 30 s ack wait, kept 7 days unused, no
+    /// dead-letter subject.
     pub fn new(subject: impl Into<String>, group: impl Into<String>) -> DurableSpec {
-        let group = group.into();
         DurableSpec {
             subject: subject.into(),
-            dead_letter: super::subject::event(&format!("{group}.dlq")),
-            group,
-            concurrency: 32,
-            ack_wait: Duration::from_secs(30),
+            group: group.into(),
+            dead_letter: None,
+            concurrency: super::kit::DURABLE_CONCURRENCY,
+            ack_wait: super::kit::DURABLE_ACK_WAIT,
             expire_after: DEFAULT_EXPIRY,
         }
+    }
+
+    /// Sets the subject the group's dead letters are published on, for the transport to keep.
+    pub fn dead_letter(mut self, subject: impl Into<String>) -> Self {
+        self.dead_letter = Some(subject.into());
+        self
     }
 
     /// Sets how long the broker keeps the group unused.
@@ -112,29 +118,52 @@ impl fmt::Debug for Delivery {
 }
 
 /// Settles one [`Delivery`]. Dropping it unsettled hands the message back for redelivery at
-/// once, like `retry(0)`. If the process dies instead, the broker redelivers by itself: after
-/// the ack wait (NATS) or when the connection closes (RabbitMQ).
-pub struct Acker(Box<dyn AckSink>);
+/// once ([`AckSink::hand_back`], in the background). If the process dies instead, the broker
+/// redelivers by itself: after the ack wait (NATS) or when the connection closes (RabbitMQ).
+pub struct Acker(Option<Box<dyn AckSink>>);
 
 impl Acker {
     /// Wraps a backend's acker.
     pub fn new(sink: impl AckSink) -> Acker {
-        Acker(Box::new(sink))
+        Acker(Some(Box::new(sink)))
     }
 
     /// The message is handled: the broker forgets it.
-    pub fn ack(self) -> BoxFuture<'static, Result<()>> {
-        self.0.ack()
+    pub fn ack(mut self) -> BoxFuture<'static, Result<()>> {
+        // Only these consuming methods take the sink: it is always there.
+        match self.0.take() {
+            Some(sink) => sink.ack(),
+            None => futures::future::ready(Ok(())).boxed(),
+        }
     }
 
     /// The message should be delivered again (as attempt + 1) after `delay`.
-    pub fn retry(self, delay: Duration) -> BoxFuture<'static, Result<()>> {
-        self.0.retry(delay)
+    pub fn retry(mut self, delay: Duration) -> BoxFuture<'static, Result<()>> {
+        match self.0.take() {
+            Some(sink) => sink.retry(delay),
+            None => futures::future::ready(Ok(())).boxed(),
+        }
     }
 
     /// Still working on it: restarts the broker's ack-wait timer.
     pub fn progress(&self) -> BoxFuture<'static, Result<()>> {
-        self.0.progress()
+        match &self.0 {
+            Some(sink) => sink.progress(),
+            None => futures::future::ready(Ok(())).boxed(),
+        }
+    }
+}
+
+impl Drop for Acker {
+    fn drop(&mut self) {
+        if let Some(sink) = self.0.take() {
+            let back = sink.hand_back();
+            super::kit::spawn_if_running(async move {
+                if let Err(e) = back.await {
+                    tracing::debug!(error = %e, "an unsettled delivery was not handed back; the broker redelivers it later");
+                }
+            });
+        }
     }
 }
 
@@ -153,6 +182,12 @@ pub trait AckSink: Send + 'static {
     /// Extends the ack wait; a no-op where the broker has none.
     fn progress(&self) -> BoxFuture<'static, Result<()>> {
         futures::future::ready(Ok(())).boxed()
+    }
+    /// Hands it back for redelivery at once: the [`Acker`] was dropped unsettled. The future
+    /// is spawned when there is a runtime; work that must happen without one goes before it.
+    /// The default is `retry` without delay.
+    fn hand_back(self: Box<Self>) -> BoxFuture<'static, Result<()>> {
+        self.retry(Duration::ZERO)
     }
 }
 
@@ -197,21 +232,27 @@ pub(crate) async fn in_process(
     transport: &(impl Transport + ?Sized),
     spec: &DurableSpec,
 ) -> Result<DurableSubscription> {
+    super::kit::check_durable(spec)?;
     let sub = transport.subscribe(&spec.subject, Some(&spec.group)).await?;
     // The dead-letter place: in memory nothing is kept, but a dead letter is logged rather than
     // bounced back forever for want of a subscriber.
-    let mut dead = transport.subscribe(&spec.dead_letter, Some(&spec.dead_letter)).await?;
-    let dlq_sink = tokio::spawn(async move {
-        while let Some(d) = dead.next().await {
-            let h = &d.message.headers;
-            tracing::warn!(
-                subject = %d.subject,
-                id = h.get(crate::message::headers::ID).unwrap_or_default(),
-                reason = h.get(crate::broker::dlq_headers::REASON).unwrap_or_default(),
-                "dead letter (the memory transport keeps none)"
-            );
+    let dlq_sink = match &spec.dead_letter {
+        Some(dead_letter) => {
+            let mut dead = transport.subscribe(dead_letter, Some(dead_letter)).await?;
+            Some(tokio::spawn(async move {
+                while let Some(d) = dead.next().await {
+                    let h = &d.message.headers;
+                    tracing::warn!(
+                        subject = %d.subject,
+                        id = h.get(headers::ID).unwrap_or_default(),
+                        reason = h.get(headers::DLQ_REASON).unwrap_or_default(),
+                        "dead letter (the memory transport keeps none)"
+                    );
+                }
+            }))
         }
-    });
+        None => None,
+    };
     let (tx, rx) = mpsc::unbounded_channel();
     Ok(DurableSubscription::new(InProcess { sub: Some(sub), retries: rx, tx: Some(tx), dlq_sink }))
 }
@@ -223,53 +264,47 @@ struct InProcess {
     retries: mpsc::UnboundedReceiver<Redelivery>,
     /// Our own sender, dropped on drain so the stream can end once every acker is gone.
     tx: Option<mpsc::UnboundedSender<Redelivery>>,
-    dlq_sink: tokio::task::JoinHandle<()>,
+    dlq_sink: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for InProcess {
     fn drop(&mut self) {
-        self.dlq_sink.abort();
+        if let Some(sink) = &self.dlq_sink {
+            sink.abort();
+        }
     }
 }
 
 struct InProcessAcker {
-    /// Taken when settled; still here on drop means "hand it back".
-    redelivery: Option<Redelivery>,
+    redelivery: Redelivery,
     tx: mpsc::UnboundedSender<Redelivery>,
 }
 
 impl AckSink for InProcessAcker {
-    fn ack(mut self: Box<Self>) -> BoxFuture<'static, Result<()>> {
-        self.redelivery = None;
+    fn ack(self: Box<Self>) -> BoxFuture<'static, Result<()>> {
         futures::future::ready(Ok(())).boxed()
     }
 
-    fn retry(mut self: Box<Self>, delay: Duration) -> BoxFuture<'static, Result<()>> {
-        if let Some((subject, message, attempt)) = self.redelivery.take() {
-            let tx = self.tx.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                let _ = tx.send((subject, message, attempt + 1));
-            });
-        }
+    fn retry(self: Box<Self>, delay: Duration) -> BoxFuture<'static, Result<()>> {
+        let InProcessAcker { redelivery: (subject, message, attempt), tx } = *self;
+        super::kit::after(delay, async move {
+            let _ = tx.send((subject, message, attempt + 1));
+        });
         futures::future::ready(Ok(())).boxed()
     }
-}
 
-impl Drop for InProcessAcker {
-    fn drop(&mut self) {
-        if let Some((subject, message, attempt)) = self.redelivery.take() {
-            let _ = self.tx.send((subject, message, attempt + 1));
-        }
+    fn hand_back(self: Box<Self>) -> BoxFuture<'static, Result<()>> {
+        // At once, runtime or not.
+        let InProcessAcker { redelivery: (subject, message, attempt), tx } = *self;
+        let _ = tx.send((subject, message, attempt + 1));
+        futures::future::ready(Ok(())).boxed()
     }
 }
 
 impl InProcess {
     fn delivery(&self, tx: &mpsc::UnboundedSender<Redelivery>, (subject, message, attempt): Redelivery) -> Delivery {
-        let acker = Acker::new(InProcessAcker {
-            redelivery: Some((subject.clone(), message.clone(), attempt)),
-            tx: tx.clone(),
-        });
+        let acker =
+            Acker::new(InProcessAcker { redelivery: (subject.clone(), message.clone(), attempt), tx: tx.clone() });
         Delivery { subject, message, attempt, acker }
     }
 }
@@ -293,7 +328,8 @@ impl Stream for InProcess {
         if let Some(sub) = &mut this.sub {
             match sub.poll_next_unpin(cx) {
                 Poll::Ready(Some(incoming)) => {
-                    let tx = this.tx.clone().expect("a live subscription has its sender");
+                    // A live subscription has its sender; a stand-in would do otherwise.
+                    let tx = this.tx.clone().unwrap_or_else(|| mpsc::unbounded_channel().0);
                     return Poll::Ready(Some(this.delivery(&tx, (incoming.subject, incoming.message, 1))));
                 }
                 Poll::Ready(None) => {

@@ -3,16 +3,19 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{subject, Incoming, Reply, ReplySink, Subscription, SubscriptionStream, Transport};
+use super::kit::{self, Fed, Stop};
+use super::{Incoming, Reply, ReplySink, Subscription, Transport};
 use crate::error::{Error, Result};
 use crate::message::Message;
+use crate::subject;
 
 /// The in-process transport. All `MemoryTransport`s with the same name share one bus.
 ///
@@ -54,7 +57,7 @@ fn buses() -> &'static Mutex<HashMap<String, Weak<Bus>>> {
 impl MemoryTransport {
     /// Connects to the bus of this name (`""` is the default bus of `memory://`).
     pub fn named(name: &str) -> MemoryTransport {
-        let mut map = buses().lock().unwrap();
+        let mut map = buses().lock();
         if let Some(bus) = map.get(name).and_then(Weak::upgrade) {
             return MemoryTransport { bus };
         }
@@ -70,7 +73,7 @@ impl MemoryTransport {
 
     fn deliver(&self, subj: &str, message: Message, mut reply: Option<Reply>) -> usize {
         static ROUND: AtomicUsize = AtomicUsize::new(0);
-        let subs = self.bus.subs.lock().unwrap();
+        let subs = self.bus.subs.lock();
         let mut delivered = 0;
         let mut groups: Vec<(&str, Vec<&Sub>)> = Vec::new();
         for s in subs.iter().filter(|s| subject::matches(&s.pattern, subj) && !s.tx.is_closed()) {
@@ -120,34 +123,17 @@ impl Drop for Unsubscribe {
     }
 }
 
-struct MemorySubscription {
-    rx: mpsc::UnboundedReceiver<Incoming>,
-    guard: Unsubscribe,
-}
-
-impl futures::Stream for MemorySubscription {
-    type Item = Incoming;
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Incoming>> {
-        self.rx.poll_recv(cx)
-    }
-}
-
-impl SubscriptionStream for MemorySubscription {
+impl Stop for Unsubscribe {
     fn drain(&mut self) -> BoxFuture<'_, Result<()>> {
         // Removing the subscription drops the bus's sender: the receiver yields what is queued, then ends.
-        self.guard.remove();
+        self.remove();
         futures::future::ready(Ok(())).boxed()
     }
 }
 
 impl Unsubscribe {
     fn remove(&self) {
-        if let Ok(mut subs) = self.bus.subs.lock() {
-            subs.retain(|s| s.id != self.id);
-        }
+        self.bus.subs.lock().retain(|s| s.id != self.id);
     }
 }
 
@@ -193,18 +179,11 @@ impl Transport for MemoryTransport {
 
     fn subscribe<'a>(&'a self, pattern: &'a str, queue: Option<&'a str>) -> BoxFuture<'a, Result<Subscription>> {
         async move {
-            if !subject::is_valid(pattern, true) {
-                return Err(Error::config(format!("invalid subject {pattern:?}")));
-            }
+            kit::check_subject(pattern, true)?;
             let (tx, rx) = mpsc::unbounded_channel();
             let id = self.bus.next_id.fetch_add(1, Ordering::Relaxed);
-            self.bus.subs.lock().unwrap().push(Sub {
-                id,
-                pattern: pattern.to_string(),
-                queue: queue.map(str::to_string),
-                tx,
-            });
-            Ok(Subscription::new(MemorySubscription { rx, guard: Unsubscribe { bus: self.bus.clone(), id } }))
+            self.bus.subs.lock().push(Sub { id, pattern: pattern.to_string(), queue: queue.map(str::to_string), tx });
+            Ok(Subscription::new(Fed::new(rx, Unsubscribe { bus: self.bus.clone(), id })))
         }
         .boxed()
     }

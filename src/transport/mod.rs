@@ -9,6 +9,9 @@
 //! | `nats://host:port` | `NatsTransport` over async-nats | `nats` |
 //! | `amqp://user:pass@host:port/vhost` | `AmqpTransport` over lapin (RabbitMQ) | `rabbitmq` |
 //!
+//! What a backend is made of (subscription and reply sinks, durable deliveries and their
+//! ackers) is in [`micro::dev`](crate::dev), for backend authors.
+//!
 //! ```
 //! # #[actix::main] async fn main() -> micro::Result<()> {
 //! let t = micro::transport::connect("memory://doc-example").await?;
@@ -29,16 +32,23 @@ use futures::Stream;
 use crate::error::{Error, Result};
 use crate::message::Message;
 
-mod durable;
+pub(crate) mod backend;
+pub(crate) mod durable;
+pub(crate) mod kit;
 mod memory;
-pub mod subject;
 
-pub use durable::{AckSink, Acker, Delivery, DurableSpec, DurableStream, DurableSubscription, DEFAULT_EXPIRY};
+// What a backend is made of is public in `micro::dev`, for backend authors.
+pub(crate) use backend::{ReplySink, SubscriptionStream};
+#[cfg(any(feature = "nats", feature = "rabbitmq"))]
+pub(crate) use durable::AckSink;
+pub(crate) use durable::{Acker, Delivery, DurableSpec, DurableStream, DurableSubscription};
 pub use memory::MemoryTransport;
 
 #[cfg(feature = "nats")]
 #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
 mod nats;
+#[cfg(feature = "nats")]
+pub(crate) use nats::consumer_name as nats_consumer_name;
 #[cfg(feature = "nats")]
 pub use nats::{NatsTransport, EVENTS_STREAM as NATS_EVENTS_STREAM};
 
@@ -83,12 +93,6 @@ impl fmt::Debug for Subscription {
     }
 }
 
-/// A backend's subscription (for backend authors).
-pub trait SubscriptionStream: Stream<Item = Incoming> + Send + Unpin + 'static {
-    /// Unsubscribes but keeps delivering what is buffered; the stream ends afterwards.
-    fn drain(&mut self) -> BoxFuture<'_, Result<()>>;
-}
-
 /// A message received on a subscription, with the means to answer it if it was a request.
 pub struct Incoming {
     /// The subject it was published on.
@@ -128,12 +132,6 @@ impl fmt::Debug for Reply {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Reply")
     }
-}
-
-/// A backend's way of answering one request (for backend authors).
-pub trait ReplySink: Send + 'static {
-    /// Sends the reply message.
-    fn send(self: Box<Self>, message: Message) -> BoxFuture<'static, Result<()>>;
 }
 
 /// One connection to a message system.

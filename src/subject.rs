@@ -1,7 +1,8 @@
-//! Subject names of the wire protocol and NATS-style wildcard matching.
+//! Subject names of the wire protocol (the vocabulary every transport speaks) and NATS-style
+//! wildcard matching.
 //!
 //! ```
-//! use micro::transport::subject;
+//! use micro::subject;
 //! assert_eq!(subject::service("go.micro.srv.greeter"), "micro.rpc.go.micro.srv.greeter");
 //! assert!(subject::matches("micro.event.user.*", "micro.event.user.login"));
 //! assert!(subject::matches("micro.event.>", "micro.event.order.placed"));

@@ -1,0 +1,230 @@
+//! The NATS transport (async-nats): core request/reply with the client's muxed inbox, queue
+//! groups for shared subjects, headers for the envelope.
+//!
+//! Durable events use JetStream: one stream `MICRO_EVENTS` stores every subject under
+//! `micro.event.>` (created by the first durable publisher or subscriber); a durable
+//! subscription is a durable pull consumer with explicit acks, one per (group, pattern). The
+//! event id is the `Nats-Msg-Id`, so the stream drops duplicates within its window.
+
+use std::time::Duration;
+
+use async_nats::client::RequestErrorKind;
+use async_nats::{HeaderMap, HeaderName, HeaderValue};
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+
+use super::kit;
+use super::{
+    DurableSpec, DurableSubscription, Incoming, Reply, ReplySink, Subscription, SubscriptionStream, Transport,
+};
+
+mod jetstream;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::message::{Headers, Message};
+pub(crate) use jetstream::consumer_name;
+pub use jetstream::EVENTS_STREAM;
+
+/// A NATS connection.
+///
+/// ```no_run
+/// # #[actix::main] async fn main() -> micro::Result<()> {
+/// let t = micro::transport::NatsTransport::connect("nats://127.0.0.1:4222").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct NatsTransport {
+    client: async_nats::Client,
+    url: String,
+    js: async_nats::jetstream::Context,
+    /// Set once the events stream is known to exist on this connection.
+    stream_ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl NatsTransport {
+    /// Connects; fails with [`ErrorKind::Connect`] naming the URL when the server is unreachable.
+    pub async fn connect(url: &str) -> Result<NatsTransport> {
+        let opts = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(3))
+            .name(format!("actix-micro/{}", env!("CARGO_PKG_VERSION")))
+            // Reconnects are forever (with async-nats' backoff); subscriptions are restored.
+            .max_reconnects(None::<usize>);
+        let client = opts.connect(url).await.map_err(|e| {
+            Error::new(
+                ErrorKind::Connect,
+                format!(
+                    "NATS at {url} is unreachable: {e} (start one with `nats-server -js`, or `docker compose up -d nats`)"
+                ),
+            )
+            .with_source(e)
+        })?;
+        let js = async_nats::jetstream::new(client.clone());
+        Ok(NatsTransport { client, url: url.to_string(), js, stream_ready: Default::default() })
+    }
+
+    /// The URL this transport connected to.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+pub(super) fn to_header_map(headers: &Headers) -> Result<HeaderMap> {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers.pairs() {
+        if name.is_empty() || name.contains(|c: char| !c.is_ascii_graphic() || c == ':') {
+            return Err(Error::config(format!("invalid header name {name:?}")));
+        }
+        if value.contains(['\r', '\n']) {
+            return Err(Error::config(format!("header {name} has a line break in its value")));
+        }
+        // Names were checked above: the protocol's own (static) ones cost no allocation.
+        let name = match name {
+            std::borrow::Cow::Borrowed(s) => HeaderName::from_static(s),
+            std::borrow::Cow::Owned(s) => s.parse().map_err(|_| Error::config(format!("invalid header name {s:?}")))?,
+        };
+        map.insert(name, HeaderValue::from(value.as_str()));
+    }
+    Ok(map)
+}
+
+pub(super) fn from_nats(msg: async_nats::Message) -> (Message, Option<async_nats::Subject>) {
+    let mut headers = Headers::with_capacity(msg.headers.as_ref().map_or(0, HeaderMap::len));
+    if let Some(map) = &msg.headers {
+        for (name, values) in map.iter() {
+            if let Some(v) = values.first() {
+                headers.push(crate::message::headers::intern(name.as_ref()), v.as_str());
+            }
+        }
+    }
+    (Message { headers, body: msg.payload }, msg.reply)
+}
+
+struct NatsReply {
+    client: async_nats::Client,
+    subject: async_nats::Subject,
+}
+
+impl ReplySink for NatsReply {
+    fn send(self: Box<Self>, message: Message) -> BoxFuture<'static, Result<()>> {
+        async move {
+            let sent = if message.headers.is_empty() {
+                self.client.publish(self.subject, message.body).await
+            } else {
+                self.client.publish_with_headers(self.subject, to_header_map(&message.headers)?, message.body).await
+            };
+            sent.map_err(|e| Error::transport(format!("reply failed: {e}")).with_source(e))
+        }
+        .boxed()
+    }
+}
+
+struct NatsSubscription {
+    sub: async_nats::Subscriber,
+    client: async_nats::Client,
+}
+
+impl futures::Stream for NatsSubscription {
+    type Item = Incoming;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Incoming>> {
+        self.sub.poll_next_unpin(cx).map(|m| {
+            m.map(|msg| {
+                let subject = msg.subject.to_string();
+                let (message, reply) = from_nats(msg);
+                let reply = reply.map(|subject| Reply::new(NatsReply { client: self.client.clone(), subject }));
+                Incoming { subject, message, reply }
+            })
+        })
+    }
+}
+
+impl SubscriptionStream for NatsSubscription {
+    fn drain(&mut self) -> BoxFuture<'_, Result<()>> {
+        async move { self.sub.drain().await.map_err(|e| Error::transport(format!("drain failed: {e}"))) }.boxed()
+    }
+}
+
+impl Transport for NatsTransport {
+    fn name(&self) -> &'static str {
+        "nats"
+    }
+
+    fn request<'a>(
+        &'a self,
+        subject: &'a str,
+        message: &'a Message,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Message>> {
+        async move {
+            let headers = to_header_map(&message.headers)?;
+            let req = async_nats::Request::new().payload(message.body.clone()).headers(headers).timeout(Some(timeout));
+            match self.client.send_request(subject.to_string(), req).await {
+                Ok(msg) => Ok(from_nats(msg).0),
+                Err(e) => Err(match e.kind() {
+                    RequestErrorKind::NoResponders => Error::unavailable(format!("no responders on {subject}")),
+                    RequestErrorKind::TimedOut => Error::timeout(format!("no reply on {subject} within {timeout:?}")),
+                    _ => Error::transport(format!("request on {subject} failed: {e}")),
+                }
+                .with_source(e)),
+            }
+        }
+        .boxed()
+    }
+
+    fn publish<'a>(&'a self, subject: &'a str, message: Message) -> BoxFuture<'a, Result<()>> {
+        async move {
+            let headers = to_header_map(&message.headers)?;
+            self.client
+                .publish_with_headers(subject.to_string(), headers, message.body)
+                .await
+                .map_err(|e| Error::new(ErrorKind::Broker, format!("publish on {subject} failed: {e}")).with_source(e))
+        }
+        .boxed()
+    }
+
+    fn subscribe<'a>(&'a self, subject: &'a str, queue: Option<&'a str>) -> BoxFuture<'a, Result<Subscription>> {
+        async move {
+            kit::check_subject(subject, true)?;
+            let sub = match queue {
+                Some(q) => self.client.queue_subscribe(subject.to_string(), q.to_string()).await,
+                None => self.client.subscribe(subject.to_string()).await,
+            }
+            .map_err(|e| Error::new(ErrorKind::Broker, format!("subscribe to {subject} failed: {e}")).with_source(e))?;
+            Ok(Subscription::new(NatsSubscription { sub, client: self.client.clone() }))
+        }
+        .boxed()
+    }
+
+    fn publish_durable<'a>(&'a self, subject: &'a str, message: Message) -> BoxFuture<'a, Result<()>> {
+        self.js_publish(subject, message).boxed()
+    }
+
+    fn subscribe_durable<'a>(&'a self, spec: &'a DurableSpec) -> BoxFuture<'a, Result<DurableSubscription>> {
+        self.js_subscribe(spec).boxed()
+    }
+
+    fn close(&self) -> BoxFuture<'_, Result<()>> {
+        // Drain: subscriptions stop, what was published is flushed, then the connection closes
+        // (for every clone of this transport). Unacknowledged durable events go back to their group.
+        async move {
+            self.client.drain().await.map_err(|e| Error::transport(format!("closing failed: {e}")).with_source(e))
+        }
+        .boxed()
+    }
+
+    fn delete_durable<'a>(&'a self, spec: &'a DurableSpec) -> BoxFuture<'a, Result<()>> {
+        self.js_delete(spec).boxed()
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<()>> {
+        async move {
+            self.client
+                .flush()
+                .await
+                .map_err(|e| Error::transport(format!("flush failed: {e}")).with_source(e))
+        }
+        .boxed()
+    }
+}
