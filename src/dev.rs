@@ -1,6 +1,9 @@
 //! For backend authors: what a [`Transport`](crate::transport::Transport) implementation is
 //! made of. Services and clients do not need any of it.
 //!
+//! - handler plumbing: [`FromRequestTuple`] and [`ArgsOf`], the extractor tuples behind
+//!   `ServiceBuilder::handle` (implement [`FromRequest`](crate::server::FromRequest) and
+//!   [`ArgOf`](crate::server::ArgOf) for an extractor of your own instead);
 //! - plain subscriptions and replies: a backend's [`SubscriptionStream`] and [`ReplySink`],
 //!   wrapped in a [`Subscription`](crate::transport::Subscription) and a
 //!   [`Reply`](crate::transport::Reply);
@@ -22,6 +25,7 @@
 //! # Ok(()) }
 //! ```
 
+pub use crate::server::{ArgsOf, FromRequestTuple};
 pub use crate::transport::backend::{ReplySink, SubscriptionStream};
 pub use crate::transport::durable::{
     AckSink, Acker, Delivery, DurableSpec, DurableStream, DurableSubscription, DEFAULT_EXPIRY,

@@ -28,8 +28,13 @@ mod stats;
 mod supervision;
 
 pub use actor::{ActorEndpoints, EndpointMessage};
-pub use handler::{FromRequest, FromRequestTuple, Handler, IntoReply, Meta, Req, Request, State};
-pub use route::{ArgOf, ArgsOf, BoundEndpoint, IntoEndpoint};
+pub use handler::{FromRequest, Handler, IntoReply, Meta, Req, Request, State};
+pub use route::{ArgOf, BoundEndpoint, IntoEndpoint};
+
+#[doc(hidden)] // documented in `micro::dev`
+pub use handler::FromRequestTuple;
+#[doc(hidden)] // documented in `micro::dev`
+pub use route::ArgsOf;
 pub use stats::{resident_memory_bytes, HealthStatus, ServiceStats};
 pub use supervision::RestartPolicy;
 
@@ -248,11 +253,20 @@ pub(crate) async fn serve_loop<S: Source>(
         tracing::debug!(error = %e, "drain failed; dropping the subscription");
         return;
     }
-    // What the broker had already delivered is still ours to answer.
-    while let Ok(Some(incoming)) = tokio::time::timeout(Duration::from_secs(5), sub.next()).await {
-        handle(incoming);
+    // What the broker had already delivered is still ours to answer: a drained subscription
+    // yields it, then ends. The bound only guards against a backend that never ends it.
+    let rest = async {
+        while let Some(incoming) = sub.next().await {
+            handle(incoming);
+        }
+    };
+    if tokio::time::timeout(DRAIN_BOUND, rest).await.is_err() {
+        tracing::warn!(bound = ?DRAIN_BOUND, "a drained subscription did not end; dropping it");
     }
 }
+
+/// The longest a drained subscription may take to hand over what it had received.
+const DRAIN_BOUND: Duration = Duration::from_secs(30);
 
 /// Subscribes a node's two request subjects: its own and its service's shared one.
 pub(crate) async fn subscribe_node(
