@@ -106,3 +106,9 @@ pub mod prelude {
     pub use crate::status::{Code, Status};
     pub use crate::Codec;
 }
+
+/// The README's Rust blocks compile (those not marked `ignore`), so its quickstart is code a
+/// newcomer can paste.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
