@@ -503,10 +503,6 @@ trait Bench {
     async fn split(&self, _cfg: &Config, _side: Side, _tag: &str, _n: u64) -> Result<Option<(Phase, Phase)>, BoxError> {
         Ok(None)
     }
-    /// A note printed under the broker's table.
-    fn note(&self) -> Option<String> {
-        None
-    }
     /// Deletes what the bench made on the broker (best effort).
     async fn cleanup(&self);
 }
@@ -831,8 +827,6 @@ struct AmqpBench {
     server_pid: Option<u32>,
     /// Queues made so far (raw, and the framework's durable ones), deleted at the end.
     queues: RefCell<Vec<String>>,
-    /// Set once a framework phase found no durable queue (the in-process fallback).
-    fallback: std::cell::Cell<bool>,
     /// `BENCH_AMQP_RAW_AS_FRAMEWORK=1`: the raw side routes through the `micro` topic exchange
     /// and carries an envelope of the framework's size (diagnostic).
     raw_as_framework: bool,
@@ -862,7 +856,6 @@ impl AmqpBench {
             raw_sub_conn,
             server_pid: broker_pid(&url, 5672, "beam.smp"),
             queues: RefCell::default(),
-            fallback: std::cell::Cell::new(false),
         })
     }
 
@@ -1000,15 +993,6 @@ impl Bench for AmqpBench {
         "amqp"
     }
 
-    fn note(&self) -> Option<String> {
-        self.fallback.get().then(|| {
-            "framework: NO durable queue `durable:{group}@micro.event.{topic}` was declared: this transport still serves \
-             durable subscriptions with the in-process fallback (plain group queue, acks in memory, non-persistent \
-             publishes), so the framework figures and the amqp ratio are NOT meaningful yet"
-                .to_string()
-        })
-    }
-
     async fn phase(&self, cfg: &Config, side: Side, tag: &str, n: u64) -> Result<Phase, BoxError> {
         let c = cfg.concurrency;
         let tally = Tally::new(n);
@@ -1021,22 +1005,18 @@ impl Bench for AmqpBench {
                 self.queues.borrow_mut().extend([queue.clone(), format!("{group}.dlq")]);
                 let name = format!("bench-durable-{}", self.run);
                 let service = start_service(&self.url, &name, &topic, &group, c, &tally).await?;
-                let durable = self.ready(&queue).await.is_some();
-                if !durable {
-                    self.fallback.set(true);
+                if self.ready(&queue).await.is_none() {
+                    service.stop().await?;
+                    return Err(format!("framework: the durable subscription declared no queue {queue}").into());
                 }
                 let poll = self.monitor.create_channel().await?;
                 let meter = Meter::start(self.server_pid);
                 let errors = publish_and_handle(&tally, cfg.window, |i| fw_publish(&self.fw_broker, &topic, i)).await?;
-                if durable {
-                    Self::drained(&poll, &queue, timeout).await?;
-                }
+                Self::drained(&poll, &queue, timeout).await?;
                 let phase = meter.stop(n, errors).with_tally(&tally);
                 let _ = poll.close(200, "bye".into()).await;
                 service.stop().await?;
-                if durable {
-                    self.check_all_acked(&queue).await?;
-                }
+                self.check_all_acked(&queue).await?;
                 Ok(phase)
             }
             Side::Raw => {
@@ -1115,9 +1095,6 @@ async fn run_broker<B: Bench>(cfg: &Config, b: &B) -> Result<f64, BoxError> {
         let p = b.phase(cfg, side, &format!("warm-{}", side.label()), cfg.warmup_events).await?;
         warm_rate = warm_rate.min(p.eps());
     }
-    if let Some(note) = b.note() {
-        println!("{name}: {note}");
-    }
     let n = cfg.events.unwrap_or_else(|| ((cfg.secs * warm_rate) as u64).clamp(200, 2_000_000));
     println!(
         "{name}: {n} events per phase{}, {} round(s)",
@@ -1149,9 +1126,6 @@ async fn run_broker<B: Bench>(cfg: &Config, b: &B) -> Result<f64, BoxError> {
             print_row(&(round + 1).to_string(), side.label(), &p);
             series[side as usize].push(p);
         }
-    }
-    if let Some(note) = b.note() {
-        println!("{name}: {note}");
     }
 
     if cfg.split {
