@@ -3,113 +3,8 @@
 //! subscription) against a hand-written raw-client baseline, measured in the same process and
 //! the same run.
 //!
-//! ```text
-//! export CARGO_TARGET_DIR=~/.cache/actix-micro-target
-//! cargo bench --bench events_durable
-//! BENCH_EVENTS=50000 BENCH_BROKERS=nats cargo bench --bench events_durable
-//! ```
-//!
-//! What is compared, per broker, with the same payload: a small struct
-//! `{user_id: String, n: u64, action: String}` encoded as named MessagePack (81 bytes; the
-//! framework's codec and `rmp_serde::to_vec_named` give the same bytes, checked at start).
-//! Each phase publishes N events with a window of W publishes in flight (each one resolves
-//! only once the broker has stored the event) while one subscriber with C deliveries
-//! outstanding decodes each event, counts it and acknowledges it.
-//!
-//! - **framework (NATS)**: `Service::builder(..).transport(nats).subscribe_with(topic,
-//!   SubscribeOptions::durable(group).concurrency(C), handler)` with a handler that takes
-//!   `Req<UserEvent>` and counts; the publisher is a `micro::broker::Broker` over its own
-//!   `micro::transport::connect(nats)` calling `publish_durable`. That is the real path: the
-//!   event envelope (id, topic, timestamp, publisher, traceparent headers), `Nats-Msg-Id`,
-//!   the awaited PubAck, the `MICRO_EVENTS` stream, a durable pull consumer with explicit
-//!   acks and `max_ack_pending = C`, the pump task and channel, the retry/dead-letter policy
-//!   layer, a task per event with its keep-alive timer, the codec, settling by the result.
-//!   The envelope is a feature cost the broker pays too: about 320 bytes of headers per event
-//!   against the raw side's 63 (`Nats-Msg-Id` only); the first line printed says how much.
-//! - **raw (NATS)**: async-nats JetStream by hand, as a competent engineer writes it: the same
-//!   MessagePack payload published with `send_publish` and a `Nats-Msg-Id` header (a UUID v7),
-//!   the same window of PubAck futures in flight, to a subject under `micro.event.` (so the
-//!   same stream `MICRO_EVENTS` and the same storage; the stream is created with the
-//!   framework's config if missing); a durable pull consumer (explicit ack, `max_ack_pending`
-//!   C, `DeliverPolicy::New`) consumed with `consumer.stream().max_messages_per_batch(min(C,
-//!   256)).messages()` (the framework's batch too), decoding inline and `ack()`ing each.
-//! - **framework (RabbitMQ)**: the same service and publisher on `amqp://`. Once the durable
-//!   RabbitMQ backend is in, that is a durable quorum queue `durable:{group}@micro.event.{topic}`
-//!   with manual acks and prefetch C, and persistent mandatory publishes waiting for their
-//!   confirms. **Until then** the transport's in-process fallback serves durable subscriptions
-//!   (a plain auto-delete group queue, acks in memory, non-persistent publishes): the bench
-//!   runs and says so, but those framework figures are not a durable path and the amqp ratio
-//!   means nothing.
-//! - **raw (RabbitMQ)**: lapin by hand: a confirm-mode channel publishing persistent
-//!   (`delivery_mode` 2), `mandatory` messages with a `message_id` (UUID v7) through the default
-//!   exchange to a durable quorum queue the bench declares (and deletes), W confirms in
-//!   flight; a consumer on its own connection with `basic_qos(C)` and manual acks, decoding
-//!   each delivery inline and spawning its `basic_ack` (lapin resolves an ack only once its
-//!   IO thread has written it: awaiting it inline would serialise the consumer on that thread
-//!   hop); an event counts once its ack is written.
-//!
-//! Throughput is N divided by the time from the first publish until every event has been
-//! handled **and the broker shows every ack**: on NATS the consumer info must show
-//! `num_ack_pending == 0` and `num_pending == 0` (polled every millisecond once all N are
-//! handled, over a third connection, the same for both sides); on RabbitMQ a passive declare
-//! of the queue must show 0 ready messages. A passive declare does not report unacknowledged
-//! messages, so after the clock stops each RabbitMQ phase also closes the consumer (the raw
-//! channel half a second after the last ack, see `ACK_SETTLE_GRACE`; the framework service, which
-//! lets its own acks settle before closing)
-//! and checks that nothing came back to the queue: an event not acknowledged would. Every
-//! handler records which `n` it saw, so lost events (a timeout) and duplicates (printed) are
-//! caught.
-//!
-//! Fairness: everything of this process runs on one current-thread actix arbiter, both sides
-//! alike (lapin adds an IO thread per connection on both sides), so the client side uses about
-//! one core and the broker gets the other. Publisher and subscriber use separate connections
-//! on both sides. Each phase uses its own topic, group, consumer or queue, created before its
-//! clock starts (for the framework: a service started with that subscription, stopped after
-//! the clock); the raw handler runs inline in its consume loop, the framework spawns a task
-//! per event: that is part of what is measured. Rounds alternate which side goes first; the
-//! summary reports the **median over rounds** (per-round numbers are printed too), and the
-//! paired `fw/raw` ratio of each round. A warm-up phase per side and broker comes first,
-//! unrecorded.
-//!
-//! Besides throughput the table shows per event: CPU time of this process (publisher and
-//! subscriber together, `/proc/self/stat`), heap allocations (a counting wrapper around the
-//! system allocator, both sides alike), and CPU time of the broker process (for a local URL
-//! the process listening on its port, else the one `nats-server` or `beam.smp` if exactly one
-//! runs; a shared broker adds whatever else it serves meanwhile). On a shared two-core machine
-//! throughput follows the CPU left over; these per-event costs are the steadier figures.
-//!
-//! Environment:
-//! - `BENCH_EVENTS` (default 20000; 500 when not run by `cargo bench`): events per phase.
-//! - `BENCH_SECS` (unset by default): size each phase to about that many seconds instead,
-//!   from the warm-up rate of the slower side (`BENCH_EVENTS` wins if both are set; ignored
-//!   in a smoke run).
-//! - `BENCH_ROUNDS` (default 3; 1 when not run by `cargo bench`): rounds of (raw, framework)
-//!   per broker.
-//! - `BENCH_WARMUP_EVENTS` (default 2000; 100 when not run by `cargo bench`).
-//! - `BENCH_CONCURRENCY` (default 64): C, deliveries outstanding per subscriber.
-//! - `BENCH_WINDOW` (default 256): W, durable publishes in flight.
-//! - `BENCH_BROKERS` (default `nats,amqp`): which brokers to run; a skipped one's ratio is `NaN`.
-//! - `BENCH_PROFILE=framework|raw`: after the warm-up, run only that side once per broker and
-//!   exit (for `perf record`; prints no ratio lines).
-//! - `BENCH_SPLIT=1` (NATS only): also measure each side's publish path and consume path apart:
-//!   publish N with the consumer idle, then consume the stored backlog (handlers are held at a
-//!   gate until the clock starts, so the backlog is there and the service start is not timed).
-//! - `BENCH_AMQP_RAW_AS_FRAMEWORK=1` (diagnostic): the raw RabbitMQ side publishes through the
-//!   `micro` topic exchange (its queue bound by name) with an envelope of the framework's size
-//!   (`Micro-Topic`, `Micro-Timestamp`, `Micro-Publisher`, `traceparent` headers, content type,
-//!   correlation id). The gap left is the framework's own cost; the headline ratio is without it.
-//! - `MICRO_TEST_NATS_URL` (default `nats://127.0.0.1:4222`, JetStream enabled),
-//!   `MICRO_TEST_AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`).
-//!
-//! When not started by `cargo bench` (e.g. `cargo test --benches`) this is a smoke run: small
-//! phases, one round, figures not meaningful.
-//!
-//! The last two lines are machine-readable:
-//! `events durable nats ratio=<framework / raw events per second>` and
-//! `events durable amqp ratio=<framework / raw events per second>`, each the median over
-//! rounds of the round's own framework/raw ratio (the two sides of a round run back to back,
-//! so drift between rounds on a shared machine cancels out; the summary table's `fw/raw`
-//! column divides medians instead and can differ when rounds drift).
+//! `cargo bench --bench events_durable`. What is compared, how, the environment variables and
+//! the machine-readable output: `benches/README.md`.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -164,22 +59,6 @@ fn stream_config() -> jetstream::stream::Config {
         duplicate_window: Duration::from_secs(120),
         ..Default::default()
     }
-}
-
-/// The broker process, for its CPU time: for a local URL the process listening on its port,
-/// else the one process named `name` if exactly one runs; none for a remote broker.
-fn broker_pid(url: &str, default_port: u16, name: &str) -> Option<u32> {
-    let hostport = url.rsplit('@').next().unwrap_or(url);
-    let hostport = hostport.split_once("://").map_or(hostport, |(_, r)| r);
-    let hostport = hostport.split('/').next().unwrap_or(hostport);
-    let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse().unwrap_or(default_port)),
-        None => (hostport, default_port),
-    };
-    if !matches!(host, "127.0.0.1" | "localhost" | "[::1]" | "0.0.0.0") {
-        return None;
-    }
-    listener_pid(port).or_else(|| single_pid(name))
 }
 
 fn broker_cpu_note(pid: Option<u32>, name: &str) -> String {
@@ -502,10 +381,6 @@ trait Bench {
     /// Publish path and consume path apart: (publish, consume), if this broker supports it.
     async fn split(&self, _cfg: &Config, _side: Side, _tag: &str, _n: u64) -> Result<Option<(Phase, Phase)>, BoxError> {
         Ok(None)
-    }
-    /// A note printed under the broker's table.
-    fn note(&self) -> Option<String> {
-        None
     }
     /// Deletes what the bench made on the broker (best effort).
     async fn cleanup(&self);
@@ -831,8 +706,6 @@ struct AmqpBench {
     server_pid: Option<u32>,
     /// Queues made so far (raw, and the framework's durable ones), deleted at the end.
     queues: RefCell<Vec<String>>,
-    /// Set once a framework phase found no durable queue (the in-process fallback).
-    fallback: std::cell::Cell<bool>,
     /// `BENCH_AMQP_RAW_AS_FRAMEWORK=1`: the raw side routes through the `micro` topic exchange
     /// and carries an envelope of the framework's size (diagnostic).
     raw_as_framework: bool,
@@ -862,7 +735,6 @@ impl AmqpBench {
             raw_sub_conn,
             server_pid: broker_pid(&url, 5672, "beam.smp"),
             queues: RefCell::default(),
-            fallback: std::cell::Cell::new(false),
         })
     }
 
@@ -1000,15 +872,6 @@ impl Bench for AmqpBench {
         "amqp"
     }
 
-    fn note(&self) -> Option<String> {
-        self.fallback.get().then(|| {
-            "framework: NO durable queue `durable:{group}@micro.event.{topic}` was declared: this transport still serves \
-             durable subscriptions with the in-process fallback (plain group queue, acks in memory, non-persistent \
-             publishes), so the framework figures and the amqp ratio are NOT meaningful yet"
-                .to_string()
-        })
-    }
-
     async fn phase(&self, cfg: &Config, side: Side, tag: &str, n: u64) -> Result<Phase, BoxError> {
         let c = cfg.concurrency;
         let tally = Tally::new(n);
@@ -1021,22 +884,18 @@ impl Bench for AmqpBench {
                 self.queues.borrow_mut().extend([queue.clone(), format!("{group}.dlq")]);
                 let name = format!("bench-durable-{}", self.run);
                 let service = start_service(&self.url, &name, &topic, &group, c, &tally).await?;
-                let durable = self.ready(&queue).await.is_some();
-                if !durable {
-                    self.fallback.set(true);
+                if self.ready(&queue).await.is_none() {
+                    service.stop().await?;
+                    return Err(format!("framework: the durable subscription declared no queue {queue}").into());
                 }
                 let poll = self.monitor.create_channel().await?;
                 let meter = Meter::start(self.server_pid);
                 let errors = publish_and_handle(&tally, cfg.window, |i| fw_publish(&self.fw_broker, &topic, i)).await?;
-                if durable {
-                    Self::drained(&poll, &queue, timeout).await?;
-                }
+                Self::drained(&poll, &queue, timeout).await?;
                 let phase = meter.stop(n, errors).with_tally(&tally);
                 let _ = poll.close(200, "bye".into()).await;
                 service.stop().await?;
-                if durable {
-                    self.check_all_acked(&queue).await?;
-                }
+                self.check_all_acked(&queue).await?;
                 Ok(phase)
             }
             Side::Raw => {
@@ -1115,9 +974,6 @@ async fn run_broker<B: Bench>(cfg: &Config, b: &B) -> Result<f64, BoxError> {
         let p = b.phase(cfg, side, &format!("warm-{}", side.label()), cfg.warmup_events).await?;
         warm_rate = warm_rate.min(p.eps());
     }
-    if let Some(note) = b.note() {
-        println!("{name}: {note}");
-    }
     let n = cfg.events.unwrap_or_else(|| ((cfg.secs * warm_rate) as u64).clamp(200, 2_000_000));
     println!(
         "{name}: {n} events per phase{}, {} round(s)",
@@ -1149,9 +1005,6 @@ async fn run_broker<B: Bench>(cfg: &Config, b: &B) -> Result<f64, BoxError> {
             print_row(&(round + 1).to_string(), side.label(), &p);
             series[side as usize].push(p);
         }
-    }
-    if let Some(note) = b.note() {
-        println!("{name}: {note}");
     }
 
     if cfg.split {

@@ -1,82 +1,9 @@
 //! HTTP → RPC over NATS: the API gateway against a bare actix-web handler making one raw
 //! async-nats request, under the same HTTP load, in the same process and the same run.
 //!
-//! ```text
-//! export CARGO_TARGET_DIR=~/.cache/actix-micro-target
-//! apt-get install -y wrk        # optional: without it the built-in load generator is used
-//! BENCH_SECS=3 cargo bench --bench gateway_nats
-//! ```
-//!
-//! What is compared (all three servers share this process, one NATS server):
-//! - **(a) gateway api**: `GET /greeter/say/hello?name=John` on the gateway (`Gateway::app()`:
-//!   path guard, request id, CORS, `api` handler). The gateway resolves the path to the api
-//!   greeter service, sends it the HTTP request as an `api::Request` (MessagePack); the api
-//!   service calls the srv greeter service (`Say.Hello`, MessagePack) with its own client and
-//!   answers an `api::Response` with `{"message":"Hello John"}`. That is the real flow of the
-//!   original Micro walkthrough: **two RPCs per HTTP request**. The handlers are those of
-//!   `examples/common/api_greeter.rs` and `greeter.rs` (without their log line), under unique
-//!   service names so that nothing else on the shared NATS server answers.
-//! - **(b) limit**: a bare actix-web app whose one route `GET /hello?name=John` takes the query
-//!   with `web::Query`, makes **one** `async_nats::Client::request` with the MessagePack
-//!   request to a plain async-nats subscribe loop (which decodes it and publishes the MessagePack
-//!   reply inline), decodes the reply and answers the same `{"message":"Hello John"}` JSON. This
-//!   is the physical limit of HTTP → RPC: no middleware, no registry, no envelope.
-//! - **(c) gateway /rpc**: `POST /rpc` with `{"service": <srv>, "endpoint": "Say.Hello",
-//!   "request": {"name": "John"}}` on the same gateway, calling the srv greeter directly (JSON
-//!   codec): **one RPC per HTTP request**, the apples-to-apples comparison with (b).
-//!
-//! - **(d) bare+client** (diagnostic): the bare app's handler again, but its one RPC goes through
-//!   a framework `micro::Client` (its own connection) to the srv greeter service, MessagePack.
-//!   Between (b) and (c) it splits the /rpc cost into "framework RPC" ((b) → (d)) and "gateway
-//!   HTTP layer" ((d) → (c): middleware, request id, CORS, JSON body parsing, call scope, JSON
-//!   codec).
-//!
-//! The headline ratio is (a)/(b), as the issue asks; (c)/(b) is printed too, because (a) does
-//! twice the RPC work of (b).
-//!
-//! Fairness: the gateway and the bare app are two `HttpServer`s in this process with the same
-//! settings (`BENCH_WORKERS` actix-web workers each, default 1; keep-alive on; the gateway's own
-//! `client_request_timeout` and `max_connection_rate`). The services, the raw responder and
-//! every NATS connection (the gateway's client, each service's, the bare app's raw caller and
-//! its diagnostic framework client, the raw responder: separate connections on both sides) live
-//! on the main actix arbiter, a
-//! current-thread runtime; the HTTP workers have their own threads. Load is applied to one
-//! server at a time, in rounds that alternate the order; the summary reports the **median over
-//! rounds**. Every target's response is checked (status and body) once before measuring.
-//!
-//! Load generator: `wrk -c<N> -t2 -d<secs>s --latency` as a subprocess when `wrk` is on the
-//! `PATH` (its `Requests/sec`, latency percentiles, non-2xx and socket-error counts are parsed;
-//! wrk takes whole seconds, so phases are rounded up to at least 1 s), else a built-in one:
-//! N keep-alive HTTP/1.1 connections over raw TCP on a separate two-thread tokio runtime in this
-//! process, each sending request after request and checking status and body. The output says
-//! which one ran. With the built-in one, this process's CPU and allocation figures include the
-//! load generator (the same for every target).
-//!
-//! The table shows, per HTTP request, the CPU time of this process (`/proc/self/stat`: HTTP
-//! workers, gateway, services, responder; wrk and NATS are other processes) and its heap
-//! allocations (a counting wrapper around the system allocator), and the CPU time of the NATS
-//! server (`/proc/<pid>/stat` of the one local `nats-server`, when there is exactly one; on a
-//! shared server it includes whatever else it serves meanwhile). Memory: the process's RSS is
-//! sampled every 50 ms during each phase, and its peak (`VmHWM`) is read at the end; the process
-//! hosts the gateway **and** the services it calls **and** the bare app, so these are upper
-//! bounds for the gateway alone.
-//!
-//! Environment:
-//! - `BENCH_SECS` (default 3; 1 when not run by `cargo bench`): seconds per measured phase.
-//! - `BENCH_ROUNDS` (default 3; 1 when not run by `cargo bench`).
-//! - `BENCH_WARMUP_SECS` (default 1): warm-up per target.
-//! - `BENCH_CONCURRENCY` (default 64): HTTP connections.
-//! - `BENCH_WORKERS` (default 1): actix-web workers of each server.
-//! - `BENCH_LOADGEN=wrk|builtin` (default: `wrk` when installed).
-//! - `MICRO_TEST_NATS_URL` (default `nats://127.0.0.1:4222`).
-//! - `BENCH_PROFILE=api|rpc|bare|client`: after the warm-up, load only that target for `BENCH_SECS`
-//!   and exit (for `perf record`; prints no ratio lines).
-//!
-//! The last two lines are machine-readable:
-//! `gateway nats c=64 rpc_ratio=<(c) / (b) requests per second>` and
-//! `gateway nats c=64 ratio=<(a) / (b) requests per second>`.
+//! `cargo bench --bench gateway_nats` (uses `wrk` when installed). What is compared, how, the
+//! environment variables and the machine-readable output: `benches/README.md`.
 
-use std::error::Error as StdError;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -84,15 +11,12 @@ use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use bytes::Bytes;
-use futures::StreamExt;
 use hdrhistogram::Histogram;
 use micro::api;
 use micro::gateway::{Gateway, GatewayConfig, GATEWAY_ID};
 use micro::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-type BoxError = Box<dyn StdError + Send + Sync>;
 
 mod common;
 use common::*;
@@ -102,20 +26,6 @@ static GLOBAL: CountingAlloc = CountingAlloc;
 
 // ---------------------------------------------------------------------------------------------
 // The services: the srv greeter and the api greeter (examples/common/{greeter,api_greeter}.rs).
-
-#[derive(Clone, Serialize, Deserialize)]
-struct HelloRequest {
-    name: String,
-}
-
-#[derive(Serialize, Deserialize)]
-struct HelloReply {
-    msg: String,
-}
-
-fn greet(r: HelloRequest) -> HelloReply {
-    HelloReply { msg: format!("Hello {}", r.name) }
-}
 
 /// The srv greeter's `Say.Hello`.
 async fn srv_say_hello(Req(req): Req<HelloRequest>) -> Result<HelloReply, Status> {
@@ -224,6 +134,8 @@ struct Config {
     concurrency: usize,
     workers: usize,
     loadgen: LoadGen,
+    /// The NATS server, for its CPU time (see `broker_pid`).
+    nats_pid: Option<u32>,
 }
 
 fn find_wrk() -> Option<PathBuf> {
@@ -254,6 +166,7 @@ impl Config {
             concurrency: int("BENCH_CONCURRENCY", 64),
             workers: int("BENCH_WORKERS", 1),
             loadgen,
+            nats_pid: broker_pid(&micro::test_util::nats_url(), 4222, "nats-server"),
         }
     }
 }
@@ -333,37 +246,6 @@ impl Phase {
     }
 }
 
-/// CPU time of this process (all threads), from `/proc/self/stat` (zero elsewhere).
-fn process_cpu() -> Duration {
-    stat_cpu("/proc/self/stat").unwrap_or_default()
-}
-
-/// The NATS server's pid: the one `nats-server` process on this machine, if exactly one is
-/// visible (a server elsewhere, or several, leave the NATS column empty).
-fn nats_pid() -> Option<u32> {
-    static PID: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
-    *PID.get_or_init(|| {
-        let pids: Vec<u32> = std::fs::read_dir("/proc")
-            .ok()?
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "nats-server"))
-            .collect();
-        (pids.len() == 1).then(|| pids[0])
-    })
-}
-
-fn nats_cpu() -> Option<Duration> {
-    stat_cpu(&format!("/proc/{}/stat", nats_pid()?))
-}
-
-/// utime + stime of a `/proc/<pid>/stat`, in clock ticks of 10 ms.
-fn stat_cpu(path: &str) -> Option<Duration> {
-    let stat = std::fs::read_to_string(path).ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
-    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok())).sum();
-    Some(Duration::from_millis(ticks * 10))
-}
-
 /// A `kB` field of `/proc/self/status` (`VmHWM`, `VmRSS`), in bytes.
 fn proc_status_bytes(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -374,19 +256,6 @@ fn proc_status_bytes(field: &str) -> u64 {
                 .and_then(|r| r.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()))
         })
         .map_or(0, |kb| kb * 1024)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -627,7 +496,7 @@ fn wrk_load(wrk: &PathBuf, target: &HttpTarget, connections: usize, duration: Du
 /// samples the RSS.
 async fn run_phase(cfg: &Config, target: &HttpTarget, duration: Duration) -> Phase {
     let cpu_start = process_cpu();
-    let nats_start = nats_cpu();
+    let nats_start = cfg.nats_pid.and_then(pid_cpu);
     let allocations_start = ALLOCATIONS.load(Ordering::Relaxed);
     let (tx, rx) = tokio::sync::oneshot::channel();
     let (loadgen, t, c) = (cfg.loadgen.clone(), target.clone(), cfg.concurrency);
@@ -650,7 +519,7 @@ async fn run_phase(cfg: &Config, target: &HttpTarget, duration: Duration) -> Pha
     let phase = Phase {
         load,
         cpu: process_cpu().saturating_sub(cpu_start),
-        nats_cpu: nats_start.zip(nats_cpu()).map(|(a, b)| b.saturating_sub(a)),
+        nats_cpu: cpu_since(cfg.nats_pid, nats_start),
         allocations: ALLOCATIONS.load(Ordering::Relaxed) - allocations_start,
         peak_rss,
     };
@@ -660,13 +529,7 @@ async fn run_phase(cfg: &Config, target: &HttpTarget, duration: Duration) -> Pha
     phase
 }
 
-#[derive(Default)]
-struct Series(Vec<Phase>);
-
-impl Series {
-    fn med(&self, f: impl Fn(&Phase) -> f64) -> f64 {
-        median(self.0.iter().map(f).collect())
-    }
+impl Series<Phase> {
     fn max(&self, f: impl Fn(&Phase) -> f64) -> f64 {
         self.0.iter().map(f).fold(f64::NAN, f64::max)
     }
@@ -716,20 +579,7 @@ async fn main() -> Result<(), BoxError> {
     actix_rt::spawn(gw_server);
 
     // The bare limit: a raw responder connection, a caller connection, the same server settings.
-    let raw_subject = format!("bench.raw.{}", micro::test_util::unique("gwgreeter"));
-    let responder = async_nats::connect(&url).await?;
-    let mut sub = responder.subscribe(raw_subject.clone()).await?;
-    responder.flush().await?;
-    let raw_task = actix_rt::spawn(async move {
-        while let Some(msg) = sub.next().await {
-            let Some(reply_to) = msg.reply else { continue };
-            let Ok(req) = rmp_serde::from_slice::<HelloRequest>(&msg.payload) else { continue };
-            let body = rmp_serde::to_vec_named(&greet(req)).expect("encode reply");
-            if let Err(e) = responder.publish(reply_to, body.into()).await {
-                eprintln!("raw responder: publish failed: {e}");
-            }
-        }
-    });
+    let (raw_subject, raw_task) = start_raw_nats_responder(&url, "gwgreeter").await?;
     let bare = web::Data::new(Bare {
         nats: async_nats::connect(&url).await?,
         subject: raw_subject.clone().into(),
@@ -847,7 +697,7 @@ async fn main() -> Result<(), BoxError> {
         return Ok(());
     }
 
-    let mut series: [Series; 4] = Default::default();
+    let mut series: [Series<Phase>; 4] = Default::default();
     println!();
     println!(
         "{:>5} {:<13} {:>9} {:>6} {:>9} {:>8} {:>8} {:>10} {:>11} {:>11} {:>8}",
@@ -888,7 +738,7 @@ async fn main() -> Result<(), BoxError> {
     let hwm = proc_status_bytes("VmHWM");
 
     let [sa, sc, sb, sd] = &series;
-    let paired = |s: &Series| -> String {
+    let paired = |s: &Series<Phase>| -> String {
         s.0.iter().zip(&sb.0).map(|(x, b)| format!("{:.2}", x.rps() / b.rps())).collect::<Vec<_>>().join(" ")
     };
     println!();

@@ -1,85 +1,17 @@
 //! RPC over RabbitMQ: the framework (`Service` + `Client::call` on `amqp://`) against a
-//! hand-written lapin request/reply baseline with direct reply-to, measured in the same process
-//! and the same run.
+//! hand-written lapin request/reply baseline with direct reply-to (and a diagnostic raw side with
+//! publisher confirms), measured in the same process and the same run.
 //!
-//! ```text
-//! export CARGO_TARGET_DIR=~/.cache/actix-micro-target
-//! BENCH_SECS=3 cargo bench --bench rpc_amqp
-//! ```
-//!
-//! What is compared:
-//! - **framework**: a service started with `Service::builder(..).transport(amqp).handle("Say.Hello", ..)`
-//!   called through a standalone `micro::Client` (`Client::connect(amqp)`), i.e. the realistic
-//!   path: registry lookup, selector, node subject as a routing key on the `micro` topic
-//!   exchange, envelope headers in the AMQP headers table, per-message `expiration`, task per
-//!   request, codec (`docs/protocol.md` §10).
-//! - **raw**: what a competent engineer writes with lapin. A responder connection declares an
-//!   exclusive auto-delete queue, consumes it with `no_ack`, decodes the same MessagePack
-//!   request, builds the same reply and publishes its MessagePack encoding (the same payload
-//!   bytes as the framework's reply body) to the request's `reply_to` through the default
-//!   exchange with the request's `correlation_id`. A caller connection publishes the same
-//!   MessagePack request to that queue through the default exchange with
-//!   `reply_to = amq.rabbitmq.reply-to` and a decimal `correlation_id`, consumes the
-//!   direct reply-to pseudo-queue (`no_ack`) on the same channel, and matches replies to
-//!   waiting calls by correlation id (a mutex-guarded map of oneshots, a 5 s timeout per call).
-//!   Each reply publish is spawned rather than awaited inline: lapin's `basic_publish` resolves
-//!   only once its IO thread has written the frames, so awaiting it in the consume loop would
-//!   serialise the responder on that thread hop.
-//!
-//! **Feature cost, not overhead:** the raw side uses neither publisher confirms nor the
-//! `mandatory` flag. The framework publishes every request `mandatory` on a channel in confirm
-//! mode, so that a request no queue is bound for comes back (basic.return + confirm) as an
-//! immediate `Unavailable` instead of a timeout: that is how it detects "no responders" and
-//! knows a retry is safe. The broker therefore sends one more frame (the confirm) per request
-//! on the framework side, and the client waits on it alongside the reply. To show that cost in
-//! the same run, a third, diagnostic side **raw+confirm** is measured too: the raw caller on a
-//! connection of its own whose channel is in confirm mode, publishing `mandatory` and waiting
-//! for whichever comes first, reply or confirm (then the reply), as the framework does. It
-//! calls the same raw responder. The headline ratio stays framework / raw.
-//!
-//! Fairness: both responders and all callers run in this one process, on the same runtime kind:
-//! the actix `System` arbiter (a current-thread tokio runtime). lapin runs one IO thread per
-//! connection on both sides alike. Responder and caller use separate connections on both sides
-//! (the service's transport vs the client's; two `Connection::connect`s for raw). Every phase
-//! runs in rounds that alternate which side goes first; the summary reports the **median over
-//! rounds** of every figure (per-round numbers are printed too). At concurrency N, N tasks each
-//! loop call-after-call for the phase's duration; throughput is completed calls divided by the
-//! time until the last one finished.
-//!
-//! Besides latency and throughput the table shows, per call, the CPU time of this process
-//! (`/proc/self/stat`, caller and responder together), the heap allocations (a counting wrapper
-//! around the system allocator, applied to every side alike) and the CPU time of the RabbitMQ
-//! server (`/proc/<pid>/stat` of the one local `beam.smp`, when there is exactly one; on a shared
-//! broker it includes whatever else the broker serves meanwhile). On a shared two-core machine
-//! the throughput follows the CPU left over, so these per-call costs are the steadier figures.
-//!
-//! Environment:
-//! - `BENCH_SECS` (default 3; 0.2 when not run by `cargo bench`): seconds per measured phase.
-//! - `BENCH_ROUNDS` (default 3; 1 when not run by `cargo bench`): rounds of
-//!   (c=1 raw/framework/raw+confirm, c=N the same).
-//! - `BENCH_WARMUP_SECS` (default 1; 0.2 when not run by `cargo bench`): warm-up per side and
-//!   concurrency.
-//! - `BENCH_CONCURRENCY` (default 64): callers in flight in the throughput phase.
-//! - `MICRO_TEST_AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`).
-//! - `BENCH_RAW_CONFIRM_EXTRAS` (default empty): a comma-separated subset of `topic`, `headers`,
-//!   `expiration`: more of the framework's wire features for the diagnostic raw+confirm side
-//!   (a private topic exchange instead of the default one; the framework's envelope as
-//!   `message_id` plus five headers; a per-message `expiration`), to attribute the difference.
-//! - `BENCH_PROFILE=framework|raw|raw-confirm`: after the warm-up, run only that side at c=N for
-//!   `BENCH_SECS` and exit (for `perf record`; prints no ratio lines).
-//!
-//! The last two lines are machine-readable:
-//! `rpc amqp c=1 added_p50_us=<framework p50 - raw p50>` and
-//! `rpc amqp c=64 ratio=<framework / raw throughput>`.
+//! `cargo bench --bench rpc_amqp`. What is compared, how, the environment variables and the
+//! machine-readable output: `benches/README.md`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use hdrhistogram::Histogram;
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
     QueueDeclareOptions,
@@ -90,6 +22,7 @@ use micro::prelude::*;
 use tokio::sync::oneshot;
 
 mod common;
+use common::rpc::{run_phase, Caller, Config, Phase};
 use common::*;
 
 #[global_allocator]
@@ -324,7 +257,7 @@ enum Target {
     Raw(RawCaller),
 }
 
-impl Target {
+impl Caller for Target {
     fn label(&self) -> &'static str {
         match self {
             Target::Framework { .. } => "framework",
@@ -345,177 +278,6 @@ impl Target {
     }
 }
 
-struct Config {
-    /// Run by `cargo bench` (else a smoke run, e.g. `cargo test --benches`).
-    full: bool,
-    secs: Duration,
-    rounds: usize,
-    warmup: Duration,
-    concurrency: usize,
-}
-
-impl Config {
-    fn from_env() -> Config {
-        // `cargo bench` passes `--bench`; `cargo test --benches` does not: keep that a smoke run.
-        let full = std::env::args().any(|a| a == "--bench");
-        let secs = |var: &str, full_default: f64| {
-            let v = std::env::var(var).ok().and_then(|s| s.parse::<f64>().ok());
-            Duration::from_secs_f64(v.unwrap_or(if full { full_default } else { 0.2 }).max(0.01))
-        };
-        let int = |var: &str, default: usize| {
-            std::env::var(var).ok().and_then(|s| s.parse::<usize>().ok()).unwrap_or(default).max(1)
-        };
-        Config {
-            full,
-            secs: secs("BENCH_SECS", 3.0),
-            rounds: int("BENCH_ROUNDS", if full { 3 } else { 1 }),
-            warmup: secs("BENCH_WARMUP_SECS", 1.0),
-            concurrency: int("BENCH_CONCURRENCY", 64),
-        }
-    }
-}
-
-struct Phase {
-    requests: u64,
-    errors: u64,
-    elapsed: Duration,
-    /// CPU time (user + system) this process spent in the phase: client and server work.
-    cpu: Duration,
-    /// CPU time the RabbitMQ server process (`beam.smp`) spent in the phase, if it is visible.
-    broker_cpu: Option<Duration>,
-    /// Heap allocations (and reallocations) in this process during the phase.
-    allocations: u64,
-    /// Latencies in nanoseconds.
-    hist: Histogram<u64>,
-}
-
-impl Phase {
-    fn rps(&self) -> f64 {
-        self.requests as f64 / self.elapsed.as_secs_f64()
-    }
-    fn p50_us(&self) -> f64 {
-        self.hist.value_at_quantile(0.50) as f64 / 1e3
-    }
-    fn p99_us(&self) -> f64 {
-        self.hist.value_at_quantile(0.99) as f64 / 1e3
-    }
-    fn cpu_us_per_call(&self) -> f64 {
-        self.cpu.as_secs_f64() * 1e6 / self.requests.max(1) as f64
-    }
-    fn allocs_per_call(&self) -> f64 {
-        self.allocations as f64 / self.requests.max(1) as f64
-    }
-    fn broker_us_per_call(&self) -> f64 {
-        self.broker_cpu.map_or(f64::NAN, |c| c.as_secs_f64() * 1e6 / self.requests.max(1) as f64)
-    }
-}
-
-/// CPU time of this process (all threads), from `/proc/self/stat` (zero elsewhere).
-fn process_cpu() -> Duration {
-    stat_cpu("/proc/self/stat").unwrap_or_default()
-}
-
-/// The RabbitMQ server's pid: the one `beam.smp` process on this machine, if exactly one is
-/// visible (a broker elsewhere, or several nodes, leave the broker column empty).
-fn broker_pid() -> Option<u32> {
-    static PID: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
-    *PID.get_or_init(|| {
-        let pids: Vec<u32> = std::fs::read_dir("/proc")
-            .ok()?
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "beam.smp"))
-            .collect();
-        (pids.len() == 1).then(|| pids[0])
-    })
-}
-
-fn broker_cpu() -> Option<Duration> {
-    stat_cpu(&format!("/proc/{}/stat", broker_pid()?))
-}
-
-/// utime + stime of a `/proc/<pid>/stat`.
-fn stat_cpu(path: &str) -> Option<Duration> {
-    let stat = std::fs::read_to_string(path).ok()?;
-    // Fields after the `(comm)`: state is field 3, utime 14 and stime 15, in clock ticks (100 Hz).
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
-    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok())).sum();
-    Some(Duration::from_millis(ticks * 10))
-}
-
-/// `concurrency` tasks call back-to-back until `duration` has passed.
-async fn run_phase(target: &Target, concurrency: usize, duration: Duration) -> Phase {
-    let start = Instant::now();
-    let cpu_start = process_cpu();
-    let broker_start = broker_cpu();
-    let allocations_start = ALLOCATIONS.load(Ordering::Relaxed);
-    let deadline = start + duration;
-    let workers: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let target = target.clone();
-            actix_rt::spawn(async move {
-                let req = HelloRequest { name: "John".into() };
-                let mut hist = Histogram::<u64>::new(3).expect("histogram");
-                let (mut ok, mut errors) = (0u64, 0u64);
-                let mut first_error = None;
-                while Instant::now() < deadline {
-                    let t0 = Instant::now();
-                    match target.call(&req).await {
-                        Ok(reply) if reply.msg == "Hello John" => {
-                            // Auto-resizing histogram: `record` grows it (`saturating_record` would clamp).
-                            hist.record(t0.elapsed().as_nanos() as u64).expect("record latency");
-                            ok += 1;
-                        }
-                        Ok(reply) => {
-                            errors += 1;
-                            first_error.get_or_insert_with(|| format!("unexpected reply {:?}", reply.msg));
-                        }
-                        Err(e) => {
-                            errors += 1;
-                            first_error.get_or_insert_with(|| e.to_string());
-                        }
-                    }
-                }
-                (ok, errors, first_error, hist)
-            })
-        })
-        .collect();
-    let mut phase = Phase {
-        requests: 0,
-        errors: 0,
-        elapsed: Duration::ZERO,
-        cpu: Duration::ZERO,
-        broker_cpu: None,
-        allocations: 0,
-        hist: Histogram::<u64>::new(3).expect("histogram"),
-    };
-    let mut first_error = None;
-    for w in workers {
-        let (ok, errors, err, hist) = w.await.expect("worker task");
-        phase.requests += ok;
-        phase.errors += errors;
-        phase.hist.add(&hist).expect("histogram add");
-        first_error = first_error.or(err);
-    }
-    phase.elapsed = start.elapsed();
-    phase.cpu = process_cpu().saturating_sub(cpu_start);
-    phase.broker_cpu = broker_start.zip(broker_cpu()).map(|(a, b)| b.saturating_sub(a));
-    phase.allocations = ALLOCATIONS.load(Ordering::Relaxed) - allocations_start;
-    if let Some(e) = first_error {
-        eprintln!("  {} c={concurrency}: {} errors, first: {e}", target.label(), phase.errors);
-    }
-    phase
-}
-
-/// Results of one side (framework or raw) at one concurrency, over rounds.
-#[derive(Default)]
-struct Series(Vec<Phase>);
-
-impl Series {
-    fn med(&self, f: impl Fn(&Phase) -> f64) -> f64 {
-        median(self.0.iter().map(f).collect())
-    }
-}
-
 #[actix::main]
 async fn main() -> Result<(), BoxError> {
     let cfg = Config::from_env();
@@ -525,6 +287,7 @@ async fn main() -> Result<(), BoxError> {
         _ => url.clone(),
     };
     let c = cfg.concurrency;
+    let broker = broker_pid(&url, 5672, "beam.smp");
 
     // Framework side: the service (its own connection) and a standalone client (another).
     let service_name = micro::test_util::unique("bench-greeter");
@@ -579,18 +342,18 @@ async fn main() -> Result<(), BoxError> {
     if !extras.describe().is_empty() {
         println!("rpc_amqp: BENCH_RAW_CONFIRM_EXTRAS: raw+confirm also uses the framework's {}", extras.describe());
     }
-    match broker_pid() {
+    match broker {
         Some(pid) => println!(
-            "rpc_amqp: broker µs/call = CPU of beam.smp (pid {pid}) per call; the broker is shared, so it \
-             includes whatever else it serves meanwhile"
+            "rpc_amqp: broker µs/call = CPU of the RabbitMQ process (pid {pid}) per call; the broker is shared, so \
+             it includes whatever else it serves meanwhile"
         ),
-        None => println!("rpc_amqp: no single local beam.smp process found: broker CPU not shown"),
+        None => println!("rpc_amqp: no local RabbitMQ process found: broker CPU not shown"),
     }
 
     let rss_before = micro::server::resident_memory_bytes();
     for target in [&raw, &raw_confirm, &framework] {
-        run_phase(target, 1, cfg.warmup).await;
-        run_phase(target, c, cfg.warmup).await;
+        run_phase(target, 1, cfg.warmup, broker).await;
+        run_phase(target, c, cfg.warmup, broker).await;
     }
 
     // Profiling aid: `BENCH_PROFILE=framework|raw|raw-confirm` runs only that side at c=N for
@@ -601,7 +364,7 @@ async fn main() -> Result<(), BoxError> {
             "raw-confirm" | "raw+confirm" => &raw_confirm,
             _ => &framework,
         };
-        let p = run_phase(target, c, cfg.secs).await;
+        let p = run_phase(target, c, cfg.secs, broker).await;
         println!(
             "profile {} c={c}: {} calls, {:.0} calls/s, p50 {:.1} µs, p99 {:.1} µs, cpu {:.1} µs/call, \
              broker {:.1} µs/call, {:.1} allocs/call",
@@ -620,7 +383,7 @@ async fn main() -> Result<(), BoxError> {
     }
 
     // [concurrency index][0 = raw, 1 = framework, 2 = raw+confirm]
-    let mut series: [[Series; 3]; 2] = Default::default();
+    let mut series: [[Series<Phase>; 3]; 2] = Default::default();
     println!();
     println!(
         "{:>5} {:>5} {:<11} {:>9} {:>6} {:>10} {:>9} {:>9} {:>11} {:>11} {:>14}",
@@ -646,7 +409,7 @@ async fn main() -> Result<(), BoxError> {
         };
         for (ci, conc) in [(0, 1), (1, c)] {
             for (side, target) in order {
-                let p = run_phase(target, conc, cfg.secs).await;
+                let p = run_phase(target, conc, cfg.secs, broker).await;
                 println!(
                     "{:>5} {:>5} {:<11} {:>9} {:>6} {:>10.0} {:>9.1} {:>9.1} {:>11.1} {:>11.1} {:>14.1}",
                     round + 1,
@@ -678,7 +441,7 @@ async fn main() -> Result<(), BoxError> {
         "{:>5} {:<10} {:>10} {:>10} {:>10} {:>8} {:>12} {:>9}",
         "conc", "metric", "raw", "framework", "fw - raw", "fw/raw", "raw+confirm", "fw/r+c"
     );
-    let row = |conc: usize, metric: &str, s: [&Series; 3], f: fn(&Phase) -> f64| {
+    let row = |conc: usize, metric: &str, s: [&Series<Phase>; 3], f: fn(&Phase) -> f64| {
         let (r, fw, rc) = (s[0].med(f), s[1].med(f), s[2].med(f));
         println!(
             "{conc:>5} {metric:<10} {r:>10.1} {fw:>10.1} {:>10.1} {:>8.2} {rc:>12.1} {:>9.2}",

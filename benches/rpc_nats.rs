@@ -1,63 +1,14 @@
 //! RPC over NATS: the framework (`Service` + `Client::call`) against a hand-written async-nats
 //! request/reply baseline, measured in the same process and the same run.
 //!
-//! ```text
-//! export CARGO_TARGET_DIR=~/.cache/actix-micro-target
-//! BENCH_SECS=3 cargo bench --bench rpc_nats
-//! ```
-//!
-//! What is compared:
-//! - **framework**: a service started with `Service::builder(..).transport(nats).handle("Say.Hello", ..)`
-//!   called through a standalone `micro::Client` (`Client::connect(nats)`), i.e. the realistic
-//!   path: registry lookup, selector, node subject, envelope headers, task per request, codec.
-//! - **raw**: a plain async-nats `subscribe(subject)` loop that decodes the same MessagePack
-//!   request, builds the same reply and publishes its MessagePack encoding (the same payload
-//!   bytes as the framework's reply body), called with `async_nats::Client::request` and the
-//!   same MessagePack request payload, decoding the reply.
-//!
-//! Fairness: both responders and all callers run in this one process, on the same runtime kind:
-//! the actix `System` arbiter (a current-thread tokio runtime), so the process uses at most one
-//! core for client and server work alike (the NATS server gets the other core). Responder and
-//! caller use separate NATS connections on both sides (the service's transport vs the client's;
-//! two `async_nats::connect`s for raw). Every phase runs in rounds that alternate which side goes
-//! first; the summary reports the **median over rounds** of every figure (per-round numbers
-//! are printed too). At concurrency N, N tasks each loop call-after-call for the phase's
-//! duration; throughput is completed calls divided by the time until the last one finished.
-//! The raw responder answers inline in its subscribe loop; the framework spawns a task per
-//! request: that is part of what is measured.
-//!
-//! Besides latency and throughput the table shows, per call, the CPU time of this process
-//! (`/proc/self/stat`, caller and responder together; the NATS server is another process) and
-//! the heap allocations (a counting wrapper around the system allocator, applied to both sides
-//! alike). On a shared machine these are steadier than wall-clock figures.
-//!
-//! Environment:
-//! - `BENCH_SECS` (default 3; 0.2 when not run by `cargo bench`): seconds per measured phase.
-//! - `BENCH_ROUNDS` (default 3; 1 when not run by `cargo bench`): rounds of
-//!   (c=1 raw/framework, c=N raw/framework).
-//! - `BENCH_WARMUP_SECS` (default 1; 0.2 when not run by `cargo bench`): warm-up per side and
-//!   concurrency.
-//! - `BENCH_CONCURRENCY` (default 64): callers in flight in the throughput phase.
-//! - `MICRO_TEST_NATS_URL` (default `nats://127.0.0.1:4222`).
-//! - `BENCH_PROFILE=framework|raw`: after the warm-up, run only that side at c=N for
-//!   `BENCH_SECS` and exit (for `perf record`; prints no ratio lines).
-//!
-//! The last two lines are machine-readable:
-//! `rpc nats c=1 added_p50_us=<framework p50 - raw p50>` and
-//! `rpc nats c=64 ratio=<framework / raw throughput>`.
-//!
-//! The idle memory of a process running one service is measured by the `idle_rss` example
-//! (`cargo run --release --example idle_rss`), not here: this process also holds callers.
-
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+//! `cargo bench --bench rpc_nats`. What is compared, how, the environment variables and the
+//! machine-readable output: `benches/README.md`.
 
 use bytes::Bytes;
-use futures::StreamExt;
-use hdrhistogram::Histogram;
 use micro::prelude::*;
 
 mod common;
+use common::rpc::{run_phase, Caller, Config, Phase};
 use common::*;
 
 #[global_allocator]
@@ -70,7 +21,7 @@ enum Target {
     Raw { client: async_nats::Client, subject: async_nats::Subject },
 }
 
-impl Target {
+impl Caller for Target {
     fn label(&self) -> &'static str {
         match self {
             Target::Framework { .. } => "framework",
@@ -90,137 +41,6 @@ impl Target {
     }
 }
 
-struct Config {
-    /// Run by `cargo bench` (else a smoke run, e.g. `cargo test --benches`).
-    full: bool,
-    secs: Duration,
-    rounds: usize,
-    warmup: Duration,
-    concurrency: usize,
-}
-
-impl Config {
-    fn from_env() -> Config {
-        // `cargo bench` passes `--bench`; `cargo test --benches` does not: keep that a smoke run.
-        let full = std::env::args().any(|a| a == "--bench");
-        let secs = |var: &str, full_default: f64| {
-            let v = std::env::var(var).ok().and_then(|s| s.parse::<f64>().ok());
-            Duration::from_secs_f64(v.unwrap_or(if full { full_default } else { 0.2 }).max(0.01))
-        };
-        let int = |var: &str, default: usize| {
-            std::env::var(var).ok().and_then(|s| s.parse::<usize>().ok()).unwrap_or(default).max(1)
-        };
-        Config {
-            full,
-            secs: secs("BENCH_SECS", 3.0),
-            rounds: int("BENCH_ROUNDS", if full { 3 } else { 1 }),
-            warmup: secs("BENCH_WARMUP_SECS", 1.0),
-            concurrency: int("BENCH_CONCURRENCY", 64),
-        }
-    }
-}
-
-struct Phase {
-    requests: u64,
-    errors: u64,
-    elapsed: Duration,
-    /// CPU time (user + system) this process spent in the phase: client and server work.
-    cpu: Duration,
-    /// Heap allocations (and reallocations) in this process during the phase.
-    allocations: u64,
-    /// Latencies in nanoseconds.
-    hist: Histogram<u64>,
-}
-
-impl Phase {
-    fn rps(&self) -> f64 {
-        self.requests as f64 / self.elapsed.as_secs_f64()
-    }
-    fn p50_us(&self) -> f64 {
-        self.hist.value_at_quantile(0.50) as f64 / 1e3
-    }
-    fn p99_us(&self) -> f64 {
-        self.hist.value_at_quantile(0.99) as f64 / 1e3
-    }
-    fn cpu_us_per_call(&self) -> f64 {
-        self.cpu.as_secs_f64() * 1e6 / self.requests.max(1) as f64
-    }
-    fn allocs_per_call(&self) -> f64 {
-        self.allocations as f64 / self.requests.max(1) as f64
-    }
-}
-
-/// `concurrency` tasks call back-to-back until `duration` has passed.
-async fn run_phase(target: &Target, concurrency: usize, duration: Duration) -> Phase {
-    let start = Instant::now();
-    let cpu_start = process_cpu();
-    let allocations_start = ALLOCATIONS.load(Ordering::Relaxed);
-    let deadline = start + duration;
-    let workers: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let target = target.clone();
-            actix_rt::spawn(async move {
-                let req = HelloRequest { name: "John".into() };
-                let mut hist = Histogram::<u64>::new(3).expect("histogram");
-                let (mut ok, mut errors) = (0u64, 0u64);
-                let mut first_error = None;
-                while Instant::now() < deadline {
-                    let t0 = Instant::now();
-                    match target.call(&req).await {
-                        Ok(reply) if reply.msg == "Hello John" => {
-                            // Auto-resizing histogram: `record` grows it (`saturating_record` would clamp).
-                            hist.record(t0.elapsed().as_nanos() as u64).expect("record latency");
-                            ok += 1;
-                        }
-                        Ok(reply) => {
-                            errors += 1;
-                            first_error.get_or_insert_with(|| format!("unexpected reply {:?}", reply.msg));
-                        }
-                        Err(e) => {
-                            errors += 1;
-                            first_error.get_or_insert_with(|| e.to_string());
-                        }
-                    }
-                }
-                (ok, errors, first_error, hist)
-            })
-        })
-        .collect();
-    let mut phase = Phase {
-        requests: 0,
-        errors: 0,
-        elapsed: Duration::ZERO,
-        cpu: Duration::ZERO,
-        allocations: 0,
-        hist: Histogram::<u64>::new(3).expect("histogram"),
-    };
-    let mut first_error = None;
-    for w in workers {
-        let (ok, errors, err, hist) = w.await.expect("worker task");
-        phase.requests += ok;
-        phase.errors += errors;
-        phase.hist.add(&hist).expect("histogram add");
-        first_error = first_error.or(err);
-    }
-    phase.elapsed = start.elapsed();
-    phase.cpu = process_cpu().saturating_sub(cpu_start);
-    phase.allocations = ALLOCATIONS.load(Ordering::Relaxed) - allocations_start;
-    if let Some(e) = first_error {
-        eprintln!("  {} c={concurrency}: {} errors, first: {e}", target.label(), phase.errors);
-    }
-    phase
-}
-
-/// Results of one side (framework or raw) at one concurrency, over rounds.
-#[derive(Default)]
-struct Series(Vec<Phase>);
-
-impl Series {
-    fn med(&self, f: impl Fn(&Phase) -> f64) -> f64 {
-        median(self.0.iter().map(f).collect())
-    }
-}
-
 #[actix::main]
 async fn main() -> Result<(), BoxError> {
     let cfg = Config::from_env();
@@ -235,20 +55,7 @@ async fn main() -> Result<(), BoxError> {
     let framework = Target::Framework { client: fw_client.clone(), service: service_name.clone() };
 
     // Raw side: a responder connection with a plain subscribe loop, and a caller connection.
-    let raw_subject = format!("bench.raw.{}", micro::test_util::unique("greeter"));
-    let responder = async_nats::connect(&url).await?;
-    let mut sub = responder.subscribe(raw_subject.clone()).await?;
-    responder.flush().await?;
-    let raw_task = actix_rt::spawn(async move {
-        while let Some(msg) = sub.next().await {
-            let Some(reply_to) = msg.reply else { continue };
-            let Ok(req) = rmp_serde::from_slice::<HelloRequest>(&msg.payload) else { continue };
-            let body = rmp_serde::to_vec_named(&greet(req)).expect("encode reply");
-            if let Err(e) = responder.publish(reply_to, body.into()).await {
-                eprintln!("raw responder: publish failed: {e}");
-            }
-        }
-    });
+    let (raw_subject, raw_task) = start_raw_nats_responder(&url, "greeter").await?;
     let raw_caller = async_nats::connect(&url).await?;
     let raw = Target::Raw { client: raw_caller.clone(), subject: raw_subject.clone().into() };
 
@@ -275,15 +82,15 @@ async fn main() -> Result<(), BoxError> {
 
     let rss_before = micro::server::resident_memory_bytes();
     for target in [&raw, &framework] {
-        run_phase(target, 1, cfg.warmup).await;
-        run_phase(target, c, cfg.warmup).await;
+        run_phase(target, 1, cfg.warmup, None).await;
+        run_phase(target, c, cfg.warmup, None).await;
     }
 
     // Profiling aid: `BENCH_PROFILE=framework|raw` runs only that side at c=N for BENCH_SECS
     // after the warm-up, so `perf record` sees one side's hot path only.
     if let Ok(side) = std::env::var("BENCH_PROFILE") {
         let target = if side == "raw" { &raw } else { &framework };
-        let p = run_phase(target, c, cfg.secs).await;
+        let p = run_phase(target, c, cfg.secs, None).await;
         println!(
             "profile {} c={c}: {} calls, {:.0} calls/s, p50 {:.1} µs, p99 {:.1} µs, cpu {:.1} µs/call, \
              {:.1} allocs/call",
@@ -301,7 +108,7 @@ async fn main() -> Result<(), BoxError> {
     }
 
     // [concurrency index][0 = raw, 1 = framework]
-    let mut series: [[Series; 2]; 2] = Default::default();
+    let mut series: [[Series<Phase>; 2]; 2] = Default::default();
     println!();
     println!(
         "{:>5} {:>5} {:<10} {:>9} {:>6} {:>10} {:>9} {:>9} {:>11} {:>11}",
@@ -313,7 +120,7 @@ async fn main() -> Result<(), BoxError> {
             if round % 2 == 0 { [(0, &raw), (1, &framework)] } else { [(1, &framework), (0, &raw)] };
         for (ci, conc) in [(0, 1), (1, c)] {
             for (side, target) in order {
-                let p = run_phase(target, conc, cfg.secs).await;
+                let p = run_phase(target, conc, cfg.secs, None).await;
                 println!(
                     "{:>5} {:>5} {:<10} {:>9} {:>6} {:>10.0} {:>9.1} {:>9.1} {:>11.1} {:>11.1}",
                     round + 1,

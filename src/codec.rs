@@ -110,12 +110,33 @@ impl Codec {
     }
 }
 
+/// The message of a decode error: `field `<path>`: <message>`, or the bare message when no field
+/// is to blame (the whole value is wrong, or the input is not well-formed: serde_path_to_error
+/// then reports `?`, which names nothing). serde_json's ` at line L column C` suffix is left out:
+/// the body is one line on the wire and the position means nothing to a peer.
 fn describe<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> String {
-    let path = e.path().to_string();
-    if path == "." || path.is_empty() {
-        e.into_inner().to_string()
+    let mut path = e.path().to_string();
+    while let Some(known) = path.strip_suffix(".?") {
+        path.truncate(known.len());
+    }
+    let message = e.into_inner().to_string();
+    let message = without_position(&message);
+    if matches!(path.as_str(), "" | "." | "?") {
+        message.to_string()
     } else {
-        format!("field `{path}`: {}", e.into_inner())
+        format!("field `{path}`: {message}")
+    }
+}
+
+/// `message` without a trailing ` at line L column C` (serde_json's position).
+fn without_position(message: &str) -> &str {
+    let Some((head, tail)) = message.rsplit_once(" at line ") else { return message };
+    let numbers =
+        tail.split_once(" column ").is_some_and(|(l, c)| l.parse::<u64>().is_ok() && c.parse::<u64>().is_ok());
+    if numbers {
+        head
+    } else {
+        message
     }
 }
 
@@ -150,6 +171,20 @@ mod tests {
         let missing = Codec::MsgPack.encode(&serde_json::json!({"name": "x"})).unwrap();
         let e = Codec::MsgPack.decode::<Hello>(&missing).unwrap_err().to_string();
         assert!(e.contains("missing field `age`"), "{e}");
+        let e = Codec::Json.decode::<Hello>(br#"{"name": 5, "age": 1}"#).unwrap_err();
+        assert_eq!(e.message(), Some("field `name`: invalid type: integer `5`, expected a string"));
+        let e = Codec::Json.decode::<Hello>(br#"{"name": "x"}"#).unwrap_err();
+        assert_eq!(e.message(), Some("missing field `age`"));
+    }
+
+    #[test]
+    fn syntax_errors_name_no_field_and_no_position() {
+        let e = Codec::Json.decode::<Hello>(b"{name: 1}").unwrap_err();
+        assert_eq!(e.message(), Some("key must be a string"));
+        let e = Codec::Json.decode::<Hello>(br#"{"name": "x", "age": 1"#).unwrap_err();
+        assert_eq!(e.message(), Some("EOF while parsing an object"));
+        assert_eq!(without_position("expected value at line 1 column 11"), "expected value");
+        assert_eq!(without_position("a name at line one"), "a name at line one");
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! What the benchmarks share: the counting allocator, the greeter request and reply with their
-//! handler, and small measuring helpers. Each bench includes it with `mod common;`.
+//! handler, and small measuring helpers; [`rpc`] holds what the two RPC benches share. Each bench
+//! includes it with `mod common;`. How the benches measure: `benches/README.md`.
 #![allow(dead_code)]
+
+pub mod rpc;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,7 +12,8 @@ use std::time::Duration;
 use micro::prelude::*;
 use serde::{Deserialize, Serialize};
 
-pub type BoxError = Box<dyn std::error::Error>;
+/// Sendable, so that load-generator threads can hand errors back too.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The system allocator, counting allocations (one relaxed atomic add each, on both sides alike)
 /// so the table can show heap allocations per call: deterministic where timings are noisy.
@@ -70,13 +74,32 @@ pub fn process_cpu() -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
+/// The median (`NaN` of nothing).
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
     if n % 2 == 1 {
         v[n / 2]
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// The phases of one side over rounds, for medians.
+pub struct Series<P>(pub Vec<P>);
+
+impl<P> Default for Series<P> {
+    fn default() -> Self {
+        Series(Vec::new())
+    }
+}
+
+impl<P> Series<P> {
+    pub fn med(&self, f: impl Fn(&P) -> f64) -> f64 {
+        median(self.0.iter().map(f).collect())
     }
 }
 
@@ -91,6 +114,28 @@ pub fn pid_cpu(pid: u32) -> Option<Duration> {
     let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
     let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok())).sum();
     Some(Duration::from_millis(ticks * 10))
+}
+
+/// The broker process, for its CPU time: for a local URL the process listening on its port,
+/// else the one process named `name` (`nats-server`, `beam.smp`) if exactly one runs; none for a
+/// remote broker.
+pub fn broker_pid(url: &str, default_port: u16, name: &str) -> Option<u32> {
+    let hostport = url.rsplit('@').next().unwrap_or(url);
+    let hostport = hostport.split_once("://").map_or(hostport, |(_, r)| r);
+    let hostport = hostport.split('/').next().unwrap_or(hostport);
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse().unwrap_or(default_port)),
+        None => (hostport, default_port),
+    };
+    if !matches!(host, "127.0.0.1" | "localhost" | "[::1]" | "0.0.0.0") {
+        return None;
+    }
+    listener_pid(port).or_else(|| single_pid(name))
+}
+
+/// The CPU time `pid` spent since `start` (a [`pid_cpu`] reading), if both readings exist.
+pub fn cpu_since(pid: Option<u32>, start: Option<Duration>) -> Option<Duration> {
+    start.zip(pid.and_then(pid_cpu)).map(|(a, b)| b.saturating_sub(a))
 }
 
 /// The pid of the one local process whose `comm` is `name` (`nats-server`, `beam.smp`), if
@@ -135,4 +180,30 @@ pub fn listener_pid(port: u16) -> Option<u32> {
                 .any(|link| link.to_str().is_some_and(|l| wanted.iter().any(|w| w == l)))
         })
     })
+}
+
+/// The raw side's NATS responder: a connection of its own subscribed to a fresh subject under
+/// `bench.raw.`, a plain loop that decodes each MessagePack greeter request and publishes the
+/// MessagePack reply inline. Returns the subject and the loop's task (abort it at the end).
+#[cfg(feature = "nats")]
+pub async fn start_raw_nats_responder(
+    url: &str,
+    name: &str,
+) -> Result<(String, actix_rt::task::JoinHandle<()>), BoxError> {
+    use futures::StreamExt;
+    let subject = format!("bench.raw.{}", micro::test_util::unique(name));
+    let responder = async_nats::connect(url).await?;
+    let mut sub = responder.subscribe(subject.clone()).await?;
+    responder.flush().await?;
+    let task = actix_rt::spawn(async move {
+        while let Some(msg) = sub.next().await {
+            let Some(reply_to) = msg.reply else { continue };
+            let Ok(req) = rmp_serde::from_slice::<HelloRequest>(&msg.payload) else { continue };
+            let body = rmp_serde::to_vec_named(&greet(req)).expect("encode reply");
+            if let Err(e) = responder.publish(reply_to, body.into()).await {
+                eprintln!("raw responder: publish failed: {e}");
+            }
+        }
+    });
+    Ok((subject, task))
 }

@@ -5,23 +5,25 @@
 //!
 //! ```text
 //! # everything in one process on the embedded memory bus (nothing durable there):
-//! cargo run --example audit_trail
+//! cargo run --features gateway --example audit_trail
 //!
 //! # the same over NATS (JetStream keeps the events while the audit service is down):
-//! MICRO_TRANSPORT=nats://127.0.0.1:4222 cargo run --example audit_trail
+//! MICRO_TRANSPORT=nats://127.0.0.1:4222 cargo run --features gateway --example audit_trail
 //!
-//! # as separate processes, over NATS or RabbitMQ:
+//! # as separate processes, over NATS or RabbitMQ (build first, and wait for the gateway to
+//! # answer before publishing: examples/README.md has the exact commands):
 //! export MICRO_TRANSPORT=nats://127.0.0.1:4222    # or amqp://guest:guest@127.0.0.1:5672/%2f
-//! cargo run --example audit_trail -- audit --db /tmp/audit.sqlite3 &
-//! cargo run --example audit_trail -- users &
-//! cargo run --example audit_trail -- gateway --http 127.0.0.1:8080 &
-//! cargo run --example audit_trail -- publish --count 1000 --user ada
+//! cargo run --features gateway --example audit_trail -- audit --db /tmp/audit.sqlite3 &
+//! cargo run --features gateway --example audit_trail -- users &
+//! cargo run --features gateway --example audit_trail -- gateway --http 127.0.0.1:8080 &
+//! cargo run --features gateway --example audit_trail -- publish --count 1000 --user ada
 //! curl 'http://127.0.0.1:8080/audit/history?user_id=ada&limit=5'
 //! ```
 //!
 //! Options: `--transport URL` (else `MICRO_TRANSPORT`, else `memory://`), `--prefix P` (topics
-//! `P.user.login`.., services `go.micro.srv.audit.P`..), `--db PATH` (default
-//! `$TMPDIR/audit_trail.sqlite3`), `--http ADDR`, `--ack-wait-ms N`, `--count N`, `--user U`.
+//! `P.user.login`.., services `go.micro.srv.audit.P`..), `--db PATH` (default: a new file per run,
+//! `$TMPDIR/audit_trail-<transport>-<run>.sqlite3`, so runs and transports never mix their events;
+//! give a path to keep one across runs), `--http ADDR`, `--ack-wait-ms N`, `--count N`, `--user U`.
 mod audit;
 mod names;
 mod users;
@@ -79,16 +81,25 @@ fn parse_args() -> Result<Args> {
             other => return Err(format!("unexpected argument {other:?}\n{USAGE}").into()),
         }
     }
+    let url = micro::transport::resolve_url(url.as_deref());
+    let db = db.unwrap_or_else(|| default_db(&url));
     Ok(Args {
+        url,
+        db,
         command: command.unwrap_or_else(|| "demo".into()),
-        url: micro::transport::resolve_url(url.as_deref()),
         names: Names::new(prefix.as_deref())?,
-        db: db.unwrap_or_else(|| std::env::temp_dir().join("audit_trail.sqlite3")),
         http,
         ack_wait,
         count,
         user,
     })
+}
+
+/// A database of this run's own: `$TMPDIR/audit_trail-<transport scheme>-<start time in ms>.sqlite3`.
+fn default_db(url: &str) -> PathBuf {
+    let scheme = url.split_once("://").map_or("memory", |(s, _)| s);
+    let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    std::env::temp_dir().join(format!("audit_trail-{scheme}-{run}.sqlite3"))
 }
 
 #[micro::main]
