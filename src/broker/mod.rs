@@ -291,7 +291,25 @@ impl SubscribeOptions {
     }
 }
 
-/// A publish/subscribe handle. Cheap to clone.
+/// A publish/subscribe handle. Cheap to clone. Every client has one (`client.broker()`), and
+/// so does every service (`service.broker()`); publishing goes straight to the transport.
+///
+/// ```
+/// use futures::StreamExt;
+/// use micro::prelude::*;
+///
+/// # #[micro::main] async fn main() -> micro::Result<()> {
+/// let client = Client::connect("memory://broker-doc").await?;
+/// let broker = client.broker();
+/// // Every subscriber gets every event; SubscribeOptions::group(..) shares them out instead.
+/// let mut events = broker.subscribe("user.*", SubscribeOptions::broadcast()).await?;
+/// let id = broker.publish("user.login", &serde_json::json!({"user": "ada"})).await?;
+/// let event = events.next().await.unwrap();
+/// assert_eq!((event.id.as_str(), event.topic.as_str()), (id.as_str(), "user.login"));
+/// let body: serde_json::Value = event.decode()?;
+/// assert_eq!(body["user"], "ada");
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Broker {
     transport: Arc<dyn Transport>,

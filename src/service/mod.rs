@@ -54,7 +54,32 @@ mod handle;
 
 pub use handle::ServiceHandle;
 
-/// Entry point: `Service::builder(name)`.
+/// Entry point: `Service::builder(name)` describes a service (endpoints, subscriptions, state,
+/// middleware, options); `run` serves it until SIGTERM, `start` serves it in the background.
+///
+/// ```
+/// use micro::prelude::*;
+///
+/// async fn ping(_: CallContext) -> Result<&'static str, Status> {
+///     Ok("pong")
+/// }
+///
+/// # #[micro::main] async fn main() -> micro::Result<()> {
+/// let service = Service::builder("go.micro.srv.pinger")
+///     .version("1.0.0")
+///     .transport("memory://service-entry-doc")
+///     .handle("Ping.Ping", ping)
+///     .subscribe("system.tick", |ctx: CallContext| async move {
+///         println!("tick {}", ctx.id());
+///         Ok::<_, Status>(())
+///     })
+///     .start()
+///     .await?;
+/// let pong: String = service.client().call("go.micro.srv.pinger", "Ping.Ping", &()).await?;
+/// assert_eq!(pong, "pong");
+/// service.stop().await
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct Service;
 
