@@ -40,6 +40,7 @@ mod middleware;
 mod processes;
 #[cfg(feature = "rabbitmq")]
 mod rabbitmq;
+mod subscriptions;
 mod typed;
 
 /// Not a test: the entry point of child-process nodes (see `util::ChildNode`). Other tests run
