@@ -31,6 +31,8 @@ mod util;
 mod audit;
 #[cfg(feature = "cli")]
 mod cli;
+#[cfg(feature = "cli")]
+mod cli_broker;
 mod conformance;
 mod events;
 mod faults;
