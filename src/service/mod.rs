@@ -485,7 +485,8 @@ impl ServiceBuilder {
             Declared { topic: spec.topic, options: spec.options, endpoint }
         });
         let broker = BrokerActor::start(transport.clone(), server.clone(), stop_rx.clone(), declared.collect()).await?;
-        let _ = broker_cell.set(broker.clone());
+        // Weak: the actor holds the server, whose Debug.Stats must not keep the actor alive.
+        let _ = broker_cell.set(broker.downgrade());
         // The server must know our subscriptions before anyone learns our address.
         transport.flush().await?;
         registry.register(record).await?;
@@ -522,7 +523,7 @@ fn debug_endpoints(
     info: &ServerInfo,
     stats: &Arc<Stats>,
     draining: &Rc<std::cell::Cell<bool>>,
-    broker: &Rc<std::cell::OnceCell<actix::Addr<BrokerActor>>>,
+    broker: &Rc<std::cell::OnceCell<actix::WeakAddr<BrokerActor>>>,
 ) -> Vec<(&'static str, Rc<dyn Dispatch>)> {
     let health = HealthStatus {
         status: "ok".into(),
@@ -541,7 +542,7 @@ fn debug_endpoints(
     let (stats, info, broker) = (stats.clone(), info.clone(), broker.clone());
     let stats_ep = move || {
         let mut s = stats.snapshot(&info.service, &info.version, &info.node_id);
-        let broker = broker.get().cloned();
+        let broker = broker.get().and_then(actix::WeakAddr::upgrade);
         async move {
             if let Some(broker) = broker {
                 s.subscriptions = broker.send(Subscriptions).await.unwrap_or_default();
