@@ -28,7 +28,7 @@
 pub use crate::server::{ArgsOf, FromRequestTuple};
 pub use crate::transport::backend::{ReplySink, SubscriptionStream};
 pub use crate::transport::durable::{
-    AckSink, Acker, Delivery, DurableSpec, DurableStream, DurableSubscription, DEFAULT_EXPIRY,
+    AckSink, Acker, Delivery, DurableGroup, DurableSpec, DurableStream, DurableSubscription, DEFAULT_EXPIRY,
 };
 
 /// The JetStream durable consumer a durable group on a subject pattern uses (its naming rule

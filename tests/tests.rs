@@ -31,6 +31,8 @@ mod util;
 mod audit;
 #[cfg(feature = "cli")]
 mod cli;
+#[cfg(feature = "cli")]
+mod cli_broker;
 mod conformance;
 mod events;
 mod faults;
@@ -40,6 +42,7 @@ mod middleware;
 mod processes;
 #[cfg(feature = "rabbitmq")]
 mod rabbitmq;
+mod subscriptions;
 mod typed;
 
 /// Not a test: the entry point of child-process nodes (see `util::ChildNode`). Other tests run

@@ -4,8 +4,9 @@
 //! and metadata (see `docs/protocol.md`).
 //!
 //! Publishing goes straight to the transport from the cheap [`Broker`] handle. Subscriptions of
-//! a service are declared on its builder and served like requests: one task per event, panics
-//! caught and counted. [`Broker::subscribe`] also gives a raw [`EventStream`] for tools.
+//! a service are declared on its builder and owned by its broker actor, which subscribes them,
+//! restarts a serve loop that dies, drains them on stop and reports them in `Debug.Stats`; they
+//! are served like requests: one task per event, panics caught and counted. [`Broker::subscribe`] also gives a raw [`EventStream`] for tools.
 //!
 //! Plain subscriptions are at most once: a handler error is logged and counted, not
 //! redelivered. **Durable** subscriptions ([`SubscribeOptions::durable`],
@@ -43,7 +44,12 @@ use crate::middleware::{Answer, ClientLayers, Outgoing, SendFn, Target};
 use crate::subject;
 use crate::transport::{Incoming, Subscription, Transport};
 
+mod actor;
 mod durable;
+
+#[cfg(any(test, feature = "test-util"))]
+pub(crate) use actor::KillLoop;
+pub(crate) use actor::{BrokerActor, Declared, Drained, Subscriptions};
 
 pub(crate) use durable::Durability;
 pub use durable::{dlq_headers, DurableEvent, DurableEvents, Settled};
@@ -410,6 +416,13 @@ impl Broker {
     pub async fn delete_durable(&self, topic: &str, group: &str) -> Result<()> {
         let spec = durable::spec(topic, group, &Durability::default());
         self.transport.delete_durable(&spec).await
+    }
+
+    /// The durable groups the broker keeps (NATS: the consumers of the JetStream stream
+    /// `MICRO_EVENTS`), each with its topic pattern and what it still holds. Transports that
+    /// cannot list them (memory, RabbitMQ over AMQP) answer with an error saying so.
+    pub async fn durable_groups(&self) -> Result<Vec<crate::transport::DurableGroup>> {
+        self.transport.durable_groups().await
     }
 
     /// Subscribes durably (see [`SubscribeOptions::durable`]) and returns the events to settle

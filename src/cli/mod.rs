@@ -29,6 +29,7 @@ mod input;
 mod nodes;
 mod output;
 mod registry;
+mod subscriptions;
 mod suggest;
 
 pub use call::CallArgs;
@@ -38,6 +39,7 @@ pub use input::ContentType;
 pub use nodes::NodesArgs;
 pub use output::OutputFormat;
 pub use registry::{ServiceArgs, WatchArgs};
+pub use subscriptions::{GroupsArgs, GroupsCommand};
 
 /// Default transport of the CLI: memory cannot see other processes, so NATS.
 pub const DEFAULT_CLI_TRANSPORT: &str = "nats://127.0.0.1:4222";
@@ -113,6 +115,10 @@ pub enum Command {
     Stats(NodesArgs),
     /// Print registry changes (nodes added, updated, removed) as they happen.
     Watch(WatchArgs),
+    /// Ask every node of a service for its event subscriptions; a table per node.
+    Subscriptions(NodesArgs),
+    /// List the durable groups the broker keeps, or delete one (groups delete GROUP TOPIC).
+    Groups(GroupsArgs),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
     /// Run the API gateway: HTTP in, RPC and events out.
@@ -237,6 +243,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Command::Health(args) => nodes::health(url, &out, args).await,
         Command::Stats(args) => nodes::stats(url, &out, args).await,
         Command::Watch(args) => registry::watch(url, &out, args).await,
+        Command::Subscriptions(args) => subscriptions::subscriptions(url, &out, args).await,
+        Command::Groups(args) => subscriptions::groups(url, &out, args).await,
         Command::Completions(args) => completions::run(args),
     }
 }

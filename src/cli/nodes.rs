@@ -32,10 +32,10 @@ pub struct NodesArgs {
 
 /// One node to ask.
 #[derive(Debug)]
-struct Target {
-    id: String,
-    version: String,
-    address: String,
+pub(super) struct Target {
+    pub(super) id: String,
+    pub(super) version: String,
+    pub(super) address: String,
 }
 
 /// What one node said to `Debug.Health` (`micro health --output json` prints a list of these).
@@ -63,7 +63,7 @@ struct StatsRow {
     error: Option<String>,
 }
 
-async fn targets(client: &Client, url: &str, args: &NodesArgs) -> Result<Vec<Target>, CliError> {
+pub(super) async fn targets(client: &Client, url: &str, args: &NodesArgs) -> Result<Vec<Target>, CliError> {
     let records: Vec<Service> = lookup(client, url, &args.service).await?;
     let targets: Vec<Target> = records
         .iter()
@@ -85,7 +85,7 @@ async fn targets(client: &Client, url: &str, args: &NodesArgs) -> Result<Vec<Tar
 }
 
 /// Calls `endpoint` on every target at once, each on its own node.
-async fn ask_all<T: serde::de::DeserializeOwned>(
+pub(super) async fn ask_all<T: serde::de::DeserializeOwned>(
     client: &Client,
     service: &str,
     endpoint: &str,

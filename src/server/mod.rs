@@ -35,12 +35,14 @@ pub use route::{ArgOf, BoundEndpoint, IntoEndpoint};
 pub use handler::FromRequestTuple;
 #[doc(hidden)] // documented in `micro::dev`
 pub use route::ArgsOf;
+pub use stats::SubscriptionInfo;
 pub use stats::{resident_memory_bytes, HealthStatus, ServiceStats};
 pub use supervision::RestartPolicy;
 
 pub(crate) use handler::{Dispatch, Extensions, FnEndpoint, StateNeed};
 pub(crate) use shed::LoadShed;
 pub(crate) use stats::Stats;
+pub(crate) use stats::SubscriptionCounters;
 pub(crate) use supervision::Supervisor;
 
 /// What endpoints need from the server at start.
@@ -190,6 +192,14 @@ impl Server {
     pub(crate) fn info(&self) -> &ServerInfo {
         &self.info
     }
+
+    /// Counts a subscription loop that ended or died while serving and is started again:
+    /// a restart against the restart policy, like a handler's.
+    pub(crate) fn record_loop_restart(&self, counters: &SubscriptionCounters) {
+        Stats::incr(&counters.restarts);
+        Stats::incr(&self.stats.restarts);
+        self.supervisor.record_restart();
+    }
 }
 
 /// Builds a handler's context from request headers, moving their values out.
@@ -282,41 +292,61 @@ pub(crate) async fn subscribe_node(
 }
 
 impl Server {
-    /// Handles one event with a subscription's handler.
+    /// Handles one event with a subscription's handler, counted on the subscription too.
     /// Counts an event in flight and handles it in its own task.
-    pub(crate) fn spawn_event(self: &Rc<Self>, ep: Rc<dyn Dispatch>, incoming: Incoming) {
+    pub(crate) fn spawn_event(
+        self: &Rc<Self>,
+        ep: &Rc<dyn Dispatch>,
+        counters: &Arc<SubscriptionCounters>,
+        incoming: Incoming,
+    ) {
         let in_flight = self.stats.begin();
-        actix_rt::spawn(self.clone().dispatch_event(ep, incoming, in_flight));
+        actix_rt::spawn(self.clone().dispatch_event(ep.clone(), counters.clone(), incoming, in_flight));
     }
 
-    async fn dispatch_event(self: Rc<Self>, ep: Rc<dyn Dispatch>, incoming: Incoming, _in_flight: stats::InFlight) {
+    async fn dispatch_event(
+        self: Rc<Self>,
+        ep: Rc<dyn Dispatch>,
+        counters: Arc<SubscriptionCounters>,
+        incoming: Incoming,
+        _in_flight: stats::InFlight,
+    ) {
         Stats::incr(&self.stats.events);
+        Stats::incr(&counters.handled);
         let event = match crate::broker::Event::from_incoming(incoming) {
             Ok(e) => e,
             Err(e) => {
                 Stats::incr(&self.stats.errors);
+                Stats::incr(&counters.errors);
                 tracing::warn!(service = %self.info.service, error = %e, "malformed event dropped");
                 return;
             }
         };
-        if let Err(status) = self.run_event(&ep, &event).await {
+        if let Err(status) = self.run_event(&ep, &counters, &event).await {
             tracing::warn!(service = %self.info.service, topic = %event.topic, event = %event.id, %status, "event handler failed");
         }
     }
 
     /// Handles one durable event in its own task and settles it by the handler's result.
-    pub(crate) fn spawn_durable(self: &Rc<Self>, ep: Rc<dyn Dispatch>, event: crate::broker::DurableEvent) {
+    pub(crate) fn spawn_durable(
+        self: &Rc<Self>,
+        ep: &Rc<dyn Dispatch>,
+        counters: &Arc<SubscriptionCounters>,
+        event: crate::broker::DurableEvent,
+    ) {
         let in_flight = self.stats.begin();
-        actix_rt::spawn(self.clone().dispatch_durable(ep, event, in_flight));
+        actix_rt::spawn(self.clone().dispatch_durable(ep.clone(), counters.clone(), event, in_flight));
     }
 
     async fn dispatch_durable(
         self: Rc<Self>,
         ep: Rc<dyn Dispatch>,
+        counters: Arc<SubscriptionCounters>,
         event: crate::broker::DurableEvent,
         _in_flight: stats::InFlight,
     ) {
         Stats::incr(&self.stats.events);
+        Stats::incr(&counters.handled);
         // While the handler runs, tell the broker so it does not hand the event to another member.
         let every = event.ack_wait() / 2;
         let keep_alive = async {
@@ -328,15 +358,21 @@ impl Server {
             }
         };
         let outcome = tokio::select! {
-            outcome = self.run_event(&ep, event.event()) => outcome,
+            outcome = self.run_event(&ep, &counters, event.event()) => outcome,
             never = keep_alive => never,
         };
         if let Err(status) = &outcome {
             tracing::warn!(service = %self.info.service, topic = %event.topic, event = %event.id, attempt = event.attempt(), %status, "durable event handler failed");
         }
         match event.settle(outcome).await {
-            Ok(crate::broker::Settled::Retried) => Stats::incr(&self.stats.retries),
-            Ok(crate::broker::Settled::DeadLettered) => Stats::incr(&self.stats.dead_letters),
+            Ok(crate::broker::Settled::Retried) => {
+                Stats::incr(&self.stats.retries);
+                Stats::incr(&counters.retries);
+            }
+            Ok(crate::broker::Settled::DeadLettered) => {
+                Stats::incr(&self.stats.dead_letters);
+                Stats::incr(&counters.dead_letters);
+            }
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!(service = %self.info.service, error = %e, "settling an event failed; the broker will deliver it again")
@@ -345,7 +381,12 @@ impl Server {
     }
 
     /// Runs a subscription's handler on an event: its result, a panic as 500 (counted).
-    async fn run_event(&self, ep: &Rc<dyn Dispatch>, event: &crate::broker::Event) -> std::result::Result<(), Status> {
+    async fn run_event(
+        &self,
+        ep: &Rc<dyn Dispatch>,
+        counters: &SubscriptionCounters,
+        event: &crate::broker::Event,
+    ) -> std::result::Result<(), Status> {
         let ctx = Arc::new(event.context(&self.service));
         let req = Request { ctx: ctx.clone(), body: event.body.clone(), codec: event.codec, state: self.state.clone() };
         let ep = ep.clone();
@@ -355,10 +396,12 @@ impl Server {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(status)) => {
                 Stats::incr(&self.stats.errors);
+                Stats::incr(&counters.errors);
                 Err(status)
             }
             Err(panic) => {
                 Stats::incr(&self.stats.errors);
+                Stats::incr(&counters.errors);
                 self.record_panic(&event.topic, &panic);
                 Err(Status::internal(format!("the handler of {} panicked", event.topic)))
             }

@@ -101,8 +101,68 @@ impl Stats {
             dead_letters: self.dead_letters.load(Ordering::Relaxed),
             in_flight: self.in_flight().max(0) as u64,
             memory: resident_memory_bytes(),
+            subscriptions: Vec::new(),
         }
     }
+}
+
+/// The counters of one subscription, bumped in dispatch; the broker actor owns them.
+#[derive(Debug, Default)]
+pub(crate) struct SubscriptionCounters {
+    pub(crate) handled: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) dead_letters: AtomicU64,
+    pub(crate) restarts: AtomicU64,
+}
+
+impl SubscriptionCounters {
+    /// What one subscription reports in `Debug.Stats`.
+    pub(crate) fn info(
+        &self,
+        topic: &str,
+        group: Option<&str>,
+        durable: bool,
+        pending: Option<u64>,
+    ) -> SubscriptionInfo {
+        SubscriptionInfo {
+            topic: topic.to_string(),
+            group: group.map(str::to_string),
+            durable,
+            handled: self.handled.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            dead_letters: self.dead_letters.load(Ordering::Relaxed),
+            restarts: self.restarts.load(Ordering::Relaxed),
+            pending,
+        }
+    }
+}
+
+/// One subscription of a node, as `Debug.Stats` reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct SubscriptionInfo {
+    /// The topic or pattern (`user.*`, `order.>`).
+    pub topic: String,
+    /// The queue group or durable group; none for a broadcast subscription.
+    pub group: Option<String>,
+    /// True for an at-least-once subscription.
+    pub durable: bool,
+    /// Events handed to the handler.
+    pub handled: u64,
+    /// Events whose handler failed or panicked, or that were malformed.
+    pub errors: u64,
+    /// Durable events handed back to the broker for another attempt.
+    pub retries: u64,
+    /// Durable events published to the group's dead-letter topic.
+    pub dead_letters: u64,
+    /// Times its serve loop ended or died while the service ran, and was subscribed again.
+    pub restarts: u64,
+    /// Events the broker holds for the group, not yet acknowledged (durable; where the broker
+    /// can tell: JetStream's pending plus unacknowledged, RabbitMQ's ready messages).
+    pub pending: Option<u64>,
 }
 
 /// The reply of `Debug.Stats`.
@@ -125,7 +185,7 @@ pub struct ServiceStats {
     pub errors: u64,
     /// Handler panics (async fns and actors).
     pub panics: u64,
-    /// Handler restarts (fn handler panics and actor restarts).
+    /// Handler restarts (fn handler panics, actor restarts and subscription loop restarts).
     pub restarts: u64,
     /// Requests dropped because their deadline had passed on arrival.
     pub expired: u64,
@@ -141,6 +201,9 @@ pub struct ServiceStats {
     pub in_flight: u64,
     /// Resident memory in bytes (0 where unknown).
     pub memory: u64,
+    /// The node's event subscriptions (absent from older nodes).
+    #[serde(default)]
+    pub subscriptions: Vec<SubscriptionInfo>,
 }
 
 /// The reply of `Debug.Health`.

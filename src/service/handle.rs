@@ -10,7 +10,7 @@ use crate::broker::Broker;
 use crate::client::Client;
 use crate::error::{Error, ErrorKind, Result};
 use crate::registry::Registry;
-use crate::server::{Server, Supervisor};
+use crate::server::{Server, SubscriptionInfo, Supervisor};
 use crate::transport::Transport;
 
 /// A running service. Stop it with [`stop`](Self::stop).
@@ -28,6 +28,7 @@ pub struct ServiceHandle {
     pub(super) draining: Rc<std::cell::Cell<bool>>,
     pub(super) stop_tx: watch::Sender<bool>,
     pub(super) loops: Vec<actix_rt::task::JoinHandle<()>>,
+    pub(super) broker: actix::Addr<crate::broker::BrokerActor>,
 }
 
 impl std::fmt::Debug for ServiceHandle {
@@ -85,6 +86,23 @@ impl ServiceHandle {
         &self.registry
     }
 
+    /// The node's event subscriptions, as `Debug.Stats` reports them: per subscription its
+    /// topic, group, counters, restarts and, for durable ones, what the broker still holds.
+    pub async fn subscriptions(&self) -> Result<Vec<SubscriptionInfo>> {
+        self.broker
+            .send(crate::broker::Subscriptions)
+            .await
+            .map_err(|e| Error::new(ErrorKind::Broker, format!("the broker actor is gone: {e}")))
+    }
+
+    /// Test hook: aborts the serve loop of the subscription to `topic` as if it had died, so
+    /// that its restart can be observed. False if no loop of that topic was running.
+    #[cfg(any(test, feature = "test-util"))]
+    #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+    pub async fn kill_subscription_loop(&self, topic: &str) -> bool {
+        self.broker.send(crate::broker::KillLoop(topic.to_string())).await.unwrap_or(false)
+    }
+
     /// Resolves with `Ok` on SIGINT or SIGTERM, or with an
     /// [`ErrorKind::RestartIntensity`](crate::ErrorKind::RestartIntensity) error once the restart policy is exceeded.
     pub async fn until_stopped(&self) -> Result<()> {
@@ -113,6 +131,10 @@ impl ServiceHandle {
         self.stop_tx.send_replace(true);
         for l in self.loops {
             let _ = l.await;
+        }
+        // The broker actor drains the event subscriptions and says when all have ended.
+        if let Ok(drained) = self.broker.send(crate::broker::Drained).await {
+            let _ = drained.await;
         }
         let cut = self.server.drain(self.grace).await;
         if cut > 0 {

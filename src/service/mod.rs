@@ -35,16 +35,15 @@ use actix::dev::ToEnvelope;
 use actix::{Actor, Context, Handler as ActorHandler};
 use tokio::sync::watch;
 
-use crate::broker::{subscribe_durable_events, subscribe_events, SubscribeOptions};
+use crate::broker::{BrokerActor, Declared, SubscribeOptions, Subscriptions};
 use crate::client::{Client, ClientConfig, RetryPolicy};
 use crate::error::{Error, Result};
 use crate::middleware::{ClientLayers, ClientMiddleware, Middleware, Wrapped};
 use crate::registry::{self, Registry, RegistryOptions};
 use crate::selector::{Selector, SelectorActor, Strategy};
 use crate::server::{
-    serve_loop, subscribe_node, ActorEndpoints, BoundEndpoint, Dispatch, EndpointMessage, Extensions, FnEndpoint,
-    FromRequestTuple, Handler, HealthStatus, IntoEndpoint, IntoReply, LoadShed, RestartPolicy, Server, ServerInfo,
-    Stats, Supervisor,
+    subscribe_node, ActorEndpoints, BoundEndpoint, Dispatch, EndpointMessage, Extensions, FnEndpoint, FromRequestTuple,
+    Handler, HealthStatus, IntoEndpoint, IntoReply, LoadShed, RestartPolicy, Server, ServerInfo, Stats, Supervisor,
 };
 use crate::status::Status;
 use crate::subject;
@@ -477,7 +476,8 @@ impl ServiceBuilder {
             endpoints.insert(spec.name, Wrapped::around(&endpoint_layers, spec.endpoint));
         }
         let draining = Rc::new(std::cell::Cell::new(false));
-        for (name, ep) in debug_endpoints(&info, &stats, &draining) {
+        let broker_cell = Rc::new(std::cell::OnceCell::new());
+        for (name, ep) in debug_endpoints(&info, &stats, &draining, &broker_cell) {
             let mut metadata = BTreeMap::new();
             metadata.insert("idempotent".to_string(), "true".to_string());
             record.endpoints.push(registry::Endpoint { name: name.to_string(), metadata });
@@ -501,23 +501,17 @@ impl ServiceBuilder {
         state.insert(client.clone());
         let server = Server::new(info, endpoints, state, stats.clone(), supervisor.clone());
         let (stop_tx, stop_rx) = watch::channel(false);
-        let mut loops = server.serve(subscribe_node(&transport, &self.name, &node_id).await?, stop_rx.clone());
-        for spec in self.subscriptions {
-            let (server, ep) = (server.clone(), Wrapped::around(&user_layers, spec.endpoint));
-            let runtime = crate::server::Runtime { supervisor: supervisor.clone(), stats: stats.clone() };
-            ep.start(&runtime);
-            if spec.options.is_durable() {
-                let sub = subscribe_durable_events(&transport, &spec.topic, &spec.options).await?;
-                loops.push(actix_rt::spawn(serve_loop(sub, stop_rx.clone(), move |event| {
-                    server.spawn_durable(ep.clone(), event)
-                })));
-            } else {
-                let sub = subscribe_events(&transport, &spec.topic, &spec.options).await?;
-                loops.push(actix_rt::spawn(serve_loop(sub, stop_rx.clone(), move |incoming| {
-                    server.spawn_event(ep.clone(), incoming)
-                })));
-            }
-        }
+        let loops = server.serve(subscribe_node(&transport, &self.name, &node_id).await?, stop_rx.clone());
+        // The broker actor owns the subscriptions: it subscribes, serves, restarts and drains them.
+        let runtime = crate::server::Runtime { supervisor: supervisor.clone(), stats: stats.clone() };
+        let declared = self.subscriptions.into_iter().map(|spec| {
+            let endpoint = Wrapped::around(&user_layers, spec.endpoint);
+            endpoint.start(&runtime);
+            Declared { topic: spec.topic, options: spec.options, endpoint }
+        });
+        let broker = BrokerActor::start(transport.clone(), server.clone(), stop_rx.clone(), declared.collect()).await?;
+        // Weak: the actor holds the server, whose Debug.Stats must not keep the actor alive.
+        let _ = broker_cell.set(broker.downgrade());
         // The server must know our subscriptions before anyone learns our address.
         transport.flush().await?;
         registry.register(record).await?;
@@ -537,6 +531,7 @@ impl ServiceBuilder {
             draining,
             stop_tx,
             loops,
+            broker,
         })
     }
 
@@ -553,6 +548,7 @@ fn debug_endpoints(
     info: &ServerInfo,
     stats: &Arc<Stats>,
     draining: &Rc<std::cell::Cell<bool>>,
+    broker: &Rc<std::cell::OnceCell<actix::WeakAddr<BrokerActor>>>,
 ) -> Vec<(&'static str, Rc<dyn Dispatch>)> {
     let health = HealthStatus {
         status: "ok".into(),
@@ -568,10 +564,16 @@ fn debug_endpoints(
         }
         async move { Ok::<_, Status>(h) }
     };
-    let (stats, info) = (stats.clone(), info.clone());
+    let (stats, info, broker) = (stats.clone(), info.clone(), broker.clone());
     let stats_ep = move || {
-        let s = stats.snapshot(&info.service, &info.version, &info.node_id);
-        async move { Ok::<_, Status>(s) }
+        let mut s = stats.snapshot(&info.service, &info.version, &info.node_id);
+        let broker = broker.get().and_then(actix::WeakAddr::upgrade);
+        async move {
+            if let Some(broker) = broker {
+                s.subscriptions = broker.send(Subscriptions).await.unwrap_or_default();
+            }
+            Ok::<_, Status>(s)
+        }
     };
     vec![
         ("Debug.Health", Rc::new(FnEndpoint::<_, ()>::new(health_ep)) as Rc<dyn Dispatch>),

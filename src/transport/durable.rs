@@ -56,6 +56,44 @@ pub struct DurableSpec {
     pub dead_letter: Option<String>,
 }
 
+/// A durable group as the broker keeps it: the group, the subject pattern it takes, and what
+/// the broker still holds for it. See [`Transport::durable_groups`].
+///
+/// ```
+/// let g = micro::dev::DurableGroup::new("audit", "micro.event.user.>").pending(Some(3));
+/// assert_eq!((g.topic(), g.pending), ("user.>", Some(3)));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct DurableGroup {
+    /// The durable group.
+    pub group: String,
+    /// The subject pattern (`micro.event.user.>`).
+    pub subject: String,
+    /// Messages the broker holds for the group and that are not yet acknowledged, where it can
+    /// tell: on NATS those not yet delivered plus those delivered and unacknowledged; on
+    /// RabbitMQ the queue's ready messages.
+    pub pending: Option<u64>,
+}
+
+impl DurableGroup {
+    /// A group on a subject pattern, its pending count unknown.
+    pub fn new(group: impl Into<String>, subject: impl Into<String>) -> DurableGroup {
+        DurableGroup { group: group.into(), subject: subject.into(), pending: None }
+    }
+
+    /// Sets what the broker holds for the group.
+    pub fn pending(mut self, pending: Option<u64>) -> Self {
+        self.pending = pending;
+        self
+    }
+
+    /// The topic pattern: the subject without `micro.event.`.
+    pub fn topic(&self) -> &str {
+        self.subject.strip_prefix(crate::subject::EVENT_PREFIX).unwrap_or(&self.subject)
+    }
+}
+
 impl DurableSpec {
     /// A spec with the defaults: 32 at a time, 30 s ack wait, kept 7 days unused, no
     /// dead-letter subject.

@@ -46,8 +46,7 @@ pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100000001b3))
 }
 
-#[cfg(any(feature = "nats", feature = "rabbitmq"))]
-/// The backoff between attempts to restore a connection or a consumer: 100 ms doubling to
+/// The backoff between attempts to restore a connection, a consumer or a subscription: 100 ms doubling to
 /// 5 s, with jitter, forever.
 pub(crate) fn reconnect_backoff() -> backon::ExponentialBackoff {
     use backon::BackoffBuilder;
@@ -59,7 +58,6 @@ pub(crate) fn reconnect_backoff() -> backon::ExponentialBackoff {
         .build()
 }
 
-#[cfg(any(feature = "nats", feature = "rabbitmq"))]
 /// The next wait of a [`reconnect_backoff`] (it never runs out).
 pub(crate) fn next_delay(backoff: &mut backon::ExponentialBackoff) -> Duration {
     backoff.next().unwrap_or(Duration::from_secs(5))

@@ -41,6 +41,7 @@ mod memory;
 pub(crate) use backend::{ReplySink, SubscriptionStream};
 #[cfg(any(feature = "nats", feature = "rabbitmq"))]
 pub(crate) use durable::AckSink;
+pub use durable::DurableGroup;
 pub(crate) use durable::{Acker, Delivery, DurableSpec, DurableStream, DurableSubscription};
 pub use memory::MemoryTransport;
 
@@ -185,6 +186,22 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
     fn delete_durable<'a>(&'a self, spec: &'a DurableSpec) -> BoxFuture<'a, Result<()>> {
         let _ = spec;
         Box::pin(futures::future::ready(Ok(())))
+    }
+
+    /// What the broker still holds for a durable group, not yet acknowledged (see
+    /// [`DurableGroup::pending`]); `None` where the broker cannot tell (the default, memory).
+    fn durable_pending<'a>(&'a self, spec: &'a DurableSpec) -> BoxFuture<'a, Result<Option<u64>>> {
+        let _ = spec;
+        Box::pin(futures::future::ready(Ok(None)))
+    }
+
+    /// The durable groups the broker keeps, with what each still holds.
+    ///
+    /// The default (memory, where groups live in the process) is an
+    /// [`ErrorKind::Config`](crate::ErrorKind::Config) error saying the transport cannot list them.
+    fn durable_groups(&self) -> BoxFuture<'_, Result<Vec<DurableGroup>>> {
+        let e = Error::config(format!("the {} transport cannot list durable groups", self.name()));
+        Box::pin(futures::future::ready(Err(e)))
     }
 
     /// Flushes anything buffered to the server.

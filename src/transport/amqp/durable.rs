@@ -362,6 +362,22 @@ pub(super) async fn delete(inner: &Inner, spec: &DurableSpec) -> Result<()> {
     })
 }
 
+/// The ready messages of a group's durable queue, by a passive declare (on a channel of its
+/// own: a missing queue closes the channel). A queue that does not exist holds nothing.
+pub(super) async fn pending(inner: &Inner, spec: &DurableSpec) -> Result<Option<u64>> {
+    let link = inner.link.load_full().ok_or_else(down)?;
+    let channel = link.conn.create_channel().await.map_err(lapin_err)?;
+    let queue = durable_queue(&spec.group, &spec.subject);
+    let opts = QueueDeclareOptions { passive: true, durable: true, ..Default::default() };
+    let declared = channel.queue_declare(queue.as_str().into(), opts, FieldTable::default()).await;
+    let _ = channel.close(200, "bye".into()).await;
+    match declared {
+        Ok(q) => Ok(Some(u64::from(q.message_count()))),
+        Err(e) if e.to_string().contains("NOT_FOUND") => Ok(Some(0)),
+        Err(e) => Err(lapin_err(e)),
+    }
+}
+
 /// Settles (acks and nacks) under way on a connection's durable channels: its `close` waits
 /// until they are written.
 #[derive(Debug, Default)]

@@ -445,6 +445,19 @@ impl Transport for AmqpTransport {
         durable::delete(&self.inner, spec).boxed()
     }
 
+    fn durable_pending<'a>(&'a self, spec: &'a DurableSpec) -> BoxFuture<'a, Result<Option<u64>>> {
+        durable::pending(&self.inner, spec).boxed()
+    }
+
+    fn durable_groups(&self) -> BoxFuture<'_, Result<Vec<super::DurableGroup>>> {
+        // AMQP 0-9-1 has no way to list queues; RabbitMQ lists them through its management API.
+        let e = Error::config(
+            "RabbitMQ cannot list queues over AMQP: use its management API or \
+             `rabbitmqctl list_queues name messages` (durable groups are the queues named durable:<group>@<pattern>)",
+        );
+        futures::future::ready(Err(e)).boxed()
+    }
+
     fn subscribe_durable<'a>(&'a self, spec: &'a DurableSpec) -> BoxFuture<'a, Result<DurableSubscription>> {
         durable::subscribe(&self.inner, spec).boxed()
     }

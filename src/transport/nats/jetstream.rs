@@ -15,10 +15,13 @@ use super::{from_nats, to_header_map, NatsTransport};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::{Headers, Message};
 use crate::transport::kit::{self, Fed, Stop};
-use crate::transport::{AckSink, Acker, Delivery, DurableSpec, DurableSubscription};
+use crate::transport::{AckSink, Acker, Delivery, DurableGroup, DurableSpec, DurableSubscription};
 
 /// The JetStream stream that stores every event subject.
 pub const EVENTS_STREAM: &str = "MICRO_EVENTS";
+
+/// How a durable consumer's description starts; then `<group> on <subject>`.
+const DESCRIPTION_PREFIX: &str = "actix-micro durable group ";
 
 /// How long the events stream keeps an event (acknowledged or not).
 const EVENTS_MAX_AGE: Duration = kit::DURABLE_EXPIRY;
@@ -109,6 +112,49 @@ impl NatsTransport {
         }
     }
 
+    /// What the group's consumer still holds: not yet delivered plus delivered and unacknowledged.
+    pub(super) async fn js_pending(&self, spec: &DurableSpec) -> Result<Option<u64>> {
+        let name = consumer_name(&spec.group, &spec.subject);
+        let stream = self.js.get_stream(EVENTS_STREAM).await.map_err(|e| {
+            Error::new(ErrorKind::Broker, format!("JetStream stream {EVENTS_STREAM}: {e}")).with_source(e)
+        })?;
+        let info = stream
+            .consumer_info(&name)
+            .await
+            .map_err(|e| Error::new(ErrorKind::Broker, format!("durable consumer {name}: {e}")).with_source(e))?;
+        Ok(Some(info.num_pending + info.num_ack_pending as u64))
+    }
+
+    /// The durable groups on the events stream: its consumers that this toolkit made.
+    pub(super) async fn js_groups(&self) -> Result<Vec<DurableGroup>> {
+        let stream = match self.js.get_stream(EVENTS_STREAM).await {
+            Ok(s) => s,
+            Err(e) if e.to_string().contains("not found") => return Ok(Vec::new()),
+            Err(e) => return Err(Error::new(ErrorKind::Broker, format!("JetStream stream {EVENTS_STREAM}: {e}"))),
+        };
+        let mut consumers = stream.consumers();
+        let mut groups = Vec::new();
+        while let Some(info) = consumers.next().await {
+            let info = info.map_err(|e| {
+                Error::new(ErrorKind::Broker, format!("listing the consumers of {EVENTS_STREAM}: {e}")).with_source(e)
+            })?;
+            // Ours say whose they are in their description (see `consumer`).
+            let Some((group, subject)) = info
+                .config
+                .description
+                .as_deref()
+                .and_then(|d| d.strip_prefix(DESCRIPTION_PREFIX))
+                .and_then(|d| d.split_once(" on "))
+            else {
+                continue;
+            };
+            let pending = info.num_pending + info.num_ack_pending as u64;
+            groups.push(DurableGroup::new(group, subject).pending(Some(pending)));
+        }
+        groups.sort_by(|a, b| (&a.group, &a.subject).cmp(&(&b.group, &b.subject)));
+        Ok(groups)
+    }
+
     /// The cold path of a durable publish: the stream went away; make it and publish once more.
     async fn republish_without_stream(&self, subject: &str, message: Message) -> Result<()> {
         self.stream_ready.store(false, std::sync::atomic::Ordering::Relaxed);
@@ -153,7 +199,7 @@ impl NatsTransport {
         let name = consumer_name(&spec.group, &spec.subject);
         let config = pull::Config {
             durable_name: Some(name.clone()),
-            description: Some(format!("actix-micro durable group {} on {}", spec.group, spec.subject)),
+            description: Some(format!("{DESCRIPTION_PREFIX}{} on {}", spec.group, spec.subject)),
             filter_subject: spec.subject.clone(),
             ack_policy: AckPolicy::Explicit,
             ack_wait: spec.ack_wait,

@@ -218,6 +218,14 @@ impl Transport for NatsTransport {
         self.js_delete(spec).boxed()
     }
 
+    fn durable_pending<'a>(&'a self, spec: &'a DurableSpec) -> BoxFuture<'a, Result<Option<u64>>> {
+        self.js_pending(spec).boxed()
+    }
+
+    fn durable_groups(&self) -> BoxFuture<'_, Result<Vec<crate::transport::DurableGroup>>> {
+        self.js_groups().boxed()
+    }
+
     fn flush(&self) -> BoxFuture<'_, Result<()>> {
         async move {
             self.client
