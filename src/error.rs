@@ -120,7 +120,7 @@ impl Error {
 
     /// True for [`ErrorKind::Timeout`] and remote timeouts.
     pub fn is_timeout(&self) -> bool {
-        self.kind == ErrorKind::Timeout || self.status().is_some_and(|s| s.code() == Code::Timeout)
+        self.kind == ErrorKind::Timeout || self.status().is_some_and(|s| s.code() == Code::TIMEOUT)
     }
 
     /// True when no node could take the call (it provably did not run).
@@ -135,10 +135,10 @@ impl Error {
             return s.clone();
         }
         let code = match self.kind {
-            ErrorKind::Unavailable | ErrorKind::Connect => Code::Unavailable,
-            ErrorKind::Timeout => Code::Timeout,
-            ErrorKind::Codec => Code::BadRequest,
-            _ => Code::Internal,
+            ErrorKind::Unavailable | ErrorKind::Connect => Code::UNAVAILABLE,
+            ErrorKind::Timeout => Code::TIMEOUT,
+            ErrorKind::Codec => Code::BAD_REQUEST,
+            _ => Code::INTERNAL,
         };
         Status::new(code, self.to_string()).with_id(id)
     }

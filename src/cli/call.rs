@@ -84,7 +84,7 @@ pub(super) async fn run(url: &str, out: &Output, args: CallArgs) -> Result<ExitC
         Err(e) if e.kind() == ErrorKind::Remote && e.status().is_some() => {
             let status = e.status().expect("checked");
             out.print_json(status)?;
-            if status.code() == Code::NotFound {
+            if status.code() == Code::NOT_FOUND {
                 endpoint_hint(&records, &args.endpoint);
             }
             Ok(ExitCode::from(EXIT_REMOTE))

@@ -296,7 +296,7 @@ impl Client {
             let retryable = match err.kind() {
                 ErrorKind::Unavailable => true,
                 ErrorKind::Timeout => idempotent,
-                ErrorKind::Remote => err.status().is_some_and(|s| s.code() == Code::Unavailable),
+                ErrorKind::Remote => err.status().is_some_and(|s| s.code() == Code::UNAVAILABLE),
                 _ => false,
             };
             let Some(delay) = backoff.next().filter(|_| retryable) else {

@@ -547,7 +547,7 @@ async fn dispatch(
 async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, GatewayError> {
     use futures::StreamExt;
     let too_large =
-        || GatewayError::new(crate::status::Code::Other(413), format!("request body exceeds {limit} bytes"));
+        || GatewayError::new(crate::status::Code::PAYLOAD_TOO_LARGE, format!("request body exceeds {limit} bytes"));
     let mut buf = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| GatewayError::bad_request(format!("cannot read the request body: {e}")))?;
@@ -583,7 +583,7 @@ async fn api_handler(state: &State, req: &HttpRequest, path: &str, body: Bytes) 
         ctx.scope(state.client.call_raw(&route.service, &route.endpoint, encoded, Codec::MsgPack, opts)).await?;
     let rsp: api::Response = reply.decode().map_err(|e| {
         GatewayError::new(
-            crate::status::Code::Other(502),
+            crate::status::Code::BAD_GATEWAY,
             format!("{} did not answer with an api.Response: {e}", route.service),
         )
     })?;
@@ -632,7 +632,7 @@ async fn event_handler(
     body: Bytes,
 ) -> Result<HttpResponse, GatewayError> {
     if req.method() != actix_web::http::Method::POST {
-        return Err(GatewayError::new(crate::status::Code::MethodNotAllowed, "publish events with POST"));
+        return Err(GatewayError::new(crate::status::Code::METHOD_NOT_ALLOWED, "publish events with POST"));
     }
     let topic = path.trim_matches('/').replace('/', ".");
     if !subject::is_valid(&topic, false) {

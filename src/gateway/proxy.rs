@@ -82,7 +82,7 @@ async fn target(state: &State, service: &str) -> Result<String, GatewayError> {
         .client
         .selector()
         .select(&with_http, &Filter::default())
-        .ok_or_else(|| GatewayError::new(Code::Unavailable, format!("no node of {service} serves HTTP")))?;
+        .ok_or_else(|| GatewayError::new(Code::UNAVAILABLE, format!("no node of {service} serves HTTP")))?;
     let node = with_http.iter().flat_map(|s| &s.nodes).find(|n| n.id == picked.node_id).expect("selected from these");
     Ok(node.metadata[HTTP_ADDRESS_KEY].clone())
 }
@@ -103,7 +103,7 @@ pub(crate) async fn forward(
         > Some(state.config.max_body)
     {
         return Err(GatewayError::new(
-            Code::Other(413),
+            Code::PAYLOAD_TOO_LARGE,
             format!("request body exceeds {} bytes", state.config.max_body),
         ));
     }
@@ -147,12 +147,12 @@ pub(crate) async fn forward(
     });
     let response = upstream.send_stream(body).await.map_err(|e| match e {
         awc::error::SendRequestError::Timeout => {
-            GatewayError::new(Code::Other(504), format!("{service} did not answer in time"))
+            GatewayError::new(Code::GATEWAY_TIMEOUT, format!("{service} did not answer in time"))
         }
         awc::error::SendRequestError::Body(_) => {
-            GatewayError::new(Code::Other(413), format!("request body exceeds {limit} bytes"))
+            GatewayError::new(Code::PAYLOAD_TOO_LARGE, format!("request body exceeds {limit} bytes"))
         }
-        e => GatewayError::new(Code::Other(502), format!("{service} at {address}: {e}")),
+        e => GatewayError::new(Code::BAD_GATEWAY, format!("{service} at {address}: {e}")),
     })?;
     let mut out = HttpResponse::build(response.status());
     for (n, v) in forwardable(response.headers()) {
@@ -180,7 +180,7 @@ async fn websocket(
     let (_, backend) = backend_req
         .connect()
         .await
-        .map_err(|e| GatewayError::new(Code::Other(502), format!("websocket backend {url}: {e}")))?;
+        .map_err(|e| GatewayError::new(Code::BAD_GATEWAY, format!("websocket backend {url}: {e}")))?;
     let (response, mut session, client) = actix_ws::handle(req, payload)
         .map_err(|e| GatewayError::bad_request(format!("websocket upgrade failed: {e}")))?;
     let mut client = client.max_frame_size(1 << 20);
