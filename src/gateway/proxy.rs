@@ -11,6 +11,7 @@ use futures::{SinkExt, StreamExt};
 
 use super::error::GatewayError;
 use super::resolve::proxy_target;
+use super::too_large;
 use super::State;
 use crate::registry::Service;
 use crate::selector::Filter;
@@ -83,31 +84,33 @@ async fn target(state: &State, service: &str) -> Result<String, GatewayError> {
         .selector()
         .select(&with_http, &Filter::default())
         .ok_or_else(|| GatewayError::new(Code::UNAVAILABLE, format!("no node of {service} serves HTTP")))?;
-    let node = with_http.iter().flat_map(|s| &s.nodes).find(|n| n.id == picked.node_id).expect("selected from these");
-    Ok(node.metadata[HTTP_ADDRESS_KEY].clone())
+    with_http
+        .iter()
+        .flat_map(|s| &s.nodes)
+        .find(|n| n.id == picked.node_id)
+        .and_then(|n| n.metadata.get(HTTP_ADDRESS_KEY).cloned())
+        .ok_or_else(|| GatewayError::new(Code::UNAVAILABLE, format!("the node picked for {service} has gone")))
 }
 
 thread_local! {
     static HTTP: awc::Client = awc::Client::builder().disable_redirects().timeout(Duration::from_secs(30)).finish();
 }
 
-/// Forwards one request (HTTP or WebSocket) to a node of the service its path names.
+/// Forwards one request (HTTP or WebSocket) to a node of the service the rest of its path
+/// (after the route prefix) names.
 pub(crate) async fn forward(
-    state: &State,
-    req: &HttpRequest,
+    state: web::Data<State>,
+    req: HttpRequest,
     payload: web::Payload,
-    path: &str,
 ) -> Result<HttpResponse, GatewayError> {
+    let path = req.match_info().unprocessed();
     let (service, rest) = proxy_target(&state.config.namespace, path).map_err(|e| GatewayError::bad_request(e.0))?;
     if req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok())
         > Some(state.config.max_body)
     {
-        return Err(GatewayError::new(
-            Code::PAYLOAD_TOO_LARGE,
-            format!("request body exceeds {} bytes", state.config.max_body),
-        ));
+        return Err(too_large(state.config.max_body));
     }
-    let address = target(state, &service).await?;
+    let address = target(&state, &service).await?;
     let query = req.query_string();
     let path_and_query = if query.is_empty() { rest.to_string() } else { format!("{rest}?{query}") };
     let peer = req.connection_info().peer_addr().unwrap_or("unknown").to_string();
@@ -120,7 +123,7 @@ pub(crate) async fn forward(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     if is_ws {
-        return websocket(req, payload, &format!("ws://{address}{path_and_query}"), &peer).await;
+        return websocket(&req, payload, &format!("ws://{address}{path_and_query}"), &peer).await;
     }
 
     let url = format!("http://{address}{path_and_query}");
@@ -149,9 +152,7 @@ pub(crate) async fn forward(
         awc::error::SendRequestError::Timeout => {
             GatewayError::new(Code::GATEWAY_TIMEOUT, format!("{service} did not answer in time"))
         }
-        awc::error::SendRequestError::Body(_) => {
-            GatewayError::new(Code::PAYLOAD_TOO_LARGE, format!("request body exceeds {limit} bytes"))
-        }
+        awc::error::SendRequestError::Body(_) => too_large(limit),
         e => GatewayError::new(Code::BAD_GATEWAY, format!("{service} at {address}: {e}")),
     })?;
     let mut out = HttpResponse::build(response.status());
