@@ -140,7 +140,7 @@ pub struct ApiArgs {
     /// Path of the /rpc endpoint; empty turns it off.
     #[arg(long, env = "MICRO_API_RPC_PATH", default_value = "/rpc")]
     pub rpc_path: String,
-    /// Time an HTTP request may take; it becomes the RPC deadline (e.g. 10s, 500ms).
+    /// Time an HTTP request may take; it becomes the RPC deadline (e.g. 10s, 500ms, 1m).
     #[arg(long, env = "MICRO_API_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
     /// Largest request body in bytes; larger ones get 413.
@@ -184,18 +184,14 @@ fn parse_route(s: &str) -> Result<(String, HandlerKind), String> {
     Ok((prefix.to_string(), handler.parse()?))
 }
 
-/// Parses `500ms`, `10s`, `2m`, or a bare number of seconds.
+/// Parses a duration flag: `500ms`, `10s`, `2m`, `1h 30m` (humantime's syntax), or a bare
+/// number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
-    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration (try 500ms, 10s, 2m)"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" => n * 60.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s or m)")),
-    };
-    Ok(Duration::from_secs_f64(secs))
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration: {e} (try 500ms, 10s or 2m)"))
 }
 
 /// Runs the command line: parses arguments, runs the command, maps failure to an exit code.
@@ -264,5 +260,21 @@ fn warn_memory(url: &str) {
         output::note(
             "memory:// cannot see other processes; use --transport nats://127.0.0.1:4222 (or MICRO_TRANSPORT)",
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        let e = parse_duration("5 parsecs").unwrap_err();
+        assert!(e.contains("\"5 parsecs\" is not a duration") && e.contains("try 500ms"), "{e}");
     }
 }
