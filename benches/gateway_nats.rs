@@ -4,7 +4,7 @@
 //! ```text
 //! export CARGO_TARGET_DIR=~/.cache/actix-micro-target
 //! apt-get install -y wrk        # optional: without it the built-in load generator is used
-//! BENCH_SECS=3 cargo bench --bench gateway_nats
+//! BENCH_SECS=3 cargo bench --features gateway --bench gateway_nats
 //! ```
 //!
 //! What is compared (all three servers share this process, one NATS server):

@@ -3,7 +3,7 @@
 //! → back.
 //!
 //! ```text
-//! cargo run --example gateway
+//! cargo run --features gateway --example gateway
 //! curl 'http://127.0.0.1:8080/greeter/say/hello?name=John'          # {"message":"Hello John"}
 //! curl -d 'service=go.micro.srv.greeter' -d 'method=Say.Hello' -d 'request={"name": "John"}' \
 //!      http://127.0.0.1:8080/rpc                                    # {"msg":"Hello John"}

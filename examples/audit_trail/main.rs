@@ -5,17 +5,17 @@
 //!
 //! ```text
 //! # everything in one process on the embedded memory bus (nothing durable there):
-//! cargo run --example audit_trail
+//! cargo run --features gateway --example audit_trail
 //!
 //! # the same over NATS (JetStream keeps the events while the audit service is down):
-//! MICRO_TRANSPORT=nats://127.0.0.1:4222 cargo run --example audit_trail
+//! MICRO_TRANSPORT=nats://127.0.0.1:4222 cargo run --features gateway --example audit_trail
 //!
 //! # as separate processes, over NATS or RabbitMQ:
 //! export MICRO_TRANSPORT=nats://127.0.0.1:4222    # or amqp://guest:guest@127.0.0.1:5672/%2f
-//! cargo run --example audit_trail -- audit --db /tmp/audit.sqlite3 &
-//! cargo run --example audit_trail -- users &
-//! cargo run --example audit_trail -- gateway --http 127.0.0.1:8080 &
-//! cargo run --example audit_trail -- publish --count 1000 --user ada
+//! cargo run --features gateway --example audit_trail -- audit --db /tmp/audit.sqlite3 &
+//! cargo run --features gateway --example audit_trail -- users &
+//! cargo run --features gateway --example audit_trail -- gateway --http 127.0.0.1:8080 &
+//! cargo run --features gateway --example audit_trail -- publish --count 1000 --user ada
 //! curl 'http://127.0.0.1:8080/audit/history?user_id=ada&limit=5'
 //! ```
 //!
