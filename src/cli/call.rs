@@ -81,15 +81,16 @@ pub(super) async fn run(url: &str, out: &Output, args: CallArgs) -> Result<ExitC
             out.print_json(&value)?;
             Ok(ExitCode::SUCCESS)
         }
-        Err(e) if e.kind() == ErrorKind::Remote && e.status().is_some() => {
-            let status = e.status().expect("checked");
-            out.print_json(status)?;
-            if status.code() == Code::NOT_FOUND {
-                endpoint_hint(&records, &args.endpoint);
+        Err(e) => match e.status().filter(|_| e.kind() == ErrorKind::Remote) {
+            Some(status) => {
+                out.print_json(status)?;
+                if status.code() == Code::NOT_FOUND {
+                    endpoint_hint(&records, &args.endpoint);
+                }
+                Ok(ExitCode::from(EXIT_REMOTE))
             }
-            Ok(ExitCode::from(EXIT_REMOTE))
-        }
-        Err(e) => Err(e.into()),
+            None => Err(e.into()),
+        },
     }
 }
 

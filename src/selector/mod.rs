@@ -26,7 +26,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -196,11 +198,8 @@ impl Selector {
                 .filter(|s| filter.version_ok(s))
                 .flat_map(|s| s.nodes.iter().filter(|n| filter.node_ok(s, n)).map(move |n| (s, n)))
         };
-        let penalties = if self.inner.any_penalty.load(Ordering::Relaxed) {
-            Some(self.inner.penalties.lock().unwrap())
-        } else {
-            None
-        };
+        let penalties =
+            if self.inner.any_penalty.load(Ordering::Relaxed) { Some(self.inner.penalties.lock()) } else { None };
         let now = Instant::now();
         let healthy = |n: &Node| penalties.as_ref().is_none_or(|p| p.get(&n.id).is_none_or(|p| p.until <= now));
         let count = eligible().filter(|(_, n)| healthy(n)).count();
@@ -219,7 +218,7 @@ impl Selector {
 
     /// Reports a transport-level failure of a call to this node: it is blacklisted now.
     pub fn failed(&self, node_id: &str) {
-        let mut p = self.inner.penalties.lock().unwrap();
+        let mut p = self.inner.penalties.lock();
         let entry = p.entry(node_id.to_string()).or_insert(Penalty { until: Instant::now(), failures: 0 });
         entry.failures = entry.failures.saturating_add(1);
         let backoff = self
@@ -238,7 +237,7 @@ impl Selector {
         if !self.inner.any_penalty.load(Ordering::Relaxed) {
             return;
         }
-        let mut p = self.inner.penalties.lock().unwrap();
+        let mut p = self.inner.penalties.lock();
         if p.remove(node_id).is_some() && p.is_empty() {
             self.inner.any_penalty.store(false, Ordering::Relaxed);
         }
@@ -246,11 +245,11 @@ impl Selector {
 
     /// True while a node is excluded.
     pub fn is_blacklisted(&self, node_id: &str) -> bool {
-        self.inner.penalties.lock().unwrap().get(node_id).is_some_and(|p| p.until > Instant::now())
+        self.inner.penalties.lock().get(node_id).is_some_and(|p| p.until > Instant::now())
     }
 
     fn forget(&self, node_id: &str) {
-        let mut p = self.inner.penalties.lock().unwrap();
+        let mut p = self.inner.penalties.lock();
         if p.remove(node_id).is_some() && p.is_empty() {
             self.inner.any_penalty.store(false, Ordering::Relaxed);
         }
@@ -260,7 +259,7 @@ impl Selector {
     fn prune(&self) {
         let horizon = self.inner.blacklist.max * 2;
         let now = Instant::now();
-        let mut p = self.inner.penalties.lock().unwrap();
+        let mut p = self.inner.penalties.lock();
         p.retain(|_, pen| pen.until + horizon > now);
         if p.is_empty() {
             self.inner.any_penalty.store(false, Ordering::Relaxed);
