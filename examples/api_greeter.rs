@@ -13,7 +13,7 @@ mod api_greeter;
 mod greeter;
 
 #[actix::main]
-async fn main() -> micro::Result<()> {
+async fn main() -> Result<(), micro::Report> {
     greeter::init_tracing();
-    api_greeter::service().run().await
+    Ok(api_greeter::service().run().await?)
 }

@@ -18,7 +18,7 @@ mod greeter;
 use micro::gateway::{Gateway, GatewayConfig, GATEWAY_ID};
 
 #[actix::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), micro::Report> {
     greeter::init_tracing();
     let url = micro::transport::resolve_url(None);
     let srv = greeter::service().transport(&url).start().await?;

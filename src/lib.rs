@@ -77,7 +77,7 @@ pub use broker::{Broker, Event, PublishOptions, SubscribeOptions};
 pub use client::{CallOptions, Client, RetryPolicy};
 pub use codec::Codec;
 pub use context::CallContext;
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Report, Result};
 pub use message::{Metadata, TraceParent};
 pub use server::{ActorEndpoints, Meta, Req, RestartPolicy, State};
 pub use service::{Service, ServiceBuilder, ServiceHandle};

@@ -22,6 +22,9 @@
 //! Options: `--transport URL` (else `MICRO_TRANSPORT`, else `memory://`), `--prefix P` (topics
 //! `P.user.login`.., services `go.micro.srv.audit.P`..), `--db PATH` (default
 //! `$TMPDIR/audit_trail.sqlite3`), `--http ADDR`, `--ack-wait-ms N`, `--count N`, `--user U`.
+#[path = "../common/log.rs"]
+mod log;
+
 mod audit;
 mod names;
 mod users;
@@ -92,15 +95,13 @@ fn parse_args() -> Result<Args> {
 }
 
 #[actix::main]
-async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .init();
+async fn main() -> Result<(), micro::Report> {
+    log::init("warn");
     let args = parse_args()?;
     let audit =
         || AuditConfig { names: args.names.clone(), db: args.db.clone(), ack_wait: args.ack_wait, expire_after: None };
     match args.command.as_str() {
-        "demo" => demo(&args).await,
+        "demo" => Ok(demo(&args).await?),
         "audit" => {
             println!("audit service on {}, storing into {}", args.url, args.db.display());
             Ok(audit::service(&audit())?.transport(&args.url).run().await?)

@@ -331,9 +331,10 @@ impl Client {
                 Some(r) => r,
                 None => {
                     self.inner.registry.settled(service).await.map_err(|e| (e, false))?;
-                    self.inner.registry.cached(service).ok_or_else(|| {
-                        (Error::unavailable(format!("service {service} not found in the registry")), false)
-                    })?
+                    self.inner
+                        .registry
+                        .cached(service)
+                        .ok_or_else(|| (Error::not_in_registry(service, self.inner.transport.name()), false))?
                 }
             };
             let (record, node) =
