@@ -38,7 +38,7 @@ pub struct CallArgs {
     /// Time the call may take, retries included (e.g. 500ms, 5s, 1m).
     #[arg(long, short = 't', default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
-    /// Metadata sent with the call as key=value (repeatable); it arrives as Micro-Meta-<key>.
+    /// Metadata sent with the call as key=value (repeatable); it arrives as Micro-Meta-KEY.
     #[arg(long, short = 'm', value_name = "KEY=VALUE", value_parser = input::parse_pair)]
     pub metadata: Vec<(String, String)>,
     /// Only nodes of this service version (--version prints micro's own version).

@@ -75,10 +75,12 @@ unhealthy or did not answer (health, stats).";
     propagate_version = true
 )]
 pub struct Cli {
-    /// Transport URL: nats://host:port or amqp://user:pass@host:port/vhost. The default is NATS
-    /// on this machine, because memory:// cannot see other processes.
-    #[arg(long, global = true, env = "MICRO_TRANSPORT", default_value = DEFAULT_CLI_TRANSPORT)]
-    pub transport: String,
+    /// Transport URL: nats://host:port or amqp://user:pass@host:port/vhost [env: MICRO_TRANSPORT]
+    /// [default: nats://127.0.0.1:4222, not memory://, which cannot see other processes].
+    // MICRO_TRANSPORT is read in `run`, not by clap: clap counts an environment value as a
+    // flag given, and would print `--transport <URL>` in every usage line as if it were required.
+    #[arg(long, global = true, value_name = "URL")]
+    pub transport: Option<String>,
 
     /// Output format of list commands; default: table on a terminal, JSON otherwise.
     #[arg(long, short = 'o', global = true, env = "MICRO_OUTPUT", value_enum)]
@@ -216,13 +218,15 @@ fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MICRO_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| default.into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
 }
 
 /// Runs a parsed command.
 pub async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let out = output::Output::new(cli.output);
-    let url = cli.transport.as_str();
+    let env = std::env::var(crate::transport::TRANSPORT_ENV).ok();
+    let url = cli.transport.as_deref().or(env.as_deref()).filter(|u| !u.is_empty()).unwrap_or(DEFAULT_CLI_TRANSPORT);
     match cli.command {
         Command::Api(args) => api::run(url, args).await,
         Command::Services => registry::services(url, &out).await,

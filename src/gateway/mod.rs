@@ -4,7 +4,7 @@
 //! Handlers (see `docs/gateway.md`):
 //! - `POST /rpc` — `{"service", "endpoint" (or "method"), "request"}` as JSON or form fields.
 //! - `api` (default) — path to service and endpoint ([`resolve`]); the HTTP request travels as
-//!   an [`api::Request`](crate::api::Request), the reply is an [`api::Response`](crate::api::Response).
+//!   an [`api::Request`], the reply is an [`api::Response`].
 //! - `rpc` — same resolution; the JSON body (or the query for GET) is the request, the reply
 //!   is the JSON response.
 //! - `proxy` — reverse proxy (HTTP and WebSocket) to a node's registered HTTP address.
@@ -550,14 +550,24 @@ fn handler(kind: HandlerKind) -> actix_web::Route {
     }
 }
 
+/// The service and endpoint the rest of the path names, and the body.
+fn resolved(
+    state: &State,
+    req: &HttpRequest,
+    read: Result<Bytes, actix_web::Error>,
+) -> Result<(resolve::Route, Bytes), GatewayError> {
+    let body = body(read, state)?;
+    let route = resolve::resolve(&state.config.namespace, req.match_info().unprocessed())
+        .map_err(|e| GatewayError::bad_request(e.0))?;
+    Ok((route, body))
+}
+
 async fn api_handler(
     state: web::Data<State>,
     req: HttpRequest,
     read: Result<Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, GatewayError> {
-    let body = body(read, &state)?;
-    let route = resolve::resolve(&state.config.namespace, req.match_info().unprocessed())
-        .map_err(|e| GatewayError::bad_request(e.0))?;
+    let (route, body) = resolved(&state, &req, read)?;
     let is_form = req.content_type() == "application/x-www-form-urlencoded";
     let post = if is_form {
         let fields = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body)
@@ -611,9 +621,7 @@ async fn rpc_handler(
     req: HttpRequest,
     read: Result<Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, GatewayError> {
-    let body = body(read, &state)?;
-    let route = resolve::resolve(&state.config.namespace, req.match_info().unprocessed())
-        .map_err(|e| GatewayError::bad_request(e.0))?;
+    let (route, body) = resolved(&state, &req, read)?;
     let request = if body.iter().all(u8::is_ascii_whitespace) {
         // No body (a GET): the query parameters are the request.
         let query = web::Query::<serde_json::Map<String, serde_json::Value>>::from_query(req.query_string())
