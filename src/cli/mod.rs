@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::gateway::{GatewayConfig, HandlerKind};
 
@@ -196,9 +196,22 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration: {e} (try 500ms, 10s or 2m)"))
 }
 
+/// The command line's definition, as parsing, help and completions see it. `--transport` and
+/// `--output` are global, but `completions` reaches no service and prints no list, so it gets
+/// hidden stand-ins that keep the global ones off its help and out of its completions.
+pub fn command() -> clap::Command {
+    Cli::command().mut_subcommand("completions", |c| {
+        c.arg(clap::Arg::new("transport").long("transport").hide(true))
+            .arg(clap::Arg::new("output").long("output").short('o').hide(true))
+    })
+}
+
 /// Runs the command line: parses arguments, runs the command, maps failure to an exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match command().try_get_matches().and_then(|m| Cli::from_arg_matches(&m)) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     // The gateway is a server and logs what it does; the other commands are tools whose
     // output is what they print, so only warnings reach stderr unless MICRO_LOG asks for more.
     init_tracing(if matches!(cli.command, Command::Api(_)) { "info" } else { "warn" });
