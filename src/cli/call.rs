@@ -11,7 +11,7 @@ use super::registry::{close, lookup};
 use super::{connect_client, parse_duration, suggest, CliError, EXIT_REMOTE};
 use crate::client::CallOptions;
 use crate::error::ErrorKind;
-use crate::registry::Service;
+use crate::registry::ServiceRecord;
 use crate::status::Code;
 
 /// `micro call` options.
@@ -94,7 +94,7 @@ pub(super) async fn run(url: &str, out: &Output, args: CallArgs) -> Result<ExitC
     }
 }
 
-fn check_version(records: &[Service], service: &str, version: &str) -> Result<(), CliError> {
+fn check_version(records: &[ServiceRecord], service: &str, version: &str) -> Result<(), CliError> {
     if records.iter().any(|s| s.version == version) {
         return Ok(());
     }
@@ -103,7 +103,7 @@ fn check_version(records: &[Service], service: &str, version: &str) -> Result<()
 }
 
 /// After a 404: if the registry does not list the endpoint, suggest close ones.
-fn endpoint_hint(records: &[Service], endpoint: &str) {
+fn endpoint_hint(records: &[ServiceRecord], endpoint: &str) {
     let mut names: Vec<&str> = records.iter().flat_map(|s| s.endpoints.iter().map(|e| e.name.as_str())).collect();
     names.sort_unstable();
     names.dedup();

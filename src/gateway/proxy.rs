@@ -13,7 +13,7 @@ use super::error::GatewayError;
 use super::resolve::proxy_target;
 use super::too_large;
 use super::State;
-use crate::registry::Service;
+use crate::registry::ServiceRecord;
 use crate::selector::Filter;
 use crate::status::Code;
 
@@ -71,7 +71,7 @@ fn valid_address(a: &str) -> bool {
 /// Picks a node of `service` that registered an HTTP address.
 async fn target(state: &State, service: &str) -> Result<String, GatewayError> {
     let records = state.client.registry().get_service(service).await?;
-    let with_http: Vec<Service> = records
+    let with_http: Vec<ServiceRecord> = records
         .into_iter()
         .map(|mut s| {
             s.nodes.retain(|n| n.metadata.get(HTTP_ADDRESS_KEY).is_some_and(|a| valid_address(a)));

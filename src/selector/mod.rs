@@ -9,8 +9,8 @@
 //!
 //! ```
 //! use micro::selector::{Filter, Selector, Strategy};
-//! use micro::registry::{Node, Service};
-//! let mut svc = Service::new("go.micro.srv.greeter", "1.0.0");
+//! use micro::registry::{Node, ServiceRecord};
+//! let mut svc = ServiceRecord::new("go.micro.srv.greeter", "1.0.0");
 //! for id in ["a", "b"] {
 //!     svc.nodes.push(Node { id: id.into(), address: format!("micro.node.{id}"), ..Default::default() });
 //! }
@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use crate::registry::{Node, Registry, Service, WatchAction, WatchEvent};
+use crate::registry::{Node, Registry, ServiceRecord, WatchAction, WatchEvent};
 
 /// How a node is chosen among the eligible ones.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -86,11 +86,11 @@ impl Filter {
         f
     }
 
-    fn version_ok(&self, s: &Service) -> bool {
+    fn version_ok(&self, s: &ServiceRecord) -> bool {
         self.version.as_ref().is_none_or(|v| *v == s.version)
     }
 
-    fn node_ok(&self, s: &Service, n: &Node) -> bool {
+    fn node_ok(&self, s: &ServiceRecord, n: &Node) -> bool {
         self.labels.iter().all(|(k, v)| n.metadata.get(k).or_else(|| s.metadata.get(k)).is_some_and(|x| x == v))
     }
 }
@@ -182,7 +182,7 @@ impl Selector {
     /// Picks a node among `services`' nodes that pass `filter`, skipping blacklisted ones.
     /// If every eligible node is blacklisted, the one whose backoff ends first is tried, so a
     /// service whose nodes all failed briefly is not cut off for the whole backoff.
-    pub fn select(&self, services: &[Service], filter: &Filter) -> Option<Selected> {
+    pub fn select(&self, services: &[ServiceRecord], filter: &Filter) -> Option<Selected> {
         self.pick(services, filter).map(|(s, n)| Selected {
             node_id: n.id.clone(),
             address: n.address.clone(),
@@ -191,7 +191,11 @@ impl Selector {
     }
 
     /// [`select`](Self::select) without copying: the chosen record and node.
-    pub(crate) fn pick<'a>(&self, services: &'a [Service], filter: &Filter) -> Option<(&'a Service, &'a Node)> {
+    pub(crate) fn pick<'a>(
+        &self,
+        services: &'a [ServiceRecord],
+        filter: &Filter,
+    ) -> Option<(&'a ServiceRecord, &'a Node)> {
         let eligible = || {
             services
                 .iter()
@@ -306,8 +310,8 @@ impl StreamHandler<WatchEvent> for SelectorActor {
 mod tests {
     use super::*;
 
-    fn svc(version: &str, ids: &[&str]) -> Service {
-        let mut s = Service::new("s", version);
+    fn svc(version: &str, ids: &[&str]) -> ServiceRecord {
+        let mut s = ServiceRecord::new("s", version);
         for id in ids {
             let mut n = Node { id: id.to_string(), address: format!("micro.node.{id}"), ..Default::default() };
             n.metadata.insert("zone".into(), if id.starts_with('e') { "eu" } else { "us" }.into());

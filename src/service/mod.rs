@@ -386,7 +386,7 @@ impl ServiceBuilder {
             max_in_flight: self.max_in_flight,
         };
 
-        let mut record = registry::Service::new(&self.name, &self.version);
+        let mut record = registry::ServiceRecord::new(&self.name, &self.version);
         let mut endpoints: HashMap<String, Rc<dyn Endpoint>> = HashMap::new();
         for mut spec in self.endpoints {
             if self.idempotent.contains(&spec.name) {
