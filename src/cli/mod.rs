@@ -198,7 +198,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// The command line's definition, as parsing, help and completions see it. `--transport` and
 /// `--output` are global, but `completions` reaches no service and prints no list, so it gets
-/// hidden stand-ins that keep the global ones off its help and out of its completions.
+/// hidden stand-ins that keep the global ones off its help.
 pub fn command() -> clap::Command {
     Cli::command().mut_subcommand("completions", |c| {
         c.arg(clap::Arg::new("transport").long("transport").hide(true))
