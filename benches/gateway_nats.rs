@@ -1,8 +1,8 @@
 //! HTTP → RPC over NATS: the API gateway against a bare actix-web handler making one raw
 //! async-nats request, under the same HTTP load, in the same process and the same run.
 //!
-//! `cargo bench --bench gateway_nats` (uses `wrk` when installed). What is compared, how, the
-//! environment variables and the machine-readable output: `benches/README.md`.
+//! `cargo bench --features gateway --bench gateway_nats` (uses `wrk` when installed). What is
+//! compared, how, the environment variables and the machine-readable output: `benches/README.md`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

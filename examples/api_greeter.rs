@@ -4,7 +4,7 @@
 //! export MICRO_TRANSPORT=nats://127.0.0.1:4222        # or amqp://guest:guest@127.0.0.1:5672/%2f
 //! cargo run --example greeter_server &
 //! cargo run --example api_greeter &
-//! cargo run --bin micro -- api &
+//! cargo run --features cli --bin micro -- api &
 //! curl 'http://127.0.0.1:8080/greeter/say/hello?name=John'
 //! ```
 #[path = "common/api_greeter.rs"]
@@ -13,7 +13,7 @@ mod api_greeter;
 mod greeter;
 
 #[micro::main]
-async fn main() -> micro::Result<()> {
+async fn main() -> Result<(), micro::Report> {
     greeter::init_tracing();
-    api_greeter::service().run().await
+    Ok(api_greeter::service().run().await?)
 }

@@ -3,7 +3,7 @@
 //! → back.
 //!
 //! ```text
-//! cargo run --example gateway
+//! cargo run --features gateway --example gateway
 //! curl 'http://127.0.0.1:8080/greeter/say/hello?name=John'          # {"message":"Hello John"}
 //! curl -d 'service=go.micro.srv.greeter' -d 'method=Say.Hello' -d 'request={"name": "John"}' \
 //!      http://127.0.0.1:8080/rpc                                    # {"msg":"Hello John"}
@@ -18,7 +18,7 @@ mod greeter;
 use micro::gateway::{Gateway, GatewayConfig, GATEWAY_ID};
 
 #[micro::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), micro::Report> {
     greeter::init_tracing();
     let url = micro::transport::resolve_url(None);
     let srv = greeter::service().transport(&url).start().await?;

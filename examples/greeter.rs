@@ -8,10 +8,10 @@
 mod greeter;
 
 #[micro::main]
-async fn main() -> micro::Result<()> {
+async fn main() -> Result<(), micro::Report> {
     greeter::init_tracing();
     let service = greeter::service().transport("memory://").start().await?;
     let client = micro::Client::connect("memory://").await?;
     greeter::exercise(&client).await?;
-    service.stop().await
+    Ok(service.stop().await?)
 }

@@ -7,8 +7,8 @@
 mod greeter;
 
 #[micro::main]
-async fn main() -> micro::Result<()> {
+async fn main() -> Result<(), micro::Report> {
     greeter::init_tracing();
     let client = micro::Client::connect(&micro::transport::resolve_url(None)).await?;
-    greeter::exercise(&client).await
+    Ok(greeter::exercise(&client).await?)
 }

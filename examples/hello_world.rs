@@ -3,6 +3,9 @@
 //! ```text
 //! cargo run --example hello_world
 //! ```
+#[path = "common/log.rs"]
+mod log;
+
 use micro::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -27,8 +30,8 @@ async fn hello(Req(req): Req<Request>) -> Result<Response, Status> {
 }
 
 #[micro::main]
-async fn main() -> micro::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+async fn main() -> Result<(), micro::Report> {
+    log::init("warn");
     let service = Service::builder("go.micro.srv.greeter").version("1.0.0").handle(SAY_HELLO, hello).start().await?;
 
     let client = service.client();
@@ -38,5 +41,5 @@ async fn main() -> micro::Result<()> {
     let err = client.call("go.micro.srv.greeter", SAY_HELLO, &Request { name: "".into() }).await.unwrap_err();
     println!("empty name -> {err}");
 
-    service.stop().await
+    Ok(service.stop().await?)
 }

@@ -32,7 +32,7 @@ fn mib(bytes: u64) -> f64 {
 }
 
 #[micro::main]
-async fn main() -> micro::Result<()> {
+async fn main() -> Result<(), micro::Report> {
     let url = std::env::var("MICRO_TRANSPORT").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
     let idle = std::env::var("IDLE_SECS").ok().and_then(|s| s.parse::<f64>().ok()).unwrap_or(2.0);
     let baseline = resident_memory_bytes();
@@ -45,5 +45,5 @@ async fn main() -> micro::Result<()> {
     println!("idle_rss: one service ({name}) on {url}, idle {idle:.1} s");
     println!("idle_rss: RSS before start {:.2} MiB", mib(baseline));
     println!("idle_rss rss_mib={:.2}", mib(rss));
-    service.stop().await
+    Ok(service.stop().await?)
 }

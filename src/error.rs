@@ -94,6 +94,20 @@ impl Error {
         Error::new(ErrorKind::Timeout, message)
     }
 
+    /// No record of `service` on the transport named `transport` (as `Transport::name` says).
+    /// On memory:// the likeliest cause is a service in another process, so the message says
+    /// how to look on a broker instead.
+    pub(crate) fn not_in_registry(service: &str, transport: &str) -> Self {
+        let hint = match transport {
+            "memory" => {
+                " (memory:// sees only this process; to look on a broker set MICRO_TRANSPORT, e.g. \
+                 MICRO_TRANSPORT=nats://127.0.0.1:4222)"
+            }
+            _ => "",
+        };
+        Error::unavailable(format!("service {service} not found in the registry on {transport}://{hint}"))
+    }
+
     #[cfg_attr(not(any(feature = "nats", feature = "rabbitmq")), allow(dead_code))]
     pub(crate) fn transport(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::Transport, message)
@@ -120,7 +134,7 @@ impl Error {
 
     /// True for [`ErrorKind::Timeout`] and remote timeouts.
     pub fn is_timeout(&self) -> bool {
-        self.kind == ErrorKind::Timeout || self.status().is_some_and(|s| s.code() == Code::Timeout)
+        self.kind == ErrorKind::Timeout || self.status().is_some_and(|s| s.code() == Code::TIMEOUT)
     }
 
     /// True when no node could take the call (it provably did not run).
@@ -135,22 +149,87 @@ impl Error {
             return s.clone();
         }
         let code = match self.kind {
-            ErrorKind::Unavailable | ErrorKind::Connect => Code::Unavailable,
-            ErrorKind::Timeout => Code::Timeout,
-            ErrorKind::Codec => Code::BadRequest,
-            _ => Code::Internal,
+            ErrorKind::Unavailable | ErrorKind::Connect => Code::UNAVAILABLE,
+            ErrorKind::Timeout => Code::TIMEOUT,
+            ErrorKind::Codec => Code::BAD_REQUEST,
+            _ => Code::INTERNAL,
         };
         Status::new(code, self.to_string()).with_id(id)
     }
 }
 
+/// The kind, the message (or the remote status), then each cause the message does not
+/// already say: `cannot connect: NATS at nats://127.0.0.1:4222 is unreachable: ...`.
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (&self.status, &self.message) {
-            (Some(s), _) => write!(f, "{}: {s}", self.kind),
-            (None, Some(m)) => write!(f, "{}: {m}", self.kind),
-            (None, None) => write!(f, "{}", self.kind),
+        let head = match (&self.status, &self.message) {
+            (Some(s), _) => format!("{}: {s}", self.kind),
+            (None, Some(m)) => format!("{}: {m}", self.kind),
+            (None, None) => self.kind.to_string(),
+        };
+        f.write_str(&head)?;
+        write_causes(f, head, std::error::Error::source(self))
+    }
+}
+
+/// Writes `: cause` for each error in a source chain whose text is not already in `shown`.
+fn write_causes(
+    f: &mut fmt::Formatter<'_>,
+    mut shown: String,
+    mut cause: Option<&(dyn std::error::Error + 'static)>,
+) -> fmt::Result {
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !shown.contains(&text) {
+            write!(f, ": {text}")?;
+            shown.push_str(&text);
         }
+        cause = c.source();
+    }
+    Ok(())
+}
+
+/// Any error, shown as a person reads it: the error and its causes on one line. Made for
+/// `main`'s return type, where Rust prints the `Debug` form (for [`Error`] a struct dump):
+///
+/// ```no_run
+/// #[actix::main]
+/// async fn main() -> Result<(), micro::Report> {
+///     let client = micro::Client::connect("nats://127.0.0.1:4222").await?;
+///     // ...
+/// #   drop(client);
+///     Ok(())
+/// }
+/// ```
+///
+/// prints `Error: cannot connect: NATS at nats://127.0.0.1:4222 is unreachable: ...` and exits
+/// with status 1 when the broker is down.
+pub struct Report(Box<dyn std::error::Error + 'static>);
+
+impl Report {
+    /// The error inside.
+    pub fn into_inner(self) -> Box<dyn std::error::Error + 'static> {
+        self.0
+    }
+}
+
+impl<E: Into<Box<dyn std::error::Error + 'static>>> From<E> for Report {
+    fn from(e: E) -> Report {
+        Report(e.into())
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let head = self.0.to_string();
+        f.write_str(&head)?;
+        write_causes(f, head, self.0.source())
+    }
+}
+
+impl fmt::Debug for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 
@@ -180,5 +259,37 @@ impl std::error::Error for Error {
 impl From<Status> for Error {
     fn from(status: Status) -> Self {
         Error::remote(status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Refused;
+    impl fmt::Display for Refused {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("connection refused")
+        }
+    }
+    impl std::error::Error for Refused {}
+
+    #[test]
+    fn display_reads_as_a_sentence_with_its_causes() {
+        let e = Error::new(ErrorKind::Connect, "NATS at nats://x:4222 is unreachable").with_source(Refused);
+        assert_eq!(e.to_string(), "cannot connect: NATS at nats://x:4222 is unreachable: connection refused");
+        let said = Error::new(ErrorKind::Connect, "broker down: connection refused").with_source(Refused);
+        assert_eq!(said.to_string(), "cannot connect: broker down: connection refused", "causes are not repeated");
+        let report = Report::from(e);
+        assert_eq!(format!("{report:?}"), "cannot connect: NATS at nats://x:4222 is unreachable: connection refused");
+    }
+
+    #[test]
+    fn memory_says_where_it_looked_and_how_to_choose_a_broker() {
+        let e = Error::not_in_registry("greeter", "memory").to_string();
+        assert!(e.contains("not found in the registry on memory://") && e.contains("MICRO_TRANSPORT"), "{e}");
+        let e = Error::not_in_registry("greeter", "nats").to_string();
+        assert!(e.ends_with("not found in the registry on nats://"), "{e}");
     }
 }

@@ -35,9 +35,14 @@
 //! |---|---|---|
 //! | `nats` | yes | the `nats://` transport (async-nats) |
 //! | `rabbitmq` | yes | the `amqp://` transport (lapin; plain TCP, no TLS yet) |
-//! | `gateway` | yes | the actix-web API gateway (`micro::gateway`) |
-//! | `cli` | yes | the `micro` binary |
+//! | `gateway` | no | the actix-web API gateway (`micro::gateway`) |
+//! | `cli` | no | the `micro` binary and `micro::cli` (implies `gateway`, for `micro api`) |
 //! | `test-util` | no | helpers for tests: broker URLs that fail loudly, unique names, wait-for |
+//!
+//! A service needs only the defaults; the gateway and the command line pull in actix-web, clap
+//! and the terminal crates, so they are opt-in. Install the `micro` binary with
+//! `cargo install actix-micro --features cli` (from a checkout: `cargo install --path . --features cli`,
+//! or run it in place with `cargo run --features cli --bin micro -- ...`).
 //!
 //! The wire protocol is in `docs/protocol.md`; the parts and flows in `ARCHITECTURE.md`.
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
@@ -78,7 +83,7 @@ pub use client::{CallOptions, Client, RetryPolicy};
 pub use codec::Codec;
 pub use context::CallContext;
 pub use endpoint::Endpoint;
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Report, Result};
 pub use message::{Metadata, TraceParent};
 pub use server::{ActorEndpoints, Meta, Req, RestartPolicy, State};
 pub use service::{Service, ServiceBuilder, ServiceHandle};

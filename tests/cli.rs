@@ -469,7 +469,7 @@ async fn health_exits_3_when_a_registered_node_does_not_answer(url: String) {
     let transport = micro::transport::connect(&url).await.unwrap();
     let registry = Registry::start(transport, RegistryOptions::default()).await.unwrap();
     let ghost_id = format!("{name}-ghost");
-    let mut record = micro::registry::Service::new(&name, "1.0.0");
+    let mut record = micro::registry::ServiceRecord::new(&name, "1.0.0");
     record.nodes.push(Node { id: ghost_id.clone(), address: format!("micro.node.{ghost_id}"), ..Default::default() });
     registry.register(record).await.unwrap();
 

@@ -108,13 +108,13 @@ async fn unknown_endpoint_bad_payload_and_content_type(url: String) {
     let e = client.call::<_, Greeting, _>(&name, "Say.Nothing", &hello("x")).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Remote);
     let s = e.status().unwrap();
-    assert_eq!(s.code(), Code::NotFound);
+    assert_eq!(s.code(), Code::NOT_FOUND);
     assert_eq!(s.id(), name);
     assert_eq!(s.status_text(), "Not Found");
 
     let e = client.call::<_, Greeting, _>(&name, "Say.Hello", &serde_json::json!({"name": 42})).await.unwrap_err();
     let s = e.status().unwrap();
-    assert_eq!(s.code(), Code::BadRequest);
+    assert_eq!(s.code(), Code::BAD_REQUEST);
     assert!(s.detail().contains("name"), "the error names the field: {s}");
 
     let e = client.call::<_, Greeting, _>(&name, "Say.Hello", &serde_json::json!({})).await.unwrap_err();
@@ -175,7 +175,7 @@ async fn handler_panic_is_internal_and_service_keeps_serving(url: String) {
     let client = Client::connect(&url).await.unwrap();
     for _ in 0..3 {
         let e = client.call::<_, (), _>(&name, "Say.Boom", &serde_json::json!({})).await.unwrap_err();
-        assert_eq!(e.status().unwrap().code(), Code::Internal, "{e}");
+        assert_eq!(e.status().unwrap().code(), Code::INTERNAL, "{e}");
     }
     let g: Greeting = client.call(&name, "Say.Hello", &hello("alive")).await.unwrap();
     assert_eq!(g.msg, "Hello alive");
@@ -197,7 +197,7 @@ async fn actor_endpoint_restarts_after_panic(url: String) {
     assert_eq!(client.call::<_, u64, _>(&name, "Counter.Add", &Add { by: 2 }).await.unwrap(), 2);
     assert_eq!(client.call::<_, u64, _>(&name, "Counter.Add", &Add { by: 3 }).await.unwrap(), 5, "state is kept");
     let e = client.call::<_, u64, _>(&name, "Counter.Crash", &Crash {}).await.unwrap_err();
-    assert_eq!(e.status().unwrap().code(), Code::Internal);
+    assert_eq!(e.status().unwrap().code(), Code::INTERNAL);
     // A fresh actor from the factory: state starts over, and it serves every route of the group.
     assert_eq!(client.call::<_, u64, _>(&name, "Counter.Add", &Add { by: 1 }).await.unwrap(), 1);
     let stats: micro::server::ServiceStats = client.call(&name, "Debug.Stats", &()).await.unwrap();
@@ -248,7 +248,7 @@ async fn restart_intensity_stops_the_service(url: String) {
     let client = Client::connect(&url).await.unwrap();
     for _ in 0..3 {
         let e = client.call::<_, (), _>(&name, "Say.Boom", &serde_json::json!({})).await.unwrap_err();
-        assert_eq!(e.status().unwrap().code(), Code::Internal);
+        assert_eq!(e.status().unwrap().code(), Code::INTERNAL);
     }
     let outcome = tokio::time::timeout(WAIT, svc.until_stopped()).await.expect("the service gave up");
     assert_eq!(outcome.unwrap_err().kind(), ErrorKind::RestartIntensity);

@@ -279,8 +279,14 @@ async fn body_limit_is_413_without_calling_anything() {
     let big = json!({"service": srv, "endpoint": "Say.Hello", "request": {"pad": "x".repeat(4096)}});
     let rsp = http().post(gw.url("/rpc")).send_json(&big).await.unwrap();
     assert_eq!(rsp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let err = body_json(rsp).await;
+    assert_eq!((err["code"].as_u64(), err["status"].as_str()), (Some(413), Some("Payload Too Large")), "{err}");
+    let form = [("service", srv.as_str()), ("method", "Say.Hello"), ("request", &"x".repeat(4096))];
+    let rsp = http().post(gw.url("/rpc")).send_form(&form).await.unwrap();
+    assert_eq!(rsp.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let rsp = http().post(gw.url("/greeter/say/hello")).send_body("y".repeat(4096)).await.unwrap();
     assert_eq!(rsp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(body_json(rsp).await["code"], 413);
     assert_eq!(calls.load(Ordering::SeqCst), 0, "nothing was called");
     let small = json!({"service": srv, "endpoint": "Say.Hello", "request": {}});
     assert_eq!(http().post(gw.url("/rpc")).send_json(&small).await.unwrap().status(), StatusCode::OK);

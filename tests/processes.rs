@@ -116,7 +116,7 @@ async fn restart_intensity_makes_the_node_deregister_and_exit_non_zero(url: Stri
     // Actor panics count as restarts: the actor is replaced each time until the limit.
     for _ in 0..3 {
         let e = client.call::<_, u64, _>(&name, "Counter.Crash", &Crash {}).await.unwrap_err();
-        assert_eq!(e.status().map(|s| s.code()), Some(Code::Internal), "{e}");
+        assert_eq!(e.status().map(|s| s.code()), Some(Code::INTERNAL), "{e}");
     }
     assert_eq!(node.exit_code().await, Some(3), "exit status of a node that gave up");
     wait_for("deregistration", WAIT, || async {

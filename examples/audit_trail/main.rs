@@ -24,6 +24,9 @@
 //! `P.user.login`.., services `go.micro.srv.audit.P`..), `--db PATH` (default: a new file per run,
 //! `$TMPDIR/audit_trail-<transport>-<run>.sqlite3`, so runs and transports never mix their events;
 //! give a path to keep one across runs), `--http ADDR`, `--ack-wait-ms N`, `--count N`, `--user U`.
+#[path = "../common/log.rs"]
+mod log;
+
 mod audit;
 mod names;
 mod users;
@@ -103,15 +106,13 @@ fn default_db(url: &str) -> PathBuf {
 }
 
 #[micro::main]
-async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .init();
+async fn main() -> Result<(), micro::Report> {
+    log::init("warn");
     let args = parse_args()?;
     let audit =
         || AuditConfig { names: args.names.clone(), db: args.db.clone(), ack_wait: args.ack_wait, expire_after: None };
     match args.command.as_str() {
-        "demo" => demo(&args).await,
+        "demo" => Ok(demo(&args).await?),
         "audit" => {
             println!("audit service on {}, storing into {}", args.url, args.db.display());
             Ok(audit::service(&audit())?.transport(&args.url).run().await?)

@@ -2,6 +2,9 @@
 //! `Counter` actor serving `Counter.Add` and `Counter.Get`.
 #![allow(dead_code)]
 
+#[path = "log.rs"]
+mod log;
+
 use actix::prelude::*;
 use micro::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -95,8 +98,8 @@ pub async fn exercise(client: &Client) -> micro::Result<()> {
     Ok(())
 }
 
+/// Logs to stderr, filtered by `MICRO_LOG` or `RUST_LOG` (default `info`), coloured only on a
+/// terminal.
 pub fn init_tracing() {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
+    log::init("info");
 }

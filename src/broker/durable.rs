@@ -77,8 +77,7 @@ impl Durability {
 
 /// True if an error with this code may go away on redelivery.
 pub(crate) fn is_retryable(code: Code) -> bool {
-    matches!(code, Code::Timeout | Code::TooManyRequests | Code::Internal | Code::Unavailable)
-        || matches!(code, Code::Other(n) if n >= 500 || n == 408 || n == 429)
+    matches!(code, Code::TIMEOUT | Code::TOO_MANY_REQUESTS) || (code.as_u16() >= 500 && code != Code::NOT_IMPLEMENTED)
 }
 
 /// What one durable subscription needs to settle its events.
@@ -296,7 +295,7 @@ impl DurableEvents {
             Err(e) => {
                 tracing::warn!(%subject, error = %e, "malformed durable event dead-lettered");
                 let d = Delivery { subject, message, attempt, acker };
-                self.give_up(d, format!("malformed event: {e}"), attempt, Some(Code::BadRequest));
+                self.give_up(d, format!("malformed event: {e}"), attempt, Some(Code::BAD_REQUEST));
                 None
             }
         }
@@ -390,10 +389,10 @@ mod tests {
 
     #[test]
     fn server_side_and_overload_errors_are_retried_client_errors_are_not() {
-        for c in [Code::Internal, Code::Unavailable, Code::Timeout, Code::TooManyRequests, Code::Other(502)] {
+        for c in [Code::INTERNAL, Code::UNAVAILABLE, Code::TIMEOUT, Code::TOO_MANY_REQUESTS, Code::BAD_GATEWAY] {
             assert!(is_retryable(c), "{c:?}");
         }
-        for c in [Code::BadRequest, Code::NotFound, Code::Forbidden, Code::Conflict, Code::NotImplemented] {
+        for c in [Code::BAD_REQUEST, Code::NOT_FOUND, Code::FORBIDDEN, Code::CONFLICT, Code::NOT_IMPLEMENTED] {
             assert!(!is_retryable(c), "{c:?}");
         }
     }

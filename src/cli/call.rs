@@ -11,7 +11,7 @@ use super::registry::{close, lookup};
 use super::{connect_client, parse_duration, suggest, CliError, EXIT_REMOTE};
 use crate::client::CallOptions;
 use crate::error::ErrorKind;
-use crate::registry::Service;
+use crate::registry::ServiceRecord;
 use crate::status::Code;
 
 /// `micro call` options.
@@ -38,7 +38,7 @@ pub struct CallArgs {
     /// Time the call may take, retries included (e.g. 500ms, 5s, 1m).
     #[arg(long, short = 't', default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
-    /// Metadata sent with the call as key=value (repeatable); it arrives as Micro-Meta-<key>.
+    /// Metadata sent with the call as key=value (repeatable); it arrives as Micro-Meta-KEY.
     #[arg(long, short = 'm', value_name = "KEY=VALUE", value_parser = input::parse_pair)]
     pub metadata: Vec<(String, String)>,
     /// Only nodes of this service version (--version prints micro's own version).
@@ -81,19 +81,20 @@ pub(super) async fn run(url: &str, out: &Output, args: CallArgs) -> Result<ExitC
             out.print_json(&value)?;
             Ok(ExitCode::SUCCESS)
         }
-        Err(e) if e.kind() == ErrorKind::Remote && e.status().is_some() => {
-            let status = e.status().expect("checked");
-            out.print_json(status)?;
-            if status.code() == Code::NotFound {
-                endpoint_hint(&records, &args.endpoint);
+        Err(e) => match e.status().filter(|_| e.kind() == ErrorKind::Remote) {
+            Some(status) => {
+                out.print_json(status)?;
+                if status.code() == Code::NOT_FOUND {
+                    endpoint_hint(&records, &args.endpoint);
+                }
+                Ok(ExitCode::from(EXIT_REMOTE))
             }
-            Ok(ExitCode::from(EXIT_REMOTE))
-        }
-        Err(e) => Err(e.into()),
+            None => Err(e.into()),
+        },
     }
 }
 
-fn check_version(records: &[Service], service: &str, version: &str) -> Result<(), CliError> {
+fn check_version(records: &[ServiceRecord], service: &str, version: &str) -> Result<(), CliError> {
     if records.iter().any(|s| s.version == version) {
         return Ok(());
     }
@@ -102,7 +103,7 @@ fn check_version(records: &[Service], service: &str, version: &str) -> Result<()
 }
 
 /// After a 404: if the registry does not list the endpoint, suggest close ones.
-fn endpoint_hint(records: &[Service], endpoint: &str) {
+fn endpoint_hint(records: &[ServiceRecord], endpoint: &str) {
     let mut names: Vec<&str> = records.iter().flat_map(|s| s.endpoints.iter().map(|e| e.name.as_str())).collect();
     names.sort_unstable();
     names.dedup();

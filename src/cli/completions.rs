@@ -2,10 +2,8 @@
 
 use std::process::ExitCode;
 
-use clap::{Args, CommandFactory};
+use clap::Args;
 use clap_complete::Shell;
-
-use super::Cli;
 
 /// `micro completions` options.
 #[derive(Debug, Args)]
@@ -21,7 +19,7 @@ pub struct CompletionsArgs {
 }
 
 pub(super) fn run(args: CompletionsArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let mut cmd = Cli::command();
+    let mut cmd = super::command();
     let mut out = Vec::new();
     clap_complete::generate(args.shell, &mut cmd, "micro", &mut out);
     super::output::raw(&out)?;

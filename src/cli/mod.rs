@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::gateway::{GatewayConfig, HandlerKind};
 
@@ -77,10 +77,12 @@ unhealthy or did not answer (health, stats).";
     propagate_version = true
 )]
 pub struct Cli {
-    /// Transport URL: nats://host:port or amqp://user:pass@host:port/vhost. The default is NATS
-    /// on this machine, because memory:// cannot see other processes.
-    #[arg(long, global = true, env = "MICRO_TRANSPORT", default_value = DEFAULT_CLI_TRANSPORT)]
-    pub transport: String,
+    /// Transport URL: nats://host:port or amqp://user:pass@host:port/vhost [env: MICRO_TRANSPORT]
+    /// [default: nats://127.0.0.1:4222, not memory://, which cannot see other processes].
+    // MICRO_TRANSPORT is read in `run`, not by clap: clap counts an environment value as a
+    // flag given, and would print `--transport <URL>` in every usage line as if it were required.
+    #[arg(long, global = true, value_name = "URL")]
+    pub transport: Option<String>,
 
     /// Output format of list commands; default: table on a terminal, JSON otherwise.
     #[arg(long, short = 'o', global = true, env = "MICRO_OUTPUT", value_enum)]
@@ -146,7 +148,7 @@ pub struct ApiArgs {
     /// Path of the /rpc endpoint; empty turns it off.
     #[arg(long, env = "MICRO_API_RPC_PATH", default_value = "/rpc")]
     pub rpc_path: String,
-    /// Time an HTTP request may take; it becomes the RPC deadline (e.g. 10s, 500ms).
+    /// Time an HTTP request may take; it becomes the RPC deadline (e.g. 10s, 500ms, 1m).
     #[arg(long, env = "MICRO_API_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
     /// Largest request body in bytes; larger ones get 413.
@@ -190,23 +192,32 @@ fn parse_route(s: &str) -> Result<(String, HandlerKind), String> {
     Ok((prefix.to_string(), handler.parse()?))
 }
 
-/// Parses `500ms`, `10s`, `2m`, or a bare number of seconds.
+/// Parses a duration flag: `500ms`, `10s`, `2m`, `1h 30m` (humantime's syntax), or a bare
+/// number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
-    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration (try 500ms, 10s, 2m)"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" => n * 60.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s or m)")),
-    };
-    Ok(Duration::from_secs_f64(secs))
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration: {e} (try 500ms, 10s or 2m)"))
+}
+
+/// The command line's definition, as parsing, help and completions see it. `--transport` and
+/// `--output` are global, but `completions` reaches no service and prints no list, so it gets
+/// hidden stand-ins that keep the global ones off its help.
+pub fn command() -> clap::Command {
+    Cli::command().mut_subcommand("completions", |c| {
+        c.arg(clap::Arg::new("transport").long("transport").hide(true))
+            .arg(clap::Arg::new("output").long("output").short('o').hide(true))
+    })
 }
 
 /// Runs the command line: parses arguments, runs the command, maps failure to an exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match command().try_get_matches().and_then(|m| Cli::from_arg_matches(&m)) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     // The gateway is a server and logs what it does; the other commands are tools whose
     // output is what they print, so only warnings reach stderr unless MICRO_LOG asks for more.
     init_tracing(if matches!(cli.command, Command::Api(_)) { "info" } else { "warn" });
@@ -226,13 +237,15 @@ fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MICRO_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| default.into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
 }
 
 /// Runs a parsed command.
 pub async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let out = output::Output::new(cli.output);
-    let url = cli.transport.as_str();
+    let env = std::env::var(crate::transport::TRANSPORT_ENV).ok();
+    let url = cli.transport.as_deref().or(env.as_deref()).filter(|u| !u.is_empty()).unwrap_or(DEFAULT_CLI_TRANSPORT);
     match cli.command {
         Command::Api(args) => api::run(url, args).await,
         Command::Services => registry::services(url, &out).await,
@@ -272,5 +285,21 @@ fn warn_memory(url: &str) {
         output::note(
             "memory:// cannot see other processes; use --transport nats://127.0.0.1:4222 (or MICRO_TRANSPORT)",
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        let e = parse_duration("5 parsecs").unwrap_err();
+        assert!(e.contains("\"5 parsecs\" is not a duration") && e.contains("try 500ms"), "{e}");
     }
 }

@@ -10,7 +10,7 @@ use super::output::{self, Output, Spinner};
 use super::registry::{close, lookup};
 use super::{connect_client, parse_duration, CliError, EXIT_REMOTE};
 use crate::client::{CallOptions, Client};
-use crate::registry::Service;
+use crate::registry::ServiceRecord;
 use crate::server::{HealthStatus, ServiceStats};
 
 /// `micro health` and `micro stats` options.
@@ -64,7 +64,7 @@ struct StatsRow {
 }
 
 pub(super) async fn targets(client: &Client, url: &str, args: &NodesArgs) -> Result<Vec<Target>, CliError> {
-    let records: Vec<Service> = lookup(client, url, &args.service).await?;
+    let records: Vec<ServiceRecord> = lookup(client, url, &args.service).await?;
     let targets: Vec<Target> = records
         .iter()
         .filter(|s| args.service_version.as_ref().is_none_or(|v| *v == s.version))

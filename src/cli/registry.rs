@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::output::{self, Output, Spinner};
 use super::{connect_client, suggest, CliError};
 use crate::client::Client;
-use crate::registry::{Service, WatchAction, WatchEvent};
+use crate::registry::{ServiceRecord, WatchAction, WatchEvent};
 use crate::subject;
 
 type CmdResult = Result<ExitCode, Box<dyn std::error::Error>>;
@@ -73,12 +73,12 @@ pub(super) async fn services(url: &str, out: &Output) -> CmdResult {
 /// Waits the whole discovery window (`list_services`), not just for the first node to answer
 /// (`get_service`): `service`, `health` and `stats` must see every node, and `call` every
 /// version.
-pub(super) async fn lookup(client: &Client, url: &str, name: &str) -> Result<Vec<Service>, CliError> {
+pub(super) async fn lookup(client: &Client, url: &str, name: &str) -> Result<Vec<ServiceRecord>, CliError> {
     let all = {
         let _spin = Spinner::start(format!("looking up {name}"));
         client.registry().list_services().await.map_err(|e| CliError(e.to_string()))?
     };
-    let found: Vec<Service> = all.iter().filter(|s| s.name == name).cloned().collect();
+    let found: Vec<ServiceRecord> = all.iter().filter(|s| s.name == name).cloned().collect();
     if !found.is_empty() {
         return Ok(found);
     }

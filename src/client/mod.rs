@@ -353,7 +353,7 @@ impl Client {
             let retryable = match err.kind() {
                 ErrorKind::Unavailable => true,
                 ErrorKind::Timeout => idempotent,
-                ErrorKind::Remote => err.status().is_some_and(|s| s.code() == Code::Unavailable),
+                ErrorKind::Remote => err.status().is_some_and(|s| s.code() == Code::UNAVAILABLE),
                 _ => false,
             };
             let Some(delay) = backoff.next().filter(|_| retryable) else {
@@ -388,9 +388,10 @@ impl Client {
                 Some(r) => r,
                 None => {
                     self.inner.registry.settled(service).await.map_err(|e| (e, false))?;
-                    self.inner.registry.cached(service).ok_or_else(|| {
-                        (Error::unavailable(format!("service {service} not found in the registry")), false)
-                    })?
+                    self.inner
+                        .registry
+                        .cached(service)
+                        .ok_or_else(|| (Error::not_in_registry(service, self.inner.transport.name()), false))?
                 }
             };
             let (record, node) =

@@ -26,14 +26,14 @@ impl GatewayError {
 
     /// 400 with a message.
     pub fn bad_request(detail: impl Into<String>) -> GatewayError {
-        GatewayError::new(Code::BadRequest, detail)
+        GatewayError::new(Code::BAD_REQUEST, detail)
     }
 
     /// The error for a service's status: its code is the HTTP status, except that a timeout
     /// (408) is a 504 at the gateway and codes outside 400..=599 are a 500.
     pub fn from_status(status: Status) -> GatewayError {
         let http = match status.code() {
-            Code::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            Code::TIMEOUT => StatusCode::GATEWAY_TIMEOUT,
             c => StatusCode::from_u16(c.as_u16())
                 .ok()
                 .filter(|s| s.is_client_error() || s.is_server_error())
@@ -59,11 +59,11 @@ impl From<Error> for GatewayError {
             return GatewayError::from_status(status.clone());
         }
         let (http, code) = match e.kind() {
-            ErrorKind::Unavailable | ErrorKind::Connect => (StatusCode::SERVICE_UNAVAILABLE, Code::Unavailable),
-            ErrorKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, Code::Other(504)),
-            ErrorKind::Config => (StatusCode::BAD_REQUEST, Code::BadRequest),
-            ErrorKind::Codec => (StatusCode::BAD_GATEWAY, Code::Other(502)),
-            _ => (StatusCode::BAD_GATEWAY, Code::Other(502)),
+            ErrorKind::Unavailable | ErrorKind::Connect => (StatusCode::SERVICE_UNAVAILABLE, Code::UNAVAILABLE),
+            ErrorKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, Code::GATEWAY_TIMEOUT),
+            ErrorKind::Config => (StatusCode::BAD_REQUEST, Code::BAD_REQUEST),
+            ErrorKind::Codec => (StatusCode::BAD_GATEWAY, Code::BAD_GATEWAY),
+            _ => (StatusCode::BAD_GATEWAY, Code::BAD_GATEWAY),
         };
         GatewayError {
             http,
@@ -99,7 +99,7 @@ mod tests {
         assert_eq!(h(Status::bad_request("x")), 400);
         assert_eq!(h(Status::timeout("x")), 504);
         assert_eq!(h(Status::unavailable("x")), 503);
-        assert_eq!(h(Status::new(Code::Other(200), "odd")), 500);
+        assert_eq!(h(Status::new(Code::new(200), "odd")), 500);
         assert_eq!(GatewayError::from(Error::unavailable("none")).http_status().as_u16(), 503);
         assert_eq!(GatewayError::from(Error::timeout("late")).http_status().as_u16(), 504);
     }

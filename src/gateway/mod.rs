@@ -4,7 +4,7 @@
 //! Handlers (see `docs/gateway.md`):
 //! - `POST /rpc` — `{"service", "endpoint" (or "method"), "request"}` as JSON or form fields.
 //! - `api` (default) — path to service and endpoint ([`resolve`]); the HTTP request travels as
-//!   an [`api::Request`](crate::api::Request), the reply is an [`api::Response`](crate::api::Response).
+//!   an [`api::Request`], the reply is an [`api::Response`].
 //! - `rpc` — same resolution; the JSON body (or the query for GET) is the request, the reply
 //!   is the JSON response.
 //! - `proxy` — reverse proxy (HTTP and WebSocket) to a node's registered HTTP address.
@@ -19,14 +19,14 @@
 //! # }
 //! ```
 
-use std::net::SocketAddr;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::error::{JsonPayloadError, PayloadError, UrlencodedError};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
-use actix_web::{web, App, HttpMessage, HttpRequest, HttpResponse, HttpServer};
+use actix_web::http::{Method, StatusCode};
+use actix_web::{guard, web, App, HttpMessage, HttpRequest, HttpResponse, HttpServer};
 use bytes::Bytes;
 use futures::future::LocalBoxFuture;
 
@@ -36,187 +36,17 @@ use crate::client::{CallOptions, Client};
 use crate::codec::Codec;
 use crate::context::CallContext;
 use crate::message::{new_id, Deadline, Metadata, TraceParent};
+use crate::status::Code;
 use crate::subject;
 
+mod config;
 mod error;
 mod proxy;
 pub mod resolve;
 
+pub use config::{GatewayConfig, HandlerKind};
 pub use error::{GatewayError, GATEWAY_ID};
 pub use proxy::HTTP_ADDRESS_KEY;
-
-/// How requests under a path prefix are handled.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum HandlerKind {
-    /// Path to service + endpoint; `api.Request` in, `api.Response` out (default).
-    #[default]
-    Api,
-    /// Path to service + endpoint; JSON body (or query) in, JSON reply out.
-    Rpc,
-    /// Reverse proxy to the node's HTTP address (node metadata `http`).
-    Proxy,
-    /// Publish the body as an event on the topic the path names.
-    Event,
-}
-
-impl FromStr for HandlerKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "api" => Ok(HandlerKind::Api),
-            "rpc" => Ok(HandlerKind::Rpc),
-            "proxy" | "http" | "web" => Ok(HandlerKind::Proxy),
-            "event" => Ok(HandlerKind::Event),
-            other => Err(format!("unknown handler {other:?}: use api, rpc, proxy or event")),
-        }
-    }
-}
-
-/// Gateway settings. Every field has a default; `micro api` fills them from flags and
-/// `MICRO_*` variables.
-///
-/// ```
-/// use std::time::Duration;
-/// use micro::gateway::{GatewayConfig, HandlerKind};
-/// let c = GatewayConfig::default()
-///     .address("127.0.0.1:8080".parse().unwrap())
-///     .namespace("go.micro.api")
-///     .handler(HandlerKind::Api)
-///     .route("/rpcapi", HandlerKind::Rpc)
-///     .timeout(Duration::from_secs(5))
-///     .cors(["https://app.example.com"]);
-/// ```
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct GatewayConfig {
-    pub(crate) address: SocketAddr,
-    pub(crate) namespace: String,
-    pub(crate) handler: HandlerKind,
-    pub(crate) routes: Vec<(String, HandlerKind)>,
-    pub(crate) rpc_path: Option<String>,
-    pub(crate) event_prefix: Option<String>,
-    pub(crate) timeout: Duration,
-    pub(crate) max_body: usize,
-    pub(crate) cors: Vec<String>,
-    pub(crate) metadata_headers: Vec<String>,
-    pub(crate) workers: usize,
-    pub(crate) shutdown_timeout: Duration,
-}
-
-impl Default for GatewayConfig {
-    fn default() -> Self {
-        GatewayConfig {
-            address: ([127, 0, 0, 1], 8080).into(),
-            namespace: "go.micro.api".into(),
-            handler: HandlerKind::Api,
-            routes: Vec::new(),
-            rpc_path: Some("/rpc".into()),
-            event_prefix: Some("/event".into()),
-            timeout: Duration::from_secs(10),
-            max_body: 1024 * 1024,
-            cors: Vec::new(),
-            metadata_headers: Vec::new(),
-            workers: 0,
-            shutdown_timeout: Duration::from_secs(30),
-        }
-    }
-}
-
-impl GatewayConfig {
-    /// Listen address (default `127.0.0.1:8080`).
-    pub fn address(mut self, a: SocketAddr) -> Self {
-        self.address = a;
-        self
-    }
-
-    /// Namespace of resolved services (default `go.micro.api`).
-    pub fn namespace(mut self, ns: impl Into<String>) -> Self {
-        self.namespace = ns.into();
-        self
-    }
-
-    /// The handler for paths no route prefix claims (default `api`).
-    pub fn handler(mut self, h: HandlerKind) -> Self {
-        self.handler = h;
-        self
-    }
-
-    /// A handler for a path prefix; the prefix is stripped before resolution.
-    pub fn route(mut self, prefix: impl Into<String>, h: HandlerKind) -> Self {
-        let p = prefix.into();
-        self.routes.push((format!("/{}", p.trim_matches('/')), h));
-        self
-    }
-
-    /// The `/rpc` endpoint's path, or `None` to turn it off.
-    pub fn rpc_path(mut self, p: Option<String>) -> Self {
-        self.rpc_path = p;
-        self
-    }
-
-    /// The event publishing prefix (default `/event`), or `None` to turn it off.
-    pub fn event_prefix(mut self, p: Option<String>) -> Self {
-        self.event_prefix = p;
-        self
-    }
-
-    /// Time a request may take; it becomes the RPC deadline (default 10 s).
-    pub fn timeout(mut self, t: Duration) -> Self {
-        self.timeout = t;
-        self
-    }
-
-    /// Largest request body; larger ones get 413 without calling anything (default 1 MiB).
-    pub fn max_body(mut self, bytes: usize) -> Self {
-        self.max_body = bytes;
-        self
-    }
-
-    /// Origins allowed for CORS (none by default; `*` allows any, without credentials).
-    pub fn cors<I: IntoIterator<Item = S>, S: Into<String>>(mut self, origins: I) -> Self {
-        self.cors = origins.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// HTTP headers copied into RPC metadata (besides `X-Request-Id`); an allowlist.
-    pub fn metadata_headers<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
-        self.metadata_headers = names.into_iter().map(|s| s.into().to_ascii_lowercase()).collect();
-        self
-    }
-
-    /// HTTP worker threads (default: one per core).
-    pub fn workers(mut self, n: usize) -> Self {
-        self.workers = n;
-        self
-    }
-
-    /// How long shutdown waits for open requests (default 30 s).
-    pub fn shutdown_timeout(mut self, d: Duration) -> Self {
-        self.shutdown_timeout = d;
-        self
-    }
-
-    /// The handler and the path left for it, for a request path.
-    fn pick<'a>(&self, path: &'a str) -> (HandlerKind, &'a str) {
-        let mut best: Option<(&str, HandlerKind)> = None;
-        for (prefix, h) in &self.routes {
-            let matches = path == prefix || path.starts_with(&format!("{prefix}/"));
-            if matches && best.is_none_or(|(b, _)| prefix.len() > b.len()) {
-                best = Some((prefix, *h));
-            }
-        }
-        if let Some(prefix) = &self.event_prefix {
-            if (path == prefix || path.starts_with(&format!("{prefix}/"))) && best.is_none() {
-                best = Some((prefix, HandlerKind::Event));
-            }
-        }
-        match best {
-            Some((prefix, h)) => (h, &path[prefix.len()..]),
-            None => (self.handler, path),
-        }
-    }
-}
 
 /// What every gateway worker shares.
 pub(crate) struct State {
@@ -245,13 +75,33 @@ impl Gateway {
 
     /// Adds the gateway's routes, limits and middleware-free handlers to an app.
     pub fn configure(&self, cfg: &mut web::ServiceConfig) {
-        let state = web::Data::from(self.state.clone());
-        let limit = self.state.config.max_body;
-        cfg.app_data(state).app_data(web::PayloadConfig::new(limit)).route("/health", web::get().to(health));
-        if let Some(p) = &self.state.config.rpc_path {
-            cfg.route(p, web::post().to(rpc_endpoint));
+        let config = &self.state.config;
+        let limit = config.max_body;
+        cfg.app_data(web::Data::from(self.state.clone()))
+            .app_data(web::PayloadConfig::new(limit))
+            .route("/health", web::get().to(health));
+        if let Some(p) = &config.rpc_path {
+            let is_form = guard::fn_guard(|ctx| {
+                ctx.head()
+                    .headers()
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"))
+            });
+            cfg.service(
+                web::resource(p.as_str())
+                    .app_data(web::FormConfig::default().limit(limit).error_handler(form_error))
+                    .app_data(
+                        web::JsonConfig::default().limit(limit).content_type_required(false).error_handler(json_error),
+                    )
+                    .route(web::post().guard(is_form).to(rpc_form))
+                    .route(web::post().to(rpc_json)),
+            );
         }
-        cfg.default_service(web::to(dispatch));
+        for (prefix, kind) in config.scopes() {
+            cfg.service(web::scope(&prefix).default_service(handler(kind)));
+        }
+        cfg.default_service(handler(config.handler));
     }
 
     /// The whole app: routes plus path guard, request ids, CORS.
@@ -429,38 +279,80 @@ struct RpcBody {
     request: Option<serde_json::Value>,
 }
 
-/// `POST /rpc`: JSON `{service, endpoint|method, request}` or the same as form fields, with
-/// `request` a JSON text.
-async fn rpc_endpoint(
+/// The form version of [`RpcBody`]: `request` is a JSON text.
+#[derive(serde::Deserialize)]
+struct RpcForm {
+    service: String,
+    #[serde(alias = "method")]
+    endpoint: String,
+    #[serde(default)]
+    request: Option<String>,
+}
+
+/// 413, as every handler answers a body over the limit.
+pub(crate) fn too_large(limit: usize) -> GatewayError {
+    GatewayError::new(Code::PAYLOAD_TOO_LARGE, format!("request body exceeds {limit} bytes"))
+}
+
+fn json_error(e: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
+    match e {
+        JsonPayloadError::Overflow { limit } | JsonPayloadError::OverflowKnownLength { limit, .. } => too_large(limit),
+        JsonPayloadError::Deserialize(e) => GatewayError::bad_request(format!("invalid /rpc request: {e}")),
+        e => GatewayError::bad_request(format!("cannot read the request body: {e}")),
+    }
+    .into()
+}
+
+fn form_error(e: UrlencodedError, _: &HttpRequest) -> actix_web::Error {
+    match e {
+        UrlencodedError::Overflow { limit, .. } => too_large(limit),
+        UrlencodedError::Parse(e) => GatewayError::bad_request(format!("invalid /rpc form: {e}")),
+        e => GatewayError::bad_request(format!("cannot read the request body: {e}")),
+    }
+    .into()
+}
+
+/// The body as the `Bytes` extractor read it under the `PayloadConfig` limit: past the limit a
+/// 413 (from `Content-Length` before anything is read).
+fn body(read: Result<Bytes, actix_web::Error>, state: &State) -> Result<Bytes, GatewayError> {
+    read.map_err(|e| match e.as_error::<PayloadError>() {
+        Some(PayloadError::Overflow) => too_large(state.config.max_body),
+        _ => GatewayError::bad_request(format!("cannot read the request body: {e}")),
+    })
+}
+
+/// Every `key=value` pair of a query string, in order, repeats included.
+fn query_pairs(req: &HttpRequest) -> Vec<(String, String)> {
+    web::Query::<Vec<(String, String)>>::from_query(req.query_string()).map(|q| q.into_inner()).unwrap_or_default()
+}
+
+/// `POST /rpc` with a JSON body `{service, endpoint|method, request}`.
+async fn rpc_json(
     state: web::Data<State>,
     req: HttpRequest,
-    body: web::Bytes,
+    rpc: web::Json<RpcBody>,
 ) -> Result<HttpResponse, GatewayError> {
-    let is_form = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
-    let rpc: RpcBody = if is_form {
-        let fields: Vec<(String, String)> = serde_urlencoded_pairs(&body);
-        let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        let request = match get("request") {
-            Some(text) => Some(
-                serde_json::from_str(&text)
-                    .map_err(|e| GatewayError::bad_request(format!("the request field is not valid JSON: {e}")))?,
-            ),
-            None => None,
-        };
-        RpcBody {
-            service: get("service").ok_or_else(|| GatewayError::bad_request("missing field service"))?,
-            endpoint: get("endpoint")
-                .or_else(|| get("method"))
-                .ok_or_else(|| GatewayError::bad_request("missing field method"))?,
-            request,
-        }
-    } else {
-        serde_json::from_slice(&body).map_err(|e| GatewayError::bad_request(format!("invalid /rpc request: {e}")))?
+    call_rpc(&state, &req, rpc.into_inner()).await
+}
+
+/// `POST /rpc` with form fields, `request` a JSON text (as in the original Micro example).
+async fn rpc_form(
+    state: web::Data<State>,
+    req: HttpRequest,
+    form: web::Form<RpcForm>,
+) -> Result<HttpResponse, GatewayError> {
+    let RpcForm { service, endpoint, request } = form.into_inner();
+    let request = match request {
+        Some(text) => Some(
+            serde_json::from_str(&text)
+                .map_err(|e| GatewayError::bad_request(format!("the request field is not valid JSON: {e}")))?,
+        ),
+        None => None,
     };
+    call_rpc(&state, &req, RpcBody { service, endpoint, request }).await
+}
+
+async fn call_rpc(state: &State, req: &HttpRequest, rpc: RpcBody) -> Result<HttpResponse, GatewayError> {
     valid_name("service", &rpc.service)?;
     valid_name("endpoint", &rpc.endpoint)?;
     let request = match rpc.request {
@@ -471,47 +363,9 @@ async fn rpc_endpoint(
         None => serde_json::json!({}),
     };
     let bytes = Bytes::from(serde_json::to_vec(&request).unwrap_or_default());
-    let (opts, ctx) = call_scope(&state, &req);
+    let (opts, ctx) = call_scope(state, req);
     let reply = ctx.scope(state.client.call_raw(&rpc.service, &rpc.endpoint, bytes, Codec::Json, opts)).await?;
     Ok(json_response(reply.to_json()?))
-}
-
-fn serde_urlencoded_pairs(body: &[u8]) -> Vec<(String, String)> {
-    url_decode_pairs(&String::from_utf8_lossy(body))
-}
-
-/// `application/x-www-form-urlencoded` and query strings.
-pub(crate) fn url_decode_pairs(s: &str) -> Vec<(String, String)> {
-    fn hex(b: u8) -> Option<u8> {
-        (b as char).to_digit(16).map(|d| d as u8)
-    }
-    fn decode(s: &str) -> String {
-        let bytes = s.as_bytes();
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        while i < bytes.len() {
-            match bytes[i] {
-                b'+' => out.push(b' '),
-                b'%' => match (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
-                    (Some(h), Some(l)) => {
-                        out.push(h * 16 + l);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
-                },
-                b => out.push(b),
-            }
-            i += 1;
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    }
-    s.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.split_once('=') {
-            Some((k, v)) => (decode(k), decode(v)),
-            None => (decode(p), String::new()),
-        })
-        .collect()
 }
 
 fn pairs(items: impl IntoIterator<Item = (String, String)>) -> api::Pairs {
@@ -522,77 +376,67 @@ fn pairs(items: impl IntoIterator<Item = (String, String)>) -> api::Pairs {
     out
 }
 
-/// Every request the named routes do not take: picks the handler by path prefix.
-async fn dispatch(
+/// The handler for a path prefix (or for every path no prefix claims). Each resolves the part
+/// of the path its scope left.
+fn handler(kind: HandlerKind) -> actix_web::Route {
+    match kind {
+        HandlerKind::Api => web::to(api_handler),
+        HandlerKind::Rpc => web::to(rpc_handler),
+        HandlerKind::Proxy => web::to(proxy::forward),
+        HandlerKind::Event => web::to(event_handler),
+    }
+}
+
+/// The service and endpoint the rest of the path names, and the body.
+fn resolved(
+    state: &State,
+    req: &HttpRequest,
+    read: Result<Bytes, actix_web::Error>,
+) -> Result<(resolve::Route, Bytes), GatewayError> {
+    let body = body(read, state)?;
+    let route = resolve::resolve(&state.config.namespace, req.match_info().unprocessed())
+        .map_err(|e| GatewayError::bad_request(e.0))?;
+    Ok((route, body))
+}
+
+async fn api_handler(
     state: web::Data<State>,
     req: HttpRequest,
-    payload: web::Payload,
+    read: Result<Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, GatewayError> {
-    let path = req.path().to_string();
-    let (kind, rest) = state.config.pick(&path);
-    let rest = rest.to_string();
-    if kind == HandlerKind::Proxy {
-        return proxy::forward(&state, &req, payload, &rest).await;
-    }
-    let body = read_body(payload, state.config.max_body).await?;
-    match kind {
-        HandlerKind::Api => api_handler(&state, &req, &rest, body).await,
-        HandlerKind::Rpc => rpc_handler(&state, &req, &rest, body).await,
-        HandlerKind::Event => event_handler(&state, &req, &rest, body).await,
-        HandlerKind::Proxy => unreachable!("handled above"),
-    }
-}
-
-/// Reads a body up to the limit: 413 past it (from `Content-Length` before reading anything).
-async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, GatewayError> {
-    use futures::StreamExt;
-    let too_large =
-        || GatewayError::new(crate::status::Code::Other(413), format!("request body exceeds {limit} bytes"));
-    let mut buf = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| GatewayError::bad_request(format!("cannot read the request body: {e}")))?;
-        if buf.len() + chunk.len() > limit {
-            return Err(too_large());
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf.freeze())
-}
-
-async fn api_handler(state: &State, req: &HttpRequest, path: &str, body: Bytes) -> Result<HttpResponse, GatewayError> {
-    let route = resolve::resolve(&state.config.namespace, path).map_err(|e| GatewayError::bad_request(e.0))?;
-    let is_form = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+    let (route, body) = resolved(&state, &req, read)?;
+    let is_form = req.content_type() == "application/x-www-form-urlencoded";
+    let post = if is_form {
+        let fields = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body)
+            .map_err(|e| GatewayError::bad_request(format!("invalid form body: {e}")))?;
+        pairs(fields)
+    } else {
+        api::Pairs::new()
+    };
     let request = api::Request {
         method: req.method().to_string(),
         path: req.path().to_string(),
         header: pairs(
             req.headers().iter().filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string()))),
         ),
-        get: pairs(url_decode_pairs(req.query_string())),
-        post: if is_form { pairs(serde_urlencoded_pairs(&body)) } else { api::Pairs::new() },
+        get: pairs(query_pairs(&req)),
+        post,
         body: String::from_utf8_lossy(&body).into_owned(),
         url: req.uri().to_string(),
     };
     let encoded = Codec::MsgPack.encode(&request)?;
-    let (opts, ctx) = call_scope(state, req);
+    let (opts, ctx) = call_scope(&state, &req);
     let reply =
         ctx.scope(state.client.call_raw(&route.service, &route.endpoint, encoded, Codec::MsgPack, opts)).await?;
     let rsp: api::Response = reply.decode().map_err(|e| {
-        GatewayError::new(
-            crate::status::Code::Other(502),
-            format!("{} did not answer with an api.Response: {e}", route.service),
-        )
+        GatewayError::new(Code::BAD_GATEWAY, format!("{} did not answer with an api.Response: {e}", route.service))
     })?;
     let status = match rsp.status_code {
-        0 => actix_web::http::StatusCode::OK,
+        0 => StatusCode::OK,
         n => u16::try_from(n)
             .ok()
-            .and_then(|n| actix_web::http::StatusCode::from_u16(n).ok())
-            .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR),
+            .and_then(|n| StatusCode::from_u16(n).ok())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
     };
     let mut out = HttpResponse::build(status);
     for pair in rsp.header.values() {
@@ -609,43 +453,45 @@ async fn api_handler(state: &State, req: &HttpRequest, path: &str, body: Bytes) 
     Ok(out.body(rsp.body))
 }
 
-async fn rpc_handler(state: &State, req: &HttpRequest, path: &str, body: Bytes) -> Result<HttpResponse, GatewayError> {
-    let route = resolve::resolve(&state.config.namespace, path).map_err(|e| GatewayError::bad_request(e.0))?;
+async fn rpc_handler(
+    state: web::Data<State>,
+    req: HttpRequest,
+    read: Result<Bytes, actix_web::Error>,
+) -> Result<HttpResponse, GatewayError> {
+    let (route, body) = resolved(&state, &req, read)?;
     let request = if body.iter().all(u8::is_ascii_whitespace) {
         // No body (a GET): the query parameters are the request.
-        let query: serde_json::Map<String, serde_json::Value> =
-            url_decode_pairs(req.query_string()).into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
-        Bytes::from(serde_json::to_vec(&query).unwrap_or_default())
+        let query = web::Query::<serde_json::Map<String, serde_json::Value>>::from_query(req.query_string())
+            .map_err(|e| GatewayError::bad_request(format!("invalid query: {e}")))?;
+        Bytes::from(serde_json::to_vec(&*query).unwrap_or_default())
     } else {
         require_json(&body)?;
         body
     };
-    let (opts, ctx) = call_scope(state, req);
+    let (opts, ctx) = call_scope(&state, &req);
     let reply = ctx.scope(state.client.call_raw(&route.service, &route.endpoint, request, Codec::Json, opts)).await?;
     Ok(json_response(reply.to_json()?))
 }
 
 async fn event_handler(
-    state: &State,
-    req: &HttpRequest,
-    path: &str,
-    body: Bytes,
+    state: web::Data<State>,
+    req: HttpRequest,
+    read: Result<Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, GatewayError> {
-    if req.method() != actix_web::http::Method::POST {
-        return Err(GatewayError::new(crate::status::Code::MethodNotAllowed, "publish events with POST"));
+    if req.method() != Method::POST {
+        return Err(GatewayError::new(Code::METHOD_NOT_ALLOWED, "publish events with POST"));
     }
-    let topic = path.trim_matches('/').replace('/', ".");
+    let body = body(read, &state)?;
+    let topic = req.match_info().unprocessed().trim_matches('/').replace('/', ".");
     if !subject::is_valid(&topic, false) {
         return Err(GatewayError::bad_request(format!("invalid topic {topic:?}")));
     }
     require_json(&body)?;
-    let (opts, ctx) = call_scope(state, req);
+    let (opts, ctx) = call_scope(&state, &req);
     let id = new_id();
     let mut publish = PublishOptions::new().codec(Codec::Json).id(id.clone());
     publish.metadata = opts.metadata.clone();
-    let durable = url_decode_pairs(req.query_string())
-        .iter()
-        .any(|(k, v)| k == "durable" && matches!(v.as_str(), "" | "1" | "true"));
+    let durable = query_pairs(&req).iter().any(|(k, v)| k == "durable" && matches!(v.as_str(), "" | "1" | "true"));
     if durable {
         publish = publish.durable();
     }
@@ -669,22 +515,35 @@ mod tests {
         assert!(check_path("/greeter/say/hello").is_ok());
     }
 
-    #[test]
-    fn form_and_query_decoding() {
-        assert_eq!(
-            url_decode_pairs("service=go.micro.srv.greeter&request=%7B%22name%22%3A+%22John%22%7D"),
-            vec![("service".into(), "go.micro.srv.greeter".into()), ("request".into(), "{\"name\": \"John\"}".into())]
-        );
-        assert_eq!(url_decode_pairs("a=%zz&b"), vec![("a".into(), "%zz".into()), ("b".into(), String::new())]);
-    }
-
-    #[test]
-    fn route_prefixes_pick_handlers() {
-        let c = GatewayConfig::default().route("/web", HandlerKind::Proxy).route("/web/api", HandlerKind::Rpc);
-        assert_eq!(c.pick("/web/dash"), (HandlerKind::Proxy, "/dash"));
-        assert_eq!(c.pick("/web/api/x/y"), (HandlerKind::Rpc, "/x/y"));
-        assert_eq!(c.pick("/event/user.login"), (HandlerKind::Event, "/user.login"));
-        assert_eq!(c.pick("/greeter/say/hello"), (HandlerKind::Api, "/greeter/say/hello"));
-        assert_eq!(c.pick("/webby"), (HandlerKind::Api, "/webby"));
+    #[actix_rt::test]
+    async fn route_prefixes_pick_handlers() {
+        use actix_web::test;
+        let config = GatewayConfig::default().route("/web", HandlerKind::Proxy).route("/web/api", HandlerKind::Rpc);
+        let order: Vec<String> = config.scopes().into_iter().map(|(p, _)| p).collect();
+        assert_eq!(order, ["/web/api", "/web", "/event"], "the most specific prefix first");
+        let client = Client::connect(&format!("memory://{}", new_id())).await.unwrap();
+        let app = test::init_service(Gateway::new(client, config).app()).await;
+        let send = |req: test::TestRequest| {
+            let req = req.to_request();
+            let app = &app;
+            async move {
+                let rsp = test::call_service(app, req).await;
+                let status = rsp.status().as_u16();
+                let body: serde_json::Value = test::read_body_json(rsp).await;
+                (status, body["detail"].as_str().unwrap_or_default().to_string())
+            }
+        };
+        // Proxy: the service has no HTTP address.
+        let (status, detail) = send(test::TestRequest::get().uri("/web/dash")).await;
+        assert_eq!(status, 503, "{detail}");
+        // Rpc, the longer prefix: the body must be JSON.
+        let (status, detail) = send(test::TestRequest::post().uri("/web/api/x/y").set_payload("{not json")).await;
+        assert_eq!((status, detail.contains("not valid JSON")), (400, true), "{detail}");
+        // Event: publishing needs POST.
+        let (status, _) = send(test::TestRequest::get().uri("/event/user.login")).await;
+        assert_eq!(status, 405);
+        // Api: a prefix only matches whole segments, and the api handler takes any body.
+        let (status, detail) = send(test::TestRequest::post().uri("/webby/say").set_payload("{not json")).await;
+        assert_eq!(status, 503, "{detail}");
     }
 }

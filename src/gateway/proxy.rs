@@ -11,8 +11,9 @@ use futures::{SinkExt, StreamExt};
 
 use super::error::GatewayError;
 use super::resolve::proxy_target;
+use super::too_large;
 use super::State;
-use crate::registry::Service;
+use crate::registry::ServiceRecord;
 use crate::selector::Filter;
 use crate::status::Code;
 
@@ -70,7 +71,7 @@ fn valid_address(a: &str) -> bool {
 /// Picks a node of `service` that registered an HTTP address.
 async fn target(state: &State, service: &str) -> Result<String, GatewayError> {
     let records = state.client.registry().get_service(service).await?;
-    let with_http: Vec<Service> = records
+    let with_http: Vec<ServiceRecord> = records
         .into_iter()
         .map(|mut s| {
             s.nodes.retain(|n| n.metadata.get(HTTP_ADDRESS_KEY).is_some_and(|a| valid_address(a)));
@@ -82,32 +83,34 @@ async fn target(state: &State, service: &str) -> Result<String, GatewayError> {
         .client
         .selector()
         .select(&with_http, &Filter::default())
-        .ok_or_else(|| GatewayError::new(Code::Unavailable, format!("no node of {service} serves HTTP")))?;
-    let node = with_http.iter().flat_map(|s| &s.nodes).find(|n| n.id == picked.node_id).expect("selected from these");
-    Ok(node.metadata[HTTP_ADDRESS_KEY].clone())
+        .ok_or_else(|| GatewayError::new(Code::UNAVAILABLE, format!("no node of {service} serves HTTP")))?;
+    with_http
+        .iter()
+        .flat_map(|s| &s.nodes)
+        .find(|n| n.id == picked.node_id)
+        .and_then(|n| n.metadata.get(HTTP_ADDRESS_KEY).cloned())
+        .ok_or_else(|| GatewayError::new(Code::UNAVAILABLE, format!("the node picked for {service} has gone")))
 }
 
 thread_local! {
     static HTTP: awc::Client = awc::Client::builder().disable_redirects().timeout(Duration::from_secs(30)).finish();
 }
 
-/// Forwards one request (HTTP or WebSocket) to a node of the service its path names.
+/// Forwards one request (HTTP or WebSocket) to a node of the service the rest of its path
+/// (after the route prefix) names.
 pub(crate) async fn forward(
-    state: &State,
-    req: &HttpRequest,
+    state: web::Data<State>,
+    req: HttpRequest,
     payload: web::Payload,
-    path: &str,
 ) -> Result<HttpResponse, GatewayError> {
+    let path = req.match_info().unprocessed();
     let (service, rest) = proxy_target(&state.config.namespace, path).map_err(|e| GatewayError::bad_request(e.0))?;
     if req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok())
         > Some(state.config.max_body)
     {
-        return Err(GatewayError::new(
-            Code::Other(413),
-            format!("request body exceeds {} bytes", state.config.max_body),
-        ));
+        return Err(too_large(state.config.max_body));
     }
-    let address = target(state, &service).await?;
+    let address = target(&state, &service).await?;
     let query = req.query_string();
     let path_and_query = if query.is_empty() { rest.to_string() } else { format!("{rest}?{query}") };
     let peer = req.connection_info().peer_addr().unwrap_or("unknown").to_string();
@@ -120,7 +123,7 @@ pub(crate) async fn forward(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     if is_ws {
-        return websocket(req, payload, &format!("ws://{address}{path_and_query}"), &peer).await;
+        return websocket(&req, payload, &format!("ws://{address}{path_and_query}"), &peer).await;
     }
 
     let url = format!("http://{address}{path_and_query}");
@@ -147,12 +150,10 @@ pub(crate) async fn forward(
     });
     let response = upstream.send_stream(body).await.map_err(|e| match e {
         awc::error::SendRequestError::Timeout => {
-            GatewayError::new(Code::Other(504), format!("{service} did not answer in time"))
+            GatewayError::new(Code::GATEWAY_TIMEOUT, format!("{service} did not answer in time"))
         }
-        awc::error::SendRequestError::Body(_) => {
-            GatewayError::new(Code::Other(413), format!("request body exceeds {limit} bytes"))
-        }
-        e => GatewayError::new(Code::Other(502), format!("{service} at {address}: {e}")),
+        awc::error::SendRequestError::Body(_) => too_large(limit),
+        e => GatewayError::new(Code::BAD_GATEWAY, format!("{service} at {address}: {e}")),
     })?;
     let mut out = HttpResponse::build(response.status());
     for (n, v) in forwardable(response.headers()) {
@@ -180,7 +181,7 @@ async fn websocket(
     let (_, backend) = backend_req
         .connect()
         .await
-        .map_err(|e| GatewayError::new(Code::Other(502), format!("websocket backend {url}: {e}")))?;
+        .map_err(|e| GatewayError::new(Code::BAD_GATEWAY, format!("websocket backend {url}: {e}")))?;
     let (response, mut session, client) = actix_ws::handle(req, payload)
         .map_err(|e| GatewayError::bad_request(format!("websocket upgrade failed: {e}")))?;
     let mut client = client.max_frame_size(1 << 20);

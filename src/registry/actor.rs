@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use super::record::{Action, Announcement, Discover, Service, WatchAction, WatchEvent};
+use super::record::{Action, Announcement, Discover, ServiceRecord, WatchAction, WatchEvent};
 use super::{RegistryOptions, Snapshot, Waiter};
 use crate::codec::Codec;
 use crate::error::{Error, Result};
@@ -19,7 +19,7 @@ use crate::subject;
 use crate::transport::{Incoming, Transport};
 
 struct Entry {
-    service: Service,
+    service: ServiceRecord,
     expires: Instant,
 }
 
@@ -31,7 +31,7 @@ pub struct RegistryActor {
     /// name -> node id -> record with that one node
     cache: HashMap<String, HashMap<String, Entry>>,
     /// our own nodes, by id
-    local: HashMap<String, Service>,
+    local: HashMap<String, ServiceRecord>,
     watchers: Vec<mpsc::UnboundedSender<WatchEvent>>,
     snapshot: Arc<ArcSwap<Snapshot>>,
     settled: bool,
@@ -44,7 +44,7 @@ impl std::fmt::Debug for RegistryActor {
     }
 }
 
-pub(super) struct Register(pub(super) Service);
+pub(super) struct Register(pub(super) ServiceRecord);
 impl actix::Message for Register {
     type Result = Result<()>;
 }
@@ -134,7 +134,7 @@ impl RegistryActor {
         );
     }
 
-    fn announcement(&self, action: Action, service: &Service) -> Announcement {
+    fn announcement(&self, action: Action, service: &ServiceRecord) -> Announcement {
         Announcement { action, ttl: self.options.ttl.as_millis() as u64, service: service.clone() }
     }
 
@@ -181,7 +181,7 @@ impl RegistryActor {
 
     /// Rebuilds the snapshot entry of one service: its nodes grouped by version.
     fn rebuild(&mut self, name: &str) {
-        let mut versions: Vec<Service> = Vec::new();
+        let mut versions: Vec<ServiceRecord> = Vec::new();
         if let Some(nodes) = self.cache.get(name) {
             let mut entries: Vec<&Entry> = nodes.values().collect();
             entries.sort_by(|a, b| a.service.nodes[0].id.cmp(&b.service.nodes[0].id));
@@ -204,7 +204,7 @@ impl RegistryActor {
         self.snapshot.store(Arc::new(snap));
     }
 
-    fn notify(&mut self, action: WatchAction, service: Service) {
+    fn notify(&mut self, action: WatchAction, service: ServiceRecord) {
         self.watchers.retain(|w| w.send(WatchEvent { action, service: service.clone() }).is_ok());
     }
 
@@ -239,7 +239,7 @@ impl RegistryActor {
     }
 
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
-        let records: Vec<Service> = self.local.values().cloned().collect();
+        let records: Vec<ServiceRecord> = self.local.values().cloned().collect();
         for s in records {
             if let Ok(m) = encode(&self.announcement(Action::Register, &s)) {
                 self.publish(ctx, subject::REGISTRY_ANNOUNCE.to_string(), m);
@@ -251,7 +251,7 @@ impl RegistryActor {
         if d.reply == self.inbox || !subject::is_valid(&d.reply, false) {
             return;
         }
-        let records: Vec<Service> =
+        let records: Vec<ServiceRecord> =
             self.local.values().filter(|s| d.service.as_ref().is_none_or(|n| *n == s.name)).cloned().collect();
         for s in records {
             if let Ok(m) = encode(&self.announcement(Action::Register, &s)) {

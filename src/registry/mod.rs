@@ -32,7 +32,7 @@ mod actor;
 mod record;
 
 pub use actor::RegistryActor;
-pub use record::{Action, Announcement, Discover, Endpoint, Node, Service, WatchAction, WatchEvent};
+pub use record::{Action, Announcement, Discover, Endpoint, Node, ServiceRecord, WatchAction, WatchEvent};
 
 /// Registry timings.
 ///
@@ -83,7 +83,7 @@ impl RegistryOptions {
 }
 
 /// Services by name, each with one record per version. Read without a message to the actor.
-pub(crate) type Snapshot = HashMap<String, Arc<Vec<Service>>>;
+pub(crate) type Snapshot = HashMap<String, Arc<Vec<ServiceRecord>>>;
 
 /// A handle to a running [`RegistryActor`]. Cheap to clone.
 #[derive(Clone)]
@@ -113,7 +113,7 @@ impl Registry {
 
     /// Announces a service node (a record with exactly one node) now and on every heartbeat
     /// until it is deregistered. Resolves once the announcement is sent.
-    pub async fn register(&self, service: Service) -> Result<()> {
+    pub async fn register(&self, service: ServiceRecord) -> Result<()> {
         if service.nodes.len() != 1 {
             return Err(Error::config("register takes a service record with exactly one node"));
         }
@@ -127,7 +127,7 @@ impl Registry {
 
     /// The records of a service, one per version. Right after start this waits for discovery
     /// answers (at most the discovery window), so a fresh client sees running services at once.
-    pub async fn get_service(&self, name: &str) -> Result<Vec<Service>> {
+    pub async fn get_service(&self, name: &str) -> Result<Vec<ServiceRecord>> {
         if let Some(found) = self.cached(name) {
             return Ok(found.as_ref().clone());
         }
@@ -138,11 +138,11 @@ impl Registry {
 
     /// Every known service, one record per name and version. Waits for the discovery window
     /// right after start.
-    pub async fn list_services(&self) -> Result<Vec<Service>> {
+    pub async fn list_services(&self) -> Result<Vec<ServiceRecord>> {
         let rx = self.addr.send(actor::Await { name: None }).await.map_err(gone)?;
         let _ = rx.await;
         let snap = self.snapshot.load();
-        let mut all: Vec<Service> = snap.values().flat_map(|v| v.iter().cloned()).collect();
+        let mut all: Vec<ServiceRecord> = snap.values().flat_map(|v| v.iter().cloned()).collect();
         all.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
         Ok(all)
     }
@@ -159,7 +159,7 @@ impl Registry {
     }
 
     /// What the registry knows about a service now, without waiting.
-    pub(crate) fn cached(&self, name: &str) -> Option<Arc<Vec<Service>>> {
+    pub(crate) fn cached(&self, name: &str) -> Option<Arc<Vec<ServiceRecord>>> {
         self.snapshot.load().get(name).cloned()
     }
 

@@ -7,11 +7,11 @@ use serde::{Deserialize, Serialize};
 /// A service as the registry knows it: one version of a named service and its nodes.
 ///
 /// ```
-/// let s = micro::registry::Service::new("go.micro.srv.greeter", "1.0.0");
+/// let s = micro::registry::ServiceRecord::new("go.micro.srv.greeter", "1.0.0");
 /// assert!(s.nodes.is_empty());
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Service {
+pub struct ServiceRecord {
     /// Dotted service name (`go.micro.srv.greeter`).
     pub name: String,
     /// Version string (`1.0.0`).
@@ -28,10 +28,10 @@ pub struct Service {
     pub nodes: Vec<Node>,
 }
 
-impl Service {
+impl ServiceRecord {
     /// A record with a name and version and nothing else.
-    pub fn new(name: impl Into<String>, version: impl Into<String>) -> Service {
-        Service { name: name.into(), version: version.into(), ..Default::default() }
+    pub fn new(name: impl Into<String>, version: impl Into<String>) -> ServiceRecord {
+        ServiceRecord { name: name.into(), version: version.into(), ..Default::default() }
     }
 
     /// The endpoint of this name.
@@ -88,7 +88,7 @@ pub struct Announcement {
     #[serde(default)]
     pub ttl: u64,
     /// The service record with exactly one node: the announcing one.
-    pub service: Service,
+    pub service: ServiceRecord,
 }
 
 /// A discovery request on `micro.registry.discover`: every node of `service` (or of every
@@ -121,5 +121,5 @@ pub struct WatchEvent {
     /// What happened.
     pub action: WatchAction,
     /// The service record with the one node concerned.
-    pub service: Service,
+    pub service: ServiceRecord,
 }

@@ -9,8 +9,8 @@
 //!
 //! ```
 //! use micro::selector::{Filter, Selector, Strategy};
-//! use micro::registry::{Node, Service};
-//! let mut svc = Service::new("go.micro.srv.greeter", "1.0.0");
+//! use micro::registry::{Node, ServiceRecord};
+//! let mut svc = ServiceRecord::new("go.micro.srv.greeter", "1.0.0");
 //! for id in ["a", "b"] {
 //!     svc.nodes.push(Node { id: id.into(), address: format!("micro.node.{id}"), ..Default::default() });
 //! }
@@ -26,12 +26,14 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use crate::registry::{Node, Registry, Service, WatchAction, WatchEvent};
+use crate::registry::{Node, Registry, ServiceRecord, WatchAction, WatchEvent};
 
 /// How a node is chosen among the eligible ones.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -84,11 +86,11 @@ impl Filter {
         f
     }
 
-    fn version_ok(&self, s: &Service) -> bool {
+    fn version_ok(&self, s: &ServiceRecord) -> bool {
         self.version.as_ref().is_none_or(|v| *v == s.version)
     }
 
-    fn node_ok(&self, s: &Service, n: &Node) -> bool {
+    fn node_ok(&self, s: &ServiceRecord, n: &Node) -> bool {
         self.labels.iter().all(|(k, v)| n.metadata.get(k).or_else(|| s.metadata.get(k)).is_some_and(|x| x == v))
     }
 }
@@ -180,7 +182,7 @@ impl Selector {
     /// Picks a node among `services`' nodes that pass `filter`, skipping blacklisted ones.
     /// If every eligible node is blacklisted, the one whose backoff ends first is tried, so a
     /// service whose nodes all failed briefly is not cut off for the whole backoff.
-    pub fn select(&self, services: &[Service], filter: &Filter) -> Option<Selected> {
+    pub fn select(&self, services: &[ServiceRecord], filter: &Filter) -> Option<Selected> {
         self.pick(services, filter).map(|(s, n)| Selected {
             node_id: n.id.clone(),
             address: n.address.clone(),
@@ -189,18 +191,19 @@ impl Selector {
     }
 
     /// [`select`](Self::select) without copying: the chosen record and node.
-    pub(crate) fn pick<'a>(&self, services: &'a [Service], filter: &Filter) -> Option<(&'a Service, &'a Node)> {
+    pub(crate) fn pick<'a>(
+        &self,
+        services: &'a [ServiceRecord],
+        filter: &Filter,
+    ) -> Option<(&'a ServiceRecord, &'a Node)> {
         let eligible = || {
             services
                 .iter()
                 .filter(|s| filter.version_ok(s))
                 .flat_map(|s| s.nodes.iter().filter(|n| filter.node_ok(s, n)).map(move |n| (s, n)))
         };
-        let penalties = if self.inner.any_penalty.load(Ordering::Relaxed) {
-            Some(self.inner.penalties.lock().unwrap())
-        } else {
-            None
-        };
+        let penalties =
+            if self.inner.any_penalty.load(Ordering::Relaxed) { Some(self.inner.penalties.lock()) } else { None };
         let now = Instant::now();
         let healthy = |n: &Node| penalties.as_ref().is_none_or(|p| p.get(&n.id).is_none_or(|p| p.until <= now));
         let count = eligible().filter(|(_, n)| healthy(n)).count();
@@ -219,7 +222,7 @@ impl Selector {
 
     /// Reports a transport-level failure of a call to this node: it is blacklisted now.
     pub fn failed(&self, node_id: &str) {
-        let mut p = self.inner.penalties.lock().unwrap();
+        let mut p = self.inner.penalties.lock();
         let entry = p.entry(node_id.to_string()).or_insert(Penalty { until: Instant::now(), failures: 0 });
         entry.failures = entry.failures.saturating_add(1);
         let backoff = self
@@ -238,7 +241,7 @@ impl Selector {
         if !self.inner.any_penalty.load(Ordering::Relaxed) {
             return;
         }
-        let mut p = self.inner.penalties.lock().unwrap();
+        let mut p = self.inner.penalties.lock();
         if p.remove(node_id).is_some() && p.is_empty() {
             self.inner.any_penalty.store(false, Ordering::Relaxed);
         }
@@ -246,11 +249,11 @@ impl Selector {
 
     /// True while a node is excluded.
     pub fn is_blacklisted(&self, node_id: &str) -> bool {
-        self.inner.penalties.lock().unwrap().get(node_id).is_some_and(|p| p.until > Instant::now())
+        self.inner.penalties.lock().get(node_id).is_some_and(|p| p.until > Instant::now())
     }
 
     fn forget(&self, node_id: &str) {
-        let mut p = self.inner.penalties.lock().unwrap();
+        let mut p = self.inner.penalties.lock();
         if p.remove(node_id).is_some() && p.is_empty() {
             self.inner.any_penalty.store(false, Ordering::Relaxed);
         }
@@ -260,7 +263,7 @@ impl Selector {
     fn prune(&self) {
         let horizon = self.inner.blacklist.max * 2;
         let now = Instant::now();
-        let mut p = self.inner.penalties.lock().unwrap();
+        let mut p = self.inner.penalties.lock();
         p.retain(|_, pen| pen.until + horizon > now);
         if p.is_empty() {
             self.inner.any_penalty.store(false, Ordering::Relaxed);
@@ -307,8 +310,8 @@ impl StreamHandler<WatchEvent> for SelectorActor {
 mod tests {
     use super::*;
 
-    fn svc(version: &str, ids: &[&str]) -> Service {
-        let mut s = Service::new("s", version);
+    fn svc(version: &str, ids: &[&str]) -> ServiceRecord {
+        let mut s = ServiceRecord::new("s", version);
         for id in ids {
             let mut n = Node { id: id.to_string(), address: format!("micro.node.{id}"), ..Default::default() };
             n.metadata.insert("zone".into(), if id.starts_with('e') { "eu" } else { "us" }.into());

@@ -220,11 +220,32 @@ pub struct HealthStatus {
     pub node: String,
 }
 
-/// Resident set size of this process, from `/proc/self/statm` (0 elsewhere).
+/// Resident set size of this process, from `VmRSS` in `/proc/self/status` (0 elsewhere).
 pub fn resident_memory_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
-        .map(|pages| pages * 4096)
-        .unwrap_or(0)
+    std::fs::read_to_string("/proc/self/status").ok().and_then(|s| vm_rss_bytes(&s)).unwrap_or(0)
+}
+
+/// The `VmRSS:   1234 kB` line of a `/proc/<pid>/status` text, in bytes. The kernel reports it
+/// in KiB whatever the page size.
+fn vm_rss_bytes(status: &str) -> Option<u64> {
+    let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+    let kib = line.trim().strip_suffix("kB")?.trim().parse::<u64>().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rss_is_read_in_kib_from_proc_status() {
+        assert_eq!(
+            vm_rss_bytes("Name:\tmicro\nVmPeak:\t  9000 kB\nVmRSS:\t   5120 kB\nThreads:\t4\n"),
+            Some(5120 * 1024)
+        );
+        assert_eq!(vm_rss_bytes("Name:\tmicro\n"), None);
+        if cfg!(target_os = "linux") {
+            assert!(resident_memory_bytes() > 0);
+        }
+    }
 }

@@ -1,9 +1,9 @@
 //! Restart intensity: how many handler restarts a service tolerates before it gives up.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use tokio::sync::watch;
 
 /// The restart-intensity limit: more than `max_restarts` handler restarts (panics) within
@@ -70,7 +70,7 @@ impl Supervisor {
             return false;
         }
         let now = Instant::now();
-        let mut times = self.times.lock().unwrap();
+        let mut times = self.times.lock();
         times.push_back(now);
         while times.front().is_some_and(|t| now.duration_since(*t) > self.policy.within) {
             times.pop_front();

@@ -466,7 +466,7 @@ impl ServiceBuilder {
         let endpoint_layers: Rc<[Rc<dyn Middleware>]> =
             std::iter::once(Rc::new(shed) as Rc<dyn Middleware>).chain(user_layers.iter().cloned()).collect();
 
-        let mut record = registry::Service::new(&self.name, &self.version);
+        let mut record = registry::ServiceRecord::new(&self.name, &self.version);
         let mut endpoints: HashMap<String, Rc<dyn Dispatch>> = HashMap::new();
         for mut spec in self.endpoints {
             if self.idempotent.contains(&spec.name) {
