@@ -1,6 +1,8 @@
 //! For backend authors: what a [`Transport`](crate::transport::Transport) implementation is
 //! made of. Services and clients do not need any of it.
 //!
+//! - the registry's gossip messages ([`Announcement`], [`RegistryAction`], [`Discover`]), for a
+//!   tool that speaks the registry protocol of `docs/protocol.md` itself;
 //! - handler plumbing: [`FromRequestTuple`] and [`ArgsOf`], the extractor tuples behind
 //!   `ServiceBuilder::handle` (implement [`FromRequest`](crate::server::FromRequest) and
 //!   [`ArgOf`](crate::server::ArgOf) for an extractor of your own instead);
@@ -25,6 +27,7 @@
 //! # Ok(()) }
 //! ```
 
+pub use crate::registry::{Action as RegistryAction, Announcement, Discover};
 pub use crate::server::{ArgsOf, FromRequestTuple};
 pub use crate::transport::backend::{ReplySink, SubscriptionStream};
 pub use crate::transport::durable::{

@@ -58,7 +58,23 @@ pub enum ErrorKind {
     RestartIntensity,
 }
 
-/// A local failure: a kind, a message, and optionally the underlying cause.
+/// A local failure: a kind, a message, and optionally the underlying cause. A service's error
+/// answer arrives as [`ErrorKind::Remote`] with its [`Status`].
+///
+/// ```
+/// use micro::prelude::*;
+/// use micro::ErrorKind;
+///
+/// # #[micro::main] async fn main() -> micro::Result<()> {
+/// let client = Client::connect("memory://error-type-doc").await?;
+/// let err = client.call::<_, String, _>("go.micro.srv.nobody", "Say.Hello", &()).await.unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::Unavailable);
+/// println!("{err}"); // says what was looked for, where, and how to choose a broker
+/// // In a handler, pass a failed call on as a status:
+/// let status: Status = err.to_status("go.micro.srv.caller");
+/// assert_eq!(status.code(), Code::UNAVAILABLE);
+/// # Ok(()) }
+/// ```
 pub struct Error {
     kind: ErrorKind,
     message: Option<String>,

@@ -166,6 +166,20 @@ impl<'de> Deserialize<'de> for Code {
 
 /// The wire error: `{id, code, detail, status}`.
 ///
+/// ```
+/// use micro::{Code, Status};
+///
+/// async fn find(id: u64) -> Result<String, Status> { // what a handler returns
+///     Err(Status::not_found(format!("user {id} does not exist")))
+/// }
+/// let status = Status::not_found("user 7 does not exist").with_id("go.micro.srv.users"); // the server fills the id in when empty
+/// assert_eq!(status.code(), Code::NOT_FOUND);
+/// assert_eq!(
+///     serde_json::to_value(&status).unwrap(),
+///     serde_json::json!({"id": "go.micro.srv.users", "code": 404, "detail": "user 7 does not exist", "status": "Not Found"})
+/// );
+/// ```
+///
 /// `id` names who produced it (the service name; the gateway and tools use their own names),
 /// `code` is the numeric [`Code`], `detail` a human-readable message, `status` the code's text.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

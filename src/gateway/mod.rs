@@ -56,6 +56,27 @@ pub(crate) struct State {
 
 /// The gateway: a [`Client`] and a [`GatewayConfig`]. Mount it in your own actix-web app with
 /// [`configure`](Self::configure), or serve it with [`run`](Self::run).
+///
+/// ```
+/// use actix_web::test;
+/// use micro::gateway::{Gateway, GatewayConfig};
+/// use micro::prelude::*;
+///
+/// # #[micro::main] async fn main() -> micro::Result<()> {
+/// let svc = Service::builder("go.micro.srv.greeter")
+///     .transport("memory://gateway-type-doc")
+///     .handle("Say.Hello", |Req(v): Req<serde_json::Value>| async move { Ok::<_, Status>(v) })
+///     .start()
+///     .await?;
+/// let gateway = Gateway::new(Client::connect("memory://gateway-type-doc").await?, GatewayConfig::default());
+/// let app = test::init_service(gateway.app()).await;
+/// let body = serde_json::json!({"service": "go.micro.srv.greeter", "endpoint": "Say.Hello", "request": {"name": "John"}});
+/// let rsp: serde_json::Value =
+///     test::call_and_read_body_json(&app, test::TestRequest::post().uri("/rpc").set_json(&body).to_request()).await;
+/// assert_eq!(rsp, serde_json::json!({"name": "John"}));
+/// svc.stop().await
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Gateway {
     state: Arc<State>,

@@ -32,7 +32,9 @@ mod actor;
 mod record;
 
 pub use actor::RegistryActor;
-pub use record::{Action, Announcement, Discover, Endpoint, Node, ServiceRecord, WatchAction, WatchEvent};
+#[doc(hidden)] // the gossip messages, documented in `micro::dev`
+pub use record::{Action, Announcement, Discover};
+pub use record::{Endpoint, Node, ServiceRecord, WatchAction, WatchEvent};
 
 /// Registry timings.
 ///
@@ -85,7 +87,25 @@ impl RegistryOptions {
 /// Services by name, each with one record per version. Read without a message to the actor.
 pub(crate) type Snapshot = HashMap<String, Arc<Vec<ServiceRecord>>>;
 
-/// A handle to a running [`RegistryActor`]. Cheap to clone.
+/// A handle to a running [`RegistryActor`]. Cheap to clone. Every client and service has one
+/// (`client.registry()`); start your own for a tool that only watches.
+///
+/// ```
+/// use micro::prelude::*;
+/// use micro::registry::WatchAction;
+/// use futures::StreamExt;
+///
+/// # #[micro::main] async fn main() -> micro::Result<()> {
+/// let client = Client::connect("memory://registry-handle-doc").await?;
+/// let mut changes = client.registry().watch().await?;
+/// let svc = Service::builder("go.micro.srv.watched").transport("memory://registry-handle-doc").start().await?;
+/// let change = changes.next().await.unwrap();
+/// assert_eq!((change.action, change.service.name.as_str()), (WatchAction::Added, "go.micro.srv.watched"));
+/// let records = client.registry().get_service("go.micro.srv.watched").await?;
+/// assert_eq!(records[0].nodes[0].id, svc.node_id());
+/// svc.stop().await
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Registry {
     addr: Addr<RegistryActor>,

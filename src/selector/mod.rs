@@ -143,7 +143,26 @@ struct Inner {
     penalties: Mutex<HashMap<String, Penalty>>,
 }
 
-/// A selector handle. Cheap to clone; clones share their blacklist.
+/// A selector handle. Cheap to clone; clones share their blacklist. A client picks a node per
+/// call with it; a failed node sits out for a while.
+///
+/// ```
+/// use micro::registry::{Node, ServiceRecord};
+/// use micro::selector::{Filter, Selector, Strategy};
+///
+/// let mut record = ServiceRecord::new("go.micro.srv.greeter", "1.0.0");
+/// for id in ["a", "b"] {
+///     record.nodes.push(Node { id: id.into(), address: format!("micro.node.{id}"), metadata: Default::default() });
+/// }
+/// let selector = Selector::new(Strategy::RoundRobin);
+/// let first = selector.select(&[record.clone()], &Filter::default()).unwrap();
+/// selector.failed(&first.node_id); // blacklisted: the next picks skip it
+/// for _ in 0..3 {
+///     let next = selector.select(&[record.clone()], &Filter::default()).unwrap();
+///     assert_ne!(next.node_id, first.node_id);
+/// }
+/// assert!(selector.select(&[record], &Filter::default().version("2.0.0")).is_none());
+/// ```
 #[derive(Clone, Debug)]
 pub struct Selector {
     inner: Arc<Inner>,
