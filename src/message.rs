@@ -364,30 +364,10 @@ fn nonzero<T: PartialEq + From<u8>>(v: T) -> T {
 }
 
 /// A new message id: a UUID v7 as hyphenated text, ordered within the process even inside one
-/// millisecond (RFC 9562 method 1: `rand_a` is a 12-bit counter; past 4096 ids in a millisecond
-/// the timestamp runs ahead a little). The random bits come from the thread-local generator.
+/// millisecond (`Uuid::now_v7` keeps a counter in the random bits, RFC 9562 method 1).
 pub fn new_id() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static LAST: AtomicU64 = AtomicU64::new(0); // (unix ms << 12) | counter
-    let now = now_millis() << 12;
-    let mut prev = LAST.load(Ordering::Relaxed);
-    let next = loop {
-        let next = if now > prev { now } else { prev + 1 };
-        match LAST.compare_exchange_weak(prev, next, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => break next,
-            Err(p) => prev = p,
-        }
-    };
-    let (ms, seq) = (next >> 12, next & 0xfff);
-    let random: [u8; 8] = rand::random();
-    let mut b = [0u8; 16];
-    b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
-    b[6] = 0x70 | (seq >> 8) as u8;
-    b[7] = seq as u8;
-    b[8] = 0x80 | (random[0] & 0x3f);
-    b[9..].copy_from_slice(&random[1..]);
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    uuid::Uuid::from_bytes(b).hyphenated().encode_lower(&mut buf).to_string()
+    uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf).to_string()
 }
 
 #[cfg(test)]

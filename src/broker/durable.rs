@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
+use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 
 use super::Event;
 use crate::error::{Error, Result};
@@ -113,24 +114,8 @@ pub struct DurableEvent {
     acker: Acker,
     message: Message,
     policy: Arc<Policy>,
-    _slot: Slot,
-}
-
-/// One of a member's `concurrency` slots: held by an event until it is settled or dropped.
-#[derive(Debug)]
-struct Slot(Arc<Slots>);
-
-#[derive(Debug, Default)]
-struct Slots {
-    in_hand: std::sync::atomic::AtomicUsize,
-    waker: futures::task::AtomicWaker,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.in_hand.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-        self.0.waker.wake();
-    }
+    /// One of the member's `concurrency` permits, held until the event is settled or dropped.
+    _slot: OwnedSemaphorePermit,
 }
 
 impl std::ops::Deref for DurableEvent {
@@ -254,11 +239,24 @@ async fn dead_letter(
 /// The events of a durable subscription from [`Broker::subscribe_durable`](super::Broker::subscribe_durable).
 /// Events that cannot be read (no id, unknown content type) are dead-lettered on the way and
 /// never yielded.
-#[derive(Debug)]
 pub struct DurableEvents {
     sub: DurableSubscription,
     policy: Arc<Policy>,
-    slots: Arc<Slots>,
+    /// At most `concurrency` events in hand: each holds a permit.
+    slots: Arc<Semaphore>,
+    /// The permit the next event will hold, taken before asking the broker for it.
+    next_slot: Option<OwnedSemaphorePermit>,
+    /// Waiting for a permit while every slot is in hand.
+    waiting: Option<BoxFuture<'static, std::result::Result<OwnedSemaphorePermit, AcquireError>>>,
+}
+
+impl std::fmt::Debug for DurableEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DurableEvents")
+            .field("sub", &self.sub)
+            .field("free_slots", &self.slots.available_permits())
+            .finish()
+    }
 }
 
 impl DurableEvents {
@@ -277,7 +275,7 @@ impl DurableEvents {
         });
     }
 
-    fn read(&self, d: Delivery) -> Option<DurableEvent> {
+    fn read(&mut self, d: Delivery, slot: OwnedSemaphorePermit) -> Option<DurableEvent> {
         let Delivery { subject, message, attempt, acker } = d;
         let parsed = Event::from_parts(&subject, &message.headers, message.body.clone()).and_then(|e| {
             if e.id.is_empty() {
@@ -288,11 +286,10 @@ impl DurableEvents {
         });
         match parsed {
             Ok(event) => {
-                self.slots.in_hand.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-                let _slot = Slot(self.slots.clone());
-                Some(DurableEvent { event, attempt, acker, message, policy: self.policy.clone(), _slot })
+                Some(DurableEvent { event, attempt, acker, message, policy: self.policy.clone(), _slot: slot })
             }
             Err(e) => {
+                self.next_slot = Some(slot);
                 tracing::warn!(%subject, error = %e, "malformed durable event dead-lettered");
                 let d = Delivery { subject, message, attempt, acker };
                 self.give_up(d, format!("malformed event: {e}"), attempt, Some(Code::BAD_REQUEST));
@@ -308,28 +305,38 @@ impl Stream for DurableEvents {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<DurableEvent>> {
+        let this = &mut *self;
         loop {
             // At most `concurrency` events in hand: the next waits for a slot to free up.
-            let full =
-                || self.slots.in_hand.load(std::sync::atomic::Ordering::Acquire) >= self.policy.durability.concurrency;
-            if full() {
-                self.slots.waker.register(cx.waker());
-                if full() {
-                    return std::task::Poll::Pending;
-                }
+            if this.next_slot.is_none() {
+                let slot = match this.slots.clone().try_acquire_owned() {
+                    Ok(slot) => slot,
+                    Err(_) => {
+                        let slots = this.slots.clone();
+                        let waiting = this.waiting.get_or_insert_with(|| Box::pin(slots.acquire_owned()));
+                        let acquired = std::task::ready!(waiting.as_mut().poll(cx));
+                        this.waiting = None;
+                        match acquired {
+                            Ok(slot) => slot,
+                            Err(_) => return std::task::Poll::Ready(None), // never closed
+                        }
+                    }
+                };
+                this.next_slot = Some(slot);
             }
-            match std::task::ready!(self.sub.poll_next_unpin(cx)) {
+            match std::task::ready!(this.sub.poll_next_unpin(cx)) {
                 None => return std::task::Poll::Ready(None),
                 Some(d) => {
-                    if d.attempt > self.policy.durability.max_attempts {
+                    if d.attempt > this.policy.durability.max_attempts {
                         // Handed out more often than allowed without being settled (the
                         // handler's process died each time): do not run it again.
                         let reason = format!("delivered {} times without being settled", d.attempt);
                         let attempts = d.attempt - 1;
-                        self.give_up(d, reason, attempts, None);
+                        this.give_up(d, reason, attempts, None);
                         continue;
                     }
-                    if let Some(e) = self.read(d) {
+                    let Some(slot) = this.next_slot.take() else { continue };
+                    if let Some(e) = this.read(d, slot) {
                         return std::task::Poll::Ready(Some(e));
                     }
                 }
@@ -365,7 +372,8 @@ pub(crate) async fn subscribe(
         dead_letter: dead_letter_subject(group),
         durability: durability.clone(),
     });
-    Ok(DurableEvents { sub, policy, slots: Arc::default() })
+    let slots = Arc::new(Semaphore::new(durability.concurrency));
+    Ok(DurableEvents { sub, policy, slots, next_slot: None, waiting: None })
 }
 
 #[cfg(test)]
