@@ -73,6 +73,9 @@ pub mod status;
 pub mod subject;
 pub mod transport;
 
+#[cfg(test)]
+mod wire_properties;
+
 #[cfg(any(test, feature = "test-util"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod test_util;
