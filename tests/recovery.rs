@@ -5,8 +5,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+use micro::dev::{Announcement, RegistryAction};
 use micro::prelude::*;
-use micro::registry::RegistryOptions;
+use micro::registry::{RegistryOptions, WatchAction};
 
 use crate::util::*;
 
@@ -178,4 +180,33 @@ async fn nats_calls_recover_at_once_after_an_outage_longer_than_the_ttl() {
 #[actix::test]
 async fn amqp_calls_recover_at_once_after_an_outage_longer_than_the_ttl() {
     recovers(&mut PrivateRabbit::start().await).await;
+}
+
+over_transports!(a_lost_record_is_asked_for_before_a_call_fails);
+
+/// A client whose registry lost the record of a running service (here: a forged deregistration)
+/// asks for the service before it tells a caller the service is not there, and reaches it.
+async fn a_lost_record_is_asked_for_before_a_call_fails(url: String) {
+    let name = unique("go.micro.srv.asked");
+    let svc = greeter(&url, &name, "a").start().await.unwrap();
+    let client = Client::connect(&url).await.unwrap();
+    let records = client.registry().get_service(&name).await.unwrap();
+    assert_eq!(records.len(), 1, "the client found the service");
+    let mut changes = client.registry().watch().await.unwrap();
+    let forged = Announcement { action: RegistryAction::Deregister, ttl: 0, service: records[0].clone() };
+    let body = micro::Codec::MsgPack.encode(&forged).unwrap();
+    client.transport().publish(micro::subject::REGISTRY_ANNOUNCE, micro::message::Message::new(body)).await.unwrap();
+    tokio::time::timeout(WAIT, async {
+        while let Some(change) = changes.next().await {
+            if change.action == WatchAction::Removed && change.service.name == name {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the client's registry dropped the record");
+
+    let reply: Greeting = client.call(&name, "Say.Hello", &Hello { name: "again".into() }).await.unwrap();
+    assert_eq!(reply.msg, "Hello again");
+    svc.stop().await.unwrap();
 }
