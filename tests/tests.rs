@@ -42,6 +42,7 @@ mod middleware;
 mod processes;
 #[cfg(feature = "rabbitmq")]
 mod rabbitmq;
+mod recovery;
 mod subscriptions;
 mod typed;
 

@@ -16,11 +16,12 @@ use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::message::{headers, Headers, Message};
 use crate::subject;
-use crate::transport::{Incoming, Transport};
+use crate::transport::{ConnectionState, Incoming, Transport};
 
 struct Entry {
     service: ServiceRecord,
     expires: Instant,
+    ttl: Duration,
 }
 
 /// The actor behind [`Registry`](super::Registry). Start it with `Registry::start`.
@@ -34,8 +35,15 @@ pub struct RegistryActor {
     local: HashMap<String, ServiceRecord>,
     watchers: Vec<mpsc::UnboundedSender<WatchEvent>>,
     snapshot: Arc<ArcSwap<Snapshot>>,
+    /// False during a discovery window: at start, and after the connection came back.
     settled: bool,
+    /// Counts discovery windows, so that only the last one to end settles.
+    round: u64,
     waiters: Vec<(Option<String>, Waiter)>,
+    /// Services a caller asked for that we did not know, until when we do not ask again.
+    asked: HashMap<String, Instant>,
+    /// The transport's connection: while it is down no heartbeat can arrive, so nothing expires.
+    connection: ConnectionState,
 }
 
 impl std::fmt::Debug for RegistryActor {
@@ -97,14 +105,25 @@ impl RegistryActor {
         let announce = transport.subscribe(subject::REGISTRY_ANNOUNCE, None).await?;
         let discover = transport.subscribe(subject::REGISTRY_DISCOVER, None).await?;
         let answers = transport.subscribe(&inbox, None).await?;
+        let states = transport.connection();
+        let connection =
+            states.as_ref().map_or(ConnectionState { connected: true, ..Default::default() }, |rx| *rx.borrow());
         // Make sure the server has our subscriptions before anyone answers the discovery.
         transport.flush().await?;
         let request = encode(&Discover { service: None, reply: inbox.clone() })?;
-        let window = options.discover_window;
         let addr = RegistryActor::create(|ctx| {
             ctx.add_stream(announce);
             ctx.add_stream(discover);
             ctx.add_stream(answers);
+            if let Some(rx) = states {
+                // Each change of the connection, as a message; ends with the transport.
+                let changes = futures::stream::unfold(rx, |mut rx| async move {
+                    rx.changed().await.ok()?;
+                    let state = *rx.borrow_and_update();
+                    Some((ConnectionChanged(state), rx))
+                });
+                ctx.add_message_stream(changes);
+            }
             RegistryActor {
                 transport: transport.clone(),
                 options,
@@ -114,11 +133,14 @@ impl RegistryActor {
                 watchers: Vec::new(),
                 snapshot,
                 settled: false,
+                round: 0,
                 waiters: Vec::new(),
+                asked: HashMap::new(),
+                connection,
             }
         });
         transport.publish(subject::REGISTRY_DISCOVER, request).await?;
-        addr.do_send(Settle(window));
+        addr.do_send(Settle);
         Ok(addr)
     }
 
@@ -150,11 +172,13 @@ impl RegistryActor {
                 let nodes = self.cache.entry(name.clone()).or_default();
                 let event = match nodes.get_mut(&node_id) {
                     None => {
-                        nodes.insert(node_id, Entry { service: a.service.clone(), expires: Instant::now() + ttl });
+                        let expires = Instant::now() + ttl;
+                        nodes.insert(node_id, Entry { service: a.service.clone(), expires, ttl });
                         Some(WatchAction::Added)
                     }
                     Some(entry) => {
                         entry.expires = Instant::now() + ttl;
+                        entry.ttl = ttl;
                         if entry.service != a.service {
                             entry.service = a.service.clone();
                             Some(WatchAction::Updated)
@@ -221,6 +245,11 @@ impl RegistryActor {
 
     fn expire(&mut self) {
         let now = Instant::now();
+        self.asked.retain(|_, until| *until > now);
+        if !self.connection.connected {
+            // No heartbeat can reach us now: silence says nothing about the nodes.
+            return;
+        }
         let mut gone = Vec::new();
         for (name, nodes) in &self.cache {
             for (id, e) in nodes {
@@ -247,6 +276,60 @@ impl RegistryActor {
         }
     }
 
+    /// Asks every node (of `service`, or of all) to answer to our inbox, and starts a discovery
+    /// window: until it ends (or the service answers), lookups of unknown services wait.
+    fn discover(&mut self, ctx: &mut Context<Self>, service: Option<String>) {
+        if let Ok(m) = encode(&Discover { service: service.clone(), reply: self.inbox.clone() }) {
+            self.publish(ctx, subject::REGISTRY_DISCOVER.to_string(), m);
+        }
+        let window = self.options.discover_window;
+        match service {
+            None => self.unsettle(ctx),
+            // Only the callers of this service wait, at most the window.
+            Some(name) => {
+                self.asked.insert(name.clone(), Instant::now() + window * 2);
+                ctx.run_later(window, move |act, _| {
+                    act.wake(&name);
+                });
+            }
+        }
+    }
+
+    /// Starts a discovery window.
+    fn unsettle(&mut self, ctx: &mut Context<Self>) {
+        self.settled = false;
+        self.round += 1;
+        let round = self.round;
+        ctx.run_later(self.options.discover_window, move |act, _| {
+            if act.round == round {
+                act.settled = true;
+                for (_, tx) in act.waiters.drain(..) {
+                    let _ = tx.send(());
+                }
+            }
+        });
+    }
+
+    /// The connection went down or came back. Back after a loss: the records kept meanwhile
+    /// get a fresh TTL, our nodes announce themselves at once and we ask who is there, so that
+    /// neither side waits for the next heartbeat.
+    fn connection_changed(&mut self, ctx: &mut Context<Self>, state: ConnectionState) {
+        let restored = state.connected && state.reconnects > self.connection.reconnects;
+        self.connection = state;
+        if !restored {
+            return;
+        }
+        tracing::info!(reconnects = state.reconnects, "connection restored: announcing and rediscovering");
+        let now = Instant::now();
+        for nodes in self.cache.values_mut() {
+            for e in nodes.values_mut() {
+                e.expires = e.expires.max(now + e.ttl);
+            }
+        }
+        self.heartbeat(ctx);
+        self.discover(ctx, None);
+    }
+
     fn answer_discover(&mut self, ctx: &mut Context<Self>, d: Discover) {
         if d.reply == self.inbox || !subject::is_valid(&d.reply, false) {
             return;
@@ -261,20 +344,28 @@ impl RegistryActor {
     }
 }
 
-struct Settle(Duration);
+/// Starts the first discovery window (the request is already sent).
+struct Settle;
 impl actix::Message for Settle {
     type Result = ();
 }
 
 impl Handler<Settle> for RegistryActor {
     type Result = ();
-    fn handle(&mut self, msg: Settle, ctx: &mut Context<Self>) {
-        ctx.run_later(msg.0, |act, _| {
-            act.settled = true;
-            for (_, tx) in act.waiters.drain(..) {
-                let _ = tx.send(());
-            }
-        });
+    fn handle(&mut self, _: Settle, ctx: &mut Context<Self>) {
+        self.unsettle(ctx);
+    }
+}
+
+struct ConnectionChanged(ConnectionState);
+impl actix::Message for ConnectionChanged {
+    type Result = ();
+}
+
+impl Handler<ConnectionChanged> for RegistryActor {
+    type Result = ();
+    fn handle(&mut self, ConnectionChanged(state): ConnectionChanged, ctx: &mut Context<Self>) {
+        self.connection_changed(ctx, state);
     }
 }
 
@@ -340,13 +431,34 @@ impl Handler<Deregister> for RegistryActor {
 
 impl Handler<Await> for RegistryActor {
     type Result = MessageResult<Await>;
-    fn handle(&mut self, msg: Await, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Await, ctx: &mut Context<Self>) -> Self::Result {
         let (tx, rx) = oneshot::channel();
         let known = msg.name.as_ref().is_some_and(|n| self.cache.contains_key(n));
-        if self.settled || known {
+        if known {
             let _ = tx.send(());
-        } else {
-            self.waiters.push((msg.name, tx));
+            return MessageResult(rx);
+        }
+        match msg.name {
+            // A service we do not know: ask its nodes before the caller hears it is not there
+            // (once per window; a second caller joins the first one's question).
+            Some(name) if self.settled => {
+                let asking = self.waiters.iter().any(|(w, _)| w.as_ref() == Some(&name));
+                if asking {
+                    self.waiters.push((Some(name), tx));
+                } else if self.asked.get(&name).is_some_and(|until| *until > Instant::now())
+                    || !self.connection.connected
+                {
+                    let _ = tx.send(());
+                } else {
+                    self.waiters.push((Some(name.clone()), tx));
+                    self.discover(ctx, Some(name));
+                }
+            }
+            Some(name) => self.waiters.push((Some(name), tx)),
+            None if self.settled => {
+                let _ = tx.send(());
+            }
+            None => self.waiters.push((None, tx)),
         }
         MessageResult(rx)
     }

@@ -4,6 +4,11 @@
 //! **deregister** on shutdown, and a starting registry **discovers** running nodes at once by
 //! asking them to answer to its inbox. **Watch** streams the changes.
 //!
+//! Over a broker the registry follows the connection: nothing expires while it is down (no
+//! heartbeat could arrive), and when it is restored our nodes announce themselves and the
+//! registry discovers again at once. A lookup of a service it does not know asks that
+//! service's nodes before it answers that there are none.
+//!
 //! Over `memory://` the gossip stays inside the process: that is the memory registry for a
 //! single process. Over `nats://` it spans every process on the server or cluster.
 //!
@@ -75,9 +80,10 @@ impl RegistryOptions {
         self
     }
 
-    /// How long after start the registry waits for discovery answers before it treats an
-    /// unknown service as absent (default 300 ms). A lookup of a service that answers returns
-    /// as soon as its first node does.
+    /// How long after start (or a reconnect) the registry waits for discovery answers before it
+    /// treats an unknown service as absent, and how long a lookup of an unknown service waits
+    /// for its nodes to answer a discovery request for it (default 300 ms). A lookup of a
+    /// service that answers returns as soon as its first node does.
     pub fn discover_window(mut self, window: Duration) -> Self {
         self.discover_window = window;
         self
@@ -146,7 +152,8 @@ impl Registry {
     }
 
     /// The records of a service, one per version. Right after start this waits for discovery
-    /// answers (at most the discovery window), so a fresh client sees running services at once.
+    /// answers (at most the discovery window), so a fresh client sees running services at once;
+    /// later, a service it does not know is asked for (again at most the window).
     pub async fn get_service(&self, name: &str) -> Result<Vec<ServiceRecord>> {
         if let Some(found) = self.cached(name) {
             return Ok(found.as_ref().clone());

@@ -135,6 +135,16 @@ impl fmt::Debug for Reply {
     }
 }
 
+/// Where a transport's connection to its broker stands, as [`Transport::connection`] reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionState {
+    /// True while the connection is up.
+    pub connected: bool,
+    /// How many times the connection was restored after it was lost.
+    pub reconnects: u64,
+}
+
 /// One connection to a message system.
 ///
 /// Subjects are dot-separated tokens. Subscriptions may use `*` (one token) and `>` (the rest)
@@ -202,6 +212,13 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
     fn durable_groups(&self) -> BoxFuture<'_, Result<Vec<DurableGroup>>> {
         let e = Error::config(format!("the {} transport cannot list durable groups", self.name()));
         Box::pin(futures::future::ready(Err(e)))
+    }
+
+    /// The state of the connection, for owners that must act when it is lost or restored (the
+    /// registry announces its nodes again and asks who is there). `None` (the default, memory)
+    /// where there is no connection to lose.
+    fn connection(&self) -> Option<tokio::sync::watch::Receiver<ConnectionState>> {
+        None
     }
 
     /// Flushes anything buffered to the server.

@@ -46,7 +46,7 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use super::kit;
-use super::{DurableSpec, DurableSubscription, Subscription, Transport};
+use super::{ConnectionState, DurableSpec, DurableSubscription, Subscription, Transport};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Message;
 
@@ -67,6 +67,9 @@ pub const EXCHANGE: &str = "micro";
 const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 /// How long `close` waits for the acks under way to be written.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest wait between two attempts to reconnect: a broker that is back is found again
+/// within this.
+const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(500);
 
 /// A RabbitMQ connection that reconnects by itself.
 ///
@@ -100,6 +103,8 @@ struct Inner {
     closed: AtomicBool,
     /// Acks and nacks under way on the durable channels.
     settling: Arc<Settling>,
+    /// Up or down, and how many times restored (see [`Transport::connection`]).
+    state: tokio::sync::watch::Sender<ConnectionState>,
     /// Dropped with the transport: tells the supervisor to stop.
     _alive: oneshot::Sender<()>,
 }
@@ -164,6 +169,7 @@ impl AmqpTransport {
             generation: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             settling: Arc::default(),
+            state: tokio::sync::watch::Sender::new(ConnectionState::default()),
             _alive: alive,
         });
         let (link, events) = open_link(&inner).await.map_err(|e| {
@@ -176,6 +182,7 @@ impl AmqpTransport {
             )
         })?;
         inner.link.store(Some(link.clone()));
+        inner.state.send_modify(|s| s.connected = true);
         tokio::spawn(supervise(Arc::downgrade(&inner), link, events, gone));
         Ok(AmqpTransport { inner })
     }
@@ -293,6 +300,7 @@ async fn supervise(inner: Weak<Inner>, mut link: Arc<Link>, mut events: Events, 
             return;
         }
         strong.link.store(None);
+        strong.state.send_modify(|s| s.connected = false);
         let waiting: Vec<_> = strong.pending.lock().drain().collect();
         for (_, tx) in waiting {
             let _ = tx.send(Err(Error::transport("the RabbitMQ connection dropped while waiting for the reply")));
@@ -309,13 +317,17 @@ async fn supervise(inner: Weak<Inner>, mut link: Arc<Link>, mut events: Events, 
                 Ok((new_link, new_events)) => {
                     tracing::info!(generation = new_link.generation, "RabbitMQ connection restored");
                     strong.link.store(Some(new_link.clone()));
+                    strong.state.send_modify(|s| {
+                        s.connected = true;
+                        s.reconnects += 1;
+                    });
                     link = new_link;
                     events = new_events;
                     break;
                 }
                 Err(e) => {
                     drop(strong);
-                    let delay = kit::next_delay(&mut backoff);
+                    let delay = kit::next_delay(&mut backoff).min(RECONNECT_MAX_DELAY);
                     tracing::debug!(error = %e, ?delay, "RabbitMQ reconnect failed");
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
@@ -460,6 +472,10 @@ impl Transport for AmqpTransport {
 
     fn subscribe_durable<'a>(&'a self, spec: &'a DurableSpec) -> BoxFuture<'a, Result<DurableSubscription>> {
         durable::subscribe(&self.inner, spec).boxed()
+    }
+
+    fn connection(&self) -> Option<tokio::sync::watch::Receiver<ConnectionState>> {
+        Some(self.inner.state.subscribe())
     }
 
     fn flush(&self) -> BoxFuture<'_, Result<()>> {

@@ -15,7 +15,8 @@ use futures::{FutureExt, StreamExt};
 
 use super::kit;
 use super::{
-    DurableSpec, DurableSubscription, Incoming, Reply, ReplySink, Subscription, SubscriptionStream, Transport,
+    ConnectionState, DurableSpec, DurableSubscription, Incoming, Reply, ReplySink, Subscription, SubscriptionStream,
+    Transport,
 };
 
 mod jetstream;
@@ -39,16 +40,42 @@ pub struct NatsTransport {
     js: async_nats::jetstream::Context,
     /// Set once the events stream is known to exist on this connection.
     stream_ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    state: tokio::sync::watch::Receiver<ConnectionState>,
 }
+
+/// The longest wait between two attempts to reconnect (async-nats' own grows to 4 s): a
+/// broker that is back is found again within this.
+const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(500);
 
 impl NatsTransport {
     /// Connects; fails with [`ErrorKind::Connect`] naming the URL when the server is unreachable.
     pub async fn connect(url: &str) -> Result<NatsTransport> {
+        let (state_tx, state) = tokio::sync::watch::channel(ConnectionState::default());
+        let connects = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let opts = async_nats::ConnectOptions::new()
             .connection_timeout(Duration::from_secs(3))
             .name(format!("actix-micro/{}", env!("CARGO_PKG_VERSION")))
             // Reconnects are forever (with async-nats' backoff); subscriptions are restored.
-            .max_reconnects(None::<usize>);
+            .max_reconnects(None::<usize>)
+            .reconnect_delay_callback(|attempts| {
+                let exp = u32::try_from(attempts.saturating_sub(1)).unwrap_or(u32::MAX).min(16);
+                Duration::from_millis(2u64.pow(exp)).min(RECONNECT_MAX_DELAY)
+            })
+            .event_callback(move |event| {
+                match event {
+                    async_nats::Event::Connected => {
+                        // The first connection is not a reconnect.
+                        let n = connects.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        state_tx.send_modify(|s| {
+                            s.connected = true;
+                            s.reconnects = n;
+                        });
+                    }
+                    async_nats::Event::Disconnected => state_tx.send_modify(|s| s.connected = false),
+                    _ => {}
+                }
+                futures::future::ready(())
+            });
         let client = opts.connect(url).await.map_err(|e| {
             Error::new(
                 ErrorKind::Connect,
@@ -59,7 +86,7 @@ impl NatsTransport {
             .with_source(e)
         })?;
         let js = async_nats::jetstream::new(client.clone());
-        Ok(NatsTransport { client, url: url.to_string(), js, stream_ready: Default::default() })
+        Ok(NatsTransport { client, url: url.to_string(), js, stream_ready: Default::default(), state })
     }
 
     /// The URL this transport connected to.
@@ -224,6 +251,10 @@ impl Transport for NatsTransport {
 
     fn durable_groups(&self) -> BoxFuture<'_, Result<Vec<crate::transport::DurableGroup>>> {
         self.js_groups().boxed()
+    }
+
+    fn connection(&self) -> Option<tokio::sync::watch::Receiver<ConnectionState>> {
+        Some(self.state.clone())
     }
 
     fn flush(&self) -> BoxFuture<'_, Result<()>> {
