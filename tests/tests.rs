@@ -40,6 +40,7 @@ mod faults;
 mod gateway;
 mod middleware;
 mod processes;
+mod promises;
 #[cfg(feature = "rabbitmq")]
 mod rabbitmq;
 mod subscriptions;
