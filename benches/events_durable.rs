@@ -232,6 +232,8 @@ struct Phase {
     duplicates: u64,
     /// Redeliveries the broker reports (NATS consumer info).
     redelivered: Option<u64>,
+    /// Events that could not be decoded or had an unexpected number.
+    unexpected: u64,
 }
 
 impl Phase {
@@ -249,11 +251,21 @@ impl Phase {
     }
     fn with_tally(mut self, tally: &Tally) -> Phase {
         self.duplicates = tally.duplicates.load(Ordering::Relaxed);
-        let unexpected = tally.unexpected.load(Ordering::Relaxed);
-        if unexpected > 0 {
-            eprintln!("  {unexpected} events could not be decoded or had an unexpected n");
+        self.unexpected = tally.unexpected.load(Ordering::Relaxed);
+        if self.unexpected > 0 {
+            eprintln!("  {} events could not be decoded or had an unexpected n", self.unexpected);
         }
         self
+    }
+    /// What makes this phase unfit for a ratio: failed publishes, events handled twice or
+    /// unreadable. `None` when it is clean.
+    fn flaw(&self) -> Option<String> {
+        (self.errors + self.duplicates + self.unexpected > 0).then(|| {
+            format!(
+                "{} failed publishes, {} duplicates, {} unexpected events",
+                self.errors, self.duplicates, self.unexpected
+            )
+        })
     }
 }
 
@@ -533,7 +545,9 @@ impl NatsBench {
             filter_subject: subject.to_string(),
             ack_policy: jetstream::consumer::AckPolicy::Explicit,
             deliver_policy: jetstream::consumer::DeliverPolicy::New,
-            max_ack_pending: c as i64,
+            // The framework's setting for a group of concurrency C (`src/transport/nats/jetstream.rs`):
+            // the same limit on both sides.
+            max_ack_pending: (c * 8).max(256) as i64,
             ..Default::default()
         };
         Ok(stream.create_consumer(config).await?)
@@ -821,8 +835,8 @@ impl AmqpBench {
         }
     }
 
-    /// The raw consumer: its own channel, prefetch C, decode inline, ack spawned; an event
-    /// counts once its ack is written.
+    /// The raw consumer: its own channel, prefetch C, decode inline, count, ack spawned (an
+    /// event counts before its ack, as in the framework's handler).
     async fn raw_consume(
         &self,
         queue: &str,
@@ -854,11 +868,12 @@ impl AmqpBench {
                     Ok(e) => Some(e.n),
                     Err(_) => None,
                 };
-                let tally = tally.clone();
+                // Counted before its ack, like the framework's handler (which runs before the
+                // settle); the clock stops only once the broker shows every ack, on both sides.
+                n.map_or_else(|| tally.bad(), |n| tally.record(n));
                 actix_rt::spawn(async move {
-                    match d.acker.ack(BasicAckOptions::default()).await {
-                        Ok(_) => n.map_or_else(|| tally.bad(), |n| tally.record(n)),
-                        Err(e) => eprintln!("raw consumer: ack failed: {e}"),
+                    if let Err(e) = d.acker.ack(BasicAckOptions::default()).await {
+                        eprintln!("raw consumer: ack failed: {e}");
                     }
                 });
             }
@@ -962,8 +977,9 @@ fn med(series: &[Phase], f: fn(&Phase) -> f64) -> f64 {
     median(series.iter().map(f).collect())
 }
 
-/// Warm-up, rounds, split (if asked), summary; the framework/raw ratio of median throughputs.
-async fn run_broker<B: Bench>(cfg: &Config, b: &B) -> Result<f64, BoxError> {
+/// Warm-up, rounds, split (if asked), summary; the framework/raw ratio of median throughputs,
+/// or `None` when a phase had failures (then no ratio is printed).
+async fn run_broker<B: Bench>(cfg: &Config, b: &B) -> Result<Option<f64>, BoxError> {
     let name = b.name();
     let (c, w) = (cfg.concurrency, cfg.window);
     println!();
@@ -992,7 +1008,7 @@ async fn run_broker<B: Bench>(cfg: &Config, b: &B) -> Result<f64, BoxError> {
             p.allocs(),
             p.server_us()
         );
-        return Ok(f64::NAN);
+        return Ok(None);
     }
 
     let mut series: [Vec<Phase>; 2] = Default::default();
@@ -1043,13 +1059,23 @@ async fn run_broker<B: Bench>(cfg: &Config, b: &B) -> Result<f64, BoxError> {
         "(cpu µs, allocs: CPU time and heap allocations of this process per event, publisher and subscriber \
          together; broker µs: CPU time of the broker process per event)"
     );
+    let flaws: Vec<String> = [Side::Raw, Side::Framework]
+        .iter()
+        .flat_map(|&side| {
+            series[side as usize].iter().filter_map(move |p| p.flaw().map(|f| format!("{}: {f}", side.label())))
+        })
+        .collect();
+    if !flaws.is_empty() {
+        println!("{name}: no ratio, phases had failures: {}", flaws.join("; "));
+        return Ok(None);
+    }
     let ratio = median(paired);
     println!("{name} framework/raw events/s per round (paired): {} -> median {ratio:.2}", shown.join(" "));
-    Ok(ratio)
+    Ok(Some(ratio))
 }
 
 /// Runs one broker's bench and cleans up after it, whatever happened.
-async fn run_and_clean<B: Bench>(cfg: &Config, b: B) -> Result<f64, BoxError> {
+async fn run_and_clean<B: Bench>(cfg: &Config, b: B) -> Result<Option<f64>, BoxError> {
     let result = run_broker(cfg, &b).await;
     b.cleanup().await;
     result
@@ -1070,7 +1096,7 @@ async fn main() -> Result<(), BoxError> {
          one current-thread actix arbiter for this process; run {run}"
     );
 
-    let (mut nats_ratio, mut amqp_ratio) = (f64::NAN, f64::NAN);
+    let (mut nats_ratio, mut amqp_ratio) = (None, None);
     if cfg.nats {
         let b = NatsBench::connect(&run).await?;
         println!("nats: {}; {}; {}", b.url, b.header_note, broker_cpu_note(b.server_pid, "nats-server"));
@@ -1096,7 +1122,12 @@ async fn main() -> Result<(), BoxError> {
         return Ok(());
     }
     println!();
-    println!("events durable nats ratio={nats_ratio:.2}");
-    println!("events durable amqp ratio={amqp_ratio:.2}");
+    // A broker not run, or a run with failures, prints no number: nothing to compare.
+    let shown = |r: Option<f64>| r.map_or_else(|| "none".to_string(), |r| format!("{r:.2}"));
+    println!("events durable nats ratio={}", shown(nats_ratio));
+    println!("events durable amqp ratio={}", shown(amqp_ratio));
+    if cfg.nats && nats_ratio.is_none() || cfg.amqp && amqp_ratio.is_none() {
+        return Err("a broker's phases had failures: no ratio".into());
+    }
     Ok(())
 }

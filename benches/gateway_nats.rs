@@ -424,24 +424,35 @@ fn wrk_load(wrk: &PathBuf, target: &HttpTarget, connections: usize, duration: Du
         .arg("--timeout")
         .arg("10s")
         .arg("--latency");
-    let script = target.body.as_ref().map(|body| {
+    // Every target gets the same script: it checks each answer (status 200 and the exact body)
+    // and reports the wrong ones, which then do not count as throughput.
+    let script = {
         let name: String = target.label.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
         let path = std::env::temp_dir().join(format!("gateway_nats-{}-{name}.lua", std::process::id()));
-        let lua = format!(
-            "wrk.method = \"{}\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = [[{body}]]\n",
-            target.method
+        let mut lua = String::new();
+        if let Some(body) = &target.body {
+            lua += &format!(
+                "wrk.method = \"{}\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = [[{body}]]\n",
+                target.method
+            );
+        }
+        lua += &format!(
+            "local expected = [[{}]]\nlocal threads = {{}}\nwrong = 0\n\
+             function setup(thread) table.insert(threads, thread) end\n\
+             function response(status, headers, body)\n  \
+               if status ~= 200 or body ~= expected then wrong = wrong + 1 end\nend\n\
+             function done(summary, latency, requests)\n  local n = 0\n  \
+               for _, t in ipairs(threads) do n = n + t:get(\"wrong\") end\n  \
+               io.write(string.format(\"Wrong answers: %d\\n\", n))\nend\n",
+            target.expect
         );
         std::fs::write(&path, lua).expect("write the wrk script");
         path
-    });
-    if let Some(s) = &script {
-        cmd.arg("-s").arg(s);
-    }
+    };
+    cmd.arg("-s").arg(&script);
     cmd.arg(target.url());
     let out = cmd.output().expect("run wrk");
-    if let Some(s) = script {
-        let _ = std::fs::remove_file(s);
-    }
+    let _ = std::fs::remove_file(&script);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let fail = |why: &str| -> ! {
         panic!("wrk: {why}\nstdout:\n{text}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
@@ -449,6 +460,7 @@ fn wrk_load(wrk: &PathBuf, target: &HttpTarget, connections: usize, duration: Du
     if !out.status.success() {
         fail("exited with an error");
     }
+    let mut wrong_reported = false;
     let mut load = Load {
         requests: 0,
         errors: 0,
@@ -469,10 +481,14 @@ fn wrk_load(wrk: &PathBuf, target: &HttpTarget, connections: usize, duration: Du
                 let t = t.trim_end_matches(',');
                 load.elapsed = Duration::from_secs_f64(wrk_micros(t).unwrap_or(0.0) / 1e6);
             }
-            ["Non-2xx", "or", "3xx", "responses:", n] => {
+            // Non-2xx responses are among the wrong answers the script counts.
+            ["Wrong", "answers:", n] => {
                 let n: u64 = n.parse().unwrap_or(0);
                 load.errors += n;
-                load.first_error.get_or_insert_with(|| format!("{n} non-2xx responses"));
+                if n > 0 {
+                    load.first_error.get_or_insert_with(|| format!("{n} answers not 200 with the expected body"));
+                }
+                wrong_reported = true;
             }
             ["Socket", "errors:", rest @ ..] => {
                 let n: u64 = rest.iter().filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok()).sum();
@@ -487,8 +503,15 @@ fn wrk_load(wrk: &PathBuf, target: &HttpTarget, connections: usize, duration: Du
     if load.rps.is_nan() {
         fail("no Requests/sec in the report");
     }
-    // wrk counts non-2xx responses among its requests: keep only the good ones.
+    if !wrong_reported {
+        fail("no count of wrong answers from the script");
+    }
+    // wrk counts every response among its requests (and in Requests/sec): keep only the good
+    // ones, over the measured time.
     load.requests = load.requests.saturating_sub(load.errors);
+    if load.elapsed > Duration::ZERO {
+        load.rps = load.requests as f64 / load.elapsed.as_secs_f64();
+    }
     load
 }
 
@@ -795,6 +818,13 @@ async fn main() -> Result<(), BoxError> {
     srv.stop().await?;
     raw_task.abort();
 
+    // Only correct answers count: a target that answered anything else has no ratio.
+    let errors: u64 = series.iter().flat_map(|s| s.0.iter()).map(|p| p.load.errors).sum();
+    if errors > 0 {
+        println!("gateway nats c={c} rpc_ratio=none");
+        println!("gateway nats c={c} ratio=none");
+        return Err(format!("{errors} requests failed or got a wrong answer: no ratio").into());
+    }
     let ratio = sa.med(Phase::rps) / bare_rps;
     let rpc_ratio = sc.med(Phase::rps) / bare_rps;
     println!("gateway nats c={c} rpc_ratio={rpc_ratio:.2}");

@@ -484,9 +484,6 @@ async fn main() -> Result<(), BoxError> {
         let _ = conn.close(200, "bye".into()).await;
     }
 
-    let added_p50 = fw1.med(Phase::p50_us) - raw1.med(Phase::p50_us);
-    let ratio = fwc.med(Phase::rps) / rawc.med(Phase::rps);
-    println!("rpc amqp c=1 added_p50_us={added_p50:.1}");
-    println!("rpc amqp c={c} ratio={ratio:.2}");
+    common::rpc::finish("rpc amqp", c, (raw1, fw1), (rawc, fwc))?;
     Ok(())
 }

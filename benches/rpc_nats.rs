@@ -175,9 +175,6 @@ async fn main() -> Result<(), BoxError> {
     service.stop().await?;
     raw_task.abort();
 
-    let added_p50 = fw1.med(Phase::p50_us) - raw1.med(Phase::p50_us);
-    let ratio = fwc.med(Phase::rps) / rawc.med(Phase::rps);
-    println!("rpc nats c=1 added_p50_us={added_p50:.1}");
-    println!("rpc nats c={c} ratio={ratio:.2}");
+    common::rpc::finish("rpc nats", c, (raw1, fw1), (rawc, fwc))?;
     Ok(())
 }

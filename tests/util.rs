@@ -160,11 +160,11 @@ pub struct AuditChildConfig {
 pub const AUDIT_CHILD_ENV: &str = "MICRO_TEST_CHILD_AUDIT";
 
 impl ChildNode {
-    /// This test binary run again as `child_node` with `config` as JSON in `env`.
+    /// This test binary run again as `child_node` (an ignored test) with `config` as JSON in `env`.
     pub fn spawn_env(env: &str, config: &impl Serialize) -> ChildNode {
         let exe = std::env::current_exe().expect("test binary path");
         let child = Command::new(exe)
-            .args(["--exact", "child_node", "--nocapture", "--test-threads", "1"])
+            .args(["--exact", "child_node", "--ignored", "--nocapture", "--test-threads", "1"])
             .env(env, serde_json::to_string(config).unwrap())
             .stdin(Stdio::null())
             .spawn()

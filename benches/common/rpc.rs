@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use super::{cpu_since, pid_cpu, process_cpu, BoxError, HelloReply, HelloRequest, ALLOCATIONS};
+use super::{cpu_since, pid_cpu, process_cpu, BoxError, HelloReply, HelloRequest, Series, ALLOCATIONS};
 
 /// One way of making the greeter call (a bench's framework or raw side).
 pub trait Caller: Clone + 'static {
@@ -144,4 +144,27 @@ pub async fn run_phase<C: Caller>(target: &C, concurrency: usize, duration: Dura
         eprintln!("  {} c={concurrency}: {} errors, first: {e}", target.label(), phase.errors);
     }
     phase
+}
+
+/// Prints the machine-readable result lines (`<name> c=1 added_p50_us=…`, `<name> c=<c> ratio=…`)
+/// from the measured phases of the raw and framework sides, or, when any measured phase had a
+/// failed or wrong call, `none` in their place, and then fails: throughput counts only correct
+/// answers, and a side that erred has no ratio.
+pub fn finish(
+    name: &str,
+    c: usize,
+    (raw1, fw1): (&Series<Phase>, &Series<Phase>),
+    (rawc, fwc): (&Series<Phase>, &Series<Phase>),
+) -> Result<(), BoxError> {
+    let errors: u64 = [raw1, fw1, rawc, fwc].iter().flat_map(|s| s.0.iter()).map(|p| p.errors).sum();
+    if errors > 0 {
+        println!("{name} c=1 added_p50_us=none");
+        println!("{name} c={c} ratio=none");
+        return Err(format!("{errors} calls failed or got a wrong answer: no ratio").into());
+    }
+    let added_p50 = fw1.med(Phase::p50_us) - raw1.med(Phase::p50_us);
+    let ratio = fwc.med(Phase::rps) / rawc.med(Phase::rps);
+    println!("{name} c=1 added_p50_us={added_p50:.1}");
+    println!("{name} c={c} ratio={ratio:.2}");
+    Ok(())
 }

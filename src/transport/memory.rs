@@ -207,17 +207,34 @@ mod tests {
         for _ in 0..10 {
             t.publish("x.y", Message::new("e".into())).await.unwrap();
         }
-        let mut got = 0;
-        for _ in 0..10 {
-            tokio::select! {
-                Some(_) = a.next() => got += 1,
-                Some(_) = b.next() => got += 1,
+        // A last message for the group, after which any extra copy of the first ten would
+        // have been queued too.
+        t.publish("x.y", Message::new("last".into())).await.unwrap();
+        let (mut got, mut last) = (0, 0);
+        for _ in 0..11 {
+            let m = tokio::select! {
+                Some(m) = a.next() => m,
+                Some(m) = b.next() => m,
+            };
+            match &m.message.body[..] {
+                b"last" => last += 1,
+                _ => got += 1,
             }
         }
-        assert_eq!(got, 10);
-        for _ in 0..10 {
+        assert_eq!(last, 1);
+        assert_eq!(got, 10, "one copy of each message for the group");
+        let extra = tokio::time::timeout(Duration::from_millis(50), async {
+            tokio::select! {
+                Some(_) = a.next() => (),
+                Some(_) = b.next() => (),
+            }
+        });
+        assert!(extra.await.is_err(), "no extra copy in the queue group");
+        for _ in 0..11 {
             c.next().await.unwrap();
         }
+        let extra = tokio::time::timeout(Duration::from_millis(50), c.next()).await;
+        assert!(extra.is_err(), "one copy of each for the broadcast subscriber");
     }
 
     #[tokio::test]
