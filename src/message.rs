@@ -158,6 +158,29 @@ impl Headers {
     }
 
     /// Adds each metadata pair as a `Micro-Meta-<key>` header.
+    /// Refuses what no transport may send: an empty name, a name with a character other than
+    /// visible ASCII or with `:`, a value with a line break (a header injection on NATS). Every
+    /// transport checks outgoing requests and events with it.
+    ///
+    /// ```
+    /// let mut h = micro::message::Headers::new();
+    /// h.push("Micro-Meta-Note", "fine");
+    /// assert!(h.check().is_ok());
+    /// h.push("Micro-Meta-Note", "a\r\nMicro-Service: other");
+    /// assert!(h.check().is_err());
+    /// ```
+    pub fn check(&self) -> crate::Result<()> {
+        for (name, value) in &self.0 {
+            if name.is_empty() || name.contains(|c: char| !c.is_ascii_graphic() || c == ':') {
+                return Err(crate::Error::config(format!("invalid header name {name:?}")));
+            }
+            if value.contains(['\r', '\n']) {
+                return Err(crate::Error::config(format!("header {name} has a line break in its value")));
+            }
+        }
+        Ok(())
+    }
+
     pub fn set_metadata(&mut self, meta: &Metadata) {
         for (k, v) in meta.iter() {
             self.insert(format!("{}{k}", headers::META_PREFIX), v);

@@ -143,6 +143,9 @@ impl Transport for MemoryTransport {
     }
 
     fn request<'a>(&'a self, subj: &'a str, message: &'a Message, timeout: Duration) -> BoxFuture<'a, Result<Message>> {
+        if let Err(e) = message.headers.check() {
+            return futures::future::ready(Err(e)).boxed();
+        }
         let (tx, rx) = oneshot::channel();
         let delivered = self.deliver(subj, message.clone(), Some(Reply::new(OneshotReply(tx))));
         async move {
@@ -163,11 +166,17 @@ impl Transport for MemoryTransport {
     }
 
     fn publish<'a>(&'a self, subj: &'a str, message: Message) -> BoxFuture<'a, Result<()>> {
+        if let Err(e) = message.headers.check() {
+            return futures::future::ready(Err(e)).boxed();
+        }
         self.deliver(subj, message, None);
         futures::future::ready(Ok(())).boxed()
     }
 
     fn publish_durable<'a>(&'a self, subj: &'a str, message: Message) -> BoxFuture<'a, Result<()>> {
+        if let Err(e) = message.headers.check() {
+            return futures::future::ready(Err(e)).boxed();
+        }
         let delivered = self.deliver(subj, message, None);
         let out = if delivered == 0 {
             Err(Error::unavailable(format!("no subscriber would keep the event on {subj}")))

@@ -366,6 +366,7 @@ impl Transport for AmqpTransport {
         timeout: Duration,
     ) -> BoxFuture<'a, Result<Message>> {
         async move {
+            message.headers.check()?;
             let link = self.inner.link.load_full().ok_or_else(down)?;
             let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
             let (tx, rx) = oneshot::channel();
@@ -424,6 +425,7 @@ impl Transport for AmqpTransport {
 
     fn publish<'a>(&'a self, subject: &'a str, message: Message) -> BoxFuture<'a, Result<()>> {
         async move {
+            message.headers.check()?;
             let link = self.inner.link.load_full().ok_or_else(down)?;
             let props = to_properties(&message.headers);
             let confirm = link
@@ -450,7 +452,11 @@ impl Transport for AmqpTransport {
     }
 
     fn publish_durable<'a>(&'a self, subject: &'a str, message: Message) -> BoxFuture<'a, Result<()>> {
-        durable::publish(&self.inner, subject, message).boxed()
+        async move {
+            message.headers.check()?;
+            durable::publish(&self.inner, subject, message).await
+        }
+        .boxed()
     }
 
     fn delete_durable<'a>(&'a self, spec: &'a DurableSpec) -> BoxFuture<'a, Result<()>> {
