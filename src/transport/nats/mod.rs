@@ -35,6 +35,7 @@ pub use jetstream::EVENTS_STREAM;
 #[derive(Clone)]
 pub struct NatsTransport {
     client: async_nats::Client,
+    /// Without its credentials: it goes into error messages.
     url: String,
     js: async_nats::jetstream::Context,
     /// Set once the events stream is known to exist on this connection.
@@ -65,10 +66,10 @@ impl NatsTransport {
             Error::new(ErrorKind::Connect, text).with_source(e)
         })?;
         let js = async_nats::jetstream::new(client.clone());
-        Ok(NatsTransport { client, url: url.to_string(), js, stream_ready: Default::default() })
+        Ok(NatsTransport { client, url: kit::redact_url(url), js, stream_ready: Default::default() })
     }
 
-    /// The URL this transport connected to.
+    /// The URL this transport connected to, without its credentials: fit to print.
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -76,7 +77,7 @@ impl NatsTransport {
 
 impl std::fmt::Debug for NatsTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NatsTransport").field("url", &kit::redact_url(&self.url)).finish_non_exhaustive()
+        f.debug_struct("NatsTransport").field("url", &self.url).finish_non_exhaustive()
     }
 }
 
