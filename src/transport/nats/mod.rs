@@ -53,7 +53,8 @@ impl NatsTransport {
             .connection_timeout(Duration::from_secs(3))
             .name(format!("actix-micro/{}", env!("CARGO_PKG_VERSION")))
             // Reconnects are forever (with async-nats' backoff); subscriptions are restored.
-            .max_reconnects(None::<usize>);
+            .max_reconnects(None::<usize>)
+            .event_callback(log_event(kit::redact_url(url)));
         let client = with_url_credentials(opts, url).connect(url).await.map_err(|e| {
             let url = kit::redact_url(url);
             let text = if e.kind() == async_nats::ConnectErrorKind::AuthorizationViolation {
@@ -78,6 +79,31 @@ impl NatsTransport {
 impl std::fmt::Debug for NatsTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NatsTransport").field("url", &self.url).finish_non_exhaustive()
+    }
+}
+
+/// Logs what happens to the connection, which async-nats keeps to itself: losing it (whatever the
+/// cause: a server gone, or a message it could not parse), getting it back, and what the server
+/// refused (a permissions violation names the subject).
+fn log_event(url: String) -> impl Fn(async_nats::Event) -> futures::future::Ready<()> + Send + Sync + 'static {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let lost = AtomicBool::new(false);
+    move |event| {
+        use async_nats::Event;
+        match event {
+            Event::Disconnected => {
+                lost.store(true, Ordering::Relaxed);
+                tracing::warn!(%url, "NATS connection lost; reconnecting")
+            }
+            Event::Connected if lost.swap(false, Ordering::Relaxed) => {
+                tracing::info!(%url, "NATS connection re-established")
+            }
+            Event::ServerError(e) => tracing::warn!(%url, "NATS server error: {e}"),
+            Event::ClientError(e) => tracing::warn!(%url, "NATS client error: {e}"),
+            Event::SlowConsumer(sid) => tracing::warn!(%url, "NATS slow consumer: subscription {sid} dropped messages"),
+            other => tracing::debug!(%url, "NATS connection {other}"),
+        }
+        futures::future::ready(())
     }
 }
 
