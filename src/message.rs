@@ -157,7 +157,6 @@ impl Headers {
         m
     }
 
-    /// Adds each metadata pair as a `Micro-Meta-<key>` header.
     /// Refuses what no transport may send: an empty name, a name with a character other than
     /// visible ASCII or with `:`, a value with a line break (a header injection on NATS). Every
     /// transport checks outgoing requests and events with it.
@@ -181,6 +180,7 @@ impl Headers {
         Ok(())
     }
 
+    /// Adds each metadata pair as a `Micro-Meta-<key>` header.
     pub fn set_metadata(&mut self, meta: &Metadata) {
         for (k, v) in meta.iter() {
             self.insert(format!("{}{k}", headers::META_PREFIX), v);

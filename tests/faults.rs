@@ -3,7 +3,6 @@
 //! returned errors.
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,63 +11,6 @@ use futures::StreamExt;
 use micro::broker::{Broker, PublishOptions, SubscribeOptions};
 
 use crate::util::*;
-
-/// A private `nats-server -js` on a free port with its store in a temp dir; killed on drop.
-pub struct PrivateNats {
-    pub port: u16,
-    dir: std::path::PathBuf,
-    child: Option<Child>,
-}
-
-impl PrivateNats {
-    pub async fn start() -> PrivateNats {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("micro-nats-{port}-{}", uuid::Uuid::now_v7().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut nats = PrivateNats { port, dir, child: None };
-        nats.spawn().await;
-        nats
-    }
-
-    pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    async fn spawn(&mut self) {
-        let child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server must be installed for the NATS fault tests (apt-get install nats-server)");
-        self.child = Some(child);
-        let port = self.port;
-        wait_for(&format!("private NATS on {port}"), Duration::from_secs(30), || async move {
-            std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
-        })
-        .await;
-    }
-
-    /// SIGKILL: no goodbye to clients; what the server wrote stays in the OS page cache.
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    pub async fn restart(&mut self) {
-        self.spawn().await;
-    }
-}
-
-impl Drop for PrivateNats {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// Publishes durably (32 at a time) until told to stop; records which ids resolved Ok.
 struct Publisher {

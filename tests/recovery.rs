@@ -97,9 +97,9 @@ trait Outage {
 }
 
 #[cfg(feature = "nats")]
-impl Outage for crate::faults::PrivateNats {
+impl Outage for crate::util::PrivateNats {
     fn url(&self) -> String {
-        crate::faults::PrivateNats::url(self)
+        crate::util::PrivateNats::url(self)
     }
     async fn down(&mut self) {
         self.kill();
@@ -173,7 +173,7 @@ async fn recovers(broker: &mut impl Outage) {
 #[cfg(feature = "nats")]
 #[actix::test]
 async fn nats_calls_recover_at_once_after_an_outage_longer_than_the_ttl() {
-    recovers(&mut crate::faults::PrivateNats::start().await).await;
+    recovers(&mut crate::util::PrivateNats::start().await).await;
 }
 
 #[cfg(feature = "rabbitmq")]

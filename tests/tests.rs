@@ -39,6 +39,8 @@ mod faults;
 #[cfg(feature = "gateway")]
 mod gateway;
 mod middleware;
+#[cfg(feature = "nats")]
+mod poison;
 mod processes;
 mod promises;
 #[cfg(feature = "rabbitmq")]

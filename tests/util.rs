@@ -197,6 +197,121 @@ pub fn run_child(config: ChildConfig) -> ! {
     std::process::exit(code)
 }
 
+/// A private `nats-server -js` on a free port with its store in a temp dir and its HTTP
+/// monitoring (`/connz`, `/varz`) on another; killed on drop. For tests that must never touch
+/// the shared server.
+pub struct PrivateNats {
+    pub port: u16,
+    pub monitor_port: u16,
+    dir: std::path::PathBuf,
+    /// The config file (`-c`) and the environment its `$VARIABLE`s are read from.
+    config: Option<(std::path::PathBuf, Vec<(String, String)>)>,
+    child: Option<Child>,
+}
+
+impl PrivateNats {
+    pub async fn start() -> PrivateNats {
+        PrivateNats::launch(None, &[]).await
+    }
+
+    /// Started with the config text `config`, whose `store_dir` is replaced by the server's temp
+    /// dir; its `$VARIABLE`s come from `env`. The port and monitoring flags override the text's.
+    pub async fn start_with_config(config: &str, env: &[(&str, &str)]) -> PrivateNats {
+        PrivateNats::launch(Some(config), env).await
+    }
+
+    async fn launch(config: Option<&str>, env: &[(&str, &str)]) -> PrivateNats {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("micro-nats-{port}-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = config.map(|text| {
+            let store = dir.join("store");
+            let (before, after) = text.split_once("store_dir:").expect("the config sets store_dir");
+            let rest = after.split_once('\n').map_or("", |(_, rest)| rest);
+            let path = dir.join("nats-server.conf");
+            std::fs::write(&path, format!("{before}store_dir: {store:?}\n{rest}")).unwrap();
+            (path, env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        });
+        let mut nats = PrivateNats { port, monitor_port: free_port(), dir, config, child: None };
+        nats.spawn().await;
+        nats
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    async fn spawn(&mut self) {
+        let mut cmd = Command::new("nats-server");
+        cmd.args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-m", &self.monitor_port.to_string()]);
+        match &self.config {
+            Some((path, env)) => {
+                cmd.arg("-c").arg(path).envs(env.iter().map(|(k, v)| (k, v)));
+            }
+            None => {
+                cmd.args(["-js", "-sd"]).arg(&self.dir);
+            }
+        }
+        // Appended to across restarts.
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("nats-server.log")).unwrap();
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("nats-server must be installed for the NATS fault tests (apt-get install nats-server)");
+        self.child = Some(child);
+        let (port, monitor) = (self.port, self.monitor_port);
+        let child = &mut self.child;
+        let log = self.dir.join("nats-server.log");
+        wait_for(&format!("private NATS on {port}"), Duration::from_secs(30), || {
+            if let Some(status) = child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!("nats-server exited ({status}): {}", std::fs::read_to_string(&log).unwrap_or_default());
+            }
+            let up = [port, monitor].iter().all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok());
+            async move { up.then_some(()) }
+        })
+        .await;
+    }
+
+    /// A monitoring endpoint's JSON, e.g. `/connz?state=closed`.
+    pub fn monitor(&self, path: &str) -> serde_json::Value {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.monitor_port)).expect("NATS monitoring port");
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        // HTTP/1.0: the server answers with the whole body and closes, never chunked.
+        write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).expect("NATS monitoring answer");
+        let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
+        assert!(head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+    }
+
+    /// What the server logged so far (errors, permission violations).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("nats-server.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL: no goodbye to clients; what the server wrote stays in the OS page cache.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.spawn().await;
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// A RabbitMQ node of our own on free ports and a temp dir, for fault tests that must never
 /// touch the shared broker. Stopped and removed on drop.
 #[cfg(feature = "rabbitmq")]
@@ -294,7 +409,6 @@ impl Drop for PrivateRabbit {
     }
 }
 
-#[cfg(feature = "rabbitmq")]
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

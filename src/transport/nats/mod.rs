@@ -33,9 +33,10 @@ pub use jetstream::EVENTS_STREAM;
 /// let t = micro::transport::NatsTransport::connect("nats://127.0.0.1:4222").await?;
 /// # Ok(()) }
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct NatsTransport {
     client: async_nats::Client,
+    /// Without its credentials: it goes into error messages.
     url: String,
     js: async_nats::jetstream::Context,
     /// Set once the events stream is known to exist on this connection.
@@ -48,10 +49,15 @@ pub struct NatsTransport {
 const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(500);
 
 impl NatsTransport {
-    /// Connects; fails with [`ErrorKind::Connect`] naming the URL when the server is unreachable.
+    /// Connects; fails with [`ErrorKind::Connect`] naming the URL (without its credentials) when
+    /// the server is unreachable or refuses them.
+    ///
+    /// Credentials come in the URL: `nats://user:password@host:port`, or `nats://token@host:port`
+    /// (percent-encode reserved characters). See `docs/security.md` for a server that requires them.
     pub async fn connect(url: &str) -> Result<NatsTransport> {
         let (state_tx, state) = tokio::sync::watch::channel(ConnectionState::default());
         let connects = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let log = log_event(kit::redact_url(url));
         let opts = async_nats::ConnectOptions::new()
             .connection_timeout(Duration::from_secs(3))
             .name(format!("actix-micro/{}", env!("CARGO_PKG_VERSION")))
@@ -62,7 +68,7 @@ impl NatsTransport {
                 Duration::from_millis(2u64.pow(exp)).min(RECONNECT_MAX_DELAY)
             })
             .event_callback(move |event| {
-                match event {
+                match &event {
                     async_nats::Event::Connected => {
                         // The first connection is not a reconnect.
                         let n = connects.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -74,25 +80,95 @@ impl NatsTransport {
                     async_nats::Event::Disconnected => state_tx.send_modify(|s| s.connected = false),
                     _ => {}
                 }
-                futures::future::ready(())
+                log(event)
             });
-        let client = opts.connect(url).await.map_err(|e| {
-            Error::new(
-                ErrorKind::Connect,
+        let client = with_url_credentials(opts, url).connect(url).await.map_err(|e| {
+            let url = kit::redact_url(url);
+            let text = if e.kind() == async_nats::ConnectErrorKind::AuthorizationViolation {
+                format!("NATS at {url} refused the connection: {e} (check the user and password, or token, in the URL)")
+            } else {
                 format!(
                     "NATS at {url} is unreachable: {e} (start one with `nats-server -js`, or `docker compose up -d nats`)"
-                ),
-            )
-            .with_source(e)
+                )
+            };
+            Error::new(ErrorKind::Connect, text).with_source(e)
         })?;
         let js = async_nats::jetstream::new(client.clone());
-        Ok(NatsTransport { client, url: url.to_string(), js, stream_ready: Default::default(), state })
+        Ok(NatsTransport { client, url: kit::redact_url(url), js, stream_ready: Default::default(), state })
     }
 
-    /// The URL this transport connected to.
+    /// The URL this transport connected to, without its credentials: fit to print.
     pub fn url(&self) -> &str {
         &self.url
     }
+}
+
+impl std::fmt::Debug for NatsTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsTransport").field("url", &self.url).finish_non_exhaustive()
+    }
+}
+
+/// Logs what happens to the connection, which async-nats keeps to itself: losing it (whatever the
+/// cause: a server gone, or a message it could not parse), getting it back, and what the server
+/// refused (a permissions violation names the subject).
+fn log_event(url: String) -> impl Fn(async_nats::Event) -> futures::future::Ready<()> + Send + Sync + 'static {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let lost = AtomicBool::new(false);
+    move |event| {
+        use async_nats::Event;
+        match event {
+            Event::Disconnected => {
+                lost.store(true, Ordering::Relaxed);
+                tracing::warn!(%url, "NATS connection lost; reconnecting")
+            }
+            Event::Connected if lost.swap(false, Ordering::Relaxed) => {
+                tracing::info!(%url, "NATS connection re-established")
+            }
+            Event::ServerError(e) => tracing::warn!(%url, "NATS server error: {e}"),
+            Event::ClientError(e) => tracing::warn!(%url, "NATS client error: {e}"),
+            Event::SlowConsumer(sid) => tracing::warn!(%url, "NATS slow consumer: subscription {sid} dropped messages"),
+            other => tracing::debug!(%url, "NATS connection {other}"),
+        }
+        futures::future::ready(())
+    }
+}
+
+/// Sets the credentials of a `nats://user:password@host` or `nats://token@host` URL as connect
+/// options: async-nats parses them out of the URL but does not send them to the server.
+fn with_url_credentials(opts: async_nats::ConnectOptions, url: &str) -> async_nats::ConnectOptions {
+    // A URL async-nats cannot parse is reported by `connect` itself.
+    let Ok(addr) = url.parse::<async_nats::ServerAddr>() else { return opts };
+    match (addr.username(), addr.password()) {
+        (Some(user), Some(password)) => opts.user_and_password(percent_decode(user), percent_decode(password)),
+        (Some(token), None) => opts.token(percent_decode(token)),
+        _ => opts,
+    }
+}
+
+/// `%XX` escapes of a URL's user info decoded (the URL keeps them encoded).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 pub(super) fn to_header_map(headers: &Headers) -> Result<HeaderMap> {
@@ -265,5 +341,19 @@ impl Transport for NatsTransport {
                 .map_err(|e| Error::transport(format!("flush failed: {e}")).with_source(e))
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn user_info_is_percent_decoded() {
+        assert_eq!(percent_decode("p%40ss%3Aw%2Fd"), "p@ss:w/d");
+        assert_eq!(percent_decode("plain"), "plain");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(percent_decode("%C3%A9t%C3%A9"), "été");
     }
 }
