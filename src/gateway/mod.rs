@@ -19,16 +19,19 @@
 //! # }
 //! ```
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::error::{JsonPayloadError, PayloadError, UrlencodedError};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{guard, web, App, HttpMessage, HttpRequest, HttpResponse, HttpServer};
 use bytes::Bytes;
 use futures::future::LocalBoxFuture;
+use futures::{Future, Stream};
 
 use crate::api;
 use crate::broker::PublishOptions;
@@ -68,7 +71,8 @@ pub(crate) struct State {
 ///     .handle("Say.Hello", |Req(v): Req<serde_json::Value>| async move { Ok::<_, Status>(v) })
 ///     .start()
 ///     .await?;
-/// let gateway = Gateway::new(Client::connect("memory://gateway-type-doc").await?, GatewayConfig::default());
+/// let config = GatewayConfig::default().rpc_namespaces(["go.micro.srv"]);
+/// let gateway = Gateway::new(Client::connect("memory://gateway-type-doc").await?, config);
 /// let app = test::init_service(gateway.app()).await;
 /// let body = serde_json::json!({"service": "go.micro.srv.greeter", "endpoint": "Say.Hello", "request": {"name": "John"}});
 /// let rsp: serde_json::Value =
@@ -116,7 +120,8 @@ impl Gateway {
                         web::JsonConfig::default().limit(limit).content_type_required(false).error_handler(json_error),
                     )
                     .route(web::post().guard(is_form).to(rpc_form))
-                    .route(web::post().to(rpc_json)),
+                    .route(web::post().to(rpc_json))
+                    .default_service(web::to(rpc_other_method)),
             );
         }
         for (prefix, kind) in config.scopes() {
@@ -151,12 +156,24 @@ impl Gateway {
         let mut server = HttpServer::new(move || gateway.app())
             .shutdown_timeout(config.shutdown_timeout.as_secs())
             .client_request_timeout(Duration::from_secs(10))
-            .max_connection_rate(1024);
+            .max_connection_rate(1024)
+            // actix-web stops at once on SIGINT and drains only on SIGTERM; both drain here.
+            .disable_signals();
         if config.workers > 0 {
             server = server.workers(config.workers);
         }
+        let server = server.bind(config.address)?.run();
+        let handle = server.handle();
+        actix_rt::spawn(async move {
+            if let Err(e) = crate::service::shutdown_signal().await {
+                tracing::error!(error = %e, "the gateway cannot listen for SIGINT/SIGTERM");
+                return;
+            }
+            tracing::info!("gateway stopping: finishing open requests");
+            handle.stop(true).await;
+        });
         tracing::info!(address = %config.address, handler = ?config.handler, namespace = %config.namespace, "gateway listening");
-        server.bind(config.address)?.run().await
+        server.await
     }
 }
 
@@ -180,7 +197,7 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
 
 /// Rejects path tricks before routing, and gives every request an id.
 fn guard_and_tag<S, B>(
-    req: ServiceRequest,
+    mut req: ServiceRequest,
     srv: &S,
 ) -> LocalBoxFuture<'static, Result<ServiceResponse<actix_web::body::EitherBody<B>>, actix_web::Error>>
 where
@@ -188,11 +205,26 @@ where
     S::Future: 'static,
     B: actix_web::body::MessageBody + 'static,
 {
-    if let Err(e) = check_path(req.uri().path()) {
+    let state = req.app_data::<web::Data<State>>().cloned();
+    let admitted = check_path(req.uri().path()).and_then(|()| match &state {
+        Some(state) => admit(&req, &state.config),
+        None => Ok(()),
+    });
+    if let Err(e) = admitted {
         let (http, _) = req.into_parts();
         return Box::pin(async move {
             Ok(ServiceResponse::new(http, actix_web::ResponseError::error_response(&e)).map_into_right_body())
         });
+    }
+    if let Some(state) = &state {
+        // A WebSocket's payload is its frames, for as long as it is open: only the proxy takes
+        // it, and it is not a body to bound.
+        let websocket = req.headers().contains_key(header::UPGRADE)
+            && state.config.handler_at(req.path()) == Some(HandlerKind::Proxy);
+        if !websocket {
+            let payload = req.take_payload();
+            req.set_payload(bounded(payload, state.config.max_body, state.config.timeout));
+        }
     }
     let id = req
         .headers()
@@ -206,12 +238,105 @@ where
     req.extensions_mut().insert(RequestId(id.clone()));
     let fut = srv.call(req);
     Box::pin(async move {
-        let mut res = fut.await?;
+        let mut res = as_json_error(fut.await?);
         if let Ok(v) = HeaderValue::from_str(&id) {
             res.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
         }
-        Ok(res.map_into_left_body())
+        Ok(res)
     })
+}
+
+/// What is refused from the request head alone: a declared body over the limit (413, before
+/// a byte of it is read, whatever the route), and a state-changing request from another site
+/// (403).
+fn admit(req: &ServiceRequest, config: &GatewayConfig) -> Result<(), GatewayError> {
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > config.max_body as u64) {
+        return Err(too_large(config.max_body));
+    }
+    if !req.method().is_safe() && !same_site_or_allowed(req, &config.cors) {
+        return Err(GatewayError::new(
+            Code::FORBIDDEN,
+            "cross-site request refused: its origin is not allowed to call this gateway (see --cors)",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a request comes from the gateway's own origin, from an origin the CORS allowlist
+/// names, or from no browser context at all (no `Origin`, no cross-site `Sec-Fetch-Site`).
+/// A browser sends a cross-site form POST without a preflight, so CORS alone does not stop it.
+fn same_site_or_allowed(req: &ServiceRequest, allowed: &[String]) -> bool {
+    let headers = req.headers();
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let Ok(origin) = origin.to_str() else { return false };
+        let host =
+            headers.get(header::HOST).and_then(|h| h.to_str().ok()).or(req.uri().authority().map(|a| a.as_str()));
+        let own = origin.split_once("://").map(|(_, authority)| authority).zip(host);
+        return allowed.iter().any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
+            || own.is_some_and(|(authority, host)| authority.eq_ignore_ascii_case(host));
+    }
+    !matches!(headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()), Some("cross-site" | "same-site"))
+}
+
+/// The request body, bounded while it is read: past `limit` bytes an overflow, and once
+/// `timeout` has passed since the request arrived a timed-out read, so a body that stalls
+/// cannot hold a connection longer than the request may take.
+fn bounded(mut payload: Payload, limit: usize, timeout: Duration) -> Payload {
+    let mut deadline = Box::pin(tokio::time::sleep(timeout));
+    let (mut seen, mut done) = (0usize, false);
+    let stream = futures::stream::poll_fn(move |cx| {
+        if done {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut payload).poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                seen = seen.saturating_add(chunk.len());
+                if seen > limit {
+                    done = true;
+                    return Poll::Ready(Some(Err(PayloadError::Overflow)));
+                }
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(other) => {
+                done = !matches!(other, Some(Ok(_)));
+                Poll::Ready(other)
+            }
+            Poll::Pending => match deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    done = true;
+                    Poll::Ready(Some(Err(PayloadError::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the request body did not arrive in time",
+                    )))))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    });
+    Payload::Stream { payload: Box::pin(stream) }
+}
+
+/// An error response actix-web made by itself (an extractor's, text/plain) as the gateway's
+/// JSON status, with the same HTTP status.
+fn as_json_error<B>(res: ServiceResponse<B>) -> ServiceResponse<actix_web::body::EitherBody<B>> {
+    let replacement = match res.response().error() {
+        Some(e) if e.as_error::<GatewayError>().is_none() => {
+            let detail = match e.as_error::<PayloadError>() {
+                Some(p) => payload_error(p, usize::MAX).status().detail().to_string(),
+                None => e.to_string(),
+            };
+            Some(GatewayError::http(res.status(), detail))
+        }
+        _ => None,
+    };
+    match replacement {
+        Some(e) => {
+            let (http, _) = res.into_parts();
+            ServiceResponse::new(http, actix_web::ResponseError::error_response(&e)).map_into_right_body()
+        }
+        None => res.map_into_left_body(),
+    }
 }
 
 #[derive(Clone)]
@@ -315,30 +440,57 @@ pub(crate) fn too_large(limit: usize) -> GatewayError {
     GatewayError::new(Code::PAYLOAD_TOO_LARGE, format!("request body exceeds {limit} bytes"))
 }
 
-fn json_error(e: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
+/// A body that could not be read, as every handler answers it: over the limit 413, not
+/// arrived in time 408, anything else 400.
+pub(crate) fn payload_error(e: &PayloadError, limit: usize) -> GatewayError {
+    match e {
+        PayloadError::Overflow => too_large(limit),
+        PayloadError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+            GatewayError::http(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time")
+        }
+        e => GatewayError::bad_request(format!("cannot read the request body: {e}")),
+    }
+}
+
+/// `/rpc` with another method than POST.
+async fn rpc_other_method() -> HttpResponse {
+    let e = GatewayError::new(Code::METHOD_NOT_ALLOWED, "call /rpc with POST");
+    let mut rsp = actix_web::ResponseError::error_response(&e);
+    rsp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+    rsp
+}
+
+fn json_error(e: JsonPayloadError, req: &HttpRequest) -> actix_web::Error {
     match e {
         JsonPayloadError::Overflow { limit } | JsonPayloadError::OverflowKnownLength { limit, .. } => too_large(limit),
+        JsonPayloadError::Payload(e) => payload_error(&e, limit_of(req)),
         JsonPayloadError::Deserialize(e) => GatewayError::bad_request(format!("invalid /rpc request: {e}")),
         e => GatewayError::bad_request(format!("cannot read the request body: {e}")),
     }
     .into()
 }
 
-fn form_error(e: UrlencodedError, _: &HttpRequest) -> actix_web::Error {
+fn form_error(e: UrlencodedError, req: &HttpRequest) -> actix_web::Error {
     match e {
         UrlencodedError::Overflow { limit, .. } => too_large(limit),
+        UrlencodedError::Payload(e) => payload_error(&e, limit_of(req)),
         UrlencodedError::Parse(e) => GatewayError::bad_request(format!("invalid /rpc form: {e}")),
         e => GatewayError::bad_request(format!("cannot read the request body: {e}")),
     }
     .into()
 }
 
+/// The body limit of the gateway serving `req`.
+fn limit_of(req: &HttpRequest) -> usize {
+    req.app_data::<web::Data<State>>().map_or(usize::MAX, |s| s.config.max_body)
+}
+
 /// The body as the `Bytes` extractor read it under the `PayloadConfig` limit: past the limit a
 /// 413 (from `Content-Length` before anything is read).
 fn body(read: Result<Bytes, actix_web::Error>, state: &State) -> Result<Bytes, GatewayError> {
     read.map_err(|e| match e.as_error::<PayloadError>() {
-        Some(PayloadError::Overflow) => too_large(state.config.max_body),
-        _ => GatewayError::bad_request(format!("cannot read the request body: {e}")),
+        Some(p) => payload_error(p, state.config.max_body),
+        None => GatewayError::bad_request(format!("cannot read the request body: {e}")),
     })
 }
 
@@ -376,6 +528,7 @@ async fn rpc_form(
 async fn call_rpc(state: &State, req: &HttpRequest, rpc: RpcBody) -> Result<HttpResponse, GatewayError> {
     valid_name("service", &rpc.service)?;
     valid_name("endpoint", &rpc.endpoint)?;
+    state.config.may_call(&rpc.service, &rpc.endpoint, true).map_err(|e| GatewayError::new(Code::FORBIDDEN, e))?;
     let request = match rpc.request {
         // A JSON text inside a string, as some clients send it.
         Some(serde_json::Value::String(s)) if s.trim_start().starts_with(['{', '[']) => serde_json::from_str(&s)
@@ -417,6 +570,7 @@ fn resolved(
     let body = body(read, state)?;
     let route = resolve::resolve(&state.config.namespace, req.match_info().unprocessed())
         .map_err(|e| GatewayError::bad_request(e.0))?;
+    state.config.may_call(&route.service, &route.endpoint, false).map_err(|e| GatewayError::new(Code::FORBIDDEN, e))?;
     Ok((route, body))
 }
 
@@ -449,9 +603,7 @@ async fn api_handler(
     let (opts, ctx) = call_scope(&state, &req);
     let reply =
         ctx.scope(state.client.call_raw(&route.service, &route.endpoint, encoded, Codec::MsgPack, opts)).await?;
-    let rsp: api::Response = reply.decode().map_err(|e| {
-        GatewayError::new(Code::BAD_GATEWAY, format!("{} did not answer with an api.Response: {e}", route.service))
-    })?;
+    let rsp = api_response(&reply, &route.service)?;
     let status = match rsp.status_code {
         0 => StatusCode::OK,
         n => u16::try_from(n)
@@ -472,6 +624,25 @@ async fn api_handler(
         }
     }
     Ok(out.body(rsp.body))
+}
+
+/// The reply of an api service as an `api.Response`. Its fields all have defaults, so any map
+/// would decode as one: a reply with other fields, or none, is not one (502).
+fn api_response(reply: &crate::client::RawReply, service: &str) -> Result<api::Response, GatewayError> {
+    let not_one = |why: String| {
+        GatewayError::new(Code::BAD_GATEWAY, format!("{service} did not answer with an api.Response: {why}"))
+    };
+    let value: serde_json::Value = reply.decode().map_err(|e| not_one(e.to_string()))?;
+    match value.as_object() {
+        Some(fields) if fields.is_empty() => return Err(not_one("an empty map".into())),
+        Some(fields) => {
+            if let Some(other) = fields.keys().find(|k| !["statusCode", "header", "body"].contains(&k.as_str())) {
+                return Err(not_one(format!("it has a field {other:?}")));
+            }
+        }
+        None => return Err(not_one("not a map".into())),
+    }
+    serde_json::from_value(value).map_err(|e| not_one(e.to_string()))
 }
 
 async fn rpc_handler(

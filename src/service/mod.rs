@@ -51,6 +51,7 @@ use crate::transport;
 
 mod handle;
 
+pub(crate) use handle::shutdown_signal;
 pub use handle::ServiceHandle;
 
 /// Entry point: `Service::builder(name)` describes a service (endpoints, subscriptions, state,
