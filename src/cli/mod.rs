@@ -163,6 +163,12 @@ pub struct ApiArgs {
     /// HTTP worker threads (0: one per core).
     #[arg(long, env = "MICRO_API_WORKERS", default_value_t = 0)]
     pub workers: usize,
+    /// Namespaces /rpc may call besides --namespace, comma separated (`*`: any service).
+    #[arg(long, env = "MICRO_API_RPC_NAMESPACES", value_delimiter = ',')]
+    pub rpc_namespaces: Vec<String>,
+    /// Let HTTP callers reach the services' Debug.* endpoints (node ids, memory, counters).
+    #[arg(long, env = "MICRO_API_EXPOSE_DEBUG")]
+    pub expose_debug: bool,
 }
 
 impl ApiArgs {
@@ -179,7 +185,9 @@ impl ApiArgs {
             .max_body(self.max_body)
             .cors(self.cors.iter().filter(|s| !s.is_empty()).cloned())
             .metadata_headers(self.metadata_headers.iter().filter(|s| !s.is_empty()).cloned())
-            .workers(self.workers);
+            .workers(self.workers)
+            .rpc_namespaces(self.rpc_namespaces.iter().filter(|s| !s.is_empty()).cloned())
+            .expose_debug(self.expose_debug);
         for (prefix, h) in &self.routes {
             c = c.route(prefix.clone(), *h);
         }
@@ -236,7 +244,9 @@ pub fn main() -> ExitCode {
 fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MICRO_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| default.into());
+        // lapin logs a refused login or virtual host as three raw ERROR lines before the
+        // error it returns, which says it once and plainly.
+        .unwrap_or_else(|_| format!("{default},lapin=off").into());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
 }
