@@ -98,7 +98,9 @@ impl Gateway {
         Gateway { state: Arc::new(State { client, config }) }
     }
 
-    /// Adds the gateway's routes, limits and middleware-free handlers to an app.
+    /// Adds the gateway's routes, limits and middleware-free handlers to an app. The checks made
+    /// from the request head (declared length, cross-site origin, path tricks) and the body
+    /// timeout come with [`app`](Self::app), not with this.
     pub fn configure(&self, cfg: &mut web::ServiceConfig) {
         let config = &self.state.config;
         let limit = config.max_body;
