@@ -454,16 +454,16 @@ async fn a_declared_length_over_the_limit_is_413_at_once_on_every_route() {
         .route("/rpcapi", HandlerKind::Rpc)
         .route("/web", HandlerKind::Proxy);
     let gw = TestGateway::start(&memory_url(), config).await;
-    for path in
-        ["/rpc", "/greeter/say/hello", "/rpcapi/greeter/say/hello", "/event/user.login", "/web/dash/x", "/health"]
-    {
+    let routes =
+        ["/rpc", "/greeter/say/hello", "/rpcapi/greeter/say/hello", "/event/user.login", "/web/dash/x", "/health"];
+    for (method, path) in routes.iter().flat_map(|p| [("POST", *p), ("GET", *p)]) {
         let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10000000000\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10000000000\r\n\r\n"
         );
         let (status, body, took) = stalled_request(gw.addr, &head).await;
-        assert_eq!(status, 413, "{path}: {body}");
-        assert_eq!(json_status(&body)["code"], 413, "{path}");
-        assert!(took < Duration::from_secs(3), "{path}: refused only after {took:?}");
+        assert_eq!(status, 413, "{method} {path}: {body}");
+        assert_eq!(json_status(&body)["code"], 413, "{method} {path}");
+        assert!(took < Duration::from_secs(3), "{method} {path}: refused only after {took:?}");
     }
 }
 

@@ -51,6 +51,7 @@ use crate::transport;
 
 mod handle;
 
+#[cfg(feature = "gateway")]
 pub(crate) use handle::shutdown_signal;
 pub use handle::ServiceHandle;
 
