@@ -142,10 +142,11 @@ fn bounded(mut payload: Payload, limit: usize, timeout: Duration) -> Payload {
 /// An error response actix-web made by itself (an extractor's, text/plain) as the gateway's
 /// JSON status, with the same HTTP status.
 fn as_json_error<B>(res: ServiceResponse<B>) -> ServiceResponse<actix_web::body::EitherBody<B>> {
+    let limit = res.request().app_data::<web::Data<State>>().map_or(usize::MAX, |s| s.config.max_body);
     let replacement = match res.response().error() {
         Some(e) if e.as_error::<GatewayError>().is_none() => {
             let detail = match e.as_error::<PayloadError>() {
-                Some(p) => payload_error(p, usize::MAX).status().detail().to_string(),
+                Some(p) => payload_error(p, limit).status().detail().to_string(),
                 None => e.to_string(),
             };
             Some(GatewayError::http(res.status(), detail))
