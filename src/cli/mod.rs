@@ -303,6 +303,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn api_flags_reach_the_gateway_config() {
+        let cli =
+            Cli::try_parse_from(["micro", "api", "--rpc-namespaces", "go.micro.srv,ops", "--expose-debug"]).unwrap();
+        let Command::Api(args) = cli.command else { panic!("not the api command") };
+        let config = args.config();
+        assert_eq!(config.rpc_namespaces, ["go.micro.srv", "ops"]);
+        assert!(config.expose_debug);
+        let Command::Api(args) = Cli::try_parse_from(["micro", "api"]).unwrap().command else { panic!() };
+        let config = args.config();
+        assert!(config.rpc_namespaces.is_empty() && !config.expose_debug, "safe defaults");
+    }
+
+    #[test]
     fn durations_read_as_people_write_them() {
         assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
