@@ -588,7 +588,10 @@ async fn main() -> Result<(), BoxError> {
 
     // The gateway, as `micro api` runs it but on a free port and with `workers` workers.
     let gw_client = micro::Client::builder().name(GATEWAY_ID).transport(url.clone()).connect().await?;
-    let gateway = Gateway::new(gw_client, GatewayConfig::default().namespace(namespace.clone()).workers(workers));
+    let gateway = Gateway::new(
+        gw_client,
+        GatewayConfig::default().namespace(namespace.clone()).rpc_namespaces([srv_name.clone()]).workers(workers),
+    );
     let gw_server = HttpServer::new(move || gateway.app())
         .workers(workers)
         .client_request_timeout(Duration::from_secs(10))

@@ -26,7 +26,7 @@ async fn main() -> Result<(), micro::Report> {
     let client = micro::Client::builder().name(GATEWAY_ID).transport(&url).connect().await?;
     let address = std::env::var("MICRO_API_ADDRESS").unwrap_or_else(|_| "127.0.0.1:8080".into()).parse()?;
     println!("gateway on http://{address}: try curl 'http://{address}/greeter/say/hello?name=John'");
-    Gateway::new(client, GatewayConfig::default().address(address)).run().await?;
+    Gateway::new(client, GatewayConfig::default().address(address).rpc_namespaces(["go.micro.srv"])).run().await?;
     api.stop().await?;
     srv.stop().await?;
     Ok(())

@@ -320,7 +320,8 @@ async fn unknown_service_suggests_close_names(url: String) {
         args.extend(["--transport", &url]);
         let a = micro(&args, "").await.code(1);
         let err = stderr(&a);
-        assert!(err.contains(&format!("service {typo} is not in the registry on {url}")), "{cmd}: {err}");
+        assert!(err.contains(&format!("service {typo} is not in the registry on {}", shown(&url))), "{cmd}: {err}");
+        assert!(!err.contains("guest:guest"), "no password printed: {err}");
         assert!(err.contains(&format!("did you mean {name}")), "{cmd}: {err}");
     }
     svc.stop().await.unwrap();
@@ -564,10 +565,107 @@ async fn unreachable_broker_names_the_url_and_how_to_start_one() {
     let amqp =
         micro(&["call", "x", "Y.Z", "{}", "--transport", "amqp://guest:guest@127.0.0.1:1/%2f"], "").await.code(1);
     let err = stderr(&amqp);
-    assert!(err.starts_with("error: RabbitMQ at amqp://***@127.0.0.1:1/%2f is unreachable"), "{err}");
-    assert!(err.contains("rabbitmq-server") && !err.contains("guest"), "{err}");
+    assert!(err.starts_with("error: RabbitMQ at amqp://guest:***@127.0.0.1:1/%2f is unreachable"), "{err}");
+    assert!(err.contains("rabbitmq-server") && !err.contains("guest:guest"), "{err}");
     let scheme = micro(&["services", "--transport", "carrier-pigeon://x"], "").await.code(1);
     assert!(stderr(&scheme).contains("unknown transport scheme"), "{}", stderr(&scheme));
+}
+
+/// A URL as the binary prints it: the password masked.
+fn shown(url: &str) -> String {
+    match url.split_once("://").and_then(|(scheme, rest)| Some((scheme, rest.split_once('@')?))) {
+        Some((scheme, (user, host))) => format!("{scheme}://{}:***@{host}", user.split(':').next().unwrap_or("")),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(feature = "rabbitmq")]
+#[actix::test]
+async fn a_refused_login_or_virtual_host_says_so_and_prints_no_password() {
+    let base = amqp_url();
+    let (_, host) = base.split_once('@').unwrap();
+    let host = host.split('/').next().unwrap();
+    for (url, says) in [
+        (format!("amqp://guest:wrong-secret@{host}/%2f"), "refused the authentication"),
+        (format!("amqp://guest:guest@{host}/{}", unique("novhost")), "refused the virtual host"),
+    ] {
+        let a = micro(&["services", "--transport", &url], "").await.code(1).stdout(predicate::str::is_empty());
+        let err = stderr(&a);
+        assert!(err.starts_with(&format!("error: RabbitMQ at {} {says}", shown(&url))), "{err}");
+        assert!(!err.contains("unreachable") && !err.contains("rabbitmq-server"), "the broker is up: {err}");
+        assert!(!err.contains("ERROR") && err.lines().count() == 1, "one line, no raw library log: {err}");
+        assert!(!err.contains("wrong-secret") && !err.contains("guest:guest"), "{err}");
+    }
+}
+
+#[cfg(feature = "rabbitmq")]
+#[actix::test]
+async fn subscribe_notes_print_no_password() {
+    let url = amqp_url();
+    assert!(url.contains(":guest@"), "the test needs a URL with a password: {url}");
+    let topic = unique("topic");
+    let group = unique("group");
+    for args in
+        [vec!["subscribe", &topic, "--count", "0"], vec!["subscribe", &topic, "--durable", &group, "--count", "0"]]
+    {
+        let mut args = args;
+        args.extend(["--transport", &url]);
+        let err = stderr(&micro(&args, "").await.success());
+        assert!(err.contains(&shown(&url)) && !err.contains(":guest@"), "{args:?}: {err}");
+    }
+    let broker = Client::connect(&url).await.unwrap().broker().clone();
+    broker.delete_durable(&topic, &group).await.unwrap();
+}
+
+#[cfg(feature = "nats")]
+#[actix::test]
+async fn api_drains_the_request_in_flight_on_sigint_as_on_sigterm() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let url = nats_url();
+    for signal in ["INT", "TERM"] {
+        let ns = unique("api");
+        let started = Arc::new(AtomicBool::new(false));
+        let flag = started.clone();
+        let svc = Service::builder(format!("{ns}.slow"))
+            .transport(&url)
+            .handle("Say.Slow", move |Req(_): Req<micro::api::Request>| {
+                let flag = flag.clone();
+                async move {
+                    flag.store(true, Ordering::SeqCst);
+                    // The work the signal arrives during.
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                    Ok::<_, Status>(micro::api::Response::json(200, &json!({"done": true})))
+                }
+            })
+            .start()
+            .await
+            .unwrap();
+        let address = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+        let args = ["api", "--address", &address, "--namespace", &ns, "--transport", &url];
+        let child = spawn_streaming(&args, "gateway listening").await;
+        let http = awc::Client::builder().timeout(WAIT).finish();
+        wait_for("the gateway to answer", WAIT, || async {
+            let rsp = http.get(format!("http://{address}/health")).send().await.ok()?;
+            rsp.status().is_success().then_some(())
+        })
+        .await;
+        let request = http.get(format!("http://{address}/slow/say/slow")).send();
+        let answer = actix_rt::spawn(async move {
+            let mut rsp = request.await.map_err(|e| e.to_string())?;
+            let body = rsp.body().await.map_err(|e| e.to_string())?;
+            Ok::<_, String>((rsp.status().as_u16(), String::from_utf8_lossy(&body).into_owned()))
+        });
+        wait_for("the request to reach the service", WAIT, || async { started.load(Ordering::SeqCst).then_some(()) })
+            .await;
+        let pid = child.id().unwrap().to_string();
+        assert!(std::process::Command::new("kill").args(["-s", signal, &pid]).status().unwrap().success());
+        let (status, body) = answer.await.unwrap().unwrap_or_else(|e| panic!("SIG{signal}: the request was cut: {e}"));
+        assert_eq!((status, body.as_str()), (200, r#"{"done":true}"#), "SIG{signal}");
+        let out = tokio::time::timeout(WAIT, child.wait_with_output()).await.expect("micro api did not exit").unwrap();
+        assert!(out.status.success(), "SIG{signal}: micro api exited with {:?}", out.status);
+        svc.stop().await.unwrap();
+    }
 }
 
 #[actix::test]

@@ -68,7 +68,7 @@ async fn api_handler_walks_gateway_api_service_srv_service_and_back(url: String)
 async fn rpc_endpoint_takes_json_and_form_requests(url: String) {
     let srv = unique("greeter");
     let s = greeter(&url, &srv, "a").start().await.unwrap();
-    let gw = TestGateway::start(&url, GatewayConfig::default()).await;
+    let gw = TestGateway::start(&url, GatewayConfig::default().rpc_namespaces([&srv])).await;
     let rsp = http()
         .post(gw.url("/rpc"))
         .send_json(&json!({"service": srv, "endpoint": "Say.Hello", "request": {"name": "John"}}))
@@ -157,7 +157,9 @@ async fn durable_events_through_the_gateway_are_stored_before_the_answer(url: St
 async fn errors_map_to_http_statuses(url: String) {
     let srv = unique("greeter");
     let s = greeter(&url, &srv, "a").restart_policy(RestartPolicy::unlimited()).start().await.unwrap();
-    let gw = TestGateway::start(&url, GatewayConfig::default().timeout(Duration::from_millis(1500))).await;
+    let nobody = unique("nobody");
+    let config = GatewayConfig::default().timeout(Duration::from_millis(1500)).rpc_namespaces([&srv, &nobody]);
+    let gw = TestGateway::start(&url, config).await;
     let rpc = |endpoint: &str, request: Value| {
         let body = json!({"service": srv, "endpoint": endpoint, "request": request});
         let u = gw.url("/rpc");
@@ -172,7 +174,7 @@ async fn errors_map_to_http_statuses(url: String) {
     assert_eq!(rpc("Say.Slow", json!({"ms": 5000})).await.status(), StatusCode::GATEWAY_TIMEOUT);
     let rsp = http()
         .post(gw.url("/rpc"))
-        .send_json(&json!({"service": unique("nobody"), "endpoint": "Say.Hello", "request": {}}))
+        .send_json(&json!({"service": nobody, "endpoint": "Say.Hello", "request": {}}))
         .await
         .unwrap();
     assert_eq!(rsp.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -250,9 +252,18 @@ async fn proxy_forwards_http_and_websockets_to_registered_addresses(url: String)
     assert_eq!(reply.into_text().unwrap().as_str(), "echo: hello");
     ws.close(None).await.unwrap();
 
-    // A service with no HTTP address cannot be proxied to, and nothing else can be named.
-    let rsp = http().get(gw.url(&format!("/web/{}/echo", "nobody"))).send().await.unwrap();
+    // A running service that registered no HTTP address cannot be proxied to.
+    let plain = Service::builder(format!("{ns}.plain")).transport(&url).start().await.unwrap();
+    let registered = Client::connect(&url).await.unwrap();
+    wait_for("the plain service registered", WAIT, || async {
+        registered.registry().get_service(&format!("{ns}.plain")).await.ok().filter(|s| !s.is_empty())
+    })
+    .await;
+    let rsp = http().get(gw.url("/web/plain/echo")).send().await.unwrap();
     assert_eq!(rsp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let detail = body_json(rsp).await["detail"].as_str().unwrap_or_default().to_string();
+    assert!(detail.contains(&format!("no node of {ns}.plain serves HTTP")), "{detail}");
+    plain.stop().await.unwrap();
     web_svc.stop().await.unwrap();
     backend_handle.stop(false).await;
 }
@@ -275,7 +286,8 @@ async fn body_limit_is_413_without_calling_anything() {
         .start()
         .await
         .unwrap();
-    let gw = TestGateway::start(&url, GatewayConfig::default().max_body(1024).namespace("test")).await;
+    let gw = TestGateway::start(&url, GatewayConfig::default().max_body(1024).namespace("test").rpc_namespaces([&srv]))
+        .await;
     let big = json!({"service": srv, "endpoint": "Say.Hello", "request": {"pad": "x".repeat(4096)}});
     let rsp = http().post(gw.url("/rpc")).send_json(&big).await.unwrap();
     assert_eq!(rsp.status(), StatusCode::PAYLOAD_TOO_LARGE);
@@ -345,6 +357,8 @@ async fn cors_allows_only_listed_origins() {
     assert!(!evil.headers().contains_key("access-control-allow-origin"), "{:?}", evil.headers());
     let any = TestGateway::start(&memory_url(), GatewayConfig::default().cors(["*"])).await;
     let rsp = http().get(any.url("/health")).insert_header(("origin", "https://x.example")).send().await.unwrap();
+    let allowed = rsp.headers().get("access-control-allow-origin").map(|v| v.to_str().unwrap().to_string());
+    assert!(matches!(allowed.as_deref(), Some("*" | "https://x.example")), "* allows any origin: {allowed:?}");
     assert!(!rsp.headers().contains_key("access-control-allow-credentials"), "never * with credentials");
 }
 
@@ -360,4 +374,230 @@ async fn health_and_request_ids() {
     assert_eq!(rsp.headers().get("x-request-id").unwrap(), "abc-123");
     let rsp = http().get(gw.url("/health")).insert_header(("x-request-id", "bad id <script>")).send().await.unwrap();
     assert_ne!(rsp.headers().get("x-request-id").unwrap(), "bad id <script>", "unsafe ids are replaced");
+}
+
+/// Sends a request head (and whatever of a body it includes), then nothing more, and reads
+/// the answer: its status, its body, and how long it took. Ends at the end of the response
+/// (`Content-Length`) or of the connection.
+async fn stalled_request(addr: std::net::SocketAddr, head: &str) -> (u16, String, Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let started = std::time::Instant::now();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(WAIT, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                return;
+            }
+            out.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&out).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head
+                    .lines()
+                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+                    .and_then(|v| v.parse::<usize>().ok());
+                if length.is_some_and(|n| body.len() >= n) {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    assert!(read.is_ok(), "no answer within {WAIT:?}: {text:?}");
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body, started.elapsed())
+}
+
+/// The JSON status of a gateway error body, checked to be `{id, code, detail, status}`.
+fn json_status(body: &str) -> Value {
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("not a JSON status ({e}): {body:?}"));
+    let keys: Vec<&str> = v.as_object().map(|o| o.keys().map(String::as_str).collect()).unwrap_or_default();
+    assert_eq!(keys, ["code", "detail", "id", "status"], "{v}");
+    v
+}
+
+#[actix::test]
+async fn a_stalled_body_is_cut_with_408_within_the_request_timeout() {
+    let ns = unique("api");
+    let timeout = Duration::from_millis(1200);
+    let config = GatewayConfig::default().namespace(&ns).timeout(timeout).route("/rpcapi", HandlerKind::Rpc);
+    let gw = TestGateway::start(&memory_url(), config).await;
+    for (path, content_type) in [
+        ("/rpc", "application/json"),
+        ("/rpc", "application/x-www-form-urlencoded"),
+        ("/greeter/say/hello", "application/json"),
+        ("/rpcapi/greeter/say/hello", "application/json"),
+        ("/event/user.login", "application/json"),
+    ] {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: 100\r\n\r\n{{\"a\""
+        );
+        let (status, body, took) = stalled_request(gw.addr, &head).await;
+        assert_eq!(status, 408, "{path} ({content_type}): {body}");
+        assert_eq!(json_status(&body)["code"], 408, "{path}");
+        assert!(took >= timeout && took < timeout + Duration::from_secs(3), "{path}: cut after {took:?}");
+    }
+}
+
+#[actix::test]
+async fn a_declared_length_over_the_limit_is_413_at_once_on_every_route() {
+    let ns = unique("api");
+    let config = GatewayConfig::default()
+        .namespace(&ns)
+        .max_body(1024)
+        .timeout(Duration::from_secs(10))
+        .route("/rpcapi", HandlerKind::Rpc)
+        .route("/web", HandlerKind::Proxy);
+    let gw = TestGateway::start(&memory_url(), config).await;
+    let routes =
+        ["/rpc", "/greeter/say/hello", "/rpcapi/greeter/say/hello", "/event/user.login", "/web/dash/x", "/health"];
+    for (method, path) in routes.iter().flat_map(|p| [("POST", *p), ("GET", *p)]) {
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10000000000\r\n\r\n"
+        );
+        let (status, body, took) = stalled_request(gw.addr, &head).await;
+        assert_eq!(status, 413, "{method} {path}: {body}");
+        assert_eq!(json_status(&body)["code"], 413, "{method} {path}");
+        assert!(took < Duration::from_secs(3), "{method} {path}: refused only after {took:?}");
+    }
+}
+
+#[actix::test]
+async fn every_gateway_error_is_a_json_status() {
+    let gw = TestGateway::start(&memory_url(), GatewayConfig::default().max_body(1024)).await;
+    // GET /rpc is the wrong method, not a path for the api handler.
+    let rsp = http().get(gw.url("/rpc")).send().await.unwrap();
+    assert_eq!(rsp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(rsp.headers().get("allow").unwrap(), "POST");
+    assert_eq!(body_json(rsp).await["code"], 405);
+    // An oversized body with no declared length (chunked) is found while reading.
+    let chunk = "x".repeat(2000);
+    for content_type in ["application/json", "application/x-www-form-urlencoded", "text/plain"] {
+        let request = format!(
+            "POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n",
+            chunk.len()
+        );
+        let (status, body, _) = stalled_request(gw.addr, &request).await;
+        assert_eq!(status, 413, "{content_type}: {body}");
+        assert_eq!(json_status(&body)["code"], 413, "{content_type}");
+    }
+    // A body that is not UTF-8 form data, and a bad chunk encoding.
+    let (status, body, _) = stalled_request(
+        gw.addr,
+        "POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    json_status(&body);
+}
+
+#[actix::test]
+async fn rpc_and_the_handlers_reach_only_the_namespaces_and_no_debug_endpoint() {
+    let url = memory_url();
+    let ns = unique("api");
+    let outside = unique("srv");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let echo = move |Req(v): Req<Value>| {
+        let c = counter.clone();
+        async move {
+            c.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, Status>(v)
+        }
+    };
+    let inside = Service::builder(format!("{ns}.greeter")).transport(&url).handle("Say.Hello", echo.clone()).start();
+    let inside = inside.await.unwrap();
+    let other = Service::builder(&outside).transport(&url).handle("Say.Hello", echo).start().await.unwrap();
+    let rpc = |gw: &TestGateway, service: &str, endpoint: &str| {
+        let (u, body) = (gw.url("/rpc"), json!({"service": service, "endpoint": endpoint, "request": {"x": 1}}));
+        async move { http().post(u).send_json(&body).await.unwrap() }
+    };
+    let gw = TestGateway::start(&url, GatewayConfig::default().namespace(&ns).route("/rpcapi", HandlerKind::Rpc)).await;
+    let own = format!("{ns}.greeter");
+    assert_eq!(rpc(&gw, &own, "Say.Hello").await.status(), StatusCode::OK, "the gateway's own namespace");
+    for (service, endpoint) in [(outside.as_str(), "Say.Hello"), (own.as_str(), "Debug.Stats"), (&own, "debug.health")]
+    {
+        let mut rsp = rpc(&gw, service, endpoint).await;
+        assert_eq!(rsp.status(), StatusCode::FORBIDDEN, "{service} {endpoint}");
+        json_status(std::str::from_utf8(&rsp.body().await.unwrap()).unwrap());
+    }
+    for path in ["/greeter/debug/stats", "/rpcapi/greeter/debug/health", "/rpcapi/greeter/DEBUG/stats"] {
+        assert_eq!(http().get(gw.url(path)).send().await.unwrap().status(), StatusCode::FORBIDDEN, "{path}");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "only the allowed call reached a service");
+
+    // Configured: /rpc reaches another namespace, and Debug.* when exposed.
+    let config = GatewayConfig::default().namespace(&ns).rpc_namespaces([&outside]).expose_debug(true);
+    let open = TestGateway::start(&url, config).await;
+    assert_eq!(rpc(&open, &outside, "Say.Hello").await.status(), StatusCode::OK);
+    let stats = rpc(&open, &own, "Debug.Stats").await;
+    assert_eq!(stats.status(), StatusCode::OK);
+    assert_eq!(body_json(stats).await["service"], own.as_str());
+    // Debug.Stats answers, but not with an api.Response: 502, as for any srv-style reply.
+    for path in ["/greeter/debug/stats", "/greeter/say/hello"] {
+        let rsp = http().get(open.url(path)).send().await.unwrap();
+        assert_eq!(rsp.status(), StatusCode::BAD_GATEWAY, "{path}");
+        assert!(body_json(rsp).await["detail"].as_str().unwrap().contains("did not answer with an api.Response"));
+    }
+    inside.stop().await.unwrap();
+    other.stop().await.unwrap();
+}
+
+#[actix::test]
+async fn cross_site_requests_with_side_effects_are_refused() {
+    let url = memory_url();
+    let srv = unique("greeter");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let s = Service::builder(&srv)
+        .transport(&url)
+        .handle("Say.Hello", move |Req(v): Req<Value>| {
+            let c = counter.clone();
+            async move {
+                c.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, Status>(v)
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    let config = GatewayConfig::default().rpc_namespaces([&srv]).cors(["https://app.example.com"]);
+    let gw = TestGateway::start(&url, config).await;
+    let form = [("service", srv.as_str()), ("method", "Say.Hello"), ("request", "{}")];
+    let own_origin = format!("http://{}", gw.addr);
+    let post = |headers: Vec<(&'static str, String)>| {
+        let mut req = http().post(gw.url("/rpc"));
+        for h in headers {
+            req = req.insert_header(h);
+        }
+        async move { req.send_form(&form).await.unwrap() }
+    };
+    // A form posted from another website: no preflight, so CORS alone would let it run.
+    let rsp = post(vec![("origin", "https://evil.example".into())]).await;
+    assert_eq!(rsp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(body_json(rsp).await["code"], 403);
+    let rsp = post(vec![("sec-fetch-site", "cross-site".into())]).await;
+    assert_eq!(rsp.status(), StatusCode::FORBIDDEN, "Sec-Fetch-Site alone");
+    let rsp = post(vec![("origin", "null".into())]).await;
+    assert_eq!(rsp.status(), StatusCode::FORBIDDEN, "an opaque origin");
+    let topic = format!("{}.login", unique("user"));
+    let rsp = http()
+        .post(gw.url(&format!("/event/{topic}")))
+        .insert_header(("origin", "https://evil.example"))
+        .send_json(&json!({}))
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), StatusCode::FORBIDDEN, "events too");
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "nothing ran");
+    // The gateway's own pages, listed origins, and callers that are no browser page.
+    assert_eq!(post(vec![("origin", own_origin), ("sec-fetch-site", "same-origin".into())]).await.status(), 200);
+    assert_eq!(post(vec![("origin", "https://app.example.com".into())]).await.status(), 200);
+    assert_eq!(post(vec![]).await.status(), 200);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    s.stop().await.unwrap();
 }

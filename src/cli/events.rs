@@ -11,6 +11,7 @@ use super::input::{self, ContentType};
 use super::output;
 use crate::broker::{Event, PublishOptions, SubscribeOptions};
 use crate::message::{new_id, Metadata};
+use crate::transport::redact;
 
 /// `micro publish` options.
 #[derive(Debug, Args)]
@@ -118,12 +119,16 @@ pub(super) async fn subscribe(url: &str, args: SubscribeArgs) -> Result<ExitCode
             let events = broker.subscribe(&args.topic, opts).await?;
             // From here on no event published to the topic is missed.
             transport.flush().await?;
-            output::note(&format!("subscribed to {} on {url} (Ctrl-C to stop)", args.topic));
+            output::note(&format!("subscribed to {} on {} (Ctrl-C to stop)", args.topic, redact(url)));
             print_events(events, args.count, |e| event_line(e, None), |_| async { Ok(()) }).await
         }
         Some(group) => {
             let events = broker.subscribe_durable(&args.topic, SubscribeOptions::durable(group.clone())).await?;
-            output::note(&format!("reading durable group {group} on {} at {url} (Ctrl-C to stop)", args.topic));
+            output::note(&format!(
+                "reading durable group {group} on {} at {} (Ctrl-C to stop)",
+                args.topic,
+                redact(url)
+            ));
             // Acknowledged once printed; one not printed is dropped unsettled and goes back.
             print_events(events, args.count, |e| event_line(e, Some(e)), |e| e.ack()).await
         }

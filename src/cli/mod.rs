@@ -163,6 +163,12 @@ pub struct ApiArgs {
     /// HTTP worker threads (0: one per core).
     #[arg(long, env = "MICRO_API_WORKERS", default_value_t = 0)]
     pub workers: usize,
+    /// Namespaces /rpc may call besides --namespace, comma separated (`*`: any service).
+    #[arg(long, env = "MICRO_API_RPC_NAMESPACES", value_delimiter = ',')]
+    pub rpc_namespaces: Vec<String>,
+    /// Let HTTP callers reach the services' Debug.* endpoints (node ids, memory, counters).
+    #[arg(long, env = "MICRO_API_EXPOSE_DEBUG")]
+    pub expose_debug: bool,
 }
 
 impl ApiArgs {
@@ -179,7 +185,9 @@ impl ApiArgs {
             .max_body(self.max_body)
             .cors(self.cors.iter().filter(|s| !s.is_empty()).cloned())
             .metadata_headers(self.metadata_headers.iter().filter(|s| !s.is_empty()).cloned())
-            .workers(self.workers);
+            .workers(self.workers)
+            .rpc_namespaces(self.rpc_namespaces.iter().filter(|s| !s.is_empty()).cloned())
+            .expose_debug(self.expose_debug);
         for (prefix, h) in &self.routes {
             c = c.route(prefix.clone(), *h);
         }
@@ -236,7 +244,9 @@ pub fn main() -> ExitCode {
 fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MICRO_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| default.into());
+        // lapin logs a refused login or virtual host as three raw ERROR lines before the
+        // error it returns, which says it once and plainly.
+        .unwrap_or_else(|_| format!("{default},lapin=off").into());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
 }
@@ -291,6 +301,19 @@ fn warn_memory(url: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn api_flags_reach_the_gateway_config() {
+        let cli =
+            Cli::try_parse_from(["micro", "api", "--rpc-namespaces", "go.micro.srv,ops", "--expose-debug"]).unwrap();
+        let Command::Api(args) = cli.command else { panic!("not the api command") };
+        let config = args.config();
+        assert_eq!(config.rpc_namespaces, ["go.micro.srv", "ops"]);
+        assert!(config.expose_debug);
+        let Command::Api(args) = Cli::try_parse_from(["micro", "api"]).unwrap().command else { panic!() };
+        let config = args.config();
+        assert!(config.rpc_namespaces.is_empty() && !config.expose_debug, "safe defaults");
+    }
 
     #[test]
     fn durations_read_as_people_write_them() {

@@ -12,6 +12,7 @@ use super::{connect_client, suggest, CliError};
 use crate::client::Client;
 use crate::registry::{ServiceRecord, WatchAction, WatchEvent};
 use crate::subject;
+use crate::transport::redact;
 
 type CmdResult = Result<ExitCode, Box<dyn std::error::Error>>;
 
@@ -56,7 +57,7 @@ pub(super) async fn services(url: &str, out: &Output) -> CmdResult {
     if out.json() {
         out.print_json(&rows)?;
     } else if rows.is_empty() {
-        output::note(&format!("no service is registered on {url}"));
+        output::note(&format!("no service is registered on {}", redact(url)));
     } else {
         let mut t = output::table(["SERVICE", "VERSION", "NODES"]);
         for r in &rows {
@@ -83,7 +84,7 @@ pub(super) async fn lookup(client: &Client, url: &str, name: &str) -> Result<Vec
         return Ok(found);
     }
     let names: BTreeSet<&str> = all.iter().map(|s| s.name.as_str()).collect();
-    let mut msg = format!("service {name} is not in the registry on {url}");
+    let mut msg = format!("service {name} is not in the registry on {}", redact(url));
     match suggest::did_you_mean(&suggest::close_names(name, names.iter().copied())) {
         Some(s) => msg.push_str(&format!("\n  {s}")),
         None if names.is_empty() => msg.push_str(
@@ -153,7 +154,7 @@ pub(super) async fn watch(url: &str, out: &Output, args: WatchArgs) -> CmdResult
         }
     }
     let what = args.service.as_deref().map(|s| format!("changes of {s}")).unwrap_or("registry changes".into());
-    output::note(&format!("watching {what} on {url} (Ctrl-C to stop)"));
+    output::note(&format!("watching {what} on {} (Ctrl-C to stop)", redact(url)));
     let mut printed = 0u64;
     let mut events = futures::stream::iter(backlog).chain(watcher);
     let interrupted = tokio::signal::ctrl_c();

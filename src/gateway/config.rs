@@ -61,6 +61,8 @@ pub struct GatewayConfig {
     pub(crate) metadata_headers: Vec<String>,
     pub(crate) workers: usize,
     pub(crate) shutdown_timeout: Duration,
+    pub(crate) rpc_namespaces: Vec<String>,
+    pub(crate) expose_debug: bool,
 }
 
 impl Default for GatewayConfig {
@@ -78,6 +80,8 @@ impl Default for GatewayConfig {
             metadata_headers: Vec::new(),
             workers: 0,
             shutdown_timeout: Duration::from_secs(30),
+            rpc_namespaces: Vec::new(),
+            expose_debug: false,
         }
     }
 }
@@ -154,6 +158,49 @@ impl GatewayConfig {
     pub fn shutdown_timeout(mut self, d: Duration) -> Self {
         self.shutdown_timeout = d;
         self
+    }
+
+    /// Namespaces `/rpc` may call besides the gateway's own [`namespace`](Self::namespace)
+    /// (none by default): a service is in a namespace when its name is the namespace or starts
+    /// with it and a dot. `*` lets `/rpc` call any service. The path handlers only ever reach
+    /// the gateway's namespace.
+    pub fn rpc_namespaces<I: IntoIterator<Item = S>, S: Into<String>>(mut self, namespaces: I) -> Self {
+        self.rpc_namespaces = namespaces.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Whether HTTP callers may reach the `Debug.*` endpoints (node ids, memory, counters) of
+    /// the services (default `false`: they get 403).
+    pub fn expose_debug(mut self, yes: bool) -> Self {
+        self.expose_debug = yes;
+        self
+    }
+
+    /// Whether an HTTP caller may call this endpoint of this service: the service in the
+    /// gateway's namespace (or, through `/rpc`, in one of the `rpc_namespaces`), and no
+    /// `Debug.*` endpoint unless exposed.
+    pub(super) fn may_call(&self, service: &str, endpoint: &str, via_rpc: bool) -> Result<(), String> {
+        let debug = endpoint.split('.').next().is_some_and(|h| h.eq_ignore_ascii_case("debug"));
+        if debug && !self.expose_debug {
+            return Err(format!("{endpoint} is not served to HTTP callers"));
+        }
+        let within = |ns: &str| {
+            ns == "*" || ns.is_empty() || service == ns || service.strip_prefix(ns).is_some_and(|r| r.starts_with('.'))
+        };
+        let extra = if via_rpc { &self.rpc_namespaces[..] } else { &[] };
+        if within(&self.namespace) || extra.iter().any(|ns| within(ns)) {
+            return Ok(());
+        }
+        Err(format!("{service} is outside the namespaces this gateway serves"))
+    }
+
+    /// The handler a path goes to (`None`: `/rpc` or `/health`).
+    pub(super) fn handler_at(&self, path: &str) -> Option<HandlerKind> {
+        if self.rpc_path.as_deref() == Some(path) || path == "/health" {
+            return None;
+        }
+        let claims = |p: &str| path == p || path.strip_prefix(p).is_some_and(|r| r.starts_with('/'));
+        Some(self.scopes().into_iter().find(|(p, _)| claims(p)).map_or(self.handler, |(_, h)| h))
     }
 
     /// The prefix scopes in the order they must be tried: route prefixes longest first (the

@@ -29,6 +29,12 @@ impl GatewayError {
         GatewayError::new(Code::BAD_REQUEST, detail)
     }
 
+    /// A gateway-made error whose code is this HTTP status as it is (a 408 stays a 408, where
+    /// [`from_status`](Self::from_status) makes a service's timeout a 504).
+    pub(crate) fn http(http: StatusCode, detail: impl Into<String>) -> GatewayError {
+        GatewayError { http, status: Status::new(Code::new(http.as_u16()), detail).with_id(GATEWAY_ID) }
+    }
+
     /// The error for a service's status: its code is the HTTP status, except that a timeout
     /// (408) is a 504 at the gateway and codes outside 400..=599 are a 500.
     pub fn from_status(status: Status) -> GatewayError {

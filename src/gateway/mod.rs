@@ -28,7 +28,6 @@ use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{guard, web, App, HttpMessage, HttpRequest, HttpResponse, HttpServer};
 use bytes::Bytes;
-use futures::future::LocalBoxFuture;
 
 use crate::api;
 use crate::broker::PublishOptions;
@@ -39,11 +38,13 @@ use crate::message::{new_id, Deadline, Metadata, TraceParent};
 use crate::status::Code;
 use crate::subject;
 
+mod checks;
 mod config;
 mod error;
 mod proxy;
 pub mod resolve;
 
+use checks::{guard_and_tag, RequestId};
 pub use config::{GatewayConfig, HandlerKind};
 pub use error::{GatewayError, GATEWAY_ID};
 pub use proxy::HTTP_ADDRESS_KEY;
@@ -68,7 +69,8 @@ pub(crate) struct State {
 ///     .handle("Say.Hello", |Req(v): Req<serde_json::Value>| async move { Ok::<_, Status>(v) })
 ///     .start()
 ///     .await?;
-/// let gateway = Gateway::new(Client::connect("memory://gateway-type-doc").await?, GatewayConfig::default());
+/// let config = GatewayConfig::default().rpc_namespaces(["go.micro.srv"]);
+/// let gateway = Gateway::new(Client::connect("memory://gateway-type-doc").await?, config);
 /// let app = test::init_service(gateway.app()).await;
 /// let body = serde_json::json!({"service": "go.micro.srv.greeter", "endpoint": "Say.Hello", "request": {"name": "John"}});
 /// let rsp: serde_json::Value =
@@ -94,7 +96,9 @@ impl Gateway {
         Gateway { state: Arc::new(State { client, config }) }
     }
 
-    /// Adds the gateway's routes, limits and middleware-free handlers to an app.
+    /// Adds the gateway's routes, limits and middleware-free handlers to an app. The checks made
+    /// from the request head (declared length, cross-site origin, path tricks) and the body
+    /// timeout come with [`app`](Self::app), not with this.
     pub fn configure(&self, cfg: &mut web::ServiceConfig) {
         let config = &self.state.config;
         let limit = config.max_body;
@@ -116,7 +120,8 @@ impl Gateway {
                         web::JsonConfig::default().limit(limit).content_type_required(false).error_handler(json_error),
                     )
                     .route(web::post().guard(is_form).to(rpc_form))
-                    .route(web::post().to(rpc_json)),
+                    .route(web::post().to(rpc_json))
+                    .default_service(web::to(rpc_other_method)),
             );
         }
         for (prefix, kind) in config.scopes() {
@@ -151,12 +156,24 @@ impl Gateway {
         let mut server = HttpServer::new(move || gateway.app())
             .shutdown_timeout(config.shutdown_timeout.as_secs())
             .client_request_timeout(Duration::from_secs(10))
-            .max_connection_rate(1024);
+            .max_connection_rate(1024)
+            // actix-web stops at once on SIGINT and drains only on SIGTERM; both drain here.
+            .disable_signals();
         if config.workers > 0 {
             server = server.workers(config.workers);
         }
+        let server = server.bind(config.address)?.run();
+        let handle = server.handle();
+        actix_rt::spawn(async move {
+            if let Err(e) = crate::service::shutdown_signal().await {
+                tracing::error!(error = %e, "the gateway cannot listen for SIGINT/SIGTERM");
+                return;
+            }
+            tracing::info!("gateway stopping: finishing open requests");
+            handle.stop(true).await;
+        });
         tracing::info!(address = %config.address, handler = ?config.handler, namespace = %config.namespace, "gateway listening");
-        server.bind(config.address)?.run().await
+        server.await
     }
 }
 
@@ -176,62 +193,6 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
         return base;
     }
     origins.iter().fold(base, |c, o| c.allowed_origin(o)).supports_credentials()
-}
-
-/// Rejects path tricks before routing, and gives every request an id.
-fn guard_and_tag<S, B>(
-    req: ServiceRequest,
-    srv: &S,
-) -> LocalBoxFuture<'static, Result<ServiceResponse<actix_web::body::EitherBody<B>>, actix_web::Error>>
-where
-    S: actix_web::dev::Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
-    S::Future: 'static,
-    B: actix_web::body::MessageBody + 'static,
-{
-    if let Err(e) = check_path(req.uri().path()) {
-        let (http, _) = req.into_parts();
-        return Box::pin(async move {
-            Ok(ServiceResponse::new(http, actix_web::ResponseError::error_response(&e)).map_into_right_body())
-        });
-    }
-    let id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-        })
-        .map(str::to_string)
-        .unwrap_or_else(new_id);
-    req.extensions_mut().insert(RequestId(id.clone()));
-    let fut = srv.call(req);
-    Box::pin(async move {
-        let mut res = fut.await?;
-        if let Ok(v) = HeaderValue::from_str(&id) {
-            res.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
-        }
-        Ok(res.map_into_left_body())
-    })
-}
-
-#[derive(Clone)]
-struct RequestId(String);
-
-/// Path tricks: encoded slashes, dots or backslashes, double encoding, NUL, dot segments.
-pub(crate) fn check_path(raw: &str) -> Result<(), GatewayError> {
-    let lower = raw.to_ascii_lowercase();
-    for bad in ["%2f", "%2e", "%5c", "%25", "%00"] {
-        if lower.contains(bad) {
-            return Err(GatewayError::bad_request(format!("path contains the forbidden sequence {bad}")));
-        }
-    }
-    if raw.contains('\0') || raw.contains('\\') {
-        return Err(GatewayError::bad_request("path contains a NUL or backslash"));
-    }
-    if raw.split('/').any(|s| s == "." || s == "..") {
-        return Err(GatewayError::bad_request("path contains a dot segment"));
-    }
-    Ok(())
 }
 
 async fn health(state: web::Data<State>) -> HttpResponse {
@@ -315,30 +276,57 @@ pub(crate) fn too_large(limit: usize) -> GatewayError {
     GatewayError::new(Code::PAYLOAD_TOO_LARGE, format!("request body exceeds {limit} bytes"))
 }
 
-fn json_error(e: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
+/// A body that could not be read, as every handler answers it: over the limit 413, not
+/// arrived in time 408, anything else 400.
+pub(crate) fn payload_error(e: &PayloadError, limit: usize) -> GatewayError {
+    match e {
+        PayloadError::Overflow => too_large(limit),
+        PayloadError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+            GatewayError::http(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time")
+        }
+        e => GatewayError::bad_request(format!("cannot read the request body: {e}")),
+    }
+}
+
+/// `/rpc` with another method than POST.
+async fn rpc_other_method() -> HttpResponse {
+    let e = GatewayError::new(Code::METHOD_NOT_ALLOWED, "call /rpc with POST");
+    let mut rsp = actix_web::ResponseError::error_response(&e);
+    rsp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+    rsp
+}
+
+fn json_error(e: JsonPayloadError, req: &HttpRequest) -> actix_web::Error {
     match e {
         JsonPayloadError::Overflow { limit } | JsonPayloadError::OverflowKnownLength { limit, .. } => too_large(limit),
+        JsonPayloadError::Payload(e) => payload_error(&e, limit_of(req)),
         JsonPayloadError::Deserialize(e) => GatewayError::bad_request(format!("invalid /rpc request: {e}")),
         e => GatewayError::bad_request(format!("cannot read the request body: {e}")),
     }
     .into()
 }
 
-fn form_error(e: UrlencodedError, _: &HttpRequest) -> actix_web::Error {
+fn form_error(e: UrlencodedError, req: &HttpRequest) -> actix_web::Error {
     match e {
         UrlencodedError::Overflow { limit, .. } => too_large(limit),
+        UrlencodedError::Payload(e) => payload_error(&e, limit_of(req)),
         UrlencodedError::Parse(e) => GatewayError::bad_request(format!("invalid /rpc form: {e}")),
         e => GatewayError::bad_request(format!("cannot read the request body: {e}")),
     }
     .into()
 }
 
+/// The body limit of the gateway serving `req`.
+fn limit_of(req: &HttpRequest) -> usize {
+    req.app_data::<web::Data<State>>().map_or(usize::MAX, |s| s.config.max_body)
+}
+
 /// The body as the `Bytes` extractor read it under the `PayloadConfig` limit: past the limit a
 /// 413 (from `Content-Length` before anything is read).
 fn body(read: Result<Bytes, actix_web::Error>, state: &State) -> Result<Bytes, GatewayError> {
     read.map_err(|e| match e.as_error::<PayloadError>() {
-        Some(PayloadError::Overflow) => too_large(state.config.max_body),
-        _ => GatewayError::bad_request(format!("cannot read the request body: {e}")),
+        Some(p) => payload_error(p, state.config.max_body),
+        None => GatewayError::bad_request(format!("cannot read the request body: {e}")),
     })
 }
 
@@ -376,6 +364,7 @@ async fn rpc_form(
 async fn call_rpc(state: &State, req: &HttpRequest, rpc: RpcBody) -> Result<HttpResponse, GatewayError> {
     valid_name("service", &rpc.service)?;
     valid_name("endpoint", &rpc.endpoint)?;
+    state.config.may_call(&rpc.service, &rpc.endpoint, true).map_err(|e| GatewayError::new(Code::FORBIDDEN, e))?;
     let request = match rpc.request {
         // A JSON text inside a string, as some clients send it.
         Some(serde_json::Value::String(s)) if s.trim_start().starts_with(['{', '[']) => serde_json::from_str(&s)
@@ -417,6 +406,7 @@ fn resolved(
     let body = body(read, state)?;
     let route = resolve::resolve(&state.config.namespace, req.match_info().unprocessed())
         .map_err(|e| GatewayError::bad_request(e.0))?;
+    state.config.may_call(&route.service, &route.endpoint, false).map_err(|e| GatewayError::new(Code::FORBIDDEN, e))?;
     Ok((route, body))
 }
 
@@ -449,9 +439,7 @@ async fn api_handler(
     let (opts, ctx) = call_scope(&state, &req);
     let reply =
         ctx.scope(state.client.call_raw(&route.service, &route.endpoint, encoded, Codec::MsgPack, opts)).await?;
-    let rsp: api::Response = reply.decode().map_err(|e| {
-        GatewayError::new(Code::BAD_GATEWAY, format!("{} did not answer with an api.Response: {e}", route.service))
-    })?;
+    let rsp = api_response(&reply, &route.service)?;
     let status = match rsp.status_code {
         0 => StatusCode::OK,
         n => u16::try_from(n)
@@ -472,6 +460,25 @@ async fn api_handler(
         }
     }
     Ok(out.body(rsp.body))
+}
+
+/// The reply of an api service as an `api.Response`. Its fields all have defaults, so any map
+/// would decode as one: a reply with other fields, or none, is not one (502).
+fn api_response(reply: &crate::client::RawReply, service: &str) -> Result<api::Response, GatewayError> {
+    let not_one = |why: String| {
+        GatewayError::new(Code::BAD_GATEWAY, format!("{service} did not answer with an api.Response: {why}"))
+    };
+    let value: serde_json::Value = reply.decode().map_err(|e| not_one(e.to_string()))?;
+    match value.as_object() {
+        Some(fields) if fields.is_empty() => return Err(not_one("an empty map".into())),
+        Some(fields) => {
+            if let Some(other) = fields.keys().find(|k| !["statusCode", "header", "body"].contains(&k.as_str())) {
+                return Err(not_one(format!("it has a field {other:?}")));
+            }
+        }
+        None => return Err(not_one("not a map".into())),
+    }
+    serde_json::from_value(value).map_err(|e| not_one(e.to_string()))
 }
 
 async fn rpc_handler(
@@ -531,9 +538,9 @@ mod tests {
     #[test]
     fn path_tricks_are_rejected() {
         for bad in ["/a/../b", "/a/%2e%2e/b", "/a%2fb", "/a/%252e", "/a%00", "/a/./b", "/a\\b"] {
-            assert!(check_path(bad).is_err(), "{bad}");
+            assert!(checks::check_path(bad).is_err(), "{bad}");
         }
-        assert!(check_path("/greeter/say/hello").is_ok());
+        assert!(checks::check_path("/greeter/say/hello").is_ok());
     }
 
     #[actix_rt::test]

@@ -153,7 +153,8 @@ impl ServiceHandle {
     }
 }
 
-async fn shutdown_signal() -> Result<()> {
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub(crate) async fn shutdown_signal() -> Result<()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

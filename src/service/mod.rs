@@ -51,6 +51,8 @@ use crate::transport;
 
 mod handle;
 
+#[cfg(feature = "gateway")]
+pub(crate) use handle::shutdown_signal;
 pub use handle::ServiceHandle;
 
 /// Entry point: `Service::builder(name)` describes a service (endpoints, subscriptions, state,
@@ -518,7 +520,7 @@ impl ServiceBuilder {
         tracing::info!(service = %self.name, version = %self.version, node = %node_id, transport = %url, "service started");
 
         Ok(ServiceHandle {
-            url: redact_password(&url),
+            url: crate::transport::redact(&url),
             name: self.name,
             node_id,
             grace: self.grace,
@@ -579,28 +581,4 @@ fn debug_endpoints(
         ("Debug.Health", Rc::new(FnEndpoint::<_, ()>::new(health_ep)) as Rc<dyn Dispatch>),
         ("Debug.Stats", Rc::new(FnEndpoint::<_, ()>::new(stats_ep)) as Rc<dyn Dispatch>),
     ]
-}
-
-/// `scheme://user:secret@host` → `scheme://user:***@host`.
-fn redact_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@').and_then(|at| rest[..at].find(':').map(|colon| (colon, at))) {
-        Some((colon, at)) => format!("{scheme}://{}:***{}", &rest[..colon], &rest[at..]),
-        None => url.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn passwords_are_masked() {
-        assert_eq!(
-            super::redact_password("amqp://guest:guest@127.0.0.1:5672/%2f"),
-            "amqp://guest:***@127.0.0.1:5672/%2f"
-        );
-        assert_eq!(super::redact_password("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
-        assert_eq!(super::redact_password("memory://"), "memory://");
-        assert_eq!(super::redact_password("nats://tok@host:4222"), "nats://tok@host:4222");
-    }
 }

@@ -230,6 +230,18 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
     }
 }
 
+/// A URL as it may be printed: `scheme://user:secret@host` → `scheme://user:***@host`, and a
+/// user part with no password (a token, `nats://token@host`) → `scheme://***@host`.
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let Some(at) = authority.rfind('@') else { return url.to_string() };
+    match authority[..at].split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+        None => format!("{scheme}://***{}", &rest[at..]),
+    }
+}
+
 /// Connects to the transport named by a URL.
 ///
 /// An unknown scheme, or one whose cargo feature is off, is an
@@ -262,4 +274,19 @@ pub fn resolve_url(explicit: Option<&str>) -> String {
         .map(str::to_string)
         .or_else(|| std::env::var(TRANSPORT_ENV).ok().filter(|s| !s.is_empty()))
         .unwrap_or_else(|| DEFAULT_URL.to_string())
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact;
+
+    #[test]
+    fn secrets_in_urls_are_masked() {
+        assert_eq!(redact("amqp://guest:guest@127.0.0.1:5672/%2f"), "amqp://guest:***@127.0.0.1:5672/%2f");
+        assert_eq!(redact("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(redact("memory://"), "memory://");
+        assert_eq!(redact("nats://tok@host:4222"), "nats://***@host:4222");
+        assert_eq!(redact("amqp://u:p%40ss@host/vhost@x"), "amqp://u:***@host/vhost@x");
+        assert_eq!(redact("not a url"), "not a url");
+    }
 }

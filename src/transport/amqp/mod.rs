@@ -46,6 +46,7 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use super::kit;
+use super::redact;
 use super::{ConnectionState, DurableSpec, DurableSubscription, Subscription, Transport};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Message;
@@ -143,11 +144,29 @@ impl Link {
     }
 }
 
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
-        _ => url.to_string(),
-    }
+/// Why the first connection failed, as a person can act on it: a broker that answered and
+/// refused the login or the virtual host says so (it is up: no advice to start one); only a
+/// broker that did not answer is unreachable.
+fn connect_error(url: &str, e: &Error) -> Error {
+    let text = e.to_string();
+    let url = redact(url);
+    // The broker's own words, from the reply code on (e.g. `NOT_ALLOWED - vhost x not found`).
+    let said = |code: &str| text.rfind(code).map(|at| text[at..].to_string()).unwrap_or_else(|| text.clone());
+    let message = if text.contains("ACCESS_REFUSED") && text.contains("vhost") {
+        format!("RabbitMQ at {url} refused this user access to the virtual host: {}", said("ACCESS_REFUSED"))
+    } else if text.contains("ACCESS_REFUSED") {
+        format!(
+            "RabbitMQ at {url} refused the authentication: check the user name and password ({})",
+            said("ACCESS_REFUSED")
+        )
+    } else if text.contains("NOT_ALLOWED") && text.contains("vhost") {
+        format!("RabbitMQ at {url} refused the virtual host: {}", said("NOT_ALLOWED"))
+    } else {
+        format!(
+            "RabbitMQ at {url} is unreachable: {text} (start one with `rabbitmq-server -detached`, or `docker compose up -d rabbitmq`)"
+        )
+    };
+    Error::new(ErrorKind::Connect, message)
 }
 
 fn down() -> Error {
@@ -172,15 +191,7 @@ impl AmqpTransport {
             state: tokio::sync::watch::Sender::new(ConnectionState::default()),
             _alive: alive,
         });
-        let (link, events) = open_link(&inner).await.map_err(|e| {
-            Error::new(
-                ErrorKind::Connect,
-                format!(
-                    "RabbitMQ at {} is unreachable: {e} (start one with `rabbitmq-server -detached`, or `docker compose up -d rabbitmq`)",
-                    redact(url)
-                ),
-            )
-        })?;
+        let (link, events) = open_link(&inner).await.map_err(|e| connect_error(url, &e))?;
         inner.link.store(Some(link.clone()));
         inner.state.send_modify(|s| s.connected = true);
         tokio::spawn(supervise(Arc::downgrade(&inner), link, events, gone));
@@ -503,15 +514,5 @@ impl Transport for AmqpTransport {
             Ok(())
         }
         .boxed()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_are_redacted() {
-        assert_eq!(redact("amqp://guest:secret@host:5672/%2f"), "amqp://***@host:5672/%2f");
     }
 }

@@ -57,7 +57,7 @@ impl NatsTransport {
     pub async fn connect(url: &str) -> Result<NatsTransport> {
         let (state_tx, state) = tokio::sync::watch::channel(ConnectionState::default());
         let connects = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let log = log_event(kit::redact_url(url));
+        let log = log_event(super::redact(url));
         let opts = async_nats::ConnectOptions::new()
             .connection_timeout(Duration::from_secs(3))
             .name(format!("actix-micro/{}", env!("CARGO_PKG_VERSION")))
@@ -83,7 +83,7 @@ impl NatsTransport {
                 log(event)
             });
         let client = with_url_credentials(opts, url).connect(url).await.map_err(|e| {
-            let url = kit::redact_url(url);
+            let url = super::redact(url);
             let text = if e.kind() == async_nats::ConnectErrorKind::AuthorizationViolation {
                 format!("NATS at {url} refused the connection: {e} (check the user and password, or token, in the URL)")
             } else {
@@ -94,7 +94,7 @@ impl NatsTransport {
             Error::new(ErrorKind::Connect, text).with_source(e)
         })?;
         let js = async_nats::jetstream::new(client.clone());
-        Ok(NatsTransport { client, url: kit::redact_url(url), js, stream_ready: Default::default(), state })
+        Ok(NatsTransport { client, url: super::redact(url), js, stream_ready: Default::default(), state })
     }
 
     /// The URL this transport connected to, without its credentials: fit to print.

@@ -1,0 +1,184 @@
+//! What the gateway checks around every handler: path tricks, the declared body length and
+//! the origin of state-changing requests (from the head alone), the body's limit and deadline
+//! while it is read, a request id, and a JSON status for errors actix-web makes itself.
+
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::error::PayloadError;
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::{web, HttpMessage};
+use futures::future::LocalBoxFuture;
+use futures::{Future, Stream};
+
+use super::{payload_error, too_large, GatewayConfig, GatewayError, HandlerKind, State};
+use crate::message::new_id;
+use crate::status::Code;
+
+/// Rejects path tricks before routing, and gives every request an id.
+pub(super) fn guard_and_tag<S, B>(
+    mut req: ServiceRequest,
+    srv: &S,
+) -> LocalBoxFuture<'static, Result<ServiceResponse<actix_web::body::EitherBody<B>>, actix_web::Error>>
+where
+    S: actix_web::dev::Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    S::Future: 'static,
+    B: actix_web::body::MessageBody + 'static,
+{
+    let state = req.app_data::<web::Data<State>>().cloned();
+    let admitted = check_path(req.uri().path()).and_then(|()| match &state {
+        Some(state) => admit(&req, &state.config),
+        None => Ok(()),
+    });
+    if let Err(e) = admitted {
+        let (http, _) = req.into_parts();
+        return Box::pin(async move {
+            Ok(ServiceResponse::new(http, actix_web::ResponseError::error_response(&e)).map_into_right_body())
+        });
+    }
+    if let Some(state) = &state {
+        // A WebSocket's payload is its frames, for as long as it is open: only the proxy takes
+        // it, and it is not a body to bound.
+        let websocket = req.headers().contains_key(header::UPGRADE)
+            && state.config.handler_at(req.path()) == Some(HandlerKind::Proxy);
+        if !websocket {
+            let payload = req.take_payload();
+            req.set_payload(bounded(payload, state.config.max_body, state.config.timeout));
+        }
+    }
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map(str::to_string)
+        .unwrap_or_else(new_id);
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let fut = srv.call(req);
+    Box::pin(async move {
+        let mut res = as_json_error(fut.await?);
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            res.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
+        }
+        Ok(res)
+    })
+}
+
+/// What is refused from the request head alone: a declared body over the limit (413, before
+/// a byte of it is read, whatever the route), and a state-changing request from another site
+/// (403).
+fn admit(req: &ServiceRequest, config: &GatewayConfig) -> Result<(), GatewayError> {
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > config.max_body as u64) {
+        return Err(too_large(config.max_body));
+    }
+    if !req.method().is_safe() && !same_site_or_allowed(req, &config.cors) {
+        return Err(GatewayError::new(
+            Code::FORBIDDEN,
+            "cross-site request refused: its origin is not allowed to call this gateway (see --cors)",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a request comes from the gateway's own origin, from an origin the CORS allowlist
+/// names, or from no browser context at all (no `Origin`, no cross-site `Sec-Fetch-Site`).
+/// A browser sends a cross-site form POST without a preflight, so CORS alone does not stop it.
+fn same_site_or_allowed(req: &ServiceRequest, allowed: &[String]) -> bool {
+    let headers = req.headers();
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let Ok(origin) = origin.to_str() else { return false };
+        let host =
+            headers.get(header::HOST).and_then(|h| h.to_str().ok()).or(req.uri().authority().map(|a| a.as_str()));
+        let own = origin.split_once("://").map(|(_, authority)| authority).zip(host);
+        return allowed.iter().any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
+            || own.is_some_and(|(authority, host)| authority.eq_ignore_ascii_case(host));
+    }
+    !matches!(headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()), Some("cross-site" | "same-site"))
+}
+
+/// The request body, bounded while it is read: past `limit` bytes an overflow, and once
+/// `timeout` has passed since the request arrived a timed-out read, so a body that stalls
+/// cannot hold a connection longer than the request may take.
+fn bounded(mut payload: Payload, limit: usize, timeout: Duration) -> Payload {
+    let mut deadline = Box::pin(tokio::time::sleep(timeout));
+    let (mut seen, mut done) = (0usize, false);
+    let stream = futures::stream::poll_fn(move |cx| {
+        if done {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut payload).poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                seen = seen.saturating_add(chunk.len());
+                if seen > limit {
+                    done = true;
+                    return Poll::Ready(Some(Err(PayloadError::Overflow)));
+                }
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(other) => {
+                done = !matches!(other, Some(Ok(_)));
+                Poll::Ready(other)
+            }
+            Poll::Pending => match deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    done = true;
+                    Poll::Ready(Some(Err(PayloadError::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the request body did not arrive in time",
+                    )))))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    });
+    Payload::Stream { payload: Box::pin(stream) }
+}
+
+/// An error response actix-web made by itself (an extractor's, text/plain) as the gateway's
+/// JSON status, with the same HTTP status.
+fn as_json_error<B>(res: ServiceResponse<B>) -> ServiceResponse<actix_web::body::EitherBody<B>> {
+    let limit = res.request().app_data::<web::Data<State>>().map_or(usize::MAX, |s| s.config.max_body);
+    let replacement = match res.response().error() {
+        Some(e) if e.as_error::<GatewayError>().is_none() => {
+            let detail = match e.as_error::<PayloadError>() {
+                Some(p) => payload_error(p, limit).status().detail().to_string(),
+                None => e.to_string(),
+            };
+            Some(GatewayError::http(res.status(), detail))
+        }
+        _ => None,
+    };
+    match replacement {
+        Some(e) => {
+            let (http, _) = res.into_parts();
+            ServiceResponse::new(http, actix_web::ResponseError::error_response(&e)).map_into_right_body()
+        }
+        None => res.map_into_left_body(),
+    }
+}
+
+/// The id of a request, kept or made by [`guard_and_tag`].
+#[derive(Clone)]
+pub(crate) struct RequestId(pub(crate) String);
+
+/// Path tricks: encoded slashes, dots or backslashes, double encoding, NUL, dot segments.
+pub(crate) fn check_path(raw: &str) -> Result<(), GatewayError> {
+    let lower = raw.to_ascii_lowercase();
+    for bad in ["%2f", "%2e", "%5c", "%25", "%00"] {
+        if lower.contains(bad) {
+            return Err(GatewayError::bad_request(format!("path contains the forbidden sequence {bad}")));
+        }
+    }
+    if raw.contains('\0') || raw.contains('\\') {
+        return Err(GatewayError::bad_request("path contains a NUL or backslash"));
+    }
+    if raw.split('/').any(|s| s == "." || s == "..") {
+        return Err(GatewayError::bad_request("path contains a dot segment"));
+    }
+    Ok(())
+}
