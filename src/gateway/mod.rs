@@ -44,6 +44,8 @@ mod error;
 mod proxy;
 pub mod resolve;
 
+#[cfg(feature = "fuzzing")]
+pub(crate) use checks::check_path;
 use checks::{guard_and_tag, RequestId};
 pub use config::{GatewayConfig, HandlerKind};
 pub use error::{GatewayError, GATEWAY_ID};
@@ -378,7 +380,7 @@ async fn call_rpc(state: &State, req: &HttpRequest, rpc: RpcBody) -> Result<Http
     Ok(json_response(reply.to_json()?))
 }
 
-fn pairs(items: impl IntoIterator<Item = (String, String)>) -> api::Pairs {
+pub(crate) fn pairs(items: impl IntoIterator<Item = (String, String)>) -> api::Pairs {
     let mut out = api::Pairs::new();
     for (k, v) in items {
         out.entry(k.clone()).or_insert_with(|| api::Pair { key: k, values: Vec::new() }).values.push(v);
