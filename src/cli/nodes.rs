@@ -103,16 +103,26 @@ pub(super) async fn ask_all<T: serde::de::DeserializeOwned>(
     futures::future::join_all(calls).await
 }
 
-pub(super) async fn health(url: &str, out: &Output, args: NodesArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+/// Asks every node of `args.service` (or the one node named) its `endpoint`, on a connection
+/// of its own: the nodes asked and, in the same order, what each answered.
+pub(super) async fn probe<T: serde::de::DeserializeOwned>(
+    url: &str,
+    args: &NodesArgs,
+    endpoint: &str,
+) -> Result<(Vec<Target>, Vec<Result<T, String>>), Box<dyn std::error::Error>> {
     let client = connect_client(url).await?;
     let result = async {
-        let targets = targets(&client, url, &args).await?;
-        let answers = ask_all::<HealthStatus>(&client, &args.service, "Debug.Health", &targets, args.timeout).await;
+        let targets = targets(&client, url, args).await?;
+        let answers = ask_all::<T>(&client, &args.service, endpoint, &targets, args.timeout).await;
         Ok::<_, CliError>((targets, answers))
     }
     .await;
     close(&client).await;
-    let (targets, answers) = result?;
+    Ok(result?)
+}
+
+pub(super) async fn health(url: &str, out: &Output, args: NodesArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let (targets, answers) = probe::<HealthStatus>(url, &args, "Debug.Health").await?;
     let rows: Vec<HealthRow> = targets
         .into_iter()
         .zip(answers)
@@ -149,15 +159,7 @@ pub(super) async fn health(url: &str, out: &Output, args: NodesArgs) -> Result<E
 }
 
 pub(super) async fn stats(url: &str, out: &Output, args: NodesArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let client = connect_client(url).await?;
-    let result = async {
-        let targets = targets(&client, url, &args).await?;
-        let answers = ask_all::<ServiceStats>(&client, &args.service, "Debug.Stats", &targets, args.timeout).await;
-        Ok::<_, CliError>((targets, answers))
-    }
-    .await;
-    close(&client).await;
-    let (targets, answers) = result?;
+    let (targets, answers) = probe::<ServiceStats>(url, &args, "Debug.Stats").await?;
     let rows: Vec<StatsRow> = targets
         .into_iter()
         .zip(answers)

@@ -6,10 +6,9 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use super::nodes::{ask_all, targets, NodesArgs};
+use super::nodes::{probe, NodesArgs};
 use super::output::{self, Output};
-use super::registry::close;
-use super::{connect_client, warn_memory, CliError, CLI_ID, EXIT_REMOTE};
+use super::{warn_memory, CliError, CLI_ID, EXIT_REMOTE};
 use crate::broker::Broker;
 use crate::server::{ServiceStats, SubscriptionInfo};
 
@@ -66,15 +65,7 @@ pub(super) async fn subscriptions(
     out: &Output,
     args: NodesArgs,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let client = connect_client(url).await?;
-    let result = async {
-        let targets = targets(&client, url, &args).await?;
-        let answers = ask_all::<ServiceStats>(&client, &args.service, "Debug.Stats", &targets, args.timeout).await;
-        Ok::<_, CliError>((targets, answers))
-    }
-    .await;
-    close(&client).await;
-    let (targets, answers) = result?;
+    let (targets, answers) = probe::<ServiceStats>(url, &args, "Debug.Stats").await?;
     let nodes: Vec<NodeSubscriptions> = targets
         .into_iter()
         .zip(answers)
