@@ -810,12 +810,9 @@ impl AmqpBench {
             // The framework's envelope (same names and value sizes) and its routing (topic exchange).
             let mut t = FieldTable::default();
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
-            for (k, v) in [
-                ("Micro-Topic", queue.to_string()),
-                ("Micro-Timestamp", now.to_string()),
-                ("Micro-Publisher", "events-bench-publisher".to_string()),
-                ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string()),
-            ] {
+            for (k, v) in
+                [("Micro-Timestamp", now.to_string()), ("Micro-Publisher", "events-bench-publisher".to_string())]
+            {
                 t.insert(k.into(), AMQPValue::LongString(v.into()));
             }
             props = props

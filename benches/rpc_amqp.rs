@@ -38,8 +38,8 @@ struct Extras {
     /// Publish through a topic exchange (a private one, bound to the raw queue) instead of the
     /// default exchange, as the framework publishes through `micro`.
     topic: bool,
-    /// The framework's request envelope: `message_id` plus five long-string headers (service,
-    /// endpoint, deadline, caller, traceparent).
+    /// The framework's request envelope: the endpoint in the `type` property and the deadline
+    /// header.
     headers: bool,
     /// A per-message `expiration` (the call timeout), as the framework sets.
     expiration: bool,
@@ -129,7 +129,7 @@ impl RawCaller {
         let mut props =
             BasicProperties::default().with_reply_to(DIRECT_REPLY_TO.into()).with_correlation_id(id.to_string().into());
         if self.extras.headers {
-            props = props.with_headers(envelope_headers()).with_message_id(uuid::Uuid::now_v7().to_string().into());
+            props = props.with_headers(envelope_headers()).with_type(ENDPOINT.into());
         }
         if self.extras.expiration {
             props = props.with_expiration(RAW_TIMEOUT.as_millis().to_string().into());
@@ -179,13 +179,7 @@ fn envelope_headers() -> FieldTable {
     let deadline = std::time::SystemTime::now() + RAW_TIMEOUT;
     let deadline = deadline.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis().to_string();
     let mut t = FieldTable::default();
-    for (k, v) in [
-        ("Micro-Service", "test.bench-greeter.0193f0e0a1b2c3d4e5f60718293a4b5c"),
-        ("Micro-Endpoint", ENDPOINT),
-        ("Micro-Deadline", deadline.as_str()),
-        ("Micro-Caller", "go.micro.client"),
-        ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
-    ] {
+    for (k, v) in [("Micro-Deadline", deadline.as_str())] {
         t.insert(k.into(), AMQPValue::LongString(v.into()));
     }
     t

@@ -24,7 +24,7 @@ tokio::task_local! {
 #[derive(Clone, Debug)]
 pub struct CallContext {
     pub(crate) service: Arc<str>,
-    pub(crate) endpoint: String,
+    pub(crate) endpoint: Arc<str>,
     pub(crate) id: String,
     pub(crate) caller: Option<String>,
     pub(crate) deadline: Option<Deadline>,

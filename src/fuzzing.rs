@@ -66,7 +66,7 @@ pub fn envelope(data: &[u8]) {
             let _ = t.to_string();
         }
     }
-    let subject = h.get(headers::TOPIC).map(crate::subject::event).unwrap_or_default();
+    let subject = h.get("Micro-Fuzz-Subject").map(crate::subject::event).unwrap_or_default();
     if let Ok(event) = Event::from_parts(&subject, &h, Bytes::copy_from_slice(body)) {
         let _ = event.decode::<serde_json::Value>();
         let _ = event.context(&std::sync::Arc::from("fuzz"));

@@ -85,6 +85,10 @@ pub mod fuzzing;
 pub mod test_util;
 
 pub use actix_micro_macros::{main, test};
+
+/// The wire protocol version a node announces in its registry metadata (`protocol`), as
+/// described in `docs/protocol.md`.
+pub const PROTOCOL: &str = "micro/2";
 pub use broker::{Broker, Event, PublishOptions, SubscribeOptions};
 pub use client::{CallOptions, Client, RetryPolicy};
 pub use codec::Codec;

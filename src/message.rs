@@ -4,8 +4,8 @@
 //! ```
 //! use micro::message::{Message, headers};
 //! let mut m = Message::new(bytes::Bytes::from_static(b"\x80"));
-//! m.headers.insert(headers::ENDPOINT, "Say.Hello");
-//! assert_eq!(m.headers.get("micro-endpoint"), Some("Say.Hello")); // lookups ignore ASCII case
+//! m.headers.insert(headers::DEADLINE, "1764547200000");
+//! assert_eq!(m.headers.get("micro-deadline"), Some("1764547200000")); // lookups ignore ASCII case
 //! ```
 
 use std::borrow::Cow;
@@ -19,20 +19,17 @@ use serde::{Deserialize, Serialize};
 pub mod headers {
     /// Payload encoding: `application/msgpack` or `application/json`.
     pub const CONTENT_TYPE: &str = "Content-Type";
-    /// Target service name (requests).
-    pub const SERVICE: &str = "Micro-Service";
-    /// Target endpoint `Handler.Method` (requests).
-    pub const ENDPOINT: &str = "Micro-Endpoint";
     /// Unique message id (UUID v7 text).
     pub const ID: &str = "Micro-Id";
     /// Absolute deadline, milliseconds since the Unix epoch (requests).
     pub const DEADLINE: &str = "Micro-Deadline";
     /// The calling service or client name.
     pub const CALLER: &str = "Micro-Caller";
-    /// Present on error replies: the numeric error code; the body is a `Status`.
-    pub const ERROR: &str = "Micro-Error";
-    /// Event topic (events).
-    pub const TOPIC: &str = "Micro-Topic";
+    /// Present on error replies: the numeric error code; the body is a `Status`. The name is
+    /// the NATS services API's (ADR-32), on every transport.
+    pub const ERROR: &str = "Nats-Service-Error-Code";
+    /// Error replies: the error's detail on one line (ADR-32's name).
+    pub const ERROR_TEXT: &str = "Nats-Service-Error";
     /// Event timestamp, milliseconds since the Unix epoch (events).
     pub const TIMESTAMP: &str = "Micro-Timestamp";
     /// The publishing service or client (events).
@@ -55,15 +52,13 @@ pub mod headers {
     pub const DLQ_CODE: &str = "Micro-Dlq-Code";
 
     #[cfg_attr(not(any(feature = "nats", feature = "rabbitmq")), allow(dead_code))]
-    const KNOWN: [&str; 13] = [
+    const KNOWN: [&str; 11] = [
         CONTENT_TYPE,
-        SERVICE,
-        ENDPOINT,
         ID,
         DEADLINE,
         CALLER,
         ERROR,
-        TOPIC,
+        ERROR_TEXT,
         TIMESTAMP,
         PUBLISHER,
         TRACEPARENT,
@@ -255,6 +250,11 @@ impl Metadata {
     /// True when empty.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// Number of pairs.
+    pub fn len(&self) -> usize {
+        self.0.len()
     }
 
     /// Adds every pair of `other` that is not set here.

@@ -4,6 +4,8 @@
 //! ```
 //! use micro::subject;
 //! assert_eq!(subject::service("go.micro.srv.greeter"), "micro.rpc.go.micro.srv.greeter");
+//! assert_eq!(subject::request("micro.rpc.go.micro.srv.greeter", "Say.Hello"), "micro.rpc.go.micro.srv.greeter.Say.Hello");
+//! assert_eq!(subject::endpoint_of("micro.rpc.go.micro.srv.greeter.Say.Hello"), Some("Say.Hello"));
 //! assert!(subject::matches("micro.event.user.*", "micro.event.user.login"));
 //! assert!(subject::matches("micro.event.>", "micro.event.order.placed"));
 //! assert!(!subject::matches("micro.event.user.*", "micro.event.user.profile.updated"));
@@ -30,6 +32,36 @@ pub fn service(name: &str) -> String {
 /// The subject of one node.
 pub fn node(node_id: &str) -> String {
     format!("{NODE_PREFIX}{node_id}")
+}
+
+/// The subject a request for `endpoint` is sent on: the service's shared subject or a node's
+/// address, then the endpoint's two tokens (`micro.rpc.go.micro.srv.greeter.Say.Hello`).
+pub fn request(base: &str, endpoint: &str) -> String {
+    let mut s = String::with_capacity(base.len() + 1 + endpoint.len());
+    s.push_str(base);
+    s.push('.');
+    s.push_str(endpoint);
+    s
+}
+
+/// The pattern a node subscribes to for every endpoint under a base subject: `<base>.*.*`.
+pub fn endpoints(base: &str) -> String {
+    format!("{base}.*.*")
+}
+
+/// The endpoint a request subject names: its last two tokens (`Say.Hello`); `None` when the
+/// subject has fewer than three tokens.
+pub fn endpoint_of(subject: &str) -> Option<&str> {
+    let method = subject.rfind('.')?;
+    let handler = subject[..method].rfind('.')?;
+    Some(&subject[handler + 1..])
+}
+
+/// True for a valid endpoint name: `Handler.Method`, two tokens of `[A-Za-z0-9_-]`, because the
+/// endpoint is the last two tokens of the request subject.
+pub fn is_endpoint(name: &str) -> bool {
+    let token = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    matches!(name.split_once('.'), Some((h, m)) if token(h) && token(m))
 }
 
 /// The subject an event topic (or topic pattern) is published on.
@@ -83,6 +115,19 @@ mod tests {
         assert!(!matches("a.>", "a"));
         assert!(matches("*.b.>", "x.b.c.d"));
         assert!(!matches("a.*", "a"));
+    }
+
+    #[test]
+    fn endpoints_are_the_last_two_tokens() {
+        assert_eq!(endpoint_of("micro.node.a.b-1.Debug.Health"), Some("Debug.Health"));
+        assert_eq!(endpoint_of("a.b"), None);
+        assert!(is_endpoint("Say.Hello"));
+        assert!(is_endpoint("Say_2.Hello-x"));
+        assert!(!is_endpoint("Hello"));
+        assert!(!is_endpoint("Say.Hello.World"));
+        assert!(!is_endpoint("Say.*"));
+        assert!(matches(&endpoints("micro.rpc.greeter"), "micro.rpc.greeter.Say.Hello"));
+        assert!(!matches(&endpoints("micro.rpc.greeter"), "micro.rpc.greeter.admin.Say.Hello"));
     }
 
     #[test]

@@ -120,48 +120,36 @@ async fn unknown_endpoint_bad_payload_and_content_type(url: String) {
     let e = client.call::<_, Greeting, _>(&name, "Say.Hello", &serde_json::json!({})).await.unwrap_err();
     assert!(e.status().unwrap().detail().contains("missing field `name`"), "{e}");
 
-    // A content type the service cannot decode: 400, answered in JSON.
+    // A content type the service cannot decode: 400, answered in JSON, with the error headers
+    // of the NATS services API.
     let t = micro::transport::connect(&url).await.unwrap();
+    let say_hello = subject::request(&subject::service(&name), "Say.Hello");
     let mut h = Headers::new();
     h.insert(headers::CONTENT_TYPE, "text/plain");
-    h.insert(headers::ENDPOINT, "Say.Hello");
-    let reply = t
-        .request(&subject::service(&name), &Message::with_headers(h, "John".into()), Duration::from_secs(5))
-        .await
-        .unwrap();
+    let reply = t.request(&say_hello, &Message::with_headers(h, "John".into()), Duration::from_secs(5)).await.unwrap();
     assert_eq!(reply.headers.get(headers::ERROR), Some("400"));
+    assert!(reply.headers.get(headers::ERROR_TEXT).unwrap().contains("text/plain"));
     assert_eq!(reply.headers.get(headers::CONTENT_TYPE), Some("application/json"));
     let status: Status = serde_json::from_slice(&reply.body).unwrap();
     assert!(status.detail().contains("text/plain"), "{status}");
 
-    // No endpoint header at all.
-    let reply = t.request(&subject::service(&name), &Message::new("x".into()), Duration::from_secs(5)).await.unwrap();
-    assert_eq!(reply.headers.get(headers::ERROR), Some("400"));
+    // An endpoint the service does not have, named only by the subject: 404.
+    let nothing = subject::request(&subject::service(&name), "Say.Nothing");
+    let reply = t.request(&nothing, &Message::new("x".into()), Duration::from_secs(5)).await.unwrap();
+    assert_eq!(reply.headers.get(headers::ERROR), Some("404"));
 
-    // JSON without a Content-Type (as `nats req` sends it) is recognised and answered in JSON.
-    let mut h = Headers::new();
-    h.insert(headers::ENDPOINT, "Say.Hello");
-    let reply = t
-        .request(
-            &subject::service(&name),
-            &Message::with_headers(h, r#"{"name":"Bare"}"#.into()),
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
+    // Bare JSON with no headers at all (as `nats req` sends it) is recognised and answered in JSON.
+    let reply =
+        t.request(&say_hello, &Message::new(r#"{"name":"Bare"}"#.into()), Duration::from_secs(5)).await.unwrap();
     assert_eq!(reply.headers.get(headers::ERROR), None);
     let g: Greeting = serde_json::from_slice(&reply.body).unwrap();
     assert_eq!(g.msg, "Hello Bare");
 
-    // A request naming another service is not served.
-    let mut h = Headers::new();
-    h.insert(headers::ENDPOINT, "Say.Hello");
-    h.insert(headers::SERVICE, "go.micro.srv.someone-else");
-    let reply = t
-        .request(&subject::service(&name), &Message::with_headers(h, r#"{"name":"x"}"#.into()), Duration::from_secs(5))
-        .await
-        .unwrap();
-    assert_eq!(reply.headers.get(headers::ERROR), Some("404"));
+    // A request for a service that is a prefix of this one's name is not served here: the
+    // endpoint is exactly the last two tokens, so `<name>.admin.Say.Hello` matches no node.
+    let longer = subject::request(&format!("{}.admin", subject::service(&name)), "Say.Hello");
+    let e = t.request(&longer, &Message::new(r#"{"name":"x"}"#.into()), Duration::from_secs(5)).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
 
     // And the service is still up.
     let g: Greeting = client.call(&name, "Say.Hello", &hello("still")).await.unwrap();
@@ -322,7 +310,7 @@ async fn deadline_metadata_and_trace_propagate(url: String) {
     assert!(at_b.remaining_ms + 100 <= at_a.remaining_ms, "B saw a reduced deadline: A {at_a:?}, B {at_b:?}");
     assert_eq!(at_a.trace_id, at_b.trace_id, "one trace across the hops");
     assert_eq!(at_b.tenant.as_deref(), Some("acme"), "metadata travels on");
-    assert_eq!(at_a.caller.as_deref(), Some("go.micro.client"));
+    assert_eq!(at_a.caller, None, "an anonymous client names no caller");
     assert_eq!(at_b.caller.as_deref(), Some(front.as_str()), "the service's own client names it as caller");
     a.stop().await.unwrap();
     b.stop().await.unwrap();
@@ -344,11 +332,10 @@ async fn expired_request_is_dropped_unrun(url: String) {
     let t = micro::transport::connect(&url).await.unwrap();
     let mut h = Headers::new();
     h.insert(headers::CONTENT_TYPE, Codec::Json.content_type());
-    h.insert(headers::ENDPOINT, "Say.Hello");
     h.insert(headers::DEADLINE, (Deadline::after(Duration::ZERO).as_millis() - 1000).to_string());
     let e = t
         .request(
-            &subject::service(&name),
+            &subject::request(&subject::service(&name), "Say.Hello"),
             &Message::with_headers(h, r#"{"name":"late"}"#.into()),
             Duration::from_millis(300),
         )
@@ -423,7 +410,7 @@ async fn queue_groups_and_broadcast_delivery_counts(url: String) {
     assert_eq!(first.topic, topic);
     assert_eq!(first.metadata.get("k"), Some("v"));
     assert!(first.timestamp > 0 && !first.id.is_empty());
-    assert_eq!(first.publisher.as_deref(), Some("go.micro.client"));
+    assert_eq!(first.publisher, None, "an anonymous client names no publisher");
     // A last event, after which copies of the first N would have arrived too.
     client.publish(&topic, &serde_json::json!({"order": "last"})).await.unwrap();
     wait_for("the last event", WAIT, || async {
@@ -601,14 +588,14 @@ async fn concurrent_requests_to_live_and_missing_subjects_each_get_their_own_out
     let name = unique("greeter");
     let svc = greeter(&url, &name, "a").start().await.unwrap();
     let t = micro::transport::connect(&url).await.unwrap();
-    let live = subject::service(&name);
+    let live = subject::request(&subject::service(&name), "Say.Hello");
     let calls = (0..200).map(|i| {
         let t = t.clone();
-        let target = if i % 2 == 0 { live.clone() } else { subject::service(&unique("nobody")) };
+        let target =
+            if i % 2 == 0 { live.clone() } else { subject::request(&subject::service(&unique("nobody")), "Say.Hello") };
         async move {
             let mut h = Headers::new();
             h.insert(headers::CONTENT_TYPE, Codec::Json.content_type());
-            h.insert(headers::ENDPOINT, "Say.Hello");
             let m = Message::with_headers(h, format!(r#"{{"name":"{i}"}}"#).into());
             (i, t.request(&target, &m, Duration::from_secs(10)).await)
         }

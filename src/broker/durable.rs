@@ -15,7 +15,7 @@ use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 
 use super::Event;
 use crate::error::{Error, Result};
-use crate::message::{headers, Message};
+use crate::message::Message;
 use crate::status::{Code, Status};
 use crate::subject;
 use crate::transport::{Acker, Delivery, DurableSpec, DurableSubscription, Transport};
@@ -216,8 +216,6 @@ async fn dead_letter(
     acker: Acker,
 ) -> Result<()> {
     let Message { headers: mut h, body } = message;
-    let dlq_topic = policy.dead_letter.strip_prefix(subject::EVENT_PREFIX).unwrap_or(&policy.dead_letter);
-    h.insert(headers::TOPIC, dlq_topic.to_string());
     h.insert(dlq_headers::TOPIC, topic.to_string());
     h.insert(dlq_headers::REASON, reason.replace(['\r', '\n'], " "));
     h.insert(dlq_headers::ATTEMPTS, attempts.to_string());
@@ -269,7 +267,7 @@ impl DurableEvents {
     fn give_up(&self, d: Delivery, reason: String, attempts: u32, code: Option<Code>) {
         let policy = self.policy.clone();
         let Delivery { subject, message, acker, .. } = d;
-        let topic = super::topic_of(&subject, &message.headers);
+        let topic = super::topic_of(&subject);
         tokio::spawn(async move {
             let _ = dead_letter(&policy, message, &topic, attempts, &reason, code, acker).await;
         });

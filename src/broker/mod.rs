@@ -97,7 +97,7 @@ impl Event {
             Some(ct) => Codec::from_content_type(ct)
                 .ok_or_else(|| Error::codec(format!("event has unsupported content type {ct}")))?,
         };
-        let topic = topic_of(subject, h);
+        let topic = topic_of(subject);
         Ok(Event {
             id: h.get(headers::ID).unwrap_or_default().to_string(),
             topic,
@@ -113,11 +113,12 @@ impl Event {
     pub(crate) fn context(&self, service: &Arc<str>) -> CallContext {
         CallContext {
             service: service.clone(),
-            endpoint: self.topic.clone(),
+            endpoint: self.topic.as_str().into(),
             id: self.id.clone(),
             caller: self.publisher.clone(),
             deadline: None,
-            trace: self.trace,
+            // As for requests: an event that came without a trace starts one for its handler.
+            trace: Some(self.trace.unwrap_or_else(TraceParent::new_root)),
             trace_state: None,
             metadata: self.metadata.clone(),
             event: Some(EventInfo {
@@ -129,11 +130,9 @@ impl Event {
     }
 }
 
-/// An event's topic: its `Micro-Topic` header, else the subject without `micro.event.`.
-pub(crate) fn topic_of(subject: &str, h: &Headers) -> String {
-    h.get(headers::TOPIC)
-        .map(str::to_string)
-        .unwrap_or_else(|| subject.strip_prefix(subject::EVENT_PREFIX).unwrap_or(subject).to_string())
+/// An event's topic: the subject without `micro.event.`.
+pub(crate) fn topic_of(subject: &str) -> String {
+    subject.strip_prefix(subject::EVENT_PREFIX).unwrap_or(subject).to_string()
 }
 
 /// Options for one publish.
@@ -371,16 +370,21 @@ impl Broker {
             metadata.merge_missing(&ctx.metadata);
             trace = ctx.trace.map(|t| t.child());
         });
-        let mut h = Headers::with_capacity(7);
+        // The topic travels in the subject; a trace only when the publisher is inside one, a
+        // publisher only when it has a name.
+        let mut h = Headers::with_capacity(4 + usize::from(trace.is_some()) + metadata.len());
         if let Some(ct) = codec.content_type_for(&body) {
             h.push(headers::CONTENT_TYPE, ct);
         }
         let id = opts.id.unwrap_or_else(new_id);
         h.push(headers::ID, id.clone());
-        h.push(headers::TOPIC, topic.to_string());
-        h.push(headers::TIMESTAMP, now_millis().to_string());
-        h.push(headers::PUBLISHER, self.publisher.to_string());
-        h.push(headers::TRACEPARENT, trace.unwrap_or_else(TraceParent::new_root).to_string());
+        h.push(headers::TIMESTAMP, itoa::Buffer::new().format(now_millis()).to_string());
+        if *self.publisher != *crate::client::CLIENT_ID {
+            h.push(headers::PUBLISHER, self.publisher.to_string());
+        }
+        if let Some(trace) = trace {
+            h.push(headers::TRACEPARENT, trace.to_string());
+        }
         h.set_metadata(&metadata);
         let message = Message::with_headers(h, body);
         if self.layers.is_empty() {

@@ -26,7 +26,7 @@ use crate::codec::Codec;
 use crate::context::CallContext;
 use crate::endpoint::EndpointName;
 use crate::error::{Error, ErrorKind, Result};
-use crate::message::{headers, new_id, Deadline, Headers, Message, Metadata, TraceParent};
+use crate::message::{headers, Deadline, Headers, Message, Metadata};
 use crate::middleware::{Answer, ClientLayers, ClientMiddleware, Outgoing, SendFn, Target as Route};
 use crate::registry::{Registry, RegistryOptions};
 use crate::selector::{Filter, Selector, SelectorActor, Strategy};
@@ -284,18 +284,22 @@ impl Client {
             trace_state = ctx.trace_state.clone();
             metadata.merge_missing(&ctx.metadata);
         });
-        let trace = trace.unwrap_or_else(TraceParent::new_root);
-
-        let mut h = Headers::with_capacity(8 + metadata.iter().count());
+        // Only what is set travels: a trace when the caller is inside one, a caller when it
+        // has a name, an id when the options give one.
+        let mut h = Headers::with_capacity(2 + usize::from(trace.is_some()) + metadata.len());
         if let Some(ct) = codec.content_type_for(&body) {
             h.push(headers::CONTENT_TYPE, ct);
         }
-        h.push(headers::SERVICE, service.to_string());
-        h.push(headers::ENDPOINT, endpoint.to_string());
-        h.push(headers::ID, new_id());
-        h.push(headers::DEADLINE, deadline.as_millis().to_string());
-        h.push(headers::CALLER, config.name.clone());
-        h.push(headers::TRACEPARENT, trace.to_string());
+        h.push(headers::DEADLINE, itoa::Buffer::new().format(deadline.as_millis()).to_string());
+        if let Some(id) = opts.id.take() {
+            h.push(headers::ID, id);
+        }
+        if config.name != CLIENT_ID {
+            h.push(headers::CALLER, config.name.clone());
+        }
+        if let Some(trace) = trace {
+            h.push(headers::TRACEPARENT, trace.to_string());
+        }
         if let Some(state) = trace_state {
             h.push(headers::TRACESTATE, state);
         }
@@ -378,11 +382,9 @@ impl Client {
         retries_left: usize,
     ) -> std::result::Result<RawReply, (Error, bool)> {
         let Target { service, endpoint, deadline, filter, shared, node: pinned } = target;
-        let shared_subject;
         let records;
-        let (target, node, registered_idempotent): (&str, Option<&str>, bool) = if shared && pinned.is_none() {
-            shared_subject = subject::service(service);
-            (&shared_subject, None, false)
+        let (target, node, registered_idempotent): (String, Option<&str>, bool) = if shared && pinned.is_none() {
+            (format!("{}{service}.{endpoint}", subject::RPC_PREFIX), None, false)
         } else {
             records = match self.inner.registry.cached(service) {
                 Some(r) => r,
@@ -407,7 +409,7 @@ impl Client {
                     })?,
                 };
             let idempotent = record.endpoint(endpoint).is_some_and(|e| e.is_idempotent());
-            (&node.address, Some(&node.id), idempotent)
+            (subject::request(&node.address, endpoint), Some(&node.id), idempotent)
         };
         let idempotent = idempotent_opt.unwrap_or(registered_idempotent);
         let remaining = deadline.remaining();
@@ -418,7 +420,7 @@ impl Client {
         // budget is split evenly over the attempts still allowed.
         let attempts = u32::try_from(retries_left).unwrap_or(u32::MAX).saturating_add(1);
         let budget = if idempotent { remaining / attempts } else { remaining };
-        match self.inner.transport.request(target, message, budget).await {
+        match self.inner.transport.request(&target, message, budget).await {
             Ok(reply) => {
                 if let Some(n) = node {
                     self.inner.selector.succeeded(n);
@@ -479,10 +481,16 @@ impl RawReply {
             Some(ct) => Codec::from_content_type(ct)
                 .ok_or_else(|| Error::codec(format!("reply has unsupported content type {ct}")))?,
         };
-        if m.headers.get(headers::ERROR).is_some() {
+        if let Some(code) = m.headers.get(headers::ERROR) {
+            // Our services send a Status as the body; other NATS services libraries send the
+            // code and its text in headers, with a body of their own.
             let status: Status = codec.decode(&m.body).unwrap_or_else(|_| {
-                let code = m.headers.get(headers::ERROR).and_then(|c| c.parse().ok()).unwrap_or(500);
-                Status::new(Code::from_u16(code), String::from_utf8_lossy(&m.body).into_owned())
+                let code = code.trim().parse().unwrap_or(500);
+                let detail = match m.headers.get(headers::ERROR_TEXT) {
+                    Some(text) => text.to_string(),
+                    None => String::from_utf8_lossy(&m.body).into_owned(),
+                };
+                Status::new(Code::from_u16(code), detail)
             });
             return Err(Error::remote(status));
         }

@@ -88,6 +88,7 @@ pub struct CallOptions {
     pub(crate) idempotent: Option<bool>,
     pub(crate) shared: bool,
     pub(crate) node: Option<String>,
+    pub(crate) id: Option<String>,
 }
 
 impl CallOptions {
@@ -150,6 +151,14 @@ impl CallOptions {
     /// bypassing registry and selector.
     pub fn broker_balanced(mut self) -> Self {
         self.shared = true;
+        self
+    }
+
+    /// Gives the request an id (sent as `Micro-Id`, seen by the handler as
+    /// [`CallContext::id`](crate::CallContext::id); retries of the call resend it). Without one
+    /// the request carries none: a common call pays for no header it does not use.
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
         self
     }
 

@@ -217,7 +217,7 @@ fn call_scope(state: &State, req: &HttpRequest) -> (CallOptions, CallContext) {
     let trace = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
     let ctx = CallContext {
         service: std::sync::Arc::from(GATEWAY_ID),
-        endpoint: req.path().to_string(),
+        endpoint: req.path().into(),
         id: String::new(),
         caller: None,
         deadline: Some(Deadline::after(state.config.timeout)),

@@ -63,7 +63,7 @@ pub(crate) struct ServerInfo {
 pub(crate) struct Server {
     info: ServerInfo,
     service: Arc<str>,
-    endpoints: HashMap<String, Rc<dyn Dispatch>>,
+    endpoints: HashMap<Arc<str>, Route>,
     state: Rc<Extensions>,
     stats: Arc<Stats>,
     supervisor: Rc<Supervisor>,
@@ -72,14 +72,14 @@ pub(crate) struct Server {
 impl Server {
     pub(crate) fn new(
         info: ServerInfo,
-        endpoints: HashMap<String, Rc<dyn Dispatch>>,
+        endpoints: HashMap<Arc<str>, Route>,
         state: Extensions,
         stats: Arc<Stats>,
         supervisor: Rc<Supervisor>,
     ) -> Rc<Server> {
         let runtime = Runtime { supervisor: supervisor.clone(), stats: stats.clone() };
-        for ep in endpoints.values() {
-            ep.start(&runtime);
+        for route in endpoints.values() {
+            route.dispatch.start(&runtime);
         }
         let service = Arc::from(info.service.as_str());
         Rc::new(Server { info, service, endpoints, state: Rc::new(state), stats, supervisor })
@@ -110,12 +110,13 @@ impl Server {
     }
 
     async fn dispatch(self: Rc<Self>, incoming: Incoming, _in_flight: stats::InFlight) {
-        let Some(reply) = incoming.reply else {
-            tracing::debug!(subject = %incoming.subject, "request without a reply subject ignored");
+        let Incoming { subject, message, reply } = incoming;
+        let Some(reply) = reply else {
+            tracing::debug!(%subject, "request without a reply subject ignored");
             return;
         };
         Stats::incr(&self.stats.requests);
-        let Message { headers: mut h, body } = incoming.message;
+        let Message { headers: h, body } = message;
         let codec = match h.get(headers::CONTENT_TYPE) {
             None => Codec::sniff(&body),
             Some(ct) => match Codec::from_content_type(ct) {
@@ -131,28 +132,30 @@ impl Server {
         let deadline = h.get(headers::DEADLINE).and_then(Deadline::parse);
         if deadline.is_some_and(Deadline::is_expired) {
             Stats::incr(&self.stats.expired);
-            tracing::debug!(endpoint = ?h.get(headers::ENDPOINT), "request arrived after its deadline; dropped");
+            tracing::debug!(%subject, "request arrived after its deadline; dropped");
             return;
         }
-        let Some(endpoint) = h.take(headers::ENDPOINT) else {
-            return self.answer(reply, codec, Err(Status::bad_request("request has no Micro-Endpoint header"))).await;
-        };
-        if let Some(service) = h.get(headers::SERVICE).filter(|s| **s != *self.info.service) {
-            let s = Status::not_found(format!("service {service} is not served here (this is {})", self.info.service));
-            return self.answer(reply, codec, Err(s)).await;
-        }
-        let Some(ep) = self.endpoints.get(endpoint.as_str()).cloned() else {
+        // The endpoint is the subject's last two tokens: the node subscribed to `<base>.*.*`.
+        let endpoint = crate::subject::endpoint_of(&subject).unwrap_or_default();
+        let Some(route) = self.endpoints.get(endpoint) else {
             let s = Status::not_found(format!("endpoint {endpoint} not found on {}", self.info.service));
             return self.answer(reply, codec, Err(s)).await;
         };
-        let ctx = Arc::new(context_from(&self.service, endpoint, h, deadline));
+        let started = std::time::Instant::now();
+        let ctx = Arc::new(context_from(&self.service, route.name.clone(), h, deadline));
         let req = Request { ctx: ctx.clone(), body, codec, state: self.state.clone() };
-        let run = AssertUnwindSafe(async move { ep.call(req).await }).catch_unwind();
-        let result = CallContext::scope_shared(ctx.clone(), run).await.unwrap_or_else(|panic| {
-            self.record_panic(&ctx.endpoint, &panic);
+        let run = AssertUnwindSafe(route.dispatch.call(req)).catch_unwind();
+        let result = CallContext::scope_shared(ctx, run).await.unwrap_or_else(|panic| {
+            self.record_panic(&route.name, &panic);
             Err(Status::internal("handler panicked"))
         });
+        route.stats.record(started.elapsed(), result.as_ref().err());
         self.answer(reply, codec, result).await
+    }
+
+    /// The endpoints with their counters, for the NATS services API's `INFO` and `STATS`.
+    pub(crate) fn routes(&self) -> impl Iterator<Item = &Route> {
+        self.endpoints.values()
     }
 
     pub(crate) fn record_panic(&self, what: &str, panic: &Box<dyn std::any::Any + Send>) {
@@ -174,7 +177,7 @@ impl Server {
             Err(status) => {
                 Stats::incr(&self.stats.errors);
                 let status = status.or_id(&self.info.service);
-                h.push(headers::ERROR, status.code().as_u16().to_string());
+                error_headers(&mut h, &status);
                 codec.encode(&status).unwrap_or_default()
             }
         };
@@ -202,10 +205,39 @@ impl Server {
     }
 }
 
+/// The headers of an error reply: the code and the detail, named as the NATS services API
+/// (ADR-32) names them so that its clients read our errors too. A line break in the detail
+/// becomes a space (a header value is one line).
+pub(crate) fn error_headers(h: &mut Headers, status: &Status) {
+    h.push(headers::ERROR, status.code().as_u16().to_string());
+    let detail = status.detail();
+    let detail = if detail.contains(['\r', '\n']) { detail.replace(['\r', '\n'], " ") } else { detail.to_string() };
+    h.push(headers::ERROR_TEXT, detail);
+}
+
+/// An endpoint of the server: its name (shared by every request's context), its handler (with
+/// the middleware around it) and its counters.
+pub(crate) struct Route {
+    pub(crate) name: Arc<str>,
+    pub(crate) dispatch: Rc<dyn Dispatch>,
+    pub(crate) metadata: std::collections::BTreeMap<String, String>,
+    pub(crate) stats: stats::EndpointStats,
+}
+
+impl Route {
+    pub(crate) fn new(
+        name: &str,
+        dispatch: Rc<dyn Dispatch>,
+        metadata: std::collections::BTreeMap<String, String>,
+    ) -> Route {
+        Route { name: name.into(), dispatch, metadata, stats: Default::default() }
+    }
+}
+
 /// Builds a handler's context from request headers, moving their values out.
 pub(crate) fn context_from(
     service: &Arc<str>,
-    endpoint: String,
+    endpoint: Arc<str>,
     mut h: Headers,
     deadline: Option<Deadline>,
 ) -> CallContext {
@@ -215,7 +247,9 @@ pub(crate) fn context_from(
         id: h.take(headers::ID).unwrap_or_default(),
         caller: h.take(headers::CALLER),
         deadline,
-        trace: h.get(headers::TRACEPARENT).and_then(TraceParent::parse),
+        // A request that came without a trace starts one here (no header was paid for): the
+        // calls and events its handler makes then share one trace id.
+        trace: Some(h.get(headers::TRACEPARENT).and_then(TraceParent::parse).unwrap_or_else(TraceParent::new_root)),
         trace_state: h.take(headers::TRACESTATE),
         metadata: h.metadata(),
         event: None,
@@ -278,16 +312,18 @@ pub(crate) async fn serve_loop<S: Source>(
 /// The longest a drained subscription may take to hand over what it had received.
 const DRAIN_BOUND: Duration = Duration::from_secs(30);
 
-/// Subscribes a node's two request subjects: its own and its service's shared one.
+/// Subscribes a node's request subjects: every endpoint under its own address, and under its
+/// service's shared subject in the queue group of that name.
 pub(crate) async fn subscribe_node(
     transport: &Arc<dyn Transport>,
     service: &str,
     node_id: &str,
 ) -> Result<Vec<Subscription>> {
     let shared = crate::subject::service(service);
+    let own = crate::subject::endpoints(&crate::subject::node(node_id));
     Ok(vec![
-        transport.subscribe(&crate::subject::node(node_id), None).await?,
-        transport.subscribe(&shared, Some(&shared)).await?,
+        transport.subscribe(&own, None).await?,
+        transport.subscribe(&crate::subject::endpoints(&shared), Some(&shared)).await?,
     ])
 }
 

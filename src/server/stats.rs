@@ -249,3 +249,27 @@ mod tests {
         }
     }
 }
+
+/// One endpoint's counters, as the NATS services API's `STATS` reports them. They live on the
+/// serving arbiter with the endpoint, so plain cells do.
+#[derive(Debug, Default)]
+pub(crate) struct EndpointStats {
+    pub(crate) requests: std::cell::Cell<u64>,
+    pub(crate) errors: std::cell::Cell<u64>,
+    /// Total time spent handling requests, in nanoseconds.
+    pub(crate) processing_ns: std::cell::Cell<u64>,
+    pub(crate) last_error: std::cell::RefCell<String>,
+}
+
+impl EndpointStats {
+    /// Counts one handled request, and its error if it failed.
+    pub(crate) fn record(&self, took: Duration, error: Option<&crate::status::Status>) {
+        self.requests.set(self.requests.get() + 1);
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.processing_ns.set(self.processing_ns.get().saturating_add(ns));
+        if let Some(status) = error {
+            self.errors.set(self.errors.get() + 1);
+            *self.last_error.borrow_mut() = format!("{}:{}", status.code().as_u16(), status.detail());
+        }
+    }
+}

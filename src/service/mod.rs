@@ -43,7 +43,8 @@ use crate::registry::{self, Registry, RegistryOptions};
 use crate::selector::{Selector, SelectorActor, Strategy};
 use crate::server::{
     subscribe_node, ActorEndpoints, BoundEndpoint, Dispatch, EndpointMessage, Extensions, FnEndpoint, FromRequestTuple,
-    Handler, HealthStatus, IntoEndpoint, IntoReply, LoadShed, RestartPolicy, Server, ServerInfo, Stats, Supervisor,
+    Handler, HealthStatus, IntoEndpoint, IntoReply, LoadShed, RestartPolicy, Route, Server, ServerInfo, Stats,
+    Supervisor,
 };
 use crate::status::Status;
 use crate::subject;
@@ -380,8 +381,11 @@ impl ServiceBuilder {
         }
         let mut seen = std::collections::HashSet::new();
         for e in &self.endpoints {
-            if e.name.is_empty() || e.name.contains(char::is_whitespace) {
-                return Err(Error::config(format!("invalid endpoint name {:?}", e.name)));
+            if !subject::is_endpoint(&e.name) {
+                return Err(Error::config(format!(
+                    "invalid endpoint name {:?}: use Handler.Method, two names of [A-Za-z0-9_-]",
+                    e.name
+                )));
             }
             if e.name.starts_with("Debug.") {
                 return Err(Error::config(format!("endpoint {} is reserved", e.name)));
@@ -469,25 +473,27 @@ impl ServiceBuilder {
             std::iter::once(Rc::new(shed) as Rc<dyn Middleware>).chain(user_layers.iter().cloned()).collect();
 
         let mut record = registry::ServiceRecord::new(&self.name, &self.version);
-        let mut endpoints: HashMap<String, Rc<dyn Dispatch>> = HashMap::new();
+        let mut endpoints: HashMap<Arc<str>, Route> = HashMap::new();
         for mut spec in self.endpoints {
             if self.idempotent.contains(&spec.name) {
                 spec.metadata.insert("idempotent".into(), "true".into());
             }
-            record.endpoints.push(registry::Endpoint { name: spec.name.clone(), metadata: spec.metadata });
-            endpoints.insert(spec.name, Wrapped::around(&endpoint_layers, spec.endpoint));
+            let route = Route::new(&spec.name, Wrapped::around(&endpoint_layers, spec.endpoint), spec.metadata.clone());
+            record.endpoints.push(registry::Endpoint { name: spec.name, metadata: spec.metadata });
+            endpoints.insert(route.name.clone(), route);
         }
         let draining = Rc::new(std::cell::Cell::new(false));
         let broker_cell = Rc::new(std::cell::OnceCell::new());
         for (name, ep) in debug_endpoints(&info, &stats, &draining, &broker_cell) {
             let mut metadata = BTreeMap::new();
             metadata.insert("idempotent".to_string(), "true".to_string());
+            let route = Route::new(name, ep, metadata.clone());
             record.endpoints.push(registry::Endpoint { name: name.to_string(), metadata });
-            endpoints.insert(name.to_string(), ep);
+            endpoints.insert(route.name.clone(), route);
         }
         let mut node_meta = self.metadata.clone();
         node_meta.insert("transport".into(), transport.name().into());
-        node_meta.insert("protocol".into(), "micro/1".into());
+        node_meta.insert("protocol".into(), crate::PROTOCOL.into());
         node_meta.insert("server".into(), concat!("actix-micro/", env!("CARGO_PKG_VERSION")).into());
         if !self.subscriptions.is_empty() {
             let topics: Vec<&str> = self.subscriptions.iter().map(|s| s.topic.as_str()).collect();

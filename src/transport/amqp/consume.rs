@@ -13,7 +13,7 @@ use lapin::types::{FieldTable, ShortString};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
-use super::naming::{binding_key, group_queue, is_point_to_point};
+use super::naming::{binding_key, endpoints_queue, group_queue};
 use super::properties::{from_properties, to_properties};
 use super::{down, lapin_err, Inner, Link, EXCHANGE};
 use crate::error::{Error, ErrorKind, Result};
@@ -55,21 +55,23 @@ pub(super) async fn subscribe(inner: &Arc<Inner>, pattern: &str, queue: Option<&
 
 pub(super) async fn start_consumer(inner: &Arc<Inner>, link: &Link, sub: &Arc<SubState>) -> Result<()> {
     let ch = &link.consume;
-    let queue = match &sub.group {
-        Some(g) => {
+    let queue = match (&sub.group, endpoints_queue(&sub.pattern)) {
+        // A node's or a service's endpoints: the queue is named after the base subject, so
+        // requests reach it through the default exchange (see `request_route`).
+        (group, Some(base)) => {
+            let opts = QueueDeclareOptions { exclusive: group.is_none(), auto_delete: true, ..Default::default() };
+            ch.queue_declare(base.into(), opts, FieldTable::default()).await.map_err(lapin_err)?;
+            base.to_string()
+        }
+        (Some(g), None) => {
             let q = group_queue(g, &sub.pattern);
             let opts = QueueDeclareOptions { auto_delete: true, ..Default::default() };
             ch.queue_declare(q.as_str().into(), opts, FieldTable::default()).await.map_err(lapin_err)?;
             q
         }
-        None => {
-            // A node's own subject names its queue, so requests can go straight to it through
-            // the default exchange; other broadcast queues get a unique suffix.
-            let mut q = if is_point_to_point(&sub.pattern) && sub.pattern.starts_with(crate::subject::NODE_PREFIX) {
-                sub.pattern.clone()
-            } else {
-                format!("{}~{}", sub.pattern, uuid::Uuid::now_v7().simple())
-            };
+        (None, None) => {
+            // Broadcast queues get a unique suffix.
+            let mut q = format!("{}~{}", sub.pattern, uuid::Uuid::now_v7().simple());
             q.truncate(255);
             let opts = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
             ch.queue_declare(q.as_str().into(), opts, FieldTable::default()).await.map_err(lapin_err)?;
@@ -107,11 +109,15 @@ pub(super) async fn start_consumer(inner: &Arc<Inner>, link: &Link, sub: &Arc<Su
                 }
                 _ => None,
             };
-            let incoming = Incoming {
-                subject: d.routing_key.as_str().to_string(),
-                message: Message::with_headers(from_properties(props), d.data.into()),
-                reply,
+            // Through the default exchange, a request's endpoint is in the `type` property.
+            let subject = match props.kind() {
+                Some(endpoint) if d.exchange.as_str().is_empty() => {
+                    format!("{}.{}", d.routing_key.as_str(), endpoint.as_str())
+                }
+                _ => d.routing_key.as_str().to_string(),
             };
+            let incoming =
+                Incoming { subject, message: Message::with_headers(from_properties(props), d.data.into()), reply };
             if sub.tx.send(incoming).is_err() {
                 break;
             }

@@ -60,7 +60,7 @@ mod properties;
 use confirm::DurablePublisher;
 use consume::{start_consumer, SubState};
 use durable::{start_durable, DurableState, Settling};
-use naming::is_point_to_point;
+use naming::request_route;
 use properties::{from_properties, to_properties};
 
 /// The topic exchange every subject is routed through.
@@ -384,17 +384,24 @@ impl Transport for AmqpTransport {
             self.inner.pending.lock().insert(id, tx);
             let _guard = PendingGuard { inner: &self.inner, id };
             let deadline = tokio::time::Instant::now() + timeout;
-            let props = to_properties(&message.headers)
-                .with_correlation_id(id.to_string().into())
+            let mut props = to_properties(&message.headers)
+                .with_correlation_id(itoa::Buffer::new().format(id).into())
                 .with_reply_to(DIRECT_REPLY_TO.into())
-                .with_expiration(timeout.as_millis().max(1).to_string().into());
+                .with_expiration(itoa::Buffer::new().format(timeout.as_millis().max(1)).into());
             let opts = BasicPublishOptions { mandatory: true, ..Default::default() };
-            // Request subjects are queue names: the default exchange routes them without the
-            // topic exchange's pattern matching (about a third of the broker's work per call).
-            let exchange = if is_point_to_point(subject) { "" } else { EXCHANGE };
+            // Requests go to their queue through the default exchange, without the topic
+            // exchange's pattern matching (about a third of the broker's work per call); the
+            // endpoint travels in the `type` property.
+            let (exchange, routing_key) = match request_route(subject) {
+                Some((queue, endpoint)) => {
+                    props = props.with_type(endpoint.into());
+                    ("", queue)
+                }
+                None => (EXCHANGE, subject),
+            };
             let confirm = link
                 .rpc
-                .basic_publish(exchange.into(), subject.into(), opts, &message.body, props)
+                .basic_publish(exchange.into(), routing_key.into(), opts, &message.body, props)
                 .await
                 .map_err(|e| Error::unavailable(format!("request on {subject} not sent: {e}")))?;
             let timed_out = || Error::timeout(format!("no reply on {subject} within {timeout:?}"));

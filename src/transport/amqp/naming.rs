@@ -9,6 +9,20 @@ pub(super) fn is_point_to_point(subject: &str) -> bool {
         && !subject.split('.').any(|t| t == "*" || t == ">")
 }
 
+/// A request subject (`micro.rpc.<service>.<Handler>.<Method>`, `micro.node.<id>.<Handler>.<Method>`)
+/// split into the queue that takes it and the endpoint, which travels in the `type` property:
+/// the default exchange then routes it straight to the queue.
+pub(super) fn request_route(subject: &str) -> Option<(&str, &str)> {
+    let endpoint = crate::subject::endpoint_of(subject)?;
+    let queue = &subject[..subject.len() - endpoint.len() - 1];
+    (is_point_to_point(subject) && queue.len() > crate::subject::RPC_PREFIX.len()).then_some((queue, endpoint))
+}
+
+/// The queue of a node's or service's endpoints pattern (`<queue>.*.*`), named after its base.
+pub(super) fn endpoints_queue(pattern: &str) -> Option<&str> {
+    pattern.strip_suffix(".*.*").filter(|base| is_point_to_point(base))
+}
+
 /// The routing key pattern of a subject pattern: NATS `>` becomes AMQP `#`.
 pub(super) fn binding_key(pattern: &str) -> String {
     pattern.split('.').map(|t| if t == ">" { "#" } else { t }).collect::<Vec<_>>().join(".")
@@ -54,6 +68,19 @@ mod tests {
         assert!(!is_point_to_point("micro.event.user.login"));
         assert!(!is_point_to_point("micro.rpc.*"));
         assert!(!is_point_to_point(&format!("micro.node.{}", "x".repeat(300))));
+    }
+
+    #[test]
+    fn requests_name_their_queue_and_endpoint() {
+        assert_eq!(
+            request_route("micro.rpc.go.micro.srv.greeter.Say.Hello"),
+            Some(("micro.rpc.go.micro.srv.greeter", "Say.Hello"))
+        );
+        assert_eq!(request_route("micro.node.g-1.Debug.Health"), Some(("micro.node.g-1", "Debug.Health")));
+        assert_eq!(request_route("micro.event.user.login"), None);
+        assert_eq!(request_route("micro.rpc.Say.Hello"), None);
+        assert_eq!(endpoints_queue("micro.rpc.greeter.*.*"), Some("micro.rpc.greeter"));
+        assert_eq!(endpoints_queue("micro.event.*.*"), None);
     }
 
     #[test]

@@ -61,7 +61,7 @@ mod tests {
         let mut h = Headers::new();
         h.push(headers::CONTENT_TYPE, "application/json");
         h.push(headers::ID, "abc");
-        h.push(headers::ENDPOINT, "Say.Hello");
+        h.push(headers::DEADLINE, "1764547200000");
         h.push("Micro-Meta-tenant", "acme");
         let back = from_properties(&to_properties(&h));
         for (k, v) in h.iter() {
