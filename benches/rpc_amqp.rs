@@ -16,7 +16,7 @@ use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
     QueueDeclareOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
 use micro::prelude::*;
 use tokio::sync::oneshot;
@@ -38,8 +38,8 @@ struct Extras {
     /// Publish through a topic exchange (a private one, bound to the raw queue) instead of the
     /// default exchange, as the framework publishes through `micro`.
     topic: bool,
-    /// The framework's request envelope: the endpoint in the `type` property and the deadline
-    /// header.
+    /// The framework's request envelope: the endpoint in the `type` property (a plain call
+    /// carries no header).
     headers: bool,
     /// A per-message `expiration` (the call timeout), as the framework sets.
     expiration: bool,
@@ -129,7 +129,7 @@ impl RawCaller {
         let mut props =
             BasicProperties::default().with_reply_to(DIRECT_REPLY_TO.into()).with_correlation_id(id.to_string().into());
         if self.extras.headers {
-            props = props.with_headers(envelope_headers()).with_type(ENDPOINT.into());
+            props = props.with_type(ENDPOINT.into());
         }
         if self.extras.expiration {
             props = props.with_expiration(RAW_TIMEOUT.as_millis().to_string().into());
@@ -172,17 +172,6 @@ impl RawCaller {
             }
         }
     }
-}
-
-/// The headers table of a framework request (same names, values of the same shape).
-fn envelope_headers() -> FieldTable {
-    let deadline = std::time::SystemTime::now() + RAW_TIMEOUT;
-    let deadline = deadline.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis().to_string();
-    let mut t = FieldTable::default();
-    for (k, v) in [("Micro-Deadline", deadline.as_str())] {
-        t.insert(k.into(), AMQPValue::LongString(v.into()));
-    }
-    t
 }
 
 /// The raw lapin responder: its own connection, an exclusive auto-delete queue consumed with

@@ -41,6 +41,10 @@ impl Caller for Target {
     }
 }
 
+fn callgrind_side(side: &str, full: bool) -> Result<callgrind::PerCall, String> {
+    callgrind::measure(side, full).map_err(|e| e.to_string())
+}
+
 #[actix::main]
 async fn main() -> Result<(), BoxError> {
     let cfg = Config::from_env();
@@ -79,6 +83,40 @@ async fn main() -> Result<(), BoxError> {
         cfg.secs.as_secs_f64(),
         cfg.warmup.as_secs_f64()
     );
+
+    // Counted run (a child under callgrind, see `common::callgrind`): one side, a fixed number
+    // of calls, no timed phases.
+    if let Some(calls) = callgrind::counted_calls() {
+        let side = std::env::var("BENCH_PROFILE").unwrap_or_default();
+        callgrind::counted_run(if side == "raw" { &raw } else { &framework }, calls).await?;
+        service.stop().await?;
+        raw_task.abort();
+        return Ok(());
+    }
+    // Instructions per call (`BENCH_CALLGRIND=1`): this binary again under callgrind, per side.
+    if std::env::var("BENCH_CALLGRIND").is_ok_and(|v| v != "0") {
+        service.stop().await?;
+        raw_task.abort();
+        let full = cfg.full;
+        let (raw_cost, fw_cost) = tokio::task::spawn_blocking(move || {
+            Ok::<_, String>((callgrind_side("raw", full)?, callgrind_side("framework", full)?))
+        })
+        .await??;
+        println!("callgrind, c=1, caller and responder in one process, per call (difference of two counted runs):");
+        println!("{:<10} {:>14} {:>12}", "side", "instructions", "allocations");
+        println!("{:<10} {:>14.0} {:>12.1}", "raw", raw_cost.instructions, raw_cost.allocations);
+        println!("{:<10} {:>14.0} {:>12.1}", "framework", fw_cost.instructions, fw_cost.allocations);
+        println!(
+            "rpc nats instructions_ratio={:.2} instructions_framework={:.0} instructions_raw={:.0} \
+             allocs_framework={:.1} allocs_raw={:.1}",
+            fw_cost.instructions / raw_cost.instructions,
+            fw_cost.instructions,
+            raw_cost.instructions,
+            fw_cost.allocations,
+            raw_cost.allocations
+        );
+        return Ok(());
+    }
 
     let rss_before = micro::server::resident_memory_bytes();
     for target in [&raw, &framework] {

@@ -71,10 +71,15 @@ impl Codec {
 
     /// Encodes a value.
     pub fn encode<T: Serialize + ?Sized>(self, value: &T) -> Result<Bytes> {
+        // Room for a typical small message up front: one allocation instead of a few regrowths.
+        let mut buf = Vec::with_capacity(128);
         match self {
-            Codec::MsgPack => rmp_serde::to_vec_named(value).map(Bytes::from).map_err(Error::codec),
-            Codec::Json => serde_json::to_vec(value).map(Bytes::from).map_err(Error::codec),
+            Codec::MsgPack => {
+                value.serialize(&mut rmp_serde::Serializer::new(&mut buf).with_struct_map()).map_err(Error::codec)?
+            }
+            Codec::Json => serde_json::to_writer(&mut buf, value).map_err(Error::codec)?,
         }
+        Ok(Bytes::from(buf))
     }
 
     /// Decodes a value. The error names the path of the field that failed

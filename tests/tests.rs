@@ -40,6 +40,8 @@ mod faults;
 mod gateway;
 mod middleware;
 #[cfg(feature = "nats")]
+mod nats_micro;
+#[cfg(feature = "nats")]
 mod poison;
 mod processes;
 mod promises;

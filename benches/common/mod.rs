@@ -3,6 +3,7 @@
 //! includes it with `mod common;`. How the benches measure: `benches/README.md`.
 #![allow(dead_code)]
 
+pub mod callgrind;
 pub mod rpc;
 
 use std::alloc::{GlobalAlloc, Layout, System};

@@ -7,11 +7,11 @@ use clap::Args;
 
 use super::input::{self, ContentType};
 use super::output::{self, Output, Spinner};
-use super::registry::{close, lookup};
+use super::registry::{close, is_foreign, lookup};
 use super::{connect_client, parse_duration, suggest, CliError, EXIT_REMOTE};
 use crate::client::CallOptions;
 use crate::error::ErrorKind;
-use crate::registry::ServiceRecord;
+use crate::registry::{nats_micro, ServiceRecord};
 use crate::status::Code;
 
 /// `micro call` options.
@@ -67,7 +67,11 @@ pub(super) async fn run(url: &str, out: &Output, args: CallArgs) -> Result<ExitC
         }
         let reply = {
             let _spin = Spinner::start(format!("calling {} {}", args.service, args.endpoint));
-            client.call_raw(&args.service, &args.endpoint, body, args.content_type.codec(), opts).await
+            if records.iter().all(is_foreign) {
+                call_foreign(&client, &records, &args, body, opts).await?
+            } else {
+                client.call_raw(&args.service, &args.endpoint, body, args.content_type.codec(), opts).await
+            }
         };
         Ok::<_, Box<dyn std::error::Error>>((records, reply))
     }
@@ -92,6 +96,31 @@ pub(super) async fn run(url: &str, out: &Output, args: CallArgs) -> Result<ExitC
             None => Err(e.into()),
         },
     }
+}
+
+/// Calls an endpoint of a service of another NATS services library: a request to the subject
+/// its `INFO` gave, with the same headers a call carries (it may ignore them).
+async fn call_foreign(
+    client: &crate::Client,
+    records: &[ServiceRecord],
+    args: &CallArgs,
+    body: bytes::Bytes,
+    opts: CallOptions,
+) -> Result<crate::Result<crate::client::RawReply>, CliError> {
+    let subject = records
+        .iter()
+        .filter_map(|s| s.endpoint(&args.endpoint))
+        .find_map(|e| e.metadata.get(nats_micro::META_SUBJECT))
+        .ok_or_else(|| {
+            let names: Vec<&str> = records.iter().flat_map(|s| s.endpoints.iter().map(|e| e.name.as_str())).collect();
+            CliError(format!(
+                "{} has no endpoint {}\n  its endpoints: {}",
+                args.service,
+                args.endpoint,
+                names.join(", ")
+            ))
+        })?;
+    Ok(client.call_subject(subject, body, args.content_type.codec(), opts).await)
 }
 
 fn check_version(records: &[ServiceRecord], service: &str, version: &str) -> Result<(), CliError> {

@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::output::{self, Output, Spinner};
 use super::{connect_client, suggest, CliError};
 use crate::client::Client;
-use crate::registry::{ServiceRecord, WatchAction, WatchEvent};
+use crate::registry::{nats_micro, ServiceRecord, WatchAction, WatchEvent};
 use crate::subject;
 use crate::transport::redact;
 
@@ -46,11 +46,43 @@ struct ServiceRow<'a> {
     nodes: usize,
 }
 
+/// Every service known: the registry's, plus (on NATS) services of other NATS services
+/// libraries found through the NATS services API in the same window.
+pub(super) async fn all_services(client: &Client) -> crate::Result<Vec<ServiceRecord>> {
+    let (ours, foreign) = futures::join!(client.registry().list_services(), foreign_services(client));
+    let mut all = ours?;
+    all.extend(foreign);
+    Ok(all)
+}
+
+/// Services of other NATS services libraries (ADR-32), as registry records; none on other
+/// transports. A failed discovery is logged and leaves them out.
+async fn foreign_services(client: &Client) -> Vec<ServiceRecord> {
+    if client.transport().name() != "nats" {
+        return Vec::new();
+    }
+    match nats_micro::discover(&**client.transport(), FOREIGN_WINDOW).await {
+        Ok(found) => nats_micro::foreign_records(&found),
+        Err(e) => {
+            tracing::debug!(error = %e, "NATS services API discovery failed");
+            Vec::new()
+        }
+    }
+}
+
+/// How long answers to `$SRV.INFO` are gathered: the registry's discovery window.
+const FOREIGN_WINDOW: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// True for a record found through the NATS services API (not one of this toolkit's services).
+pub(super) fn is_foreign(record: &ServiceRecord) -> bool {
+    record.metadata.get(nats_micro::META_SOURCE).is_some_and(|s| s == "nats-micro")
+}
+
 pub(super) async fn services(url: &str, out: &Output) -> CmdResult {
     let client = connect_client(url).await?;
     let all = {
         let _spin = Spinner::start("discovering services");
-        client.registry().list_services().await?
+        all_services(&client).await?
     };
     let rows: Vec<ServiceRow<'_>> =
         all.iter().map(|s| ServiceRow { name: &s.name, version: &s.version, nodes: s.nodes.len() }).collect();
@@ -77,7 +109,7 @@ pub(super) async fn services(url: &str, out: &Output) -> CmdResult {
 pub(super) async fn lookup(client: &Client, url: &str, name: &str) -> Result<Vec<ServiceRecord>, CliError> {
     let all = {
         let _spin = Spinner::start(format!("looking up {name}"));
-        client.registry().list_services().await.map_err(|e| CliError(e.to_string()))?
+        all_services(client).await.map_err(|e| CliError(e.to_string()))?
     };
     let found: Vec<ServiceRecord> = all.iter().filter(|s| s.name == name).cloned().collect();
     if !found.is_empty() {
@@ -117,7 +149,7 @@ pub(super) async fn service(url: &str, out: &Output, args: ServiceArgs) -> CmdRe
             text.push_str(&format!("metadata: {}\n", output::pairs(&s.metadata)));
         }
         // Addresses are almost always micro.node.<id>; a column of them would only repeat ids.
-        let usual = s.nodes.iter().all(|n| n.address == subject::node(&n.id));
+        let usual = is_foreign(s) || s.nodes.iter().all(|n| n.address == subject::node(&n.id));
         let mut nodes =
             if usual { output::table(["NODE", "METADATA"]) } else { output::table(["NODE", "ADDRESS", "METADATA"]) };
         for n in &s.nodes {
@@ -132,7 +164,13 @@ pub(super) async fn service(url: &str, out: &Output, args: ServiceArgs) -> CmdRe
         for e in &s.endpoints {
             eps.add_row(vec![e.name.clone(), output::pairs(&e.metadata)]);
         }
-        let footnote = if usual { "\n(each node takes requests on micro.node.<NODE>)" } else { "" };
+        let footnote = if is_foreign(s) {
+            "\n(a NATS services API service: each endpoint takes requests on its nats.subject)"
+        } else if usual {
+            "\n(each node takes requests on micro.node.<NODE>)"
+        } else {
+            ""
+        };
         text.push_str(&format!("\n{}{footnote}\n\n{}\n\n", output::render(&nodes), output::render(&eps)));
     }
     output::line(text.trim_end())?;

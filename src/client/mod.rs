@@ -273,12 +273,17 @@ impl Client {
         let config = &self.inner.config;
         let timeout = opts.timeout.unwrap_or(config.timeout);
         let mut deadline = Deadline::after(timeout);
+        // The server is told a deadline when the call has one: a timeout set for this call, or
+        // the deadline of the request being handled. The client's default timeout only bounds
+        // how long this side waits.
+        let mut send_deadline = opts.timeout.is_some();
         let mut metadata = std::mem::take(&mut opts.metadata);
         let mut trace = None;
         let mut trace_state = None;
         CallContext::with_current(|ctx| {
             if let Some(d) = ctx.deadline {
                 deadline = deadline.min(d);
+                send_deadline = true;
             }
             trace = ctx.trace.map(|t| t.child());
             trace_state = ctx.trace_state.clone();
@@ -286,11 +291,13 @@ impl Client {
         });
         // Only what is set travels: a trace when the caller is inside one, a caller when it
         // has a name, an id when the options give one.
-        let mut h = Headers::with_capacity(2 + usize::from(trace.is_some()) + metadata.len());
+        let mut h = Headers::new();
         if let Some(ct) = codec.content_type_for(&body) {
             h.push(headers::CONTENT_TYPE, ct);
         }
-        h.push(headers::DEADLINE, itoa::Buffer::new().format(deadline.as_millis()).to_string());
+        if send_deadline {
+            h.push(headers::DEADLINE, itoa::Buffer::new().format(deadline.as_millis()).to_string());
+        }
         if let Some(id) = opts.id.take() {
             h.push(headers::ID, id);
         }
@@ -434,6 +441,25 @@ impl Client {
                 Err((e, idempotent))
             }
         }
+    }
+
+    /// Sends an already encoded request to a subject as it is, with the headers a call carries
+    /// (deadline, metadata, trace), once: no registry, no selection, no retries. For services
+    /// outside this toolkit's registry, such as those found through the NATS services API
+    /// ([`registry::nats_micro`](crate::registry::nats_micro)), whose endpoints name their own
+    /// subjects.
+    pub async fn call_subject(&self, subject: &str, body: Bytes, codec: Codec, opts: CallOptions) -> Result<RawReply> {
+        let timeout = opts.timeout.unwrap_or(self.inner.config.timeout);
+        let mut h = Headers::new();
+        if let Some(ct) = codec.content_type_for(&body) {
+            h.push(headers::CONTENT_TYPE, ct);
+        }
+        h.push(headers::DEADLINE, itoa::Buffer::new().format(Deadline::after(timeout).as_millis()).to_string());
+        let mut metadata = opts.metadata;
+        CallContext::with_current(|ctx| metadata.merge_missing(&ctx.metadata));
+        h.set_metadata(&metadata);
+        let reply = self.inner.transport.request(subject, &Message::with_headers(h, body), timeout).await?;
+        RawReply::from_message(reply)
     }
 
     /// Publishes an event on a topic (see [`Broker::publish`]).

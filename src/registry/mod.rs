@@ -34,6 +34,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::transport::Transport;
 
 mod actor;
+pub mod nats_micro;
 mod record;
 
 pub use actor::RegistryActor;

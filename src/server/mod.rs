@@ -22,6 +22,7 @@ use crate::transport::{Incoming, Reply, Subscription, Transport};
 
 mod actor;
 mod handler;
+mod nats_micro;
 mod route;
 mod shed;
 mod stats;
@@ -40,6 +41,7 @@ pub use stats::{resident_memory_bytes, HealthStatus, ServiceStats};
 pub use supervision::RestartPolicy;
 
 pub(crate) use handler::{Dispatch, Extensions, FnEndpoint, StateNeed};
+pub(crate) use nats_micro::{serve as serve_nats_micro, Identity as NatsMicroIdentity};
 pub(crate) use shed::LoadShed;
 pub(crate) use stats::Stats;
 pub(crate) use stats::SubscriptionCounters;

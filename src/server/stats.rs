@@ -54,6 +54,11 @@ impl Stats {
         }
     }
 
+    /// When the node started, ms since the Unix epoch.
+    pub(crate) fn started_millis(&self) -> u64 {
+        self.started_ms
+    }
+
     /// Counts a request or event as in flight until the guard drops. Taken when the message
     /// is received, before its task is spawned, so a drain never misses a queued task.
     pub(crate) fn begin(self: &Arc<Self>) -> InFlight {

@@ -42,9 +42,9 @@ use crate::middleware::{ClientLayers, ClientMiddleware, Middleware, Wrapped};
 use crate::registry::{self, Registry, RegistryOptions};
 use crate::selector::{Selector, SelectorActor, Strategy};
 use crate::server::{
-    subscribe_node, ActorEndpoints, BoundEndpoint, Dispatch, EndpointMessage, Extensions, FnEndpoint, FromRequestTuple,
-    Handler, HealthStatus, IntoEndpoint, IntoReply, LoadShed, RestartPolicy, Route, Server, ServerInfo, Stats,
-    Supervisor,
+    serve_nats_micro, subscribe_node, ActorEndpoints, BoundEndpoint, Dispatch, EndpointMessage, Extensions, FnEndpoint,
+    FromRequestTuple, Handler, HealthStatus, IntoEndpoint, IntoReply, LoadShed, NatsMicroIdentity, RestartPolicy,
+    Route, Server, ServerInfo, Stats, Supervisor,
 };
 use crate::status::Status;
 use crate::subject;
@@ -509,7 +509,13 @@ impl ServiceBuilder {
         state.insert(client.clone());
         let server = Server::new(info, endpoints, state, stats.clone(), supervisor.clone());
         let (stop_tx, stop_rx) = watch::channel(false);
-        let loops = server.serve(subscribe_node(&transport, &self.name, &node_id).await?, stop_rx.clone());
+        let mut loops = server.serve(subscribe_node(&transport, &self.name, &node_id).await?, stop_rx.clone());
+        // On NATS the node also answers the NATS services API, for the ecosystem's tools.
+        if transport.name() == "nats" {
+            let node = &record.nodes[0];
+            let identity = NatsMicroIdentity::new(&self.name, &self.version, &node_id, &node.metadata);
+            loops.extend(serve_nats_micro(&transport, &server, identity, stop_rx.clone()).await?);
+        }
         // The broker actor owns the subscriptions: it subscribes, serves, restarts and drains them.
         let runtime = crate::server::Runtime { supervisor: supervisor.clone(), stats: stats.clone() };
         let declared = self.subscriptions.into_iter().map(|spec| {

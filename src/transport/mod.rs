@@ -166,6 +166,23 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
         timeout: Duration,
     ) -> BoxFuture<'a, Result<Message>>;
 
+    /// Sends a request and gathers every reply that arrives within `window` (scatter-gather:
+    /// the NATS services API's `$SRV.INFO` is answered by every service). Ends early when the
+    /// broker says nobody is subscribed.
+    ///
+    /// The default (memory, RabbitMQ) is an [`ErrorKind::Config`](crate::ErrorKind::Config)
+    /// error: only NATS carries that API.
+    fn gather<'a>(
+        &'a self,
+        subject: &'a str,
+        message: Message,
+        window: Duration,
+    ) -> BoxFuture<'a, Result<Vec<Message>>> {
+        let _ = (subject, message, window);
+        let e = Error::config(format!("the {} transport cannot gather replies from many responders", self.name()));
+        Box::pin(futures::future::ready(Err(e)))
+    }
+
     /// Publishes a message to every subscription (one member per queue group).
     fn publish<'a>(&'a self, subject: &'a str, message: Message) -> BoxFuture<'a, Result<()>>;
 

@@ -191,7 +191,10 @@ pub(super) fn to_header_map(headers: &Headers) -> Result<HeaderMap> {
 }
 
 pub(super) fn from_nats(msg: async_nats::Message) -> (Message, Option<async_nats::Subject>) {
-    let mut headers = Headers::with_capacity(msg.headers.as_ref().map_or(0, HeaderMap::len));
+    let mut headers = match &msg.headers {
+        Some(map) => Headers::with_capacity(map.len()),
+        None => Headers::new(),
+    };
     if let Some(map) = &msg.headers {
         for (name, values) in map.iter() {
             if let Some(v) = values.first() {
@@ -203,7 +206,7 @@ pub(super) fn from_nats(msg: async_nats::Message) -> (Message, Option<async_nats
 }
 
 struct NatsReply {
-    client: async_nats::Client,
+    client: std::sync::Arc<async_nats::Client>,
     subject: async_nats::Subject,
 }
 
@@ -223,7 +226,8 @@ impl ReplySink for NatsReply {
 
 struct NatsSubscription {
     sub: async_nats::Subscriber,
-    client: async_nats::Client,
+    /// Shared by the replies to its requests: cloning an `async_nats::Client` allocates.
+    client: std::sync::Arc<async_nats::Client>,
 }
 
 impl futures::Stream for NatsSubscription {
@@ -234,7 +238,7 @@ impl futures::Stream for NatsSubscription {
     ) -> std::task::Poll<Option<Incoming>> {
         self.sub.poll_next_unpin(cx).map(|m| {
             m.map(|msg| {
-                let subject = msg.subject.to_string();
+                let subject = String::from(msg.subject.as_str());
                 let (message, reply) = from_nats(msg);
                 let reply = reply.map(|subject| Reply::new(NatsReply { client: self.client.clone(), subject }));
                 Incoming { subject, message, reply }
@@ -261,9 +265,12 @@ impl Transport for NatsTransport {
         timeout: Duration,
     ) -> BoxFuture<'a, Result<Message>> {
         async move {
-            let headers = to_header_map(&message.headers)?;
-            let req = async_nats::Request::new().payload(message.body.clone()).headers(headers).timeout(Some(timeout));
-            match self.client.send_request(subject.to_string(), req).await {
+            let mut req = async_nats::Request::new().payload(message.body.clone()).timeout(Some(timeout));
+            // No header block at all when there are no headers (a plain PUB, as a raw client sends).
+            if !message.headers.is_empty() {
+                req = req.headers(to_header_map(&message.headers)?);
+            }
+            match self.client.send_request(async_nats::Subject::from(subject), req).await {
                 Ok(msg) => Ok(from_nats(msg).0),
                 Err(e) => Err(match e.kind() {
                     RequestErrorKind::NoResponders => Error::unavailable(format!("no responders on {subject}")),
@@ -276,13 +283,45 @@ impl Transport for NatsTransport {
         .boxed()
     }
 
-    fn publish<'a>(&'a self, subject: &'a str, message: Message) -> BoxFuture<'a, Result<()>> {
+    fn gather<'a>(
+        &'a self,
+        subject: &'a str,
+        message: Message,
+        window: Duration,
+    ) -> BoxFuture<'a, Result<Vec<Message>>> {
         async move {
+            let failed = |e: &dyn std::fmt::Display| Error::transport(format!("request on {subject} failed: {e}"));
+            let inbox = self.client.new_inbox();
+            let mut replies = self.client.subscribe(inbox.clone()).await.map_err(|e| failed(&e))?;
             let headers = to_header_map(&message.headers)?;
             self.client
-                .publish_with_headers(subject.to_string(), headers, message.body)
+                .publish_with_reply_and_headers(subject.to_string(), inbox, headers, message.body)
                 .await
-                .map_err(|e| Error::new(ErrorKind::Broker, format!("publish on {subject} failed: {e}")).with_source(e))
+                .map_err(|e| failed(&e))?;
+            let until = tokio::time::Instant::now() + window;
+            let mut out = Vec::new();
+            while let Ok(Some(msg)) = tokio::time::timeout_at(until, replies.next()).await {
+                if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
+                    break;
+                }
+                out.push(from_nats(msg).0);
+            }
+            let _ = replies.unsubscribe().await;
+            Ok(out)
+        }
+        .boxed()
+    }
+
+    fn publish<'a>(&'a self, subject: &'a str, message: Message) -> BoxFuture<'a, Result<()>> {
+        async move {
+            let sent = if message.headers.is_empty() {
+                self.client.publish(async_nats::Subject::from(subject), message.body).await
+            } else {
+                self.client
+                    .publish_with_headers(subject.to_string(), to_header_map(&message.headers)?, message.body)
+                    .await
+            };
+            sent.map_err(|e| Error::new(ErrorKind::Broker, format!("publish on {subject} failed: {e}")).with_source(e))
         }
         .boxed()
     }
@@ -295,7 +334,7 @@ impl Transport for NatsTransport {
                 None => self.client.subscribe(subject.to_string()).await,
             }
             .map_err(|e| Error::new(ErrorKind::Broker, format!("subscribe to {subject} failed: {e}")).with_source(e))?;
-            Ok(Subscription::new(NatsSubscription { sub, client: self.client.clone() }))
+            Ok(Subscription::new(NatsSubscription { sub, client: std::sync::Arc::new(self.client.clone()) }))
         }
         .boxed()
     }

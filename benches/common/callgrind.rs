@@ -1,0 +1,109 @@
+//! Instructions per call, counted by `valgrind --tool=callgrind`: the figure that does not move
+//! with the machine's load. The bench runs itself under callgrind once per side and call count
+//! (`BENCH_CALLS`), in "counted" mode: setup, a fixed warm-up, then exactly that many calls at
+//! c=1, then exit. Two counts per side cancel everything but the calls:
+//! `(I(n2) - I(n1)) / (n2 - n1)`. Allocations per call come from the counting allocator the
+//! same way.
+
+use std::process::Command;
+use std::sync::atomic::Ordering;
+
+use super::{BoxError, HelloRequest, ALLOCATIONS};
+use crate::common::rpc::Caller;
+
+/// Calls the counted runs make: a short and a long run per side.
+pub fn call_counts(full: bool) -> (u64, u64) {
+    if full {
+        (300, 1300)
+    } else {
+        (20, 60)
+    }
+}
+
+/// Calls made before counting starts (connections, registry, caches and JIT-free warm paths).
+const WARMUP_CALLS: u64 = 100;
+
+/// In a counted run (`BENCH_CALLS=n` with `BENCH_PROFILE=side`): the number of calls to make.
+pub fn counted_calls() -> Option<u64> {
+    std::env::var("BENCH_CALLS").ok().and_then(|s| s.parse().ok())
+}
+
+/// The counted run's body: a warm-up, then `n` sequential calls; prints the allocations they
+/// made on a line the parent reads.
+pub async fn counted_run<C: Caller>(target: &C, n: u64) -> Result<(), BoxError> {
+    let req = HelloRequest { name: "John".into() };
+    for _ in 0..WARMUP_CALLS {
+        check(target.call(&req).await?.msg)?;
+    }
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for _ in 0..n {
+        check(target.call(&req).await?.msg)?;
+    }
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    println!("counted side={} calls={n} allocations={allocations}", target.label());
+    Ok(())
+}
+
+fn check(msg: String) -> Result<(), BoxError> {
+    if msg == "Hello John" {
+        Ok(())
+    } else {
+        Err(format!("unexpected reply {msg:?}").into())
+    }
+}
+
+/// What one side costs per call.
+pub struct PerCall {
+    pub instructions: f64,
+    pub allocations: f64,
+}
+
+/// Runs this bench binary under callgrind for `side` with both call counts and returns the
+/// per-call costs. Fails with the install command when valgrind is missing.
+pub fn measure(side: &str, full: bool) -> Result<PerCall, BoxError> {
+    let (n1, n2) = call_counts(full);
+    let (i1, a1) = run_counted(side, n1)?;
+    let (i2, a2) = run_counted(side, n2)?;
+    let calls = (n2 - n1) as f64;
+    Ok(PerCall {
+        instructions: i2.saturating_sub(i1) as f64 / calls,
+        allocations: a2.saturating_sub(a1) as f64 / calls,
+    })
+}
+
+/// One counted run under callgrind: (instructions of the whole process, allocations of the
+/// counted calls).
+fn run_counted(side: &str, calls: u64) -> Result<(u64, u64), BoxError> {
+    let exe = std::env::current_exe()?;
+    let out_file = std::env::temp_dir().join(format!("callgrind.{}.{side}.{calls}.out", std::process::id()));
+    let output = Command::new("valgrind")
+        .args(["--tool=callgrind", "--quiet"])
+        .arg(format!("--callgrind-out-file={}", out_file.display()))
+        .arg(&exe)
+        .env("BENCH_PROFILE", side)
+        .env("BENCH_CALLS", calls.to_string())
+        .output()
+        .map_err(|e| format!("cannot run valgrind ({e}); install it with `apt-get install -y valgrind`"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "the counted {side} run under callgrind failed: {}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        )
+        .into());
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let allocations = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("counted ")?.split_whitespace().find_map(|kv| kv.strip_prefix("allocations=")))
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("the counted {side} run printed no allocation count:\n{stdout}"))?;
+    let profile = std::fs::read_to_string(&out_file)?;
+    let _ = std::fs::remove_file(&out_file);
+    let instructions = profile
+        .lines()
+        .find_map(|l| l.strip_prefix("summary:").or_else(|| l.strip_prefix("totals:")))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .ok_or("no instruction total in the callgrind output")?;
+    Ok((instructions, allocations))
+}
