@@ -24,7 +24,6 @@ mod actor;
 mod handler;
 mod nats_micro;
 mod route;
-mod shed;
 mod stats;
 mod supervision;
 
@@ -42,7 +41,6 @@ pub use supervision::RestartPolicy;
 
 pub(crate) use handler::{Dispatch, Extensions, FnEndpoint, StateNeed};
 pub(crate) use nats_micro::{serve as serve_nats_micro, Identity as NatsMicroIdentity};
-pub(crate) use shed::LoadShed;
 pub(crate) use stats::Stats;
 pub(crate) use stats::SubscriptionCounters;
 pub(crate) use supervision::Supervisor;
@@ -59,6 +57,8 @@ pub(crate) struct ServerInfo {
     pub(crate) service: String,
     pub(crate) version: String,
     pub(crate) node_id: String,
+    /// Requests and events in flight above which endpoints answer 503 (not `Debug.*`).
+    pub(crate) max_in_flight: usize,
 }
 
 /// The running dispatch state, shared by the subscription loops and request tasks.
@@ -143,6 +143,15 @@ impl Server {
             let s = Status::not_found(format!("endpoint {endpoint} not found on {}", self.info.service));
             return self.answer(reply, codec, Err(s)).await;
         };
+        // Load shedding: above the limit an endpoint answers 503 without running (the
+        // toolkit's `Debug.*` probes still answer, so an overloaded node can be inspected).
+        if route.shed && self.stats.in_flight() > i64::try_from(self.info.max_in_flight).unwrap_or(i64::MAX) {
+            let s = Status::unavailable(format!(
+                "{} is overloaded ({} requests in flight)",
+                self.info.service, self.info.max_in_flight
+            ));
+            return self.answer(reply, codec, Err(s)).await;
+        }
         let started = std::time::Instant::now();
         let ctx = Arc::new(context_from(&self.service, route.name.clone(), h, deadline));
         let req = Request { ctx: ctx.clone(), body, codec, state: self.state.clone() };
@@ -224,6 +233,8 @@ pub(crate) struct Route {
     pub(crate) dispatch: Rc<dyn Dispatch>,
     pub(crate) metadata: std::collections::BTreeMap<String, String>,
     pub(crate) stats: stats::EndpointStats,
+    /// Answers 503 while the node is over its in-flight limit (user endpoints, not `Debug.*`).
+    pub(crate) shed: bool,
 }
 
 impl Route {
@@ -232,7 +243,13 @@ impl Route {
         dispatch: Rc<dyn Dispatch>,
         metadata: std::collections::BTreeMap<String, String>,
     ) -> Route {
-        Route { name: name.into(), dispatch, metadata, stats: Default::default() }
+        Route { name: name.into(), dispatch, metadata, stats: Default::default(), shed: false }
+    }
+
+    /// Sheds load: 503 above the node's in-flight limit.
+    pub(crate) fn shed_load(mut self) -> Route {
+        self.shed = true;
+        self
     }
 }
 

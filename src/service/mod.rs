@@ -43,8 +43,8 @@ use crate::registry::{self, Registry, RegistryOptions};
 use crate::selector::{Selector, SelectorActor, Strategy};
 use crate::server::{
     serve_nats_micro, subscribe_node, ActorEndpoints, BoundEndpoint, Dispatch, EndpointMessage, Extensions, FnEndpoint,
-    FromRequestTuple, Handler, HealthStatus, IntoEndpoint, IntoReply, LoadShed, NatsMicroIdentity, RestartPolicy,
-    Route, Server, ServerInfo, Stats, Supervisor,
+    FromRequestTuple, Handler, HealthStatus, IntoEndpoint, IntoReply, NatsMicroIdentity, RestartPolicy, Route, Server,
+    ServerInfo, Stats, Supervisor,
 };
 use crate::status::Status;
 use crate::subject;
@@ -464,13 +464,17 @@ impl ServiceBuilder {
         let node_id = format!("{}-{}", self.name, uuid::Uuid::now_v7());
         let stats = Arc::new(Stats::new());
         let supervisor = Rc::new(Supervisor::new(self.restart));
-        let info = ServerInfo { service: self.name.clone(), version: self.version.clone(), node_id: node_id.clone() };
+        let info = ServerInfo {
+            service: self.name.clone(),
+            version: self.version.clone(),
+            node_id: node_id.clone(),
+            max_in_flight: self.max_in_flight,
+        };
 
         // The user's middleware wraps every endpoint and subscription; endpoints shed load first.
+        // Endpoints shed load first (inline in dispatch: it costs nothing as a layer would), then
+        // the user's layers; with none, the handler is called directly.
         let user_layers: Rc<[Rc<dyn Middleware>]> = self.layers.into();
-        let shed = LoadShed { service: self.name.as_str().into(), stats: stats.clone(), max: self.max_in_flight };
-        let endpoint_layers: Rc<[Rc<dyn Middleware>]> =
-            std::iter::once(Rc::new(shed) as Rc<dyn Middleware>).chain(user_layers.iter().cloned()).collect();
 
         let mut record = registry::ServiceRecord::new(&self.name, &self.version);
         let mut endpoints: HashMap<Arc<str>, Route> = HashMap::new();
@@ -478,7 +482,8 @@ impl ServiceBuilder {
             if self.idempotent.contains(&spec.name) {
                 spec.metadata.insert("idempotent".into(), "true".into());
             }
-            let route = Route::new(&spec.name, Wrapped::around(&endpoint_layers, spec.endpoint), spec.metadata.clone());
+            let route =
+                Route::new(&spec.name, Wrapped::around(&user_layers, spec.endpoint), spec.metadata.clone()).shed_load();
             record.endpoints.push(registry::Endpoint { name: spec.name, metadata: spec.metadata });
             endpoints.insert(route.name.clone(), route);
         }
