@@ -133,12 +133,14 @@ fn call_form(name: &str, records: &[ServiceRecord]) -> Markup {
     let mut endpoints: Vec<&str> = records.iter().flat_map(|r| r.endpoints.iter().map(|e| e.name.as_str())).collect();
     endpoints.sort_unstable();
     endpoints.dedup();
+    // The service's own first endpoint is picked, not one of the Debug ones every service has.
+    let first = endpoints.iter().find(|e| !e.starts_with("Debug.")).copied();
     html! {
         form #call-form data-service=(name) {
             div.field {
                 label for="call-endpoint" { "Endpoint" }
                 select #call-endpoint name="endpoint" {
-                    @for e in &endpoints { option value=(e) { (e) } }
+                    @for e in &endpoints { option value=(e) selected[Some(*e) == first] { (e) } }
                 }
             }
             div.field {
@@ -169,7 +171,7 @@ fn call_form(name: &str, records: &[ServiceRecord]) -> Markup {
                     }
                 }
             }
-            button type="submit" { "Call" }
+            button #call-submit type="submit" { "Call" }
         }
         section #call-result aria-labelledby="call-result-title" {
             h3 #call-result-title { "Result" }
