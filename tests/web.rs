@@ -2,6 +2,7 @@
 //! (headless Chromium driven through chromedriver), what an operator does with it over NATS and
 //! RabbitMQ. Screenshots of the main pages go to `target/screenshots/`.
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -190,7 +191,10 @@ impl Driver {
             assert!(found.is_ok_and(|s| s.success()), "{bin} is missing: install it with `{INSTALL}`");
         }
         let port = free_port();
+        // In a process group of its own, so that dropping it ends the browsers it started too,
+        // even when a test fails before closing its session.
         let child = Command::new("chromedriver")
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -231,7 +235,8 @@ impl Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.profile);
     }

@@ -322,6 +322,18 @@ mod tests {
     }
 
     #[test]
+    fn web_flags_reach_the_dashboard_config() {
+        let Command::Web(args) = Cli::try_parse_from(["micro", "web"]).unwrap().command else { panic!("not web") };
+        assert!(args.config().actions_enabled(), "loopback by default: actions on");
+        let cli = Cli::try_parse_from(["micro", "web", "--address", "0.0.0.0:9000"]).unwrap();
+        let Command::Web(args) = cli.command else { panic!("not web") };
+        assert!(!args.config().actions_enabled(), "off on a non-loopback address");
+        let cli = Cli::try_parse_from(["micro", "web", "--address", "0.0.0.0:9000", "--allow-actions"]).unwrap();
+        let Command::Web(args) = cli.command else { panic!("not web") };
+        assert!(args.config().actions_enabled());
+    }
+
+    #[test]
     fn durations_read_as_people_write_them() {
         assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
