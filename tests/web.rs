@@ -50,18 +50,20 @@ pub fn run_child(config: WebChild) -> ! {
 struct TestWeb {
     addr: std::net::SocketAddr,
     handle: actix_web::dev::ServerHandle,
+    web: Web,
 }
 
 impl TestWeb {
     async fn start(url: &str, config: WebConfig) -> TestWeb {
         let client = Client::builder().name(micro::web::WEB_ID).transport(url).connect().await.unwrap();
         let web = Web::new(client, config);
-        let server = HttpServer::new(move || web.app()).workers(1).bind("127.0.0.1:0").expect("bind a free port");
+        let app = web.clone();
+        let server = HttpServer::new(move || app.app()).workers(1).bind("127.0.0.1:0").expect("bind a free port");
         let addr = server.addrs()[0];
         let server = server.run();
         let handle = server.handle();
         actix_rt::spawn(server);
-        TestWeb { addr, handle }
+        TestWeb { addr, handle, web }
     }
 
     fn url(&self, path: &str) -> String {
@@ -118,6 +120,10 @@ async fn the_api_answers_bad_input_as_the_gateway_does() {
         .await
         .unwrap();
     assert_eq!(rsp.status().as_u16(), 403, "a cross-site POST is refused");
+    let mut rsp = http().get(web.url(&format!("/api/nodes/{name}"))).send().await.unwrap();
+    let nodes: serde_json::Value = rsp.json().await.unwrap();
+    assert_eq!(nodes[0]["health"]["ok"]["status"], "ok", "{nodes}");
+    assert_eq!(nodes[0]["stats"]["ok"]["service"], name.as_str(), "{nodes}");
     let rsp = http().get(web.url("/service/test.nobody")).send().await.unwrap();
     assert_eq!(rsp.status().as_u16(), 404);
     let rsp = http().get(web.url("/nobody/x")).send().await.unwrap();
@@ -173,6 +179,16 @@ async fn the_live_view_sends_only_the_node_that_changed() {
     assert_eq!(change["service"], format!("{name}.b"));
     assert_eq!(change["node"], second.node_id());
     assert!(!data.contains(&format!("{name}.a")), "only the change travels: {data}");
+
+    // Closing the streams ends an open page's stream, so a graceful shutdown need not wait.
+    web.web.close_streams();
+    let ended = tokio::time::timeout(WAIT, async {
+        while let Some(chunk) = rsp.next().await {
+            chunk.unwrap();
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the live stream is still open after close_streams");
 }
 
 // ---- in a browser ----

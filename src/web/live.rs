@@ -76,7 +76,7 @@ pub(crate) fn change_json(e: &WatchEvent) -> String {
 /// `GET /live/registry`: every registry change from now on, one `data:` line each.
 pub(crate) async fn registry(state: web::Data<WebState>) -> Result<HttpResponse, GatewayError> {
     let watcher = state.client.registry().watch().await?;
-    Ok(sse(watcher.map(|e| change_json(&e))))
+    Ok(sse(watcher.map(|e| change_json(&e)), &state))
 }
 
 /// `GET /live/events?topic=PATTERN` query.
@@ -130,12 +130,16 @@ pub(crate) async fn events(
         )));
     }
     let stream = state.client.broker().subscribe(&query.topic, SubscribeOptions::broadcast()).await?;
-    Ok(sse(stream.map(|e| event_json(&e))))
+    Ok(sse(stream.map(|e| event_json(&e)), &state))
 }
 
 /// A `text/event-stream` response of `items`, with a keep-alive comment while idle. It ends
-/// when `items` does.
-pub(crate) fn sse(items: impl Stream<Item = String> + 'static) -> HttpResponse {
+/// when `items` does, or when the dashboard closes its streams.
+pub(crate) fn sse(items: impl Stream<Item = String> + 'static, state: &WebState) -> HttpResponse {
+    let mut closing = state.closing.subscribe();
+    let closed = async move {
+        let _ = closing.wait_for(|closed| *closed).await;
+    };
     let data = items.map(|s| Some(Bytes::from(format!("data: {s}\n\n")))).chain(futures::stream::once(async { None }));
     let keepalive = futures::stream::unfold((), |()| async {
         tokio::time::sleep(KEEPALIVE).await;
@@ -145,7 +149,8 @@ pub(crate) fn sse(items: impl Stream<Item = String> + 'static) -> HttpResponse {
     let body = opening
         .chain(futures::stream::select(data, keepalive))
         .take_while(|b| futures::future::ready(b.is_some()))
-        .filter_map(|b| futures::future::ready(b.map(Ok::<_, std::convert::Infallible>)));
+        .filter_map(|b| futures::future::ready(b.map(Ok::<_, std::convert::Infallible>)))
+        .take_until(closed);
     HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-cache"))

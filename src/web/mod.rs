@@ -50,6 +50,8 @@ pub const WEB_ID: &str = "go.micro.web";
 pub(crate) struct WebState {
     pub(crate) client: Client,
     pub(crate) config: WebConfig,
+    /// Turns true when the live streams must end (see [`Web::close_streams`]).
+    pub(crate) closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl WebState {
@@ -99,7 +101,16 @@ impl Web {
     /// A dashboard watching and calling with `client`.
     pub fn new(client: Client, config: WebConfig) -> Web {
         let gateway = Gateway::new(client.clone(), config.gateway());
-        Web { state: Arc::new(WebState { client, config }), gateway }
+        let closing = tokio::sync::watch::channel(false).0;
+        Web { state: Arc::new(WebState { client, config, closing }), gateway }
+    }
+
+    /// Ends the live streams of every open page (registry changes, console subscriptions), so
+    /// that a graceful shutdown does not wait for them to end by themselves, which they never
+    /// do. Call it before stopping a server that mounts the dashboard; [`run`](Self::run) does.
+    /// Streams opened afterwards end at once.
+    pub fn close_streams(&self) {
+        self.state.closing.send_replace(true);
     }
 
     /// Adds the dashboard's pages, its live streams and the proxy (for every path the
@@ -152,12 +163,14 @@ impl Web {
         }
         let server = server.bind(config.address)?.run();
         let handle = server.handle();
+        let this = self.clone();
         actix_rt::spawn(async move {
             if let Err(e) = crate::service::shutdown_signal().await {
                 tracing::error!(error = %e, "the dashboard cannot listen for SIGINT/SIGTERM");
                 return;
             }
-            tracing::info!("dashboard stopping: finishing open requests");
+            tracing::info!("dashboard stopping: closing live streams, finishing open requests");
+            this.close_streams();
             handle.stop(true).await;
         });
         tracing::info!(

@@ -222,6 +222,20 @@ pub(crate) fn service_page(name: &str, records: &[ServiceRecord], actions: bool)
                     }
                 }
             }
+            section aria-labelledby="subscriptions-title" {
+                h2 #subscriptions-title { "Subscriptions" }
+                p.muted { "Event subscriptions and durable groups, as each node reports them in Debug.Stats." }
+                div.scroll {
+                    table #subscriptions {
+                        thead { tr {
+                            th scope="col" { "Node" } th scope="col" { "Topic" } th scope="col" { "Group" }
+                            th scope="col" { "Durable" } th scope="col" { "Handled" } th scope="col" { "Errors" }
+                            th scope="col" { "Retries" } th scope="col" { "Dead letters" } th scope="col" { "Pending" }
+                        } }
+                        tbody {}
+                    }
+                }
+            }
             section aria-labelledby="endpoints-title" {
                 h2 #endpoints-title { "Endpoints" }
                 @if endpoints.is_empty() { p.muted { "This service registers no endpoints." } }

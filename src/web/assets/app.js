@@ -111,6 +111,14 @@ function nodesTable(table) {
           el("td", {}, el("code", {}, n.address)), meta, healthCell, ...cells);
       });
       keep.replaceChildren(...rows);
+      const subs = document.getElementById("subscriptions");
+      if (subs) {
+        const subRows = nodes.flatMap((n) => ((n.stats.ok && n.stats.ok.subscriptions) || []).map((x) =>
+          el("tr", {}, el("td", {}, el("code", {}, n.id)), el("td", {}, el("code", {}, x.topic)),
+            el("td", {}, x.group || "(broadcast)"), el("td", {}, x.durable ? "yes" : "no"),
+            ...[x.handled, x.errors, x.retries, x.dead_letters, x.pending == null ? "-" : x.pending].map((v) => el("td", {}, String(v))))));
+        subs.tBodies[0].replaceChildren(...(subRows.length ? subRows : [el("tr", {}, el("td", { colspan: "9", class: "muted" }, "No subscriptions."))]));
+      }
       const healthy = nodes.filter((n) => n.health.ok && n.health.ok.status === "ok").length;
       status.textContent = `${healthy} of ${nodes.length} node(s) healthy · updated ${new Date().toLocaleTimeString()}`;
     } catch (e) {
