@@ -114,6 +114,5 @@ impl WebConfig {
             .max_body(self.max_body)
             .workers(self.workers)
             .shutdown_timeout(self.shutdown_timeout)
-            .expose_debug(true)
     }
 }
