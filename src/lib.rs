@@ -36,7 +36,8 @@
 //! | `nats` | yes | the `nats://` transport (async-nats) |
 //! | `rabbitmq` | yes | the `amqp://` transport (lapin; plain TCP, no TLS yet) |
 //! | `gateway` | no | the actix-web API gateway (`micro::gateway`) |
-//! | `cli` | no | the `micro` binary and `micro::cli` (implies `gateway`, for `micro api`) |
+//! | `web` | no | the web dashboard and web-service proxy (`micro::web`; implies `gateway`) |
+//! | `cli` | no | the `micro` binary and `micro::cli` (implies `gateway` and `web`, for `micro api` and `micro web`) |
 //! | `test-util` | no | helpers for tests: broker URLs that fail loudly, unique names, wait-for |
 //!
 //! A service needs only the defaults; the gateway and the command line pull in actix-web, clap
@@ -72,6 +73,9 @@ pub mod service;
 pub mod status;
 pub mod subject;
 pub mod transport;
+#[cfg(feature = "web")]
+#[cfg_attr(docsrs, doc(cfg(feature = "web")))]
+pub mod web;
 
 #[cfg(test)]
 mod wire_properties;

@@ -673,7 +673,8 @@ async fn help_completions_and_usage_errors() {
     let help = micro(&["--help"], "").await.success();
     let text = String::from_utf8_lossy(&help.get_output().stdout).into_owned();
     assert!(text.contains("nats://127.0.0.1:4222") && text.contains("memory:// cannot see other processes"), "{text}");
-    for cmd in ["services", "service", "call", "publish", "subscribe", "health", "stats", "watch", "completions", "api"]
+    for cmd in
+        ["services", "service", "call", "publish", "subscribe", "health", "stats", "watch", "completions", "api", "web"]
     {
         micro(&[cmd, "--help"], "").await.success().stdout(predicate::str::contains("Usage: micro"));
     }

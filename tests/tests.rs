@@ -50,6 +50,8 @@ mod rabbitmq;
 mod recovery;
 mod subscriptions;
 mod typed;
+#[cfg(feature = "web")]
+mod web;
 
 /// Not a test: the entry point of child-process nodes (see `util::ChildNode`). Other tests run
 /// this binary again with `--exact child_node --ignored` and `MICRO_TEST_CHILD_NODE` set; it is
@@ -59,6 +61,10 @@ mod typed;
 fn child_node() {
     if let Ok(config) = std::env::var(util::CHILD_ENV) {
         util::run_child(serde_json::from_str(&config).expect("child config"));
+    }
+    #[cfg(feature = "web")]
+    if let Ok(config) = std::env::var(web::CHILD_ENV) {
+        web::run_child(serde_json::from_str(&config).expect("web child config"));
     }
     if let Ok(config) = std::env::var(util::AUDIT_CHILD_ENV) {
         audit::run_child(serde_json::from_str(&config).expect("audit child config"));

@@ -7,6 +7,7 @@
 //! micro call go.micro.srv.greeter Say.Hello '{"name":"John"}'
 //! micro health go.micro.srv.greeter                       # ask every node
 //! micro api --handler api --address 127.0.0.1:8080        # the API gateway
+//! micro web --address 127.0.0.1:8082                      # the web dashboard and proxy
 //! ```
 //!
 //! Exit codes: 0 success; 1 the command failed here (broker unreachable, unknown service, bad
@@ -31,6 +32,7 @@ mod output;
 mod registry;
 mod subscriptions;
 mod suggest;
+mod web;
 
 pub use call::CallArgs;
 pub use completions::CompletionsArgs;
@@ -40,6 +42,7 @@ pub use nodes::NodesArgs;
 pub use output::OutputFormat;
 pub use registry::{ServiceArgs, WatchArgs};
 pub use subscriptions::{GroupsArgs, GroupsCommand};
+pub use web::WebArgs;
 
 /// Default transport of the CLI: memory cannot see other processes, so NATS.
 pub const DEFAULT_CLI_TRANSPORT: &str = "nats://127.0.0.1:4222";
@@ -125,6 +128,8 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Run the API gateway: HTTP in, RPC and events out.
     Api(ApiArgs),
+    /// Run the web dashboard (services, nodes, call form, event console) and web-service proxy.
+    Web(WebArgs),
 }
 
 /// `micro api` options; every flag also reads a `MICRO_API_*` variable.
@@ -228,7 +233,7 @@ pub fn main() -> ExitCode {
     };
     // The gateway is a server and logs what it does; the other commands are tools whose
     // output is what they print, so only warnings reach stderr unless MICRO_LOG asks for more.
-    init_tracing(if matches!(cli.command, Command::Api(_)) { "info" } else { "warn" });
+    init_tracing(if matches!(cli.command, Command::Api(_) | Command::Web(_)) { "info" } else { "warn" });
     let result = actix_rt::System::new().block_on(run(cli));
     match result {
         Ok(code) => code,
@@ -258,6 +263,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let url = cli.transport.as_deref().or(env.as_deref()).filter(|u| !u.is_empty()).unwrap_or(DEFAULT_CLI_TRANSPORT);
     match cli.command {
         Command::Api(args) => api::run(url, args).await,
+        Command::Web(args) => web::run(url, args).await,
         Command::Services => registry::services(url, &out).await,
         Command::Service(args) => registry::service(url, &out, args).await,
         Command::Call(args) => call::run(url, &out, args).await,
@@ -313,6 +319,18 @@ mod tests {
         let Command::Api(args) = Cli::try_parse_from(["micro", "api"]).unwrap().command else { panic!() };
         let config = args.config();
         assert!(config.rpc_namespaces.is_empty() && !config.expose_debug, "safe defaults");
+    }
+
+    #[test]
+    fn web_flags_reach_the_dashboard_config() {
+        let Command::Web(args) = Cli::try_parse_from(["micro", "web"]).unwrap().command else { panic!("not web") };
+        assert!(args.config().actions_enabled(), "loopback by default: actions on");
+        let cli = Cli::try_parse_from(["micro", "web", "--address", "0.0.0.0:9000"]).unwrap();
+        let Command::Web(args) = cli.command else { panic!("not web") };
+        assert!(!args.config().actions_enabled(), "off on a non-loopback address");
+        let cli = Cli::try_parse_from(["micro", "web", "--address", "0.0.0.0:9000", "--allow-actions"]).unwrap();
+        let Command::Web(args) = cli.command else { panic!("not web") };
+        assert!(args.config().actions_enabled());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::message::new_id;
 use crate::status::Code;
 
 /// Rejects path tricks before routing, and gives every request an id.
-pub(super) fn guard_and_tag<S, B>(
+pub(crate) fn guard_and_tag<S, B>(
     mut req: ServiceRequest,
     srv: &S,
 ) -> LocalBoxFuture<'static, Result<ServiceResponse<actix_web::body::EitherBody<B>>, actix_web::Error>>

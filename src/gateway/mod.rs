@@ -46,7 +46,8 @@ pub mod resolve;
 
 #[cfg(feature = "fuzzing")]
 pub(crate) use checks::check_path;
-use checks::{guard_and_tag, RequestId};
+pub(crate) use checks::guard_and_tag;
+use checks::RequestId;
 pub use config::{GatewayConfig, HandlerKind};
 pub use error::{GatewayError, GATEWAY_ID};
 pub use proxy::HTTP_ADDRESS_KEY;
@@ -240,7 +241,7 @@ fn require_json(body: &[u8]) -> Result<(), GatewayError> {
         .map_err(|e| GatewayError::bad_request(format!("request body is not valid JSON: {e}")))
 }
 
-fn valid_name(kind: &str, s: &str) -> Result<(), GatewayError> {
+pub(crate) fn valid_name(kind: &str, s: &str) -> Result<(), GatewayError> {
     let ok = !s.is_empty()
         && s.len() <= 255
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
