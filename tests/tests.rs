@@ -46,6 +46,8 @@ mod promises;
 #[cfg(feature = "rabbitmq")]
 mod rabbitmq;
 mod recovery;
+#[cfg(feature = "cli")]
+mod sidecar;
 mod subscriptions;
 mod typed;
 
