@@ -16,7 +16,7 @@ import threading
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 STATE = {"healthy": True, "sidecar": None, "token": None, "events": [], "failed": set()}
 LOCK = threading.Lock()
@@ -181,7 +181,7 @@ class Handler(BaseHTTPRequestHandler):
             STATE["sidecar"], STATE["token"] = body["sidecar"], body.get("token")
             return self.reply(200, {})
         if self.path == "/control/subscribe":
-            sock = websocket("/subscribe?topic=" + body["topic"])
+            sock = websocket("/subscribe?topic=" + quote(body["topic"], safe=""))
             threading.Thread(target=consume, args=(sock,), daemon=True).start()
             return self.reply(200, {})
         if self.path == "/control/publish":
