@@ -38,6 +38,10 @@ def sidecar(path, body):
 
 class Greeter(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: the sidecar reuses its connections
+    # One write per response (headers and body together) and no Nagle delay: a response sent in
+    # two small writes waits for the peer's delayed ACK (40 ms) on a keep-alive connection.
+    wbufsize = -1
+    disable_nagle_algorithm = True
 
     def log_message(self, *args):
         pass

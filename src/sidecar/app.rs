@@ -80,7 +80,8 @@ impl AppClient {
     pub(crate) async fn call(&self, endpoint: &str, ctx: &CallContext, body: Bytes) -> Result<Bytes, Status> {
         let timeout = ctx.remaining().map_or(self.timeout, |r| r.min(self.timeout));
         if timeout.is_zero() {
-            return Err(Status::timeout(format!("{endpoint}: the deadline passed before the app was asked")));
+            let late = Status::timeout(format!("{endpoint}: the deadline passed before the app was asked"));
+            return Err(late.with_id(&*self.service));
         }
         let mut req = self.http.post(format!("{}/{endpoint}", self.base)).timeout(timeout);
         req = req.insert_header((CONTENT_TYPE, "application/json"));
@@ -150,7 +151,8 @@ impl AppClient {
     }
 
     async fn send(&self, req: awc::ClientRequest, body: Bytes, what: &str) -> Result<(StatusCode, Bytes), Status> {
-        let mut rsp = req.send_body(body).await.map_err(|e| unreachable(&self.base, what, &e))?;
+        let mut rsp =
+            req.send_body(body).await.map_err(|e| unreachable(&self.base, what, &e).with_id(&*self.service))?;
         let answer = rsp.body().limit(MAX_ANSWER).await.map_err(|e| {
             Status::new(Code::BAD_GATEWAY, format!("{what}: cannot read the app's answer: {e}")).with_id(&*self.service)
         })?;

@@ -20,6 +20,8 @@ pub(crate) struct Api {
     pub(crate) client: Client,
     pub(crate) token: Option<String>,
     pub(crate) origins: Vec<String>,
+    /// Turns true when the sidecar stops: open WebSockets close.
+    pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The app-facing HTTP API.
@@ -38,8 +40,9 @@ pub(crate) fn app(
     let gateway = gateway.clone();
     App::new()
         .app_data(api)
-        .wrap_fn(guard_and_tag)
+        // The last wrapped runs first: path guard and request id, then the token.
         .wrap_fn(require_token)
+        .wrap_fn(guard_and_tag)
         .route("/registry", web::get().to(list))
         .route("/registry/{name}", web::get().to(get))
         .route("/subscribe", web::get().to(subscribe))
@@ -162,10 +165,12 @@ async fn subscribe(api: web::Data<Api>, req: HttpRequest, payload: web::Payload)
     let (response, mut session, frames) = actix_ws::handle(&req, payload)
         .map_err(|e| GatewayError::bad_request(format!("websocket upgrade failed: {e}")))?;
     let mut frames = frames.max_frame_size(64 * 1024);
+    let mut stopping = api.stopping.clone();
     actix_rt::spawn(async move {
         use actix_ws::Message;
         loop {
             tokio::select! {
+                _ = stopping.wait_for(|s| *s) => break,
                 event = events.next() => {
                     let Some(event) = event else { break };
                     let Some(text) = frame(&event) else { continue };

@@ -88,10 +88,12 @@ impl Sidecar {
         config.check()?;
         let client = Client::builder().name(config.name.clone()).transport(config.transport.clone()).connect().await?;
         let gateway = Gateway::new(client.clone(), config.gateway());
+        let (stop_tx, stop_rx) = watch::channel(false);
         let api = web::Data::new(http::Api {
             client: client.clone(),
             token: config.token.clone(),
             origins: config.origins.clone(),
+            stopping: stop_rx.clone(),
         });
         let server = HttpServer::new(move || http::app(&gateway, api.clone()))
             .workers(config.workers)
@@ -109,7 +111,6 @@ impl Sidecar {
             }
         });
         tracing::info!(%address, service = %config.name, app = %config.app, "sidecar listening");
-        let (stop_tx, stop_rx) = watch::channel(false);
         let (registered_tx, registered) = watch::channel(false);
         let keeper = actix_rt::spawn(register::keep_registered(config, stop_rx, registered_tx));
         Ok(SidecarHandle { address, server: handle, stop_tx, registered, keeper, client })
