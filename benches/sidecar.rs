@@ -110,6 +110,13 @@ async fn main() -> Result<(), BoxError> {
     let rss_idle = rss_bytes(sidecar_pid);
 
     let via_sidecar = Target::Sidecar { client: client.clone(), service: service.clone() };
+    // Diagnostic: the same client calling a Rust service (in this process) over NATS, no HTTP:
+    // the share of the broker hop in what the sidecar side adds.
+    let rust_name = micro::test_util::unique("bench-rust");
+    let rust =
+        micro::Service::builder(rust_name.clone()).transport(url.clone()).handle(ENDPOINT, say_hello).start().await?;
+    let nats_only = Target::Sidecar { client: client.clone(), service: rust_name };
+    run_phase(&nats_only, 1, cfg.warmup, None).await;
     let http = awc::Client::builder().timeout(Duration::from_secs(10)).finish();
     let direct = Target::Direct { http, url: format!("{app_url}/{ENDPOINT}") };
 
@@ -159,6 +166,13 @@ async fn main() -> Result<(), BoxError> {
         }
     }
     let rss_loaded = rss_bytes(sidecar_pid);
+    let mut hop = (Vec::new(), Vec::new());
+    for _ in 0..cfg.rounds {
+        hop.0.push(run_phase(&nats_only, 1, cfg.secs, None).await.p50_us());
+        hop.1.push(run_phase(&nats_only, CONCURRENCY, cfg.secs, None).await.p50_us());
+    }
+    let (hop1, hopc) = (median(hop.0), median(hop.1));
+    rust.stop().await?;
 
     let [s1, sc] = &series;
     println!();
@@ -187,6 +201,12 @@ async fn main() -> Result<(), BoxError> {
     println!(
         "(the sidecar side adds the client's NATS hop and the sidecar; the direct side is one keep-alive HTTP \
          connection per caller to the same Python app)"
+    );
+    println!(
+        "diagnostic: the same client calling a Rust Say.Hello over NATS (no HTTP, no sidecar): p50 {hop1:.1} µs \
+         at c=1, {hopc:.1} µs at c={CONCURRENCY}; the sidecar's own share of the added p50 is about {:.1} µs \
+         at c=1",
+        s1[1].med(Phase::p50_us) - s1[0].med(Phase::p50_us) - hop1
     );
 
     let errors: u64 = series.iter().flatten().flat_map(|s| s.0.iter()).map(|p| p.errors).sum();

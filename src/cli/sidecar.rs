@@ -34,7 +34,7 @@ pub struct SidecarArgs {
     /// How often the health path is asked.
     #[arg(long, env = "MICRO_SIDECAR_HEALTH_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub health_interval: Duration,
-    /// An endpoint the app serves (repeatable); none: read GET <app>/.well-known/micro.
+    /// An endpoint the app serves (repeatable); none: read GET {app}/.well-known/micro.
     #[arg(long = "endpoint", env = "MICRO_SIDECAR_ENDPOINTS", value_delimiter = ',')]
     pub endpoints: Vec<String>,
     /// Deliver a topic's events durably to an app path, as TOPIC=/path (repeatable).
