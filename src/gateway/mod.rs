@@ -186,7 +186,7 @@ impl Gateway {
     }
 }
 
-fn cors(origins: &[String]) -> actix_cors::Cors {
+pub(crate) fn cors(origins: &[String]) -> actix_cors::Cors {
     let base = actix_cors::Cors::default()
         .allowed_methods(["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
         .allowed_headers([header::CONTENT_TYPE, header::AUTHORIZATION, header::ACCEPT])

@@ -38,11 +38,13 @@ pub(crate) fn app(
     >,
 > {
     let gateway = gateway.clone();
+    let cors = crate::gateway::cors(&api.origins);
     App::new()
         .app_data(api)
         // The last wrapped runs first: path guard and request id, then the token.
         .wrap_fn(require_token)
         .wrap_fn(guard_and_tag)
+        .wrap(cors)
         .route("/registry", web::get().to(list))
         .route("/registry/{name}", web::get().to(get))
         .route("/subscribe", web::get().to(subscribe))
