@@ -37,7 +37,8 @@
 //! | `rabbitmq` | yes | the `amqp://` transport (lapin; plain TCP, no TLS yet) |
 //! | `gateway` | no | the actix-web API gateway (`micro::gateway`) |
 //! | `web` | no | the web dashboard and web-service proxy (`micro::web`; implies `gateway`) |
-//! | `cli` | no | the `micro` binary and `micro::cli` (implies `gateway` and `web`, for `micro api` and `micro web`) |
+//! | `sidecar` | no | `micro::sidecar`: the toolkit over HTTP for apps in any language (implies `gateway`) |
+//! | `cli` | no | the `micro` binary and `micro::cli` (implies `gateway`, `web` and `sidecar`, for `micro api`, `micro web` and `micro sidecar`) |
 //! | `test-util` | no | helpers for tests: broker URLs that fail loudly, unique names, wait-for |
 //!
 //! A service needs only the defaults; the gateway and the command line pull in actix-web, clap
@@ -70,6 +71,9 @@ pub mod registry;
 pub mod selector;
 pub mod server;
 pub mod service;
+#[cfg(feature = "sidecar")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sidecar")))]
+pub mod sidecar;
 pub mod status;
 pub mod subject;
 pub mod transport;

@@ -48,6 +48,8 @@ mod promises;
 #[cfg(feature = "rabbitmq")]
 mod rabbitmq;
 mod recovery;
+#[cfg(feature = "cli")]
+mod sidecar;
 mod subscriptions;
 mod typed;
 #[cfg(feature = "web")]

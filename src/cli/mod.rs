@@ -8,6 +8,8 @@
 //! micro health go.micro.srv.greeter                       # ask every node
 //! micro api --handler api --address 127.0.0.1:8080        # the API gateway
 //! micro web --address 127.0.0.1:8082                      # the web dashboard and proxy
+//! micro sidecar --name go.micro.srv.py --app http://127.0.0.1:5000 --health /health
+//! micro --proxy-address http://127.0.0.1:8081 services    # through a sidecar, no broker access
 //! ```
 //!
 //! Exit codes: 0 success; 1 the command failed here (broker unreachable, unknown service, bad
@@ -29,7 +31,9 @@ mod events;
 mod input;
 mod nodes;
 mod output;
+mod proxy;
 mod registry;
+mod sidecar;
 mod subscriptions;
 mod suggest;
 mod web;
@@ -40,7 +44,9 @@ pub use events::{PublishArgs, SubscribeArgs};
 pub use input::ContentType;
 pub use nodes::NodesArgs;
 pub use output::OutputFormat;
+pub use proxy::PROXY_TOKEN_ENV;
 pub use registry::{ServiceArgs, WatchArgs};
+pub use sidecar::SidecarArgs;
 pub use subscriptions::{GroupsArgs, GroupsCommand};
 pub use web::WebArgs;
 
@@ -87,6 +93,11 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "URL")]
     pub transport: Option<String>,
 
+    /// Run services, call and publish through a sidecar's HTTP API (http://host:port) instead
+    /// of the broker [env: MICRO_PROXY_ADDRESS]; its token, if any, from MICRO_PROXY_TOKEN.
+    #[arg(long, global = true, value_name = "URL")]
+    pub proxy_address: Option<String>,
+
     /// Output format of list commands; default: table on a terminal, JSON otherwise.
     #[arg(long, short = 'o', global = true, env = "MICRO_OUTPUT", value_enum)]
     pub output: Option<OutputFormat>,
@@ -130,6 +141,8 @@ pub enum Command {
     Api(ApiArgs),
     /// Run the web dashboard (services, nodes, call form, event console) and web-service proxy.
     Web(WebArgs),
+    /// Run a sidecar: an app in any language as a service, and the toolkit over HTTP for it.
+    Sidecar(SidecarArgs),
 }
 
 /// `micro api` options; every flag also reads a `MICRO_API_*` variable.
@@ -221,6 +234,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 pub fn command() -> clap::Command {
     Cli::command().mut_subcommand("completions", |c| {
         c.arg(clap::Arg::new("transport").long("transport").hide(true))
+            .arg(clap::Arg::new("proxy_address").long("proxy-address").hide(true))
             .arg(clap::Arg::new("output").long("output").short('o').hide(true))
     })
 }
@@ -233,7 +247,11 @@ pub fn main() -> ExitCode {
     };
     // The gateway is a server and logs what it does; the other commands are tools whose
     // output is what they print, so only warnings reach stderr unless MICRO_LOG asks for more.
-    init_tracing(if matches!(cli.command, Command::Api(_) | Command::Web(_)) { "info" } else { "warn" });
+    init_tracing(if matches!(cli.command, Command::Api(_) | Command::Web(_) | Command::Sidecar(_)) {
+        "info"
+    } else {
+        "warn"
+    });
     let result = actix_rt::System::new().block_on(run(cli));
     match result {
         Ok(code) => code,
@@ -261,6 +279,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let out = output::Output::new(cli.output);
     let env = std::env::var(crate::transport::TRANSPORT_ENV).ok();
     let url = cli.transport.as_deref().or(env.as_deref()).filter(|u| !u.is_empty()).unwrap_or(DEFAULT_CLI_TRANSPORT);
+    let proxy_env = std::env::var("MICRO_PROXY_ADDRESS").ok();
+    if let Some(proxy) = cli.proxy_address.as_deref().or(proxy_env.as_deref()).filter(|p| !p.is_empty()) {
+        if !matches!(cli.command, Command::Completions(_)) {
+            return proxy::run(proxy, &out, cli.command).await;
+        }
+    }
     match cli.command {
         Command::Api(args) => api::run(url, args).await,
         Command::Web(args) => web::run(url, args).await,
@@ -275,6 +299,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Command::Subscriptions(args) => subscriptions::subscriptions(url, &out, args).await,
         Command::Groups(args) => subscriptions::groups(url, &out, args).await,
         Command::Completions(args) => completions::run(args),
+        Command::Sidecar(args) => sidecar::run(url, args).await,
     }
 }
 

@@ -82,14 +82,21 @@ pub(super) async fn services(url: &str, out: &Output) -> CmdResult {
     let client = connect_client(url).await?;
     let all = {
         let _spin = Spinner::start("discovering services");
-        all_services(&client).await?
+        all_services(&client).await
     };
+    close(&client).await;
+    print_services(out, &all?, &redact(url))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `micro services` output for these records, read from `source`.
+pub(super) fn print_services(out: &Output, all: &[ServiceRecord], source: &str) -> std::io::Result<()> {
     let rows: Vec<ServiceRow<'_>> =
         all.iter().map(|s| ServiceRow { name: &s.name, version: &s.version, nodes: s.nodes.len() }).collect();
     if out.json() {
         out.print_json(&rows)?;
     } else if rows.is_empty() {
-        output::note(&format!("no service is registered on {}", redact(url)));
+        output::note(&format!("no service is registered on {source}"));
     } else {
         let mut t = output::table(["SERVICE", "VERSION", "NODES"]);
         for r in &rows {
@@ -97,8 +104,7 @@ pub(super) async fn services(url: &str, out: &Output) -> CmdResult {
         }
         output::line(&output::render(&t))?;
     }
-    close(&client).await;
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// The registry records of `name`, or an error that suggests close names.

@@ -42,7 +42,8 @@ where
         // A WebSocket's payload is its frames, for as long as it is open: only the proxy takes
         // it, and it is not a body to bound.
         let websocket = req.headers().contains_key(header::UPGRADE)
-            && state.config.handler_at(req.path()) == Some(HandlerKind::Proxy);
+            && (state.config.handler_at(req.path()) == Some(HandlerKind::Proxy)
+                || state.config.websocket_paths.iter().any(|p| p == req.path()));
         if !websocket {
             let payload = req.take_payload();
             req.set_payload(bounded(payload, state.config.max_body, state.config.timeout));
@@ -76,7 +77,7 @@ fn admit(req: &ServiceRequest, config: &GatewayConfig) -> Result<(), GatewayErro
     if declared.is_some_and(|n| n > config.max_body as u64) {
         return Err(too_large(config.max_body));
     }
-    if !req.method().is_safe() && !same_site_or_allowed(req, &config.cors) {
+    if !req.method().is_safe() && !same_site_or_allowed(req.headers(), req.uri(), &config.cors) {
         return Err(GatewayError::new(
             Code::FORBIDDEN,
             "cross-site request refused: its origin is not allowed to call this gateway (see --cors)",
@@ -88,12 +89,14 @@ fn admit(req: &ServiceRequest, config: &GatewayConfig) -> Result<(), GatewayErro
 /// Whether a request comes from the gateway's own origin, from an origin the CORS allowlist
 /// names, or from no browser context at all (no `Origin`, no cross-site `Sec-Fetch-Site`).
 /// A browser sends a cross-site form POST without a preflight, so CORS alone does not stop it.
-fn same_site_or_allowed(req: &ServiceRequest, allowed: &[String]) -> bool {
-    let headers = req.headers();
+pub(crate) fn same_site_or_allowed(
+    headers: &actix_web::http::header::HeaderMap,
+    uri: &actix_web::http::Uri,
+    allowed: &[String],
+) -> bool {
     if let Some(origin) = headers.get(header::ORIGIN) {
         let Ok(origin) = origin.to_str() else { return false };
-        let host =
-            headers.get(header::HOST).and_then(|h| h.to_str().ok()).or(req.uri().authority().map(|a| a.as_str()));
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).or(uri.authority().map(|a| a.as_str()));
         let own = origin.split_once("://").map(|(_, authority)| authority).zip(host);
         return allowed.iter().any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
             || own.is_some_and(|(authority, host)| authority.eq_ignore_ascii_case(host));

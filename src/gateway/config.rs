@@ -63,6 +63,8 @@ pub struct GatewayConfig {
     pub(crate) shutdown_timeout: Duration,
     pub(crate) rpc_namespaces: Vec<String>,
     pub(crate) expose_debug: bool,
+    /// Paths whose WebSocket upgrades the app serves itself: their payload is not bounded.
+    pub(crate) websocket_paths: Vec<String>,
 }
 
 impl Default for GatewayConfig {
@@ -82,6 +84,7 @@ impl Default for GatewayConfig {
             shutdown_timeout: Duration::from_secs(30),
             rpc_namespaces: Vec::new(),
             expose_debug: false,
+            websocket_paths: Vec::new(),
         }
     }
 }

@@ -46,8 +46,8 @@ pub mod resolve;
 
 #[cfg(feature = "fuzzing")]
 pub(crate) use checks::check_path;
-pub(crate) use checks::guard_and_tag;
 use checks::RequestId;
+pub(crate) use checks::{guard_and_tag, same_site_or_allowed};
 pub use config::{GatewayConfig, HandlerKind};
 pub use error::{GatewayError, GATEWAY_ID};
 pub use proxy::HTTP_ADDRESS_KEY;
@@ -103,6 +103,13 @@ impl Gateway {
     /// from the request head (declared length, cross-site origin, path tricks) and the body
     /// timeout come with [`app`](Self::app), not with this.
     pub fn configure(&self, cfg: &mut web::ServiceConfig) {
+        self.configure_routes(cfg);
+        cfg.default_service(handler(self.state.config.handler));
+    }
+
+    /// The routes of [`configure`](Self::configure) without the handler for every other path:
+    /// `/health`, `/rpc` and the prefix scopes, for an app that serves other paths itself.
+    pub(crate) fn configure_routes(&self, cfg: &mut web::ServiceConfig) {
         let config = &self.state.config;
         let limit = config.max_body;
         cfg.app_data(web::Data::from(self.state.clone()))
@@ -130,7 +137,6 @@ impl Gateway {
         for (prefix, kind) in config.scopes() {
             cfg.service(web::scope(&prefix).default_service(handler(kind)));
         }
-        cfg.default_service(handler(config.handler));
     }
 
     /// The whole app: routes plus path guard, request ids, CORS.
@@ -180,7 +186,7 @@ impl Gateway {
     }
 }
 
-fn cors(origins: &[String]) -> actix_cors::Cors {
+pub(crate) fn cors(origins: &[String]) -> actix_cors::Cors {
     let base = actix_cors::Cors::default()
         .allowed_methods(["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
         .allowed_headers([header::CONTENT_TYPE, header::AUTHORIZATION, header::ACCEPT])
