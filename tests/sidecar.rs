@@ -119,8 +119,9 @@ async fn rust_and_python_call_each_other_through_the_sidecar(url: String) {
     endpoints.sort_unstable();
     assert_eq!(endpoints, ["Say.Call", "Say.Hello"]);
 
-    // Rust calls Python: the body as JSON, the context as headers.
-    let opts = CallOptions::new().metadata("tenant", "acme");
+    // Rust calls Python: the body as JSON, the context (deadline, caller, trace, metadata) as
+    // headers.
+    let opts = CallOptions::new().timeout(Duration::from_secs(5)).metadata("tenant", "acme");
     let reply: Value = client.call_with(&name, "Say.Hello", &json!({"name": "Ada"}), opts).await.unwrap();
     assert_eq!(reply["msg"], "Hello Ada");
     assert_eq!(reply["endpoint"], "Say.Hello");

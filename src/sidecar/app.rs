@@ -7,9 +7,9 @@
 //! | header | value |
 //! |---|---|
 //! | `Micro-Service`, `Micro-Endpoint` | the service and endpoint called |
-//! | `Micro-Id` | the request id |
+//! | `Micro-Id` | the request id, when the caller gave one |
 //! | `Micro-Caller` | the calling service, when known |
-//! | `Micro-Deadline` | the deadline, ms since the Unix epoch |
+//! | `Micro-Deadline` | the deadline, ms since the Unix epoch, when the call has one |
 //! | `Micro-Timeout` | the time left until it, in ms |
 //! | `traceparent`, `tracestate` | the W3C trace context |
 //! | `Micro-Meta-<key>` | each metadata entry |
