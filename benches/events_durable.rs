@@ -809,15 +809,9 @@ impl AmqpBench {
         let exchange = if self.raw_as_framework {
             // The framework's envelope (same names and value sizes) and its routing (topic exchange).
             let mut t = FieldTable::default();
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
-            for (k, v) in
-                [("Micro-Timestamp", now.to_string()), ("Micro-Publisher", "events-bench-publisher".to_string())]
-            {
-                t.insert(k.into(), AMQPValue::LongString(v.into()));
-            }
+            t.insert("Micro-Publisher".into(), AMQPValue::LongString("events-bench-publisher".into()));
             props = props
                 .with_headers(t)
-                .with_content_type("application/msgpack".into())
                 .with_correlation_id(i.to_string().into());
             "micro"
         } else {

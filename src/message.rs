@@ -30,7 +30,11 @@ pub mod headers {
     pub const ERROR: &str = "Nats-Service-Error-Code";
     /// Error replies: the error's detail on one line (ADR-32's name).
     pub const ERROR_TEXT: &str = "Nats-Service-Error";
-    /// Event timestamp, milliseconds since the Unix epoch (events).
+    /// JetStream's dedup id of a durable publish: on NATS the event id travels here instead of
+    /// `Micro-Id` (events).
+    pub const NATS_MSG_ID: &str = "Nats-Msg-Id";
+    /// Event timestamp, milliseconds since the Unix epoch (events), when the id does not carry
+    /// it (an id that is not a UUID v7).
     pub const TIMESTAMP: &str = "Micro-Timestamp";
     /// The publishing service or client (events).
     pub const PUBLISHER: &str = "Micro-Publisher";
@@ -52,9 +56,10 @@ pub mod headers {
     pub const DLQ_CODE: &str = "Micro-Dlq-Code";
 
     #[cfg_attr(not(any(feature = "nats", feature = "rabbitmq")), allow(dead_code))]
-    const KNOWN: [&str; 11] = [
+    const KNOWN: [&str; 12] = [
         CONTENT_TYPE,
         ID,
+        NATS_MSG_ID,
         DEADLINE,
         CALLER,
         ERROR,
@@ -384,6 +389,23 @@ fn nonzero<T: PartialEq + From<u8>>(v: T) -> T {
     } else {
         v
     }
+}
+
+/// The time a UUID v7 id was made, in milliseconds since the Unix epoch (its first 48 bits);
+/// `None` for any other id.
+///
+/// ```
+/// let id = micro::message::new_id();
+/// let ms = micro::message::id_timestamp(&id).unwrap();
+/// assert!(ms.abs_diff(micro::message::now_millis()) < 60_000);
+/// assert_eq!(micro::message::id_timestamp("order-42"), None);
+/// ```
+pub fn id_timestamp(id: &str) -> Option<u64> {
+    let uuid = uuid::Uuid::try_parse(id).ok()?;
+    (uuid.get_version_num() == 7).then(|| {
+        let b = uuid.as_bytes();
+        u64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]])
+    })
 }
 
 /// A new message id: a UUID v7 as hyphenated text, ordered within the process even inside one

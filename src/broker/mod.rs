@@ -98,10 +98,17 @@ impl Event {
                 .ok_or_else(|| Error::codec(format!("event has unsupported content type {ct}")))?,
         };
         let topic = topic_of(subject);
+        // On NATS a durable event's id travels as JetStream's dedup id only.
+        let id = h.get(headers::ID).or_else(|| h.get(headers::NATS_MSG_ID)).unwrap_or_default();
+        // A UUID v7 id carries the publish time; other ids come with `Micro-Timestamp`.
+        let timestamp = match h.get(headers::TIMESTAMP) {
+            Some(t) => t.trim().parse().unwrap_or(0),
+            None => crate::message::id_timestamp(id).unwrap_or(0),
+        };
         Ok(Event {
-            id: h.get(headers::ID).unwrap_or_default().to_string(),
+            id: id.to_string(),
             topic,
-            timestamp: h.get(headers::TIMESTAMP).and_then(|t| t.parse().ok()).unwrap_or(0),
+            timestamp,
             publisher: h.get(headers::PUBLISHER).map(str::to_string),
             metadata: h.metadata(),
             trace: h.get(headers::TRACEPARENT).and_then(TraceParent::parse),
@@ -378,7 +385,10 @@ impl Broker {
         }
         let id = opts.id.unwrap_or_else(new_id);
         h.push(headers::ID, id.clone());
-        h.push(headers::TIMESTAMP, itoa::Buffer::new().format(now_millis()).to_string());
+        // A UUID v7 id (the default) carries the publish time: no header for it.
+        if crate::message::id_timestamp(&id).is_none() {
+            h.push(headers::TIMESTAMP, itoa::Buffer::new().format(now_millis()).to_string());
+        }
         if *self.publisher != *crate::client::CLIENT_ID {
             h.push(headers::PUBLISHER, self.publisher.to_string());
         }

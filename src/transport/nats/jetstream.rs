@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 
-use super::{from_nats, to_header_map, NatsTransport};
+use super::{from_nats, header_map, NatsTransport};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::{Headers, Message};
 use crate::transport::kit::{self, Fed, Stop};
@@ -34,6 +34,19 @@ fn dedup_id(h: &Headers) -> Option<String> {
         Some(group) => format!("{id}:dlq:{group}"),
         None => id.to_string(),
     })
+}
+
+/// A durable publish of a message. The event id travels once, as the dedup id (`Nats-Msg-Id`),
+/// which receivers read when `Micro-Id` is absent; a dead letter's dedup id is not its event id,
+/// so it keeps `Micro-Id`.
+fn js_message(message: &Message) -> Result<PublishMessage> {
+    use crate::message::headers::{DLQ_GROUP, ID};
+    let skip = message.headers.get(DLQ_GROUP).is_none().then_some(ID);
+    let mut m = PublishMessage::build().payload(message.body.clone()).headers(header_map(&message.headers, skip)?);
+    if let Some(id) = dedup_id(&message.headers) {
+        m = m.message_id(id);
+    }
+    Ok(m)
 }
 
 /// The durable consumer name of a (group, pattern): readable, unique, valid for JetStream.
@@ -64,12 +77,7 @@ impl NatsTransport {
         if !self.stream_ready.load(std::sync::atomic::Ordering::Relaxed) {
             Box::pin(self.ensure_stream()).await?;
         }
-        let dedup = dedup_id(&message.headers);
-        let headers = to_header_map(&message.headers)?;
-        let mut m = PublishMessage::build().payload(message.body.clone()).headers(headers);
-        if let Some(id) = &dedup {
-            m = m.message_id(id);
-        }
+        let m = js_message(&message)?;
         let outcome = match self.js.send_publish(subject.to_string(), m).await {
             Ok(ack) => ack.await,
             Err(e) => Err(e),
@@ -159,10 +167,7 @@ impl NatsTransport {
     async fn republish_without_stream(&self, subject: &str, message: Message) -> Result<()> {
         self.stream_ready.store(false, std::sync::atomic::Ordering::Relaxed);
         self.ensure_stream().await?;
-        let mut m = PublishMessage::build().payload(message.body).headers(to_header_map(&message.headers)?);
-        if let Some(id) = dedup_id(&message.headers) {
-            m = m.message_id(id);
-        }
+        let m = js_message(&message)?;
         let ack = self.js.send_publish(subject.to_string(), m).await.map_err(|e| publish_error(subject, e))?;
         ack.await.map(|_| ()).map_err(|e| publish_error(subject, e))
     }

@@ -172,8 +172,16 @@ fn percent_decode(s: &str) -> String {
 }
 
 pub(super) fn to_header_map(headers: &Headers) -> Result<HeaderMap> {
+    header_map(headers, None)
+}
+
+/// The headers as async-nats' map, without the one named `skip`.
+pub(super) fn header_map(headers: &Headers, skip: Option<&str>) -> Result<HeaderMap> {
     let mut map = HeaderMap::new();
     for (name, value) in headers.pairs() {
+        if skip.is_some_and(|s| name.eq_ignore_ascii_case(s)) {
+            continue;
+        }
         if name.is_empty() || name.contains(|c: char| !c.is_ascii_graphic() || c == ':') {
             return Err(Error::config(format!("invalid header name {name:?}")));
         }
