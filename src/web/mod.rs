@@ -126,6 +126,7 @@ impl Web {
             .route("/static/app.js", web::get().to(pages::js))
             .route("/api/services", web::get().to(live::snapshot))
             .route("/api/nodes/{name}", web::get().to(nodes::probe))
+            .route("/api/health", web::get().to(nodes::health))
             .route("/api/call", web::post().to(actions::call))
             .route("/api/publish", web::post().to(actions::publish))
             .route("/live/registry", web::get().to(live::registry))

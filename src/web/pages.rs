@@ -78,6 +78,7 @@ pub(crate) fn service_row(s: &Summary) -> Markup {
             th scope="row" { a href={ "/service/" (s.name) } { (s.name) } }
             td.versions { (versions.join(", ")) }
             td.nodes { (s.nodes()) }
+            td.health { span.muted { "checking…" } }
         }
     }
 }
@@ -96,8 +97,8 @@ pub(crate) fn services_page(records: &[ServiceRecord]) -> Markup {
             }
             div.scroll {
                 table #services hidden[services.is_empty()] {
-                    caption.visually-hidden { "Running services, their versions and node counts" }
-                    thead { tr { th scope="col" { "Service" } th scope="col" { "Versions" } th scope="col" { "Nodes" } } }
+                    caption.visually-hidden { "Running services, their versions, node counts and health" }
+                    thead { tr { th scope="col" { "Service" } th scope="col" { "Versions" } th scope="col" { "Nodes" } th scope="col" { "Health" } } }
                     tbody { @for s in &services { (service_row(s)) } }
                 }
             }

@@ -22,7 +22,30 @@ function servicesPage(table) {
   const status = document.getElementById("live-status");
   const empty = document.getElementById("empty");
   const rows = new Map();
+  const health = new Map(); // service -> {ok, total, failing}
   for (const tr of tbody.rows) rows.set(tr.dataset.service, JSON.parse(tr.dataset.versions || "{}"));
+
+  function healthCell(name) {
+    const h = health.get(name);
+    if (!h) return el("td", { class: "health" }, el("span", { class: "muted" }, "checking…"));
+    const text = h.ok === h.total ? `ok (${h.ok}/${h.total})` : `${h.total - h.ok} of ${h.total} failing`;
+    const why = h.failing.map(([node, what]) => `${node}: ${what}`).join("\n");
+    return el("td", { class: "health" }, el("span", { class: h.ok === h.total ? "good" : "bad", title: why }, text));
+  }
+
+  async function refreshHealth() {
+    try {
+      const rsp = await fetch("/api/health");
+      if (rsp.ok) {
+        health.clear();
+        for (const [name, h] of Object.entries(await rsp.json())) health.set(name, h);
+        for (const tr of tbody.rows) tr.querySelector("td.health")?.replaceWith(healthCell(tr.dataset.service));
+      }
+    } finally {
+      setTimeout(refreshHealth, 5000);
+    }
+  }
+  refreshHealth();
 
   function render(name) {
     const versions = rows.get(name);
@@ -42,6 +65,7 @@ function servicesPage(table) {
         el("th", { scope: "row" }, el("a", { href: "/service/" + name }, name)),
         el("td", { class: "versions" }, Object.keys(versions).sort().join(", ")),
         el("td", { class: "nodes" }, String(count)),
+        healthCell(name),
       );
     }
     table.hidden = rows.size === 0;
