@@ -366,8 +366,13 @@ async fn the_dashboard_in_a_browser(url: String) {
     let gone = killed.elapsed();
     println!("web {transport}: greeter shown {appeared:?} after its start, gone {gone:?} after kill -9 (TTL 2 s)");
 
-    // The service page: nodes with health, and the call form, by keyboard only.
+    // Health at a glance on the list: every node asked for Debug.Health.
     let _svc = greeter(&url, &name, "local").start().await.unwrap();
+    b.goto(&web.url("/")).await.unwrap();
+    let health = format!("{row} && {row}.querySelector('td.health').textContent === 'ok (1/1)'");
+    until(&b, "the greeter's health on the list", &health).await;
+
+    // The service page: nodes with health, and the call form, by keyboard only.
     b.goto(&web.url(&format!("/service/{name}"))).await.unwrap();
     until(&b, "the node to report healthy", "document.getElementById('nodes-status').textContent.startsWith('1 of 1')")
         .await;
