@@ -36,6 +36,9 @@
 //! | `nats` | yes | the `nats://` transport (async-nats) |
 //! | `rabbitmq` | yes | the `amqp://` transport (lapin; plain TCP, no TLS yet) |
 //! | `gateway` | no | the actix-web API gateway (`micro::gateway`) |
+//! | `kv` | no | `micro::kv` (memory, NATS JetStream KV) and `micro::sync` (locks, leader election) |
+//! | `redis` | no | the Redis backend of `micro::kv` and `micro::sync` |
+//! | `config` | no | `micro::config`: typed layered config (defaults, TOML/YAML/JSON, env, kv), hot reload |
 //! | `cli` | no | the `micro` binary and `micro::cli` (implies `gateway`, for `micro api`) |
 //! | `test-util` | no | helpers for tests: broker URLs that fail loudly, unique names, wait-for |
 //!
@@ -56,6 +59,9 @@ pub mod broker;
 pub mod cli;
 pub mod client;
 pub mod codec;
+#[cfg(feature = "config")]
+#[cfg_attr(docsrs, doc(cfg(feature = "config")))]
+pub mod config;
 pub mod context;
 pub mod dev;
 pub mod endpoint;
@@ -63,6 +69,9 @@ pub mod error;
 #[cfg(feature = "gateway")]
 #[cfg_attr(docsrs, doc(cfg(feature = "gateway")))]
 pub mod gateway;
+#[cfg(feature = "kv")]
+#[cfg_attr(docsrs, doc(cfg(feature = "kv")))]
+pub mod kv;
 pub mod message;
 pub mod middleware;
 pub mod registry;
@@ -71,6 +80,9 @@ pub mod server;
 pub mod service;
 pub mod status;
 pub mod subject;
+#[cfg(feature = "kv")]
+#[cfg_attr(docsrs, doc(cfg(feature = "kv")))]
+pub mod sync;
 pub mod transport;
 
 #[cfg(test)]

@@ -38,6 +38,8 @@ mod events;
 mod faults;
 #[cfg(feature = "gateway")]
 mod gateway;
+#[cfg(feature = "kv")]
+mod kv;
 mod middleware;
 #[cfg(feature = "nats")]
 mod poison;
@@ -47,6 +49,8 @@ mod promises;
 mod rabbitmq;
 mod recovery;
 mod subscriptions;
+#[cfg(feature = "kv")]
+mod sync;
 mod typed;
 
 /// Not a test: the entry point of child-process nodes (see `util::ChildNode`). Other tests run
@@ -57,6 +61,10 @@ mod typed;
 fn child_node() {
     if let Ok(config) = std::env::var(util::CHILD_ENV) {
         util::run_child(serde_json::from_str(&config).expect("child config"));
+    }
+    #[cfg(feature = "kv")]
+    if let Ok(config) = std::env::var(sync::LEADER_CHILD_ENV) {
+        sync::run_leader_child(serde_json::from_str(&config).expect("leader child config"));
     }
     if let Ok(config) = std::env::var(util::AUDIT_CHILD_ENV) {
         audit::run_child(serde_json::from_str(&config).expect("audit child config"));
