@@ -33,6 +33,8 @@ mod audit;
 mod cli;
 #[cfg(feature = "cli")]
 mod cli_broker;
+#[cfg(feature = "config")]
+mod config;
 mod conformance;
 mod events;
 mod faults;
