@@ -33,6 +33,8 @@ mod audit;
 mod cli;
 #[cfg(feature = "cli")]
 mod cli_broker;
+#[cfg(all(feature = "cli", feature = "redis"))]
+mod cli_kv;
 #[cfg(feature = "config")]
 mod config;
 mod conformance;

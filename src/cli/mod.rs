@@ -7,6 +7,8 @@
 //! micro call go.micro.srv.greeter Say.Hello '{"name":"John"}'
 //! micro health go.micro.srv.greeter                       # ask every node
 //! micro api --handler api --address 127.0.0.1:8080        # the API gateway
+//! micro kv put greeter.motd hello --ttl 1h                # the kv store (--kv URL or MICRO_KV)
+//! micro config set audit retention_days 30 --env prod     # config documents in the kv store
 //! ```
 //!
 //! Exit codes: 0 success; 1 the command failed here (broker unreachable, unknown service, bad
@@ -26,6 +28,7 @@ mod call;
 mod completions;
 mod events;
 mod input;
+mod kv;
 mod nodes;
 mod output;
 mod registry;
@@ -36,6 +39,7 @@ pub use call::CallArgs;
 pub use completions::CompletionsArgs;
 pub use events::{PublishArgs, SubscribeArgs};
 pub use input::ContentType;
+pub use kv::{ConfigArgs, ConfigCommand, KvArgs, KvCommand, StoreArgs};
 pub use nodes::NodesArgs;
 pub use output::OutputFormat;
 pub use registry::{ServiceArgs, WatchArgs};
@@ -121,6 +125,10 @@ pub enum Command {
     Subscriptions(NodesArgs),
     /// List the durable groups the broker keeps, or delete one (groups delete GROUP TOPIC).
     Groups(GroupsArgs),
+    /// Read and write the kv store: get, put, del, ls, watch.
+    Kv(KvArgs),
+    /// Read and set config documents in the kv store (config.<app>[.<env>]).
+    Config(ConfigArgs),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
     /// Run the API gateway: HTTP in, RPC and events out.
@@ -268,6 +276,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Command::Watch(args) => registry::watch(url, &out, args).await,
         Command::Subscriptions(args) => subscriptions::subscriptions(url, &out, args).await,
         Command::Groups(args) => subscriptions::groups(url, &out, args).await,
+        Command::Kv(args) => kv::run(&out, args).await,
+        Command::Config(args) => kv::config(&out, args).await,
         Command::Completions(args) => completions::run(args),
     }
 }
