@@ -160,8 +160,14 @@ impl Store for RedisStore {
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>> {
         Box::pin(async move {
-            let row = self.read(&[self.data_key(key)]).await?.pop().flatten();
-            Ok(row.map(|(v, revision)| Entry { key: key.to_string(), value: Bytes::from(v), revision }))
+            let (v, r): (Option<Vec<u8>>, Option<u64>) = redis::cmd("HMGET")
+                .arg(self.data_key(key))
+                .arg("v")
+                .arg("r")
+                .query_async(&mut self.conn.clone())
+                .await
+                .map_err(|e| redis_error("get", e))?;
+            Ok(v.zip(r).map(|(v, revision)| Entry { key: key.to_string(), value: Bytes::from(v), revision }))
         })
     }
 
