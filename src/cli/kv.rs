@@ -159,29 +159,29 @@ pub struct ConfigArgs {
     pub command: ConfigCommand,
 }
 
-/// `micro config` subcommands: the JSON document at `config.<app>` (or `config.<app>.<env>`).
+/// `micro config` subcommands: the JSON document at `config.APP` (or `config.APP.ENV`).
 #[derive(Debug, Subcommand)]
 #[non_exhaustive]
 pub enum ConfigCommand {
     /// Print an app's config document, or one value in it (a dotted path: db.url).
     Get {
-        /// The app (the kv key is config.<app>).
+        /// The app (the kv key is config.APP).
         app: String,
         /// A dotted path into the document.
         path: Option<String>,
-        /// The environment's document (config.<app>.<env>) instead of the common one.
+        /// The environment's document (config.APP.ENV) instead of the common one.
         #[arg(long = "env")]
         environment: Option<String>,
     },
     /// Set one value (JSON, or else text) at a dotted path; running services reload it.
     Set {
-        /// The app (the kv key is config.<app>).
+        /// The app (the kv key is config.APP).
         app: String,
         /// A dotted path into the document: db.pool.
         path: String,
         /// The value: JSON (12, true, {"a":1}) or else a string.
         value: String,
-        /// The environment's document (config.<app>.<env>) instead of the common one.
+        /// The environment's document (config.APP.ENV) instead of the common one.
         #[arg(long = "env")]
         environment: Option<String>,
     },

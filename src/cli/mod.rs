@@ -127,7 +127,7 @@ pub enum Command {
     Groups(GroupsArgs),
     /// Read and write the kv store: get, put, del, ls, watch.
     Kv(KvArgs),
-    /// Read and set config documents in the kv store (config.<app>[.<env>]).
+    /// Read and set config documents in the kv store (config.APP and config.APP.ENV).
     Config(ConfigArgs),
     /// Print a shell completion script.
     Completions(CompletionsArgs),

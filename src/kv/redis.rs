@@ -27,12 +27,12 @@ pub(crate) const DEFAULT_NAMESPACE: &str = "micro-kv";
 const LOG_LEN: u64 = 10_000;
 
 const PUT: &str = r#"
-local cur = redis.call('HGET', KEYS[1], 'r')
 local expect = ARGV[3]
-if expect == 'absent' then
-  if cur then return -1 end
-elseif expect ~= 'any' then
-  if (not cur) or cur ~= expect then return -1 end
+if expect ~= 'any' then
+  local cur = redis.call('HGET', KEYS[1], 'r')
+  if expect == 'absent' then
+    if cur then return -1 end
+  elseif (not cur) or cur ~= expect then return -1 end
 end
 local rev = redis.call('INCR', KEYS[2])
 redis.call('HSET', KEYS[1], 'v', ARGV[1], 'r', rev)

@@ -99,8 +99,9 @@ impl Lock {
     /// every quarter of the TTL for a lease that expired (expiry sends no change).
     pub async fn acquire(&self) -> Result<LockGuard> {
         let poll = (self.ttl / 4).min(Duration::from_secs(1));
+        // One watch for the whole wait, opened before the first try: no release is missed.
+        let mut changes = self.kv.watch_key(&self.key).await?;
         loop {
-            let mut changes = self.kv.watch_key(&self.key).await?;
             if let Some(guard) = self.try_acquire().await? {
                 return Ok(guard);
             }
@@ -109,7 +110,10 @@ impl Lock {
                     Ok(Some(Ok(Change::Put(_)))) => continue,
                     Ok(Some(Ok(_))) | Err(_) => break,
                     Ok(Some(Err(e))) => return Err(e),
-                    Ok(None) => break,
+                    Ok(None) => {
+                        changes = self.kv.watch_key(&self.key).await?;
+                        break;
+                    }
                 }
             }
         }
