@@ -57,7 +57,7 @@ enum Op {
 #[derive(Clone)]
 enum Side {
     Framework(Kv),
-    RawNats(async_nats::jetstream::kv::Store),
+    RawNats(Box<async_nats::jetstream::kv::Store>),
     RawRedis(redis::aio::ConnectionManager),
 }
 
@@ -253,7 +253,7 @@ async fn main() -> Result<(), BoxError> {
     let js = async_nats::jetstream::new(async_nats::connect(&nats).await?);
     let raw = js.get_key_value(bucket).await?;
     println!("kv on NATS JetStream KV (bucket {bucket}): framework micro::kv vs raw async-nats kv::Store");
-    ok &= compare("nats", Side::Framework(framework), Side::RawNats(raw), &cfg, &keys).await;
+    ok &= compare("nats", Side::Framework(framework), Side::RawNats(Box::new(raw)), &cfg, &keys).await;
 
     let redis_url = micro::test_util::redis_url();
     let framework = Kv::open(&format!("{redis_url}?namespace=micro-kv-bench")).await?;
