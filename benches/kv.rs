@@ -248,7 +248,7 @@ async fn main() -> Result<(), BoxError> {
     let mut ok = true;
 
     let nats = micro::test_util::nats_url();
-    let bucket = "micro-kv-bench";
+    let bucket = "micro-kv-bench2";
     let framework = Kv::open(&format!("{nats}?bucket={bucket}&max_age=1h")).await?;
     let js = async_nats::jetstream::new(async_nats::connect(&nats).await?);
     let raw = js.get_key_value(bucket).await?;

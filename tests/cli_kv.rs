@@ -31,8 +31,8 @@ fn stdout(a: &Assert) -> String {
 fn store_urls() -> Vec<String> {
     let mut urls = Vec::new();
     #[cfg(feature = "nats")]
-    urls.push(format!("{}?bucket=micro-kv-test", micro::test_util::nats_url()));
-    urls.push(format!("{}?namespace=micro-kv-test", micro::test_util::redis_url()));
+    urls.push(format!("{}?bucket=micro-kv-conformance", micro::test_util::nats_url()));
+    urls.push(format!("{}?namespace=micro-kv-conformance", micro::test_util::redis_url()));
     urls
 }
 

@@ -12,10 +12,16 @@ const WAIT: Duration = Duration::from_secs(10);
 
 /// The store of a backend (`memory`, `nats`, `redis`) used by the tests.
 pub async fn open(backend: &str) -> Kv {
+    open_in(backend, "micro-kv-conformance").await
+}
+
+/// As `open`, in bucket or namespace `name`: the lock tests keep to their own, so the many
+/// watches they open do not slow the conformance cases' bucket.
+pub async fn open_in(backend: &str, name: &str) -> Kv {
     let url = match backend {
         "memory" => micro::test_util::memory_url(),
-        "nats" => format!("{}?bucket=micro-kv-test&max_age=1h", micro::test_util::nats_url()),
-        "redis" => format!("{}?namespace=micro-kv-test", micro::test_util::redis_url()),
+        "nats" => format!("{}?bucket={name}&max_age=1h", micro::test_util::nats_url()),
+        "redis" => format!("{}?namespace={name}", micro::test_util::redis_url()),
         other => panic!("no backend {other}"),
     };
     Kv::open(&url).await.unwrap_or_else(|e| panic!("open {url}: {e}"))
@@ -153,7 +159,13 @@ async fn watch_sees_every_change_in_order(kv: Kv) {
     let mut seen = Vec::new();
     let mut last = 0;
     while seen.len() < expected.len() {
-        let change = tokio::time::timeout(WAIT, all.next()).await.expect("a change").expect("open").unwrap();
+        let change = tokio::time::timeout(WAIT, all.next())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("no change after {} of {}: seen {seen:?}, expected {expected:?}", seen.len(), expected.len())
+            })
+            .expect("open")
+            .unwrap();
         assert!(change.revision() > last, "revisions in order: {} after {last}", change.revision());
         last = change.revision();
         seen.push(match change {

@@ -12,7 +12,13 @@ use micro::sync::{Leader, Lock};
 use micro::test_util::{unique, wait_for};
 use serde::{Deserialize, Serialize};
 
-use crate::kv::open;
+use crate::kv::open_in;
+
+const BUCKET: &str = "micro-kv-sync";
+
+async fn open(backend: &str) -> Kv {
+    open_in(backend, BUCKET).await
+}
 use crate::util::ChildNode;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -38,13 +44,13 @@ over_kv_sync!(lock_serialises_increments, lock_reports_loss_at_once, leader_obse
 #[cfg(feature = "nats")]
 #[actix::test]
 async fn leader_failover_nats() {
-    leader_failover(format!("{}?bucket=micro-kv-test", micro::test_util::nats_url())).await
+    leader_failover(format!("{}?bucket={BUCKET}&max_age=1h", micro::test_util::nats_url())).await
 }
 
 #[cfg(feature = "redis")]
 #[actix::test]
 async fn leader_failover_redis() {
-    leader_failover(format!("{}?namespace=micro-kv-test", micro::test_util::redis_url())).await
+    leader_failover(format!("{}?namespace={BUCKET}", micro::test_util::redis_url())).await
 }
 
 /// 10 tasks × 100 read-yield-write increments of one kv counter, each under the lock: none is lost,

@@ -59,7 +59,7 @@ mod redis;
 
 pub use memory::MemoryStore;
 #[cfg(feature = "nats")]
-pub use nats::NatsStore;
+pub use nats::{NatsStore, DEFAULT_HISTORY};
 #[cfg(feature = "redis")]
 pub use redis::RedisStore;
 

@@ -22,8 +22,13 @@ use crate::error::{Error, ErrorKind, Result};
 /// The bucket used when the URL names none.
 pub(crate) const DEFAULT_BUCKET: &str = "micro-kv";
 
-/// A NATS JetStream KV bucket (`nats://host:4222?bucket=name&max_age=1h`), created on first use
-/// with one value of history per key.
+/// Values kept per key in a bucket this store creates (`?history=` in the URL). A watch reads
+/// the bucket's stream, so a watcher that falls more than this many writes of one key behind
+/// misses the older ones: with one, a slow watcher sees only the latest value of a busy key.
+pub const DEFAULT_HISTORY: i64 = 64;
+
+/// A NATS JetStream KV bucket (`nats://host:4222?bucket=name&max_age=1h&history=64`), created
+/// on first use keeping [`DEFAULT_HISTORY`] values per key, so that watches see every change.
 ///
 /// ```no_run
 /// # #[micro::main] async fn main() -> micro::Result<()> {
@@ -53,6 +58,7 @@ impl NatsStore {
         let (server, query) = url.split_once('?').unwrap_or((url, ""));
         let mut bucket = DEFAULT_BUCKET.to_string();
         let mut max_age = Duration::ZERO;
+        let mut history = DEFAULT_HISTORY;
         for (k, v) in query.split('&').filter(|p| !p.is_empty()).map(|p| p.split_once('=').unwrap_or((p, ""))) {
             match k {
                 "bucket" => bucket = v.to_string(),
@@ -61,8 +67,15 @@ impl NatsStore {
                         Error::config(format!("bad max_age {v:?} in the kv URL; use e.g. 90s, 10m, 1h"))
                     })?
                 }
+                "history" => {
+                    history = v.parse().ok().filter(|h| (1..=64).contains(h)).ok_or_else(|| {
+                        Error::config(format!("bad history {v:?} in the kv URL: 1 to 64 values kept per key"))
+                    })?
+                }
                 other => {
-                    return Err(Error::config(format!("unknown kv URL parameter {other:?}; use bucket or max_age")))
+                    return Err(Error::config(format!(
+                        "unknown kv URL parameter {other:?}; use bucket, max_age or history"
+                    )))
                 }
             }
         }
@@ -73,14 +86,16 @@ impl NatsStore {
                 format!("NATS at {shown} is unreachable: {e} (start one with `nats-server -js`)"),
             )
         })?;
-        NatsStore::with_client(client, &bucket, max_age, shown).await
+        NatsStore::with_client(client, &bucket, max_age, history, shown).await
     }
 
-    /// Opens (or creates) `bucket` on an existing connection; `max_age` zero keeps values forever.
+    /// Opens (or creates) `bucket` on an existing connection; `max_age` zero keeps values
+    /// forever; `history` values are kept per key (1 to 64; see [`DEFAULT_HISTORY`]).
     pub async fn with_client(
         client: async_nats::Client,
         bucket: &str,
         max_age: Duration,
+        history: i64,
         url: String,
     ) -> Result<NatsStore> {
         let js = async_nats::jetstream::new(client);
@@ -92,7 +107,7 @@ impl NatsStore {
         let stream = stream::Config {
             name: format!("KV_{bucket}"),
             subjects: vec![format!("$KV.{bucket}.>")],
-            max_messages_per_subject: 1,
+            max_messages_per_subject: history,
             max_age,
             allow_rollup: true,
             deny_delete: true,

@@ -98,8 +98,11 @@ impl Lock {
     /// Waits until the lock is free and takes it. Wakes on the holder's release, and checks
     /// every quarter of the TTL for a lease that expired (expiry sends no change).
     pub async fn acquire(&self) -> Result<LockGuard> {
+        if let Some(guard) = self.try_acquire().await? {
+            return Ok(guard);
+        }
         let poll = (self.ttl / 4).min(Duration::from_secs(1));
-        // One watch for the whole wait, opened before the first try: no release is missed.
+        // One watch for the whole wait, opened before the next try: no release is missed.
         let mut changes = self.kv.watch_key(&self.key).await?;
         loop {
             if let Some(guard) = self.try_acquire().await? {
