@@ -810,9 +810,7 @@ impl AmqpBench {
             // The framework's envelope (same names and value sizes) and its routing (topic exchange).
             let mut t = FieldTable::default();
             t.insert("Micro-Publisher".into(), AMQPValue::LongString("events-bench-publisher".into()));
-            props = props
-                .with_headers(t)
-                .with_correlation_id(i.to_string().into());
+            props = props.with_headers(t).with_correlation_id(i.to_string().into());
             "micro"
         } else {
             ""

@@ -56,6 +56,15 @@ pub enum ErrorKind {
     /// The service stopped because its handlers panicked too often.
     #[error("restart intensity exceeded")]
     RestartIntensity,
+    /// An argument is malformed (a kv key with a space, a zero TTL).
+    #[error("invalid argument")]
+    InvalidArgument,
+    /// A conditional write found another revision than it expected (kv compare-and-set).
+    #[error("conflict")]
+    Conflict,
+    /// A lock's or leader's lease was lost, or was never held.
+    #[error("lease lost")]
+    LeaseLost,
 }
 
 /// A local failure: a kind, a message, and optionally the underlying cause. A service's error
@@ -95,6 +104,11 @@ impl Error {
 
     pub(crate) fn config(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::Config, message)
+    }
+
+    #[cfg_attr(not(feature = "kv"), allow(dead_code))]
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::InvalidArgument, message)
     }
 
     pub(crate) fn codec(source: impl Into<BoxError>) -> Self {
@@ -153,6 +167,11 @@ impl Error {
         self.kind == ErrorKind::Timeout || self.status().is_some_and(|s| s.code() == Code::TIMEOUT)
     }
 
+    /// True for a compare-and-set that found another revision ([`ErrorKind::Conflict`]).
+    pub fn is_conflict(&self) -> bool {
+        self.kind == ErrorKind::Conflict
+    }
+
     /// True when no node could take the call (it provably did not run).
     pub fn is_unavailable(&self) -> bool {
         self.kind == ErrorKind::Unavailable
@@ -167,7 +186,8 @@ impl Error {
         let code = match self.kind {
             ErrorKind::Unavailable | ErrorKind::Connect => Code::UNAVAILABLE,
             ErrorKind::Timeout => Code::TIMEOUT,
-            ErrorKind::Codec => Code::BAD_REQUEST,
+            ErrorKind::Codec | ErrorKind::InvalidArgument => Code::BAD_REQUEST,
+            ErrorKind::Conflict | ErrorKind::LeaseLost => Code::CONFLICT,
             _ => Code::INTERNAL,
         };
         Status::new(code, self.to_string()).with_id(id)

@@ -38,7 +38,10 @@
 //! | `gateway` | no | the actix-web API gateway (`micro::gateway`) |
 //! | `web` | no | the web dashboard and web-service proxy (`micro::web`; implies `gateway`) |
 //! | `sidecar` | no | `micro::sidecar`: the toolkit over HTTP for apps in any language (implies `gateway`) |
-//! | `cli` | no | the `micro` binary and `micro::cli` (implies `gateway`, `web` and `sidecar`, for `micro api`, `micro web` and `micro sidecar`) |
+//! | `kv` | no | `micro::kv` (memory, NATS JetStream KV) and `micro::sync` (locks, leader election) |
+//! | `redis` | no | the Redis backend of `micro::kv` and `micro::sync` |
+//! | `config` | no | `micro::config`: typed layered config (defaults, TOML/YAML/JSON, env, kv), hot reload |
+//! | `cli` | no | the `micro` binary and `micro::cli` (implies `gateway`, `web`, `sidecar`, `kv`, `redis` and `config`, for `micro api`, `web`, `sidecar`, `kv` and `config`) |
 //! | `test-util` | no | helpers for tests: broker URLs that fail loudly, unique names, wait-for |
 //!
 //! A service needs only the defaults; the gateway and the command line pull in actix-web, clap
@@ -58,6 +61,9 @@ pub mod broker;
 pub mod cli;
 pub mod client;
 pub mod codec;
+#[cfg(feature = "config")]
+#[cfg_attr(docsrs, doc(cfg(feature = "config")))]
+pub mod config;
 pub mod context;
 pub mod dev;
 pub mod endpoint;
@@ -65,6 +71,9 @@ pub mod error;
 #[cfg(feature = "gateway")]
 #[cfg_attr(docsrs, doc(cfg(feature = "gateway")))]
 pub mod gateway;
+#[cfg(feature = "kv")]
+#[cfg_attr(docsrs, doc(cfg(feature = "kv")))]
+pub mod kv;
 pub mod message;
 pub mod middleware;
 pub mod registry;
@@ -76,6 +85,9 @@ pub mod service;
 pub mod sidecar;
 pub mod status;
 pub mod subject;
+#[cfg(feature = "kv")]
+#[cfg_attr(docsrs, doc(cfg(feature = "kv")))]
+pub mod sync;
 pub mod transport;
 #[cfg(feature = "web")]
 #[cfg_attr(docsrs, doc(cfg(feature = "web")))]

@@ -44,6 +44,24 @@ pub fn amqp_url() -> String {
     url
 }
 
+/// The Redis URL for tests: `MICRO_TEST_REDIS_URL`, else `redis://127.0.0.1:6379/0`.
+///
+/// # Panics
+/// When nothing listens there, with the command that starts Redis.
+pub fn redis_url() -> String {
+    let url = std::env::var("MICRO_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
+    let hostport = url.rsplit('@').next().unwrap_or(&url).trim_start_matches("redis://");
+    let hostport = hostport.split('/').next().unwrap_or(hostport).to_string();
+    if !reachable(&hostport) {
+        panic!(
+            "Redis is not reachable at {hostport}. Install and start it with\n  \
+             apt-get install -y redis-server && redis-server --daemonize yes\n\
+             or `docker compose up -d redis`, or point MICRO_TEST_REDIS_URL at one."
+        );
+    }
+    url
+}
+
 /// True if something accepts TCP connections at `host:port` within 2 s.
 fn reachable(hostport: &str) -> bool {
     hostport

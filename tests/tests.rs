@@ -33,11 +33,17 @@ mod audit;
 mod cli;
 #[cfg(feature = "cli")]
 mod cli_broker;
+#[cfg(all(feature = "cli", feature = "redis"))]
+mod cli_kv;
+#[cfg(feature = "config")]
+mod config;
 mod conformance;
 mod events;
 mod faults;
 #[cfg(feature = "gateway")]
 mod gateway;
+#[cfg(feature = "kv")]
+mod kv;
 mod middleware;
 #[cfg(feature = "nats")]
 mod nats_micro;
@@ -51,6 +57,8 @@ mod recovery;
 #[cfg(feature = "cli")]
 mod sidecar;
 mod subscriptions;
+#[cfg(feature = "kv")]
+mod sync;
 mod typed;
 #[cfg(feature = "web")]
 mod web;
@@ -67,6 +75,10 @@ fn child_node() {
     #[cfg(feature = "web")]
     if let Ok(config) = std::env::var(web::CHILD_ENV) {
         web::run_child(serde_json::from_str(&config).expect("web child config"));
+    }
+    #[cfg(feature = "kv")]
+    if let Ok(config) = std::env::var(sync::LEADER_CHILD_ENV) {
+        sync::run_leader_child(serde_json::from_str(&config).expect("leader child config"));
     }
     if let Ok(config) = std::env::var(util::AUDIT_CHILD_ENV) {
         audit::run_child(serde_json::from_str(&config).expect("audit child config"));

@@ -5,29 +5,38 @@
 //!
 //! ```text
 //! # everything in one process on the embedded memory bus (nothing durable there):
-//! cargo run --features gateway --example audit_trail
+//! cargo run --features gateway,config --example audit_trail
 //!
 //! # the same over NATS (JetStream keeps the events while the audit service is down):
-//! MICRO_TRANSPORT=nats://127.0.0.1:4222 cargo run --features gateway --example audit_trail
+//! MICRO_TRANSPORT=nats://127.0.0.1:4222 cargo run --features gateway,config --example audit_trail
 //!
 //! # as separate processes, over NATS or RabbitMQ (build first, and wait for the gateway to
 //! # answer before publishing: examples/README.md has the exact commands):
 //! export MICRO_TRANSPORT=nats://127.0.0.1:4222    # or amqp://guest:guest@127.0.0.1:5672/%2f
-//! cargo run --features gateway --example audit_trail -- audit --db /tmp/audit.sqlite3 &
-//! cargo run --features gateway --example audit_trail -- users &
-//! cargo run --features gateway --example audit_trail -- gateway --http 127.0.0.1:8080 &
-//! cargo run --features gateway --example audit_trail -- publish --count 1000 --user ada
+//! cargo run --features gateway,config --example audit_trail -- audit --db /tmp/audit.sqlite3 &
+//! cargo run --features gateway,config --example audit_trail -- users &
+//! cargo run --features gateway,config --example audit_trail -- gateway --http 127.0.0.1:8080 &
+//! cargo run --features gateway,config --example audit_trail -- publish --count 1000 --user ada
 //! curl 'http://127.0.0.1:8080/audit/history?user_id=ada&limit=5'
 //! ```
 //!
 //! Options: `--transport URL` (else `MICRO_TRANSPORT`, else `memory://`), `--prefix P` (topics
 //! `P.user.login`.., services `go.micro.srv.audit.P`..), `--db PATH` (default: a new file per run,
 //! `$TMPDIR/audit_trail-<transport>-<run>.sqlite3`, so runs and transports never mix their events;
-//! give a path to keep one across runs), `--http ADDR`, `--ack-wait-ms N`, `--count N`, `--user U`.
+//! give a path to keep one across runs), `--http ADDR`, `--ack-wait-ms N`, `--count N`, `--user U`,
+//! `--config FILE` (TOML/YAML/JSON settings: `retention_days`, `digest_every_secs`).
+//!
+//! Each audit instance also campaigns for the leader-elected daily digest (digest.rs): only the
+//! leader counts the day's events and prunes those past the retention, which it reads from
+//! `micro::config` (defaults < `--config` < `MICRO__RETENTION_DAYS` < the kv document
+//! `config.audit_trail` in the store named by `MICRO_KV`, e.g. `micro config set audit_trail
+//! retention_days 30`). Run two audit instances with `MICRO_KV=nats://127.0.0.1:4222` and kill the
+//! leader: the other takes the digest over.
 #[path = "../common/log.rs"]
 mod log;
 
 mod audit;
+mod digest;
 mod names;
 mod users;
 
@@ -45,7 +54,7 @@ use users::{Login, Order, ProfileUpdate, ORDERS_PLACE, USERS_LOGIN, USERS_UPDATE
 type Result<T, E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
 
 const USAGE: &str = "usage: audit_trail [demo|audit|users|gateway|publish] [--transport URL] [--prefix P] \
-                     [--db PATH] [--http ADDR] [--ack-wait-ms N] [--count N] [--user U]";
+                     [--db PATH] [--http ADDR] [--ack-wait-ms N] [--count N] [--user U] [--config FILE]";
 
 struct Args {
     command: String,
@@ -56,12 +65,14 @@ struct Args {
     ack_wait: Option<Duration>,
     count: usize,
     user: Option<String>,
+    config: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args> {
     let mut args = std::env::args().skip(1);
     let (mut command, mut url, mut prefix, mut db, mut http, mut ack_wait, mut count, mut user) =
         (None, None, None, None, None, None, 100, None);
+    let mut config = None;
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
@@ -80,6 +91,7 @@ fn parse_args() -> Result<Args> {
             "--ack-wait-ms" => ack_wait = Some(Duration::from_millis(value()?.parse()?)),
             "--count" => count = value()?.parse()?,
             "--user" => user = Some(value()?),
+            "--config" => config = Some(PathBuf::from(value()?)),
             c if !c.starts_with('-') && command.is_none() => command = Some(c.to_string()),
             other => return Err(format!("unexpected argument {other:?}\n{USAGE}").into()),
         }
@@ -95,6 +107,7 @@ fn parse_args() -> Result<Args> {
         ack_wait,
         count,
         user,
+        config,
     })
 }
 
@@ -115,7 +128,17 @@ async fn main() -> Result<(), micro::Report> {
         "demo" => Ok(demo(&args).await?),
         "audit" => {
             println!("audit service on {}, storing into {}", args.url, args.db.display());
-            Ok(audit::service(&audit())?.transport(&args.url).run().await?)
+            let svc = audit::service(&audit())?.transport(&args.url);
+            let kv = micro::kv::Kv::from_env().await?;
+            let settings = digest::settings(&kv, args.config.as_deref()).await?;
+            let id = format!("audit-{}", std::process::id());
+            let db = args.db.clone();
+            actix_rt::spawn(async move {
+                if let Err(e) = digest::run(kv, id, db, settings).await {
+                    eprintln!("the daily digest stopped: {e}");
+                }
+            });
+            Ok(svc.run().await?)
         }
         "users" => Ok(users::service(&args.names).transport(&args.url).run().await?),
         "gateway" => {
@@ -202,6 +225,19 @@ async fn demo(args: &Args) -> Result<()> {
     println!("\nAudit.History for ada over RPC (newest first):");
     for e in &history {
         println!("  {} {:<22} {} {}", e.timestamp_ms, e.topic, e.id, e.payload);
+    }
+
+    // The daily digest: this process is the only candidate, so it leads at once.
+    let kv = micro::kv::Kv::from_env().await?;
+    let settings = digest::settings(&kv, args.config.as_deref()).await?;
+    let leader = micro::sync::Leader::new(&kv, "audit_trail.digest", "demo")?;
+    if let Some(term) = leader.try_campaign().await? {
+        let d = digest::run_once(&args.db, &settings.get(), term.token())?;
+        println!(
+            "\ndaily digest (leader, token {}): {} events in the last day, retention {} days, {} pruned",
+            d.token, d.events_last_day, d.retention_days, d.pruned
+        );
+        term.resign().await?;
     }
 
     let url = format!("http://{address}{}?user_id=ada&limit=3", names.history_path());

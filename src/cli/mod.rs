@@ -10,6 +10,8 @@
 //! micro web --address 127.0.0.1:8082                      # the web dashboard and proxy
 //! micro sidecar --name go.micro.srv.py --app http://127.0.0.1:5000 --health /health
 //! micro --proxy-address http://127.0.0.1:8081 services    # through a sidecar, no broker access
+//! micro kv put greeter.motd hello --ttl 1h                # the kv store (--kv URL or MICRO_KV)
+//! micro config set audit retention_days 30 --env prod     # config documents in the kv store
 //! ```
 //!
 //! Exit codes: 0 success; 1 the command failed here (broker unreachable, unknown service, bad
@@ -29,6 +31,7 @@ mod call;
 mod completions;
 mod events;
 mod input;
+mod kv;
 mod nodes;
 mod output;
 mod proxy;
@@ -42,6 +45,7 @@ pub use call::CallArgs;
 pub use completions::CompletionsArgs;
 pub use events::{PublishArgs, SubscribeArgs};
 pub use input::ContentType;
+pub use kv::{ConfigArgs, ConfigCommand, KvArgs, KvCommand, StoreArgs};
 pub use nodes::NodesArgs;
 pub use output::OutputFormat;
 pub use proxy::PROXY_TOKEN_ENV;
@@ -135,6 +139,10 @@ pub enum Command {
     Subscriptions(NodesArgs),
     /// List the durable groups the broker keeps, or delete one (groups delete GROUP TOPIC).
     Groups(GroupsArgs),
+    /// Read and write the kv store: get, put, del, ls, watch.
+    Kv(KvArgs),
+    /// Read and set config documents in the kv store (config.APP and config.APP.ENV).
+    Config(ConfigArgs),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
     /// Run the API gateway: HTTP in, RPC and events out.
@@ -298,6 +306,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Command::Watch(args) => registry::watch(url, &out, args).await,
         Command::Subscriptions(args) => subscriptions::subscriptions(url, &out, args).await,
         Command::Groups(args) => subscriptions::groups(url, &out, args).await,
+        Command::Kv(args) => kv::run(&out, args).await,
+        Command::Config(args) => kv::config(&out, args).await,
         Command::Completions(args) => completions::run(args),
         Command::Sidecar(args) => sidecar::run(url, args).await,
     }

@@ -47,6 +47,12 @@ impl Output {
         }
     }
 
+    /// JSON only when asked for with `--output json` (for commands that print a value, which
+    /// a script wants as it is).
+    pub(super) fn json_asked(&self) -> bool {
+        self.explicit == Some(OutputFormat::Json)
+    }
+
     /// Prints one JSON document: indented on a terminal, one line otherwise.
     pub(super) fn print_json<T: Serialize + ?Sized>(&self, value: &T) -> std::io::Result<()> {
         let text = if self.stdout_tty { serde_json::to_string_pretty(value) } else { serde_json::to_string(value) }
