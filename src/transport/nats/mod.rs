@@ -204,10 +204,23 @@ pub(super) fn from_nats(msg: async_nats::Message) -> (Message, Option<async_nats
         None => Headers::new(),
     };
     if let Some(map) = &msg.headers {
+        use crate::message::headers::{intern, ID, NATS_MSG_ID};
+        let mut dedup_id = None;
         for (name, values) in map.iter() {
+            let name: &str = name.as_ref();
             if let Some(v) = values.first() {
-                headers.push(crate::message::headers::intern(name.as_ref()), v.as_str());
+                // JetStream's dedup id is the event id of a durable publish (protocol §6.1): it
+                // becomes `Micro-Id` unless that is there, and is never passed on, so a copy
+                // (a retry, a dead letter) is not taken for the original.
+                if name.eq_ignore_ascii_case(NATS_MSG_ID) {
+                    dedup_id = Some(v.as_str());
+                    continue;
+                }
+                headers.push(intern(name), v.as_str());
             }
+        }
+        if let Some(id) = dedup_id.filter(|_| headers.get(ID).is_none()) {
+            headers.push(ID, id);
         }
     }
     (Message { headers, body: msg.payload }, msg.reply)
