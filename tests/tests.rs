@@ -29,6 +29,8 @@ macro_rules! over_brokers {
 mod util;
 
 mod audit;
+#[cfg(feature = "bot")]
+mod bot;
 #[cfg(feature = "cli")]
 mod cli;
 #[cfg(feature = "cli")]

@@ -120,6 +120,9 @@ impl Input for IrcInput {
                 channels: c.channels.clone(),
                 ping_time: Some(30),
                 ping_timeout: Some(10),
+                // A reply is one message a line: let a table through at once, then pace.
+                burst_window_length: Some(2),
+                max_messages_in_burst: Some(30),
                 ..Config::default()
             };
             let mut client = Client::from_config(config).await.map_err(input_error)?;
