@@ -255,7 +255,7 @@ impl Dispatch<'_> {
     async fn command_service(&self, cmd: &str, rest: &str) -> String {
         let unknown = || {
             let names: Vec<&str> = BUILTINS.iter().map(|(c, _)| *c).collect();
-            format!("unknown command `{cmd}`; usage: {} or a command `help` lists", names.join(" | "))
+            format!("unknown command `{cmd}`; usage: {}, or a command `help` lists", names.join(" | "))
         };
         if cmd.is_empty() || !cmd.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             return unknown();

@@ -179,9 +179,9 @@ impl BotConfig {
 
     /// True if the bot answers this message.
     pub fn answers(&self, msg: &Incoming) -> bool {
-        let user_ok = self.users.iter().any(|u| *u == msg.sender);
+        let user_ok = self.users.contains(&msg.sender);
         match &msg.room {
-            Some(room) => self.rooms.iter().any(|r| r == room) && (self.users.is_empty() || user_ok),
+            Some(room) => self.rooms.contains(room) && (self.users.is_empty() || user_ok),
             None => user_ok,
         }
     }
