@@ -31,6 +31,8 @@ mod util;
 mod audit;
 #[cfg(feature = "bot")]
 mod bot;
+#[cfg(feature = "bot")]
+mod bot_xmpp;
 #[cfg(feature = "cli")]
 mod cli;
 #[cfg(feature = "cli")]

@@ -62,6 +62,21 @@ pub trait Input: Send + std::fmt::Debug {
     fn send(&mut self, reply: Reply) -> BoxFuture<'_, Result<(), BotError>>;
 }
 
+/// The text addressed to the bot called `nick`: all of a direct message; in a room, what
+/// follows `NICK:`, `NICK,` or `!`.
+pub(crate) fn addressed<'a>(nick: &str, text: &'a str, in_room: bool) -> Option<&'a str> {
+    let text = text.trim();
+    if !in_room {
+        return Some(text);
+    }
+    if let Some(rest) = text.strip_prefix('!') {
+        return Some(rest.trim());
+    }
+    let rest = text.strip_prefix(nick)?;
+    let rest = rest.strip_prefix(':').or_else(|| rest.strip_prefix(','))?;
+    Some(rest.trim())
+}
+
 /// Backoff between reconnects: doubles from `MIN_BACKOFF` up to `MAX_BACKOFF`.
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);

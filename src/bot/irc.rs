@@ -80,19 +80,8 @@ impl IrcInput {
         IrcInput { config, client: None }
     }
 
-    /// The text addressed to the bot: all of a private message; in a channel, what follows
-    /// `NICK:`, `NICK,` or `!`.
     fn addressed<'a>(&self, text: &'a str, in_channel: bool) -> Option<&'a str> {
-        let text = text.trim();
-        if !in_channel {
-            return Some(text);
-        }
-        if let Some(rest) = text.strip_prefix('!') {
-            return Some(rest.trim());
-        }
-        let rest = text.strip_prefix(self.config.nick.as_str())?;
-        let rest = rest.strip_prefix(':').or_else(|| rest.strip_prefix(','))?;
-        Some(rest.trim())
+        super::input::addressed(&self.config.nick, text, in_channel)
     }
 }
 

@@ -1,6 +1,7 @@
 //! The chat bot: the CLI over chat, and commands that are services.
 //!
-//! A [`Bot`] joins chat systems through [`Input`]s ([`IrcInput`], [`StdinInput`], or your own)
+//! A [`Bot`] joins chat systems through [`Input`]s ([`IrcInput`], [`XmppInput`], [`StdinInput`],
+//! or your own)
 //! and answers commands: the built-ins mirror the CLI (`help`, `services`, `service NAME`,
 //! `call SERVICE ENDPOINT {json}`, `health SERVICE`, `stats SERVICE`, `publish TOPIC {json}`,
 //! `echo`), and any service named `<namespace>.<command>` (by default `go.micro.bot.deploy` for
@@ -32,11 +33,13 @@ mod format;
 mod input;
 mod irc;
 mod stdin;
+mod xmpp;
 
 pub use format::truncate;
 pub use input::{Incoming, Input, Reply};
 pub use irc::{IrcConfig, IrcInput};
 pub use stdin::{StdinInput, STDIN_ROOM};
+pub use xmpp::{XmppConfig, XmppInput};
 
 /// The default namespace of command services: `go.micro.bot.<command>`.
 pub const DEFAULT_NAMESPACE: &str = "go.micro.bot";
