@@ -29,6 +29,10 @@ macro_rules! over_brokers {
 mod util;
 
 mod audit;
+#[cfg(feature = "bot")]
+mod bot;
+#[cfg(feature = "bot")]
+mod bot_xmpp;
 #[cfg(feature = "cli")]
 mod cli;
 #[cfg(feature = "cli")]

@@ -27,6 +27,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use crate::gateway::{GatewayConfig, HandlerKind};
 
 mod api;
+mod bot;
 mod call;
 mod completions;
 mod events;
@@ -41,6 +42,7 @@ mod subscriptions;
 mod suggest;
 mod web;
 
+pub use bot::BotArgs;
 pub use call::CallArgs;
 pub use completions::CompletionsArgs;
 pub use events::{PublishArgs, SubscribeArgs};
@@ -151,6 +153,8 @@ pub enum Command {
     Web(WebArgs),
     /// Run a sidecar: an app in any language as a service, and the toolkit over HTTP for it.
     Sidecar(SidecarArgs),
+    /// Run the chat bot: these commands over IRC or a terminal, plus commands that are services.
+    Bot(BotArgs),
 }
 
 /// `micro api` options; every flag also reads a `MICRO_API_*` variable.
@@ -255,7 +259,7 @@ pub fn main() -> ExitCode {
     };
     // The gateway is a server and logs what it does; the other commands are tools whose
     // output is what they print, so only warnings reach stderr unless MICRO_LOG asks for more.
-    init_tracing(if matches!(cli.command, Command::Api(_) | Command::Web(_) | Command::Sidecar(_)) {
+    init_tracing(if matches!(cli.command, Command::Api(_) | Command::Web(_) | Command::Sidecar(_) | Command::Bot(_)) {
         "info"
     } else {
         "warn"
@@ -310,6 +314,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Command::Config(args) => kv::config(&out, args).await,
         Command::Completions(args) => completions::run(args),
         Command::Sidecar(args) => sidecar::run(url, args).await,
+        Command::Bot(args) => bot::run(url, args).await,
     }
 }
 
