@@ -333,6 +333,46 @@ async fn main() -> Result<(), BoxError> {
         None => println!("rpc_amqp: no local RabbitMQ process found: broker CPU not shown"),
     }
 
+    // Counted run (a child under callgrind, see `common::callgrind`).
+    if let Some(calls) = callgrind::counted_calls() {
+        let side = std::env::var("BENCH_PROFILE").unwrap_or_default();
+        let target = match side.as_str() {
+            "raw" => &raw,
+            "raw-confirm" => &raw_confirm,
+            _ => &framework,
+        };
+        callgrind::counted_run(target, calls).await?;
+        service.stop().await?;
+        raw_task.abort();
+        return Ok(());
+    }
+    // Instructions per call (`BENCH_CALLGRIND=1`): this binary again under callgrind, per side.
+    if std::env::var("BENCH_CALLGRIND").is_ok_and(|v| v != "0") {
+        service.stop().await?;
+        raw_task.abort();
+        let full = cfg.full;
+        let measure = move |side: &str| callgrind::measure(side, full).map_err(|e| e.to_string());
+        let (raw_cost, confirm_cost, fw_cost) = tokio::task::spawn_blocking(move || {
+            Ok::<_, String>((measure("raw")?, measure("raw-confirm")?, measure("framework")?))
+        })
+        .await??;
+        println!("callgrind, c=1, caller and responder in one process (lapin's threads included), per call:");
+        println!("{:<12} {:>14} {:>12}", "side", "instructions", "allocations");
+        for (label, c) in [("raw", &raw_cost), ("raw+confirm", &confirm_cost), ("framework", &fw_cost)] {
+            println!("{label:<12} {:>14.0} {:>12.1}", c.instructions, c.allocations);
+        }
+        println!(
+            "rpc amqp instructions_ratio={:.2} instructions_ratio_confirm={:.2} instructions_framework={:.0} \
+             allocs_framework={:.1} allocs_raw={:.1}",
+            fw_cost.instructions / raw_cost.instructions,
+            fw_cost.instructions / confirm_cost.instructions,
+            fw_cost.instructions,
+            fw_cost.allocations,
+            raw_cost.allocations
+        );
+        return Ok(());
+    }
+
     let rss_before = micro::server::resident_memory_bytes();
     for target in [&raw, &raw_confirm, &framework] {
         run_phase(target, 1, cfg.warmup, broker).await;
