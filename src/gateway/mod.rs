@@ -162,25 +162,9 @@ impl Gateway {
     pub async fn run(self) -> std::io::Result<()> {
         let config = self.state.config.clone();
         let gateway = self.clone();
-        let mut server = HttpServer::new(move || gateway.app())
-            .shutdown_timeout(config.shutdown_timeout.as_secs())
-            .client_request_timeout(Duration::from_secs(10))
-            .max_connection_rate(1024)
-            // actix-web stops at once on SIGINT and drains only on SIGTERM; both drain here.
-            .disable_signals();
-        if config.workers > 0 {
-            server = server.workers(config.workers);
-        }
-        let server = server.bind(config.address)?.run();
-        let handle = server.handle();
-        actix_rt::spawn(async move {
-            if let Err(e) = crate::service::shutdown_signal().await {
-                tracing::error!(error = %e, "the gateway cannot listen for SIGINT/SIGTERM");
-                return;
-            }
-            tracing::info!("gateway stopping: finishing open requests");
-            handle.stop(true).await;
-        });
+        let listen =
+            Listen { address: config.address, workers: config.workers, shutdown_timeout: config.shutdown_timeout };
+        let server = serve_until_signal(move || gateway.app(), listen, "gateway", || {})?;
         tracing::info!(address = %config.address, handler = ?config.handler, namespace = %config.namespace, "gateway listening");
         server.await
     }
@@ -202,6 +186,56 @@ pub(crate) fn cors(origins: &[String]) -> actix_cors::Cors {
         return base;
     }
     origins.iter().fold(base, |c, o| c.allowed_origin(o)).supports_credentials()
+}
+
+/// Where and how an HTTP front end listens.
+pub(crate) struct Listen {
+    pub(crate) address: std::net::SocketAddr,
+    /// 0: actix-web's default (one per core).
+    pub(crate) workers: usize,
+    pub(crate) shutdown_timeout: Duration,
+}
+
+/// Binds an HTTP server (the gateway's, the dashboard's) with the toolkit's limits and drains it on
+/// SIGINT as on SIGTERM (actix-web would stop at once on SIGINT): `before_stop` runs first, then
+/// open requests finish within the shutdown timeout. `what` names it in the logs.
+pub(crate) fn serve_until_signal<F, T, B>(
+    factory: F,
+    listen: Listen,
+    what: &'static str,
+    before_stop: impl FnOnce() + 'static,
+) -> std::io::Result<actix_web::dev::Server>
+where
+    F: Fn() -> App<T> + Send + Clone + 'static,
+    T: actix_web::dev::ServiceFactory<
+            ServiceRequest,
+            Config = (),
+            Response = ServiceResponse<B>,
+            Error = actix_web::Error,
+            InitError = (),
+        > + 'static,
+    B: actix_web::body::MessageBody + 'static,
+{
+    let mut server = HttpServer::new(factory)
+        .shutdown_timeout(listen.shutdown_timeout.as_secs())
+        .client_request_timeout(Duration::from_secs(10))
+        .max_connection_rate(1024)
+        .disable_signals();
+    if listen.workers > 0 {
+        server = server.workers(listen.workers);
+    }
+    let server = server.bind(listen.address)?.run();
+    let handle = server.handle();
+    actix_rt::spawn(async move {
+        if let Err(e) = crate::service::shutdown_signal().await {
+            tracing::error!(error = %e, "the {what} cannot listen for SIGINT/SIGTERM");
+            return;
+        }
+        tracing::info!("{what} stopping: finishing open requests");
+        before_stop();
+        handle.stop(true).await;
+    });
+    Ok(server)
 }
 
 async fn health(state: web::Data<State>) -> HttpResponse {

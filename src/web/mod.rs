@@ -26,10 +26,9 @@
 //! ```
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpResponse};
 
 use crate::client::Client;
 use crate::gateway::{Gateway, GatewayError};
@@ -154,26 +153,19 @@ impl Web {
     pub async fn run(self) -> std::io::Result<()> {
         let config = self.state.config.clone();
         let this = self.clone();
-        let mut server = HttpServer::new(move || this.app())
-            .shutdown_timeout(config.shutdown_timeout.as_secs())
-            .client_request_timeout(Duration::from_secs(10))
-            .max_connection_rate(1024)
-            .disable_signals();
-        if config.workers > 0 {
-            server = server.workers(config.workers);
-        }
-        let server = server.bind(config.address)?.run();
-        let handle = server.handle();
-        let this = self.clone();
-        actix_rt::spawn(async move {
-            if let Err(e) = crate::service::shutdown_signal().await {
-                tracing::error!(error = %e, "the dashboard cannot listen for SIGINT/SIGTERM");
-                return;
-            }
-            tracing::info!("dashboard stopping: closing live streams, finishing open requests");
-            this.close_streams();
-            handle.stop(true).await;
-        });
+        let streams = self.clone();
+        let listen = crate::gateway::Listen {
+            address: config.address,
+            workers: config.workers,
+            shutdown_timeout: config.shutdown_timeout,
+        };
+        // Live streams never end by themselves: closed first, so the drain does not wait them out.
+        let server = crate::gateway::serve_until_signal(
+            move || this.app(),
+            listen,
+            "dashboard",
+            move || streams.close_streams(),
+        )?;
         tracing::info!(
             address = %config.address,
             namespace = %config.namespace,
