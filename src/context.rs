@@ -32,6 +32,47 @@ pub struct CallContext {
     pub(crate) trace_state: Option<String>,
     pub(crate) metadata: Metadata,
     pub(crate) event: Option<EventInfo>,
+    /// The `Authorization` header as received (requests only); never passed on.
+    pub(crate) authorization: Option<String>,
+    /// Who called, once an auth layer verified the caller's token.
+    pub(crate) identity: std::sync::OnceLock<Arc<Identity>>,
+}
+
+/// A caller whose token an auth layer verified: its account id, kind and scopes. Handlers read
+/// it with [`CallContext::identity`].
+///
+/// ```
+/// let who = micro::Identity::new("go.micro.srv.billing", ["invoices.read"]);
+/// assert!(who.has_scope("invoices.read"));
+/// assert!(!who.has_scope("admin"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct Identity {
+    /// The account id (the token's `sub`).
+    pub id: String,
+    /// `user` or `service` (the token's `typ` claim), when the token says.
+    pub kind: Option<String>,
+    /// The scopes the token grants.
+    pub scopes: Vec<String>,
+}
+
+impl Identity {
+    /// An identity with scopes.
+    pub fn new<I: IntoIterator<Item = S>, S: Into<String>>(id: impl Into<String>, scopes: I) -> Identity {
+        Identity { id: id.into(), kind: None, scopes: scopes.into_iter().map(Into::into).collect() }
+    }
+
+    /// Sets the kind (`user`, `service`).
+    pub fn with_kind(mut self, kind: impl Into<String>) -> Identity {
+        self.kind = Some(kind.into());
+        self
+    }
+
+    /// True when the token grants this scope.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
 }
 
 /// Event facts, for contexts of event handlers.
@@ -94,6 +135,18 @@ impl CallContext {
     /// For an event handler: topic, timestamp and publisher.
     pub fn event(&self) -> Option<&EventInfo> {
         self.event.as_ref()
+    }
+
+    /// The verified caller: set by an auth layer (`ServiceBuilder::auth`) when the request
+    /// carried a valid token; `None` without one (a public endpoint) or without an auth layer.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.get().map(|i| &**i)
+    }
+
+    /// Records the verified caller (the first one set stays).
+    #[cfg_attr(not(feature = "auth"), allow(dead_code))]
+    pub(crate) fn set_identity(&self, identity: Arc<Identity>) {
+        let _ = self.identity.set(identity);
     }
 
     /// The context of the request the current task is serving, if any.

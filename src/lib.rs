@@ -55,6 +55,9 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod api;
+#[cfg(feature = "auth")]
+#[cfg_attr(docsrs, doc(cfg(feature = "auth")))]
+pub mod auth;
 #[cfg(feature = "bot")]
 #[cfg_attr(docsrs, doc(cfg(feature = "bot")))]
 pub mod bot;
@@ -115,7 +118,7 @@ pub const PROTOCOL: &str = "micro/2";
 pub use broker::{Broker, Event, PublishOptions, SubscribeOptions};
 pub use client::{CallOptions, Client, RetryPolicy};
 pub use codec::Codec;
-pub use context::CallContext;
+pub use context::{CallContext, Identity};
 pub use endpoint::Endpoint;
 pub use error::{Error, ErrorKind, Report, Result};
 pub use message::{Metadata, TraceParent};

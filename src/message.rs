@@ -42,6 +42,9 @@ pub mod headers {
     pub const TRACEPARENT: &str = "traceparent";
     /// W3C trace state.
     pub const TRACESTATE: &str = "tracestate";
+    /// The caller's credential: `Bearer <JWT>` (requests). Checked by the auth layer of a
+    /// service that has one; never passed on to further calls.
+    pub const AUTHORIZATION: &str = "Authorization";
     /// Prefix of user metadata headers: `Micro-Meta-<key>`.
     pub const META_PREFIX: &str = "Micro-Meta-";
     /// Dead letters: why it was dead-lettered (the last error's text).
@@ -56,7 +59,7 @@ pub mod headers {
     pub const DLQ_CODE: &str = "Micro-Dlq-Code";
 
     #[cfg_attr(not(any(feature = "nats", feature = "rabbitmq")), allow(dead_code))]
-    const KNOWN: [&str; 12] = [
+    const KNOWN: [&str; 13] = [
         CONTENT_TYPE,
         ID,
         NATS_MSG_ID,
@@ -68,6 +71,7 @@ pub mod headers {
         PUBLISHER,
         TRACEPARENT,
         TRACESTATE,
+        AUTHORIZATION,
         "content-type",
     ];
 

@@ -29,6 +29,12 @@ macro_rules! over_brokers {
 mod util;
 
 mod audit;
+#[cfg(feature = "auth")]
+mod auth;
+#[cfg(all(feature = "auth", feature = "gateway"))]
+mod auth_gateway;
+#[cfg(feature = "auth")]
+mod auth_jwt;
 #[cfg(feature = "bot")]
 mod bot;
 #[cfg(feature = "bot")]

@@ -133,6 +133,8 @@ impl Event {
                 timestamp: self.timestamp,
                 publisher: self.publisher.clone(),
             }),
+            authorization: None,
+            identity: Default::default(),
         }
     }
 }

@@ -12,6 +12,8 @@
 //! micro --proxy-address http://127.0.0.1:8081 services    # through a sidecar, no broker access
 //! micro kv put greeter.motd hello --ttl 1h                # the kv store (--kv URL or MICRO_KV)
 //! micro config set audit retention_days 30 --env prod     # config documents in the kv store
+//! micro auth serve --http 127.0.0.1:8090                  # accounts, tokens, rules (docs/auth.md)
+//! micro login --id admin                                  # a token, cached 0600 for `micro auth ...`
 //! ```
 //!
 //! Exit codes: 0 success; 1 the command failed here (broker unreachable, unknown service, bad
@@ -27,6 +29,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use crate::gateway::{GatewayConfig, HandlerKind};
 
 mod api;
+mod auth;
 mod bot;
 mod call;
 mod completions;
@@ -42,6 +45,9 @@ mod subscriptions;
 mod suggest;
 mod web;
 
+pub use auth::{
+    token_file, AccountsCommand, ApiKeysCommand, AuthArgs, AuthCommand, LoginArgs, RulesCommand, ServeArgs,
+};
 pub use bot::BotArgs;
 pub use call::CallArgs;
 pub use completions::CompletionsArgs;
@@ -155,6 +161,10 @@ pub enum Command {
     Sidecar(SidecarArgs),
     /// Run the chat bot: these commands over IRC or a terminal, plus commands that are services.
     Bot(BotArgs),
+    /// Run the auth service, or manage accounts, rules and API keys (see docs/auth.md).
+    Auth(AuthArgs),
+    /// Get a token by client credentials and keep it (0600) for the `micro auth` commands.
+    Login(LoginArgs),
 }
 
 /// `micro api` options; every flag also reads a `MICRO_API_*` variable.
@@ -199,6 +209,31 @@ pub struct ApiArgs {
     /// Let HTTP callers reach the services' Debug.* endpoints (node ids, memory, counters).
     #[arg(long, env = "MICRO_API_EXPOSE_DEBUG")]
     pub expose_debug: bool,
+    /// The gateway's account at the auth service: turns auth on (tokens, API keys, rules);
+    /// required on an address other than loopback.
+    #[arg(long, env = "MICRO_API_AUTH_ID")]
+    pub auth_id: Option<String>,
+    /// The secret of --auth-id [env: MICRO_API_AUTH_SECRET].
+    #[arg(long, env = "MICRO_API_AUTH_SECRET", hide_env_values = true)]
+    pub auth_secret: Option<String>,
+    /// The auth service's name on the broker.
+    #[arg(long, env = "MICRO_AUTH_SERVICE", default_value = crate::auth::AUTH_SERVICE)]
+    pub auth_service: String,
+    /// Rate limit per client address, as COUNT/PERIOD (e.g. 100/1s): 429 past it.
+    #[arg(long, env = "MICRO_API_RATE_LIMIT", value_parser = parse_rate)]
+    pub rate_limit: Option<(u32, Duration)>,
+    /// Rate limit per credential (token subject or API key), as COUNT/PERIOD.
+    #[arg(long, env = "MICRO_API_KEY_RATE_LIMIT", value_parser = parse_rate)]
+    pub key_rate_limit: Option<(u32, Duration)>,
+}
+
+fn parse_rate(s: &str) -> Result<(u32, Duration), String> {
+    let (n, period) = s.split_once('/').ok_or_else(|| format!("{s:?}: use COUNT/PERIOD, e.g. 100/1s"))?;
+    let n: u32 = n.trim().parse().map_err(|_| format!("{n:?} is not a count"))?;
+    if n == 0 {
+        return Err("the count must be at least 1".into());
+    }
+    Ok((n, parse_duration(period)?))
 }
 
 impl ApiArgs {
@@ -221,7 +256,14 @@ impl ApiArgs {
         for (prefix, h) in &self.routes {
             c = c.route(prefix.clone(), *h);
         }
-        c
+        let mut limits = crate::gateway::RateLimit::default();
+        if let Some((n, per)) = self.rate_limit {
+            limits = limits.per_address(n, per);
+        }
+        if let Some((n, per)) = self.key_rate_limit {
+            limits = limits.per_key(n, per);
+        }
+        c.rate_limit(limits)
     }
 }
 
@@ -259,11 +301,20 @@ pub fn main() -> ExitCode {
     };
     // The gateway is a server and logs what it does; the other commands are tools whose
     // output is what they print, so only warnings reach stderr unless MICRO_LOG asks for more.
-    init_tracing(if matches!(cli.command, Command::Api(_) | Command::Web(_) | Command::Sidecar(_) | Command::Bot(_)) {
-        "info"
-    } else {
-        "warn"
-    });
+    init_tracing(
+        if matches!(
+            cli.command,
+            Command::Api(_)
+                | Command::Web(_)
+                | Command::Sidecar(_)
+                | Command::Bot(_)
+                | Command::Auth(AuthArgs { command: AuthCommand::Serve(_), .. })
+        ) {
+            "info"
+        } else {
+            "warn"
+        },
+    );
     let result = actix_rt::System::new().block_on(run(cli));
     match result {
         Ok(code) => code,
@@ -315,6 +366,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Command::Completions(args) => completions::run(args),
         Command::Sidecar(args) => sidecar::run(url, args).await,
         Command::Bot(args) => bot::run(url, args).await,
+        Command::Auth(args) => auth::run(url, args).await,
+        Command::Login(args) => auth::login(url, args).await,
     }
 }
 

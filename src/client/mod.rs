@@ -301,6 +301,9 @@ impl Client {
         if let Some(id) = opts.id.take() {
             h.push(headers::ID, id);
         }
+        if let Some(token) = opts.token.take() {
+            h.push(headers::AUTHORIZATION, format!("Bearer {token}"));
+        }
         if config.name != CLIENT_ID {
             h.push(headers::CALLER, config.name.clone());
         }

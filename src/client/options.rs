@@ -89,6 +89,7 @@ pub struct CallOptions {
     pub(crate) shared: bool,
     pub(crate) node: Option<String>,
     pub(crate) id: Option<String>,
+    pub(crate) token: Option<String>,
 }
 
 impl CallOptions {
@@ -159,6 +160,13 @@ impl CallOptions {
     /// the request carries none: a common call pays for no header it does not use.
     pub fn id(mut self, id: impl Into<String>) -> Self {
         self.id = Some(id.into());
+        self
+    }
+
+    /// A bearer token for this call, sent as `Authorization: Bearer <token>` (services behind
+    /// auth check it). It is not passed on to calls the handler makes.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
         self
     }
 

@@ -65,6 +65,12 @@ pub struct GatewayConfig {
     pub(crate) expose_debug: bool,
     /// Paths whose WebSocket upgrades the app serves itself: their payload is not bounded.
     pub(crate) websocket_paths: Vec<String>,
+    /// Tokens, API keys and rules (feature `auth`).
+    #[cfg(feature = "auth")]
+    pub(crate) auth: Option<crate::auth::AuthClient>,
+    /// Rate limits (feature `auth`).
+    #[cfg(feature = "auth")]
+    pub(crate) rate_limit: super::RateLimit,
 }
 
 impl Default for GatewayConfig {
@@ -85,6 +91,10 @@ impl Default for GatewayConfig {
             rpc_namespaces: Vec::new(),
             expose_debug: false,
             websocket_paths: Vec::new(),
+            #[cfg(feature = "auth")]
+            auth: None,
+            #[cfg(feature = "auth")]
+            rate_limit: Default::default(),
         }
     }
 }
@@ -179,12 +189,42 @@ impl GatewayConfig {
         self
     }
 
+    /// Locks the gateway down (feature `auth`): callers present a bearer token or an API key
+    /// (`X-Api-Key`, or `Authorization: Bearer mk_...`, exchanged with the auth service for a
+    /// token), every call is checked against `auth`'s rules (401/403; deny by default;
+    /// `Debug.*` only by a rule naming `Debug` explicitly, whatever
+    /// [`expose_debug`](Self::expose_debug) says) and carries the caller's token on to the
+    /// service. Required to serve on an address other than loopback.
+    #[cfg(feature = "auth")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "auth")))]
+    pub fn auth(mut self, auth: crate::auth::AuthClient) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+
+    /// Rate limits per client address and per credential (feature `auth`; none by default).
+    #[cfg(feature = "auth")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "auth")))]
+    pub fn rate_limit(mut self, limits: super::RateLimit) -> Self {
+        self.rate_limit = limits;
+        self
+    }
+
+    /// True when the gateway checks tokens.
+    pub(crate) fn has_auth(&self) -> bool {
+        #[cfg(feature = "auth")]
+        return self.auth.is_some();
+        #[cfg(not(feature = "auth"))]
+        false
+    }
+
     /// Whether an HTTP caller may call this endpoint of this service: the service in the
     /// gateway's namespace (or, through `/rpc`, in one of the `rpc_namespaces`), and no
     /// `Debug.*` endpoint unless exposed.
     pub(super) fn may_call(&self, service: &str, endpoint: &str, via_rpc: bool) -> Result<(), String> {
         let debug = endpoint.split('.').next().is_some_and(|h| h.eq_ignore_ascii_case("debug"));
-        if debug && !self.expose_debug {
+        // With auth the rules decide `Debug.*` too (an explicit rule is needed).
+        if debug && !self.expose_debug && !self.has_auth() {
             return Err(format!("{endpoint} is not served to HTTP callers"));
         }
         let within = |ns: &str| {

@@ -16,6 +16,8 @@ pub const GATEWAY_ID: &str = "go.micro.api";
 pub struct GatewayError {
     http: StatusCode,
     status: Status,
+    /// Seconds for `Retry-After` (429 answers).
+    retry_after: Option<u64>,
 }
 
 impl GatewayError {
@@ -32,7 +34,11 @@ impl GatewayError {
     /// A gateway-made error whose code is this HTTP status as it is (a 408 stays a 408, where
     /// [`from_status`](Self::from_status) makes a service's timeout a 504).
     pub(crate) fn http(http: StatusCode, detail: impl Into<String>) -> GatewayError {
-        GatewayError { http, status: Status::new(Code::new(http.as_u16()), detail).with_id(GATEWAY_ID) }
+        GatewayError {
+            http,
+            status: Status::new(Code::new(http.as_u16()), detail).with_id(GATEWAY_ID),
+            retry_after: None,
+        }
     }
 
     /// The error for a service's status: its code is the HTTP status, except that a timeout
@@ -45,7 +51,13 @@ impl GatewayError {
                 .filter(|s| s.is_client_error() || s.is_server_error())
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         };
-        GatewayError { http, status }
+        GatewayError { http, status, retry_after: None }
+    }
+
+    /// Adds a `Retry-After` of this many seconds (at least 1) to the answer.
+    pub fn retry_after(mut self, secs: u64) -> GatewayError {
+        self.retry_after = Some(secs.max(1));
+        self
     }
 
     /// The HTTP status.
@@ -74,6 +86,7 @@ impl From<Error> for GatewayError {
         GatewayError {
             http,
             status: Status::new(code, e.message().unwrap_or(&e.to_string()).to_string()).with_id(GATEWAY_ID),
+            retry_after: None,
         }
     }
 }
@@ -90,7 +103,11 @@ impl ResponseError for GatewayError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.http).json(&self.status)
+        let mut rsp = HttpResponse::build(self.http);
+        if let Some(secs) = self.retry_after {
+            rsp.insert_header((actix_web::http::header::RETRY_AFTER, secs));
+        }
+        rsp.json(&self.status)
     }
 }
 

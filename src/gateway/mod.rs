@@ -41,6 +41,8 @@ use crate::subject;
 mod checks;
 mod config;
 mod error;
+#[cfg(feature = "auth")]
+mod lockdown;
 mod proxy;
 pub mod resolve;
 
@@ -50,12 +52,17 @@ use checks::RequestId;
 pub(crate) use checks::{guard_and_tag, same_site_or_allowed};
 pub use config::{GatewayConfig, HandlerKind};
 pub use error::{GatewayError, GATEWAY_ID};
+#[cfg(feature = "auth")]
+#[cfg_attr(docsrs, doc(cfg(feature = "auth")))]
+pub use lockdown::RateLimit;
 pub use proxy::HTTP_ADDRESS_KEY;
 
 /// What every gateway worker shares.
 pub(crate) struct State {
     pub(crate) client: Client,
     pub(crate) config: GatewayConfig,
+    #[cfg(feature = "auth")]
+    pub(crate) guard: Option<Arc<lockdown::Guard>>,
 }
 
 /// The gateway: a [`Client`] and a [`GatewayConfig`]. Mount it in your own actix-web app with
@@ -96,7 +103,16 @@ impl std::fmt::Debug for Gateway {
 impl Gateway {
     /// A gateway calling services with `client`.
     pub fn new(client: Client, config: GatewayConfig) -> Gateway {
-        Gateway { state: Arc::new(State { client, config }) }
+        #[cfg(feature = "auth")]
+        let guard = Some(Arc::new(lockdown::Guard::new(config.auth.clone(), &config.rate_limit)));
+        Gateway {
+            state: Arc::new(State {
+                client,
+                config,
+                #[cfg(feature = "auth")]
+                guard,
+            }),
+        }
     }
 
     /// Adds the gateway's routes, limits and middleware-free handlers to an app. The checks made
@@ -152,15 +168,19 @@ impl Gateway {
         >,
     > {
         let gateway = self.clone();
-        App::new()
-            .wrap_fn(guard_and_tag)
-            .wrap(cors(&self.state.config.cors))
-            .configure(move |cfg| gateway.configure(cfg))
+        let app = App::new();
+        #[cfg(feature = "auth")]
+        let app = app.wrap(lockdown::Admit);
+        app.wrap_fn(guard_and_tag).wrap(cors(&self.state.config.cors)).configure(move |cfg| gateway.configure(cfg))
     }
 
     /// Serves on the configured address until SIGINT/SIGTERM, then drains open requests.
+    ///
+    /// Auth follows the socket: on a loopback address the gateway may run open, on any other
+    /// it refuses to start without auth ([`GatewayConfig::auth`], feature `auth`).
     pub async fn run(self) -> std::io::Result<()> {
         let config = self.state.config.clone();
+        check_exposure(&config)?;
         let gateway = self.clone();
         let listen =
             Listen { address: config.address, workers: config.workers, shutdown_timeout: config.shutdown_timeout };
@@ -168,6 +188,22 @@ impl Gateway {
         tracing::info!(address = %config.address, handler = ?config.handler, namespace = %config.namespace, "gateway listening");
         server.await
     }
+}
+
+/// Refuses an open gateway on an address other than loopback.
+pub(crate) fn check_exposure(config: &GatewayConfig) -> std::io::Result<()> {
+    if config.address.ip().is_loopback() || config.has_auth() {
+        return Ok(());
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        format!(
+            "refusing to serve the gateway on {} without auth: anyone who can reach it could call every \
+             service. Configure auth (micro api --auth-id/--auth-secret, GatewayConfig::auth) or listen \
+             on a loopback address such as 127.0.0.1",
+            config.address
+        ),
+    ))
 }
 
 pub(crate) fn cors(origins: &[String]) -> actix_cors::Cors {
@@ -266,8 +302,16 @@ fn call_scope(state: &State, req: &HttpRequest) -> (CallOptions, CallContext) {
         trace_state: req.headers().get("tracestate").and_then(|v| v.to_str().ok()).map(str::to_string),
         metadata: Metadata::new(),
         event: None,
+        authorization: None,
+        identity: Default::default(),
     };
-    (CallOptions::new().timeout(state.config.timeout).metadata_all(&metadata), ctx)
+    let opts = CallOptions::new().timeout(state.config.timeout).metadata_all(&metadata);
+    #[cfg(feature = "auth")]
+    let opts = match lockdown::forwarded_token(req) {
+        Some(token) => opts.token(token),
+        None => opts,
+    };
+    (opts, ctx)
 }
 
 fn json_response(body: Bytes) -> HttpResponse {
@@ -408,6 +452,8 @@ async fn call_rpc(state: &State, req: &HttpRequest, rpc: RpcBody) -> Result<Http
     valid_name("service", &rpc.service)?;
     valid_name("endpoint", &rpc.endpoint)?;
     state.config.may_call(&rpc.service, &rpc.endpoint, true).map_err(|e| GatewayError::new(Code::FORBIDDEN, e))?;
+    #[cfg(feature = "auth")]
+    lockdown::authorize(state, req, &rpc.service, &rpc.endpoint)?;
     let request = match rpc.request {
         // A JSON text inside a string, as some clients send it.
         Some(serde_json::Value::String(s)) if s.trim_start().starts_with(['{', '[']) => serde_json::from_str(&s)
@@ -450,6 +496,8 @@ fn resolved(
     let route = resolve::resolve(&state.config.namespace, req.match_info().unprocessed())
         .map_err(|e| GatewayError::bad_request(e.0))?;
     state.config.may_call(&route.service, &route.endpoint, false).map_err(|e| GatewayError::new(Code::FORBIDDEN, e))?;
+    #[cfg(feature = "auth")]
+    lockdown::authorize(state, req, &route.service, &route.endpoint)?;
     Ok((route, body))
 }
 
@@ -558,6 +606,8 @@ async fn event_handler(
         return Err(GatewayError::bad_request(format!("invalid topic {topic:?}")));
     }
     require_json(&body)?;
+    #[cfg(feature = "auth")]
+    lockdown::authorize(&state, &req, &topic, "Publish")?;
     let (opts, ctx) = call_scope(&state, &req);
     let id = new_id();
     let mut publish = PublishOptions::new().codec(Codec::Json).id(id.clone());

@@ -105,6 +105,8 @@ pub(crate) async fn forward(
 ) -> Result<HttpResponse, GatewayError> {
     let path = req.match_info().unprocessed();
     let (service, rest) = proxy_target(&state.config.namespace, path).map_err(|e| GatewayError::bad_request(e.0))?;
+    #[cfg(feature = "auth")]
+    super::lockdown::authorize(&state, &req, &service, "HTTP")?;
     if req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok())
         > Some(state.config.max_body)
     {

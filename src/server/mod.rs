@@ -272,6 +272,8 @@ pub(crate) fn context_from(
         trace_state: h.take(headers::TRACESTATE),
         metadata: h.metadata(),
         event: None,
+        authorization: h.take(headers::AUTHORIZATION),
+        identity: Default::default(),
     }
 }
 

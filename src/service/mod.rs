@@ -230,6 +230,22 @@ impl ServiceBuilder {
         self
     }
 
+    /// Puts the service behind auth (feature `auth`): every request is checked against the
+    /// key set and rules `auth` keeps (401 without a valid token, 403 when no rule allows it;
+    /// the caller in [`CallContext::identity`](crate::CallContext::identity)), and, when `auth`
+    /// has credentials, the service's own calls carry its token. Add it before other
+    /// middleware so that it runs first. `Debug.*` stays outside (see `docs/auth.md`).
+    #[cfg(feature = "auth")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "auth")))]
+    pub fn auth(self, auth: crate::auth::AuthClient) -> Self {
+        let with_server = self.wrap(auth.layer());
+        if auth.has_credentials() {
+            with_server.wrap_client(auth.client_layer())
+        } else {
+            with_server
+        }
+    }
+
     /// Marks an endpoint idempotent in the registry, so clients retry it after timeouts too
     /// (safe only if running it twice does no harm).
     pub fn idempotent(mut self, endpoint: impl AsRef<str>) -> Self {
