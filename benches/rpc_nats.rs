@@ -1,5 +1,7 @@
 //! RPC over NATS: the framework (`Service` + `Client::call`) against a hand-written async-nats
-//! request/reply baseline, measured in the same process and the same run.
+//! request/reply baseline, measured in the same process and the same run. With the `auth`
+//! feature also the framework with token verification on (a service behind `auth`, cached keys,
+//! one rule, a client sending its token) against the same framework with it off.
 //!
 //! `cargo bench --bench rpc_nats`. What is compared, how, the environment variables and the
 //! machine-readable output: `benches/README.md`.
@@ -17,8 +19,20 @@ static GLOBAL: CountingAlloc = CountingAlloc;
 /// One way of making the call.
 #[derive(Clone)]
 enum Target {
-    Framework { client: micro::Client, service: String },
-    Raw { client: async_nats::Client, subject: async_nats::Subject },
+    Framework {
+        client: micro::Client,
+        service: String,
+    },
+    Raw {
+        client: async_nats::Client,
+        subject: async_nats::Subject,
+    },
+    /// The framework with auth on: the service checks the token the client's layer sends.
+    #[cfg(feature = "auth")]
+    Auth {
+        client: micro::Client,
+        service: String,
+    },
 }
 
 impl Caller for Target {
@@ -26,12 +40,16 @@ impl Caller for Target {
         match self {
             Target::Framework { .. } => "framework",
             Target::Raw { .. } => "raw",
+            #[cfg(feature = "auth")]
+            Target::Auth { .. } => "auth",
         }
     }
 
     async fn call(&self, req: &HelloRequest) -> Result<HelloReply, BoxError> {
         match self {
             Target::Framework { client, service } => Ok(client.call(service, ENDPOINT, req).await?),
+            #[cfg(feature = "auth")]
+            Target::Auth { client, service } => Ok(client.call(service, ENDPOINT, req).await?),
             Target::Raw { client, subject } => {
                 let payload = Bytes::from(rmp_serde::to_vec_named(req)?);
                 let msg = client.request(subject.clone(), payload).await?;
@@ -39,6 +57,26 @@ impl Caller for Target {
             }
         }
     }
+}
+
+/// The auth side: an auth service, a greeter behind `auth` with one rule, and a client whose
+/// layer sends its account's token (all on `url`); returns the side and what to stop.
+#[cfg(feature = "auth")]
+async fn auth_side(url: &str) -> Result<(Target, Vec<micro::ServiceHandle>), BoxError> {
+    use micro::auth::{AuthClient, AuthConfig, AuthService, NewAccount, Rule};
+    let auth_name = micro::test_util::unique("bench-auth");
+    let auth = AuthService::open(AuthConfig::default().name(&auth_name))?;
+    let auth_node = auth.start(url).await?;
+    let service = micro::test_util::unique("bench-greeter-auth");
+    let creds = auth.create_account(NewAccount::service("bench-caller").scopes(["greeter"]))?;
+    auth.create_rule(Rule::new(&service, ENDPOINT, "greeter")).await?;
+    let plain = micro::Client::connect(url).await?;
+    let verify = AuthClient::builder().service(&auth_name).connect(&plain).await?;
+    let node =
+        Service::builder(service.clone()).transport(url).auth(verify).handle(ENDPOINT, say_hello).start().await?;
+    let me = AuthClient::builder().service(&auth_name).credentials(creds).connect(&plain).await?;
+    let client = micro::Client::builder().transport(url).wrap(me.client_layer()).connect().await?;
+    Ok((Target::Auth { client, service }, vec![node, auth_node]))
 }
 
 fn callgrind_side(side: &str, full: bool) -> Result<callgrind::PerCall, String> {
@@ -62,6 +100,9 @@ async fn main() -> Result<(), BoxError> {
     let (raw_subject, raw_task) = start_raw_nats_responder(&url, "greeter").await?;
     let raw_caller = async_nats::connect(&url).await?;
     let raw = Target::Raw { client: raw_caller.clone(), subject: raw_subject.clone().into() };
+
+    #[cfg(feature = "auth")]
+    let (auth_target, auth_nodes) = auth_side(&url).await?;
 
     // Same request bytes on both sides; check the reply bodies are the same size too.
     let req = HelloRequest { name: "John".into() };
@@ -88,6 +129,11 @@ async fn main() -> Result<(), BoxError> {
     // of calls, no timed phases.
     if let Some(calls) = callgrind::counted_calls() {
         let side = std::env::var("BENCH_PROFILE").unwrap_or_default();
+        #[cfg(feature = "auth")]
+        if side == "auth" {
+            callgrind::counted_run(&auth_target, calls).await?;
+            return Ok(());
+        }
         callgrind::counted_run(if side == "raw" { &raw } else { &framework }, calls).await?;
         service.stop().await?;
         raw_task.abort();
@@ -98,14 +144,25 @@ async fn main() -> Result<(), BoxError> {
         service.stop().await?;
         raw_task.abort();
         let full = cfg.full;
-        let (raw_cost, fw_cost) = tokio::task::spawn_blocking(move || {
-            Ok::<_, String>((callgrind_side("raw", full)?, callgrind_side("framework", full)?))
+        let (raw_cost, fw_cost, auth_cost) = tokio::task::spawn_blocking(move || {
+            let auth = if cfg!(feature = "auth") { Some(callgrind_side("auth", full)?) } else { None };
+            Ok::<_, String>((callgrind_side("raw", full)?, callgrind_side("framework", full)?, auth))
         })
         .await??;
         println!("callgrind, c=1, caller and responder in one process, per call (difference of two counted runs):");
         println!("{:<10} {:>14} {:>12}", "side", "instructions", "allocations");
         println!("{:<10} {:>14.0} {:>12.1}", "raw", raw_cost.instructions, raw_cost.allocations);
         println!("{:<10} {:>14.0} {:>12.1}", "framework", fw_cost.instructions, fw_cost.allocations);
+        if let Some(auth) = &auth_cost {
+            println!("{:<10} {:>14.0} {:>12.1}", "auth", auth.instructions, auth.allocations);
+            println!(
+                "rpc nats auth instructions_auth={:.0} instructions_off={:.0} added_instructions={:.0} allocs_auth={:.1}",
+                auth.instructions,
+                fw_cost.instructions,
+                auth.instructions - fw_cost.instructions,
+                auth.allocations
+            );
+        }
         println!(
             "rpc nats instructions_ratio={:.2} instructions_framework={:.0} instructions_raw={:.0} \
              allocs_framework={:.1} allocs_raw={:.1}",
@@ -210,9 +267,64 @@ async fn main() -> Result<(), BoxError> {
         mib(rss_after)
     );
 
+    #[cfg(feature = "auth")]
+    auth_versus_off(&framework, &auth_target, &cfg, fw1, fwc).await?;
+    #[cfg(feature = "auth")]
+    for node in auth_nodes {
+        node.stop().await?;
+    }
+
     service.stop().await?;
     raw_task.abort();
 
     common::rpc::finish("rpc nats", c, (raw1, fw1), (rawc, fwc))?;
+    Ok(())
+}
+
+/// Auth on against auth off (the framework phases just measured, and one more pair per
+/// round): throughput ratio at c=N, added p50 at c=1.
+#[cfg(feature = "auth")]
+async fn auth_versus_off(
+    off: &Target,
+    on: &Target,
+    cfg: &Config,
+    off1: &Series<Phase>,
+    offc: &Series<Phase>,
+) -> Result<(), BoxError> {
+    let c = cfg.concurrency;
+    run_phase(on, 1, cfg.warmup, None).await;
+    run_phase(on, c, cfg.warmup, None).await;
+    let (mut on1, mut onc, mut paired) = (Series::<Phase>::default(), Series::<Phase>::default(), Vec::new());
+    for round in 0..cfg.rounds {
+        let p1 = run_phase(on, 1, cfg.secs, None).await;
+        // Pair each round's auth phase with an "off" phase run right next to it.
+        let (a, b) = if round % 2 == 0 {
+            (run_phase(on, c, cfg.secs, None).await, run_phase(off, c, cfg.secs, None).await)
+        } else {
+            let b = run_phase(off, c, cfg.secs, None).await;
+            (run_phase(on, c, cfg.secs, None).await, b)
+        };
+        paired.push(a.rps() / b.rps());
+        if a.errors + p1.errors > 0 {
+            println!("rpc nats auth c={c} ratio=none");
+            return Err(format!("{} calls with auth on failed", a.errors + p1.errors).into());
+        }
+        on1.0.push(p1);
+        onc.0.push(a);
+    }
+    println!();
+    println!("auth on (cached keys, one rule, token sent by the client layer) vs off:");
+    println!("{:>5} {:<10} {:>10} {:>10} {:>8}", "conc", "metric", "off", "on", "on/off");
+    let row = |conc: usize, metric: &str, off: f64, on: f64| {
+        println!("{conc:>5} {metric:<10} {off:>10.1} {on:>10.1} {:>8.2}", on / off)
+    };
+    row(1, "p50 µs", off1.med(Phase::p50_us), on1.med(Phase::p50_us));
+    row(c, "calls/s", offc.med(Phase::rps), onc.med(Phase::rps));
+    row(c, "cpu µs", offc.med(Phase::cpu_us_per_call), onc.med(Phase::cpu_us_per_call));
+    row(c, "allocs", offc.med(Phase::allocs_per_call), onc.med(Phase::allocs_per_call));
+    let shown: Vec<String> = paired.iter().map(|r| format!("{r:.2}")).collect();
+    println!("c={c} auth/off throughput per round (paired): {}", shown.join(" "));
+    println!("rpc nats auth c=1 added_p50_us={:.1}", on1.med(Phase::p50_us) - off1.med(Phase::p50_us));
+    println!("rpc nats auth c={c} ratio={:.2}", median(paired));
     Ok(())
 }

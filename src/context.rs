@@ -33,6 +33,7 @@ pub struct CallContext {
     pub(crate) metadata: Metadata,
     pub(crate) event: Option<EventInfo>,
     /// The `Authorization` header as received (requests only); never passed on.
+    #[cfg_attr(not(feature = "auth"), allow(dead_code))]
     pub(crate) authorization: Option<String>,
     /// Who called, once an auth layer verified the caller's token.
     pub(crate) identity: std::sync::OnceLock<Arc<Identity>>,

@@ -166,7 +166,9 @@ except Exception as e:
 "#;
 
 fn python() -> String {
-    let python = format!("{}/.cache/actix-micro-venv/bin/python", std::env::var("HOME").unwrap_or_default());
+    let python = std::env::var("MICRO_TEST_PYTHON").unwrap_or_else(|_| {
+        format!("{}/.cache/actix-micro-venv/bin/python", std::env::var("HOME").unwrap_or_default())
+    });
     let ok = std::process::Command::new(&python)
         .args(["-c", "import authlib, requests"])
         .status()

@@ -109,6 +109,8 @@ impl Middleware for AuthLayer {
 #[derive(Clone)]
 struct Held {
     response: TokenResponse,
+    /// `Bearer <access token>`, ready for the header.
+    header: String,
     renew_at: Instant,
 }
 
@@ -320,13 +322,25 @@ impl AuthClient {
         let life = Duration::from_secs(response.expires_in);
         let renew_at = Instant::now() + (life - (life / 3).min(Duration::from_secs(60)));
         let token = response.access_token.clone();
-        *self.inner.held.lock() = Some(Held { response, renew_at });
+        let header = format!("Bearer {token}");
+        *self.inner.held.lock() = Some(Held { response, header, renew_at });
         Ok(token)
     }
 
     fn fresh(&self) -> Option<String> {
         let held = self.inner.held.lock();
         held.as_ref().filter(|h| Instant::now() < h.renew_at).map(|h| h.response.access_token.clone())
+    }
+
+    /// `Bearer <token>` for a call's header: the held token's, renewed first when due.
+    async fn header(&self) -> crate::Result<String> {
+        {
+            let held = self.inner.held.lock();
+            if let Some(h) = held.as_ref().filter(|h| Instant::now() < h.renew_at) {
+                return Ok(h.header.clone());
+            }
+        }
+        Ok(format!("Bearer {}", self.token().await?))
     }
 
     /// The server layer checking requests with this client's keys and rules.
@@ -377,8 +391,8 @@ impl ClientMiddleware for TokenLayer {
             let token_call = out.service() == Some(auth.inner.service.as_str())
                 && out.endpoint().is_some_and(|e| e.starts_with("Auth."));
             if !out.is_publish() && !token_call && out.headers().get(headers::AUTHORIZATION).is_none() {
-                let token = auth.token().await?;
-                out.headers_mut().insert(headers::AUTHORIZATION, format!("Bearer {token}"));
+                let header = auth.header().await?;
+                out.headers_mut().push(headers::AUTHORIZATION, header);
             }
             next.run(out).await
         })

@@ -67,5 +67,7 @@ pub use service::{
 pub use store::Account;
 pub use token::{Claims, TokenError, Verifier, LEEWAY_SECS, MAX_TOKEN_LEN};
 
+#[cfg(feature = "gateway")]
 pub(crate) use layer::bearer;
+#[cfg(feature = "gateway")]
 pub(crate) use service::digest;
