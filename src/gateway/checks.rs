@@ -18,6 +18,9 @@ use crate::message::new_id;
 use crate::status::Code;
 
 /// Rejects path tricks before routing, and gives every request an id.
+/// Looked up by a ready name: by a `&str` every lookup would parse (and allocate) it.
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 pub(crate) fn guard_and_tag<S, B>(
     mut req: ServiceRequest,
     srv: &S,
@@ -51,7 +54,7 @@ where
     }
     let id = req
         .headers()
-        .get("x-request-id")
+        .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| {
             !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
@@ -63,7 +66,7 @@ where
     Box::pin(async move {
         let mut res = as_json_error(fut.await?);
         if let Ok(v) = HeaderValue::from_str(&id) {
-            res.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
+            res.headers_mut().insert(REQUEST_ID.clone(), v);
         }
         Ok(res)
     })

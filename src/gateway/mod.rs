@@ -56,6 +56,8 @@ pub use proxy::HTTP_ADDRESS_KEY;
 pub(crate) struct State {
     pub(crate) client: Client,
     pub(crate) config: GatewayConfig,
+    /// [`GATEWAY_ID`], shared by the call contexts of every request.
+    pub(crate) id: std::sync::Arc<str>,
 }
 
 /// The gateway: a [`Client`] and a [`GatewayConfig`]. Mount it in your own actix-web app with
@@ -96,7 +98,7 @@ impl std::fmt::Debug for Gateway {
 impl Gateway {
     /// A gateway calling services with `client`.
     pub fn new(client: Client, config: GatewayConfig) -> Gateway {
-        Gateway { state: Arc::new(State { client, config }) }
+        Gateway { state: Arc::new(State { client, config, id: Arc::from(GATEWAY_ID) }) }
     }
 
     /// Adds the gateway's routes, limits and middleware-free handlers to an app. The checks made
@@ -116,21 +118,26 @@ impl Gateway {
             .app_data(web::PayloadConfig::new(limit))
             .route("/health", web::get().to(health));
         if let Some(p) = &config.rpc_path {
-            let is_form = guard::fn_guard(|ctx| {
-                ctx.head()
-                    .headers()
-                    .get(header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"))
+            // Method checks by hand: actix-web's method guards record themselves in the
+            // request's extensions on every check (two allocations per request and route).
+            let form_post = guard::fn_guard(|ctx| {
+                ctx.head().method == Method::POST
+                    && ctx
+                        .head()
+                        .headers()
+                        .get(header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"))
             });
+            let post = guard::fn_guard(|ctx| ctx.head().method == Method::POST);
             cfg.service(
                 web::resource(p.as_str())
                     .app_data(web::FormConfig::default().limit(limit).error_handler(form_error))
                     .app_data(
                         web::JsonConfig::default().limit(limit).content_type_required(false).error_handler(json_error),
                     )
-                    .route(web::post().guard(is_form).to(rpc_form))
-                    .route(web::post().to(rpc_json))
+                    .route(web::route().guard(form_post).to(rpc_form))
+                    .route(web::route().guard(post).to(rpc_json))
                     .default_service(web::to(rpc_other_method)),
             );
         }
@@ -243,21 +250,21 @@ async fn health(state: web::Data<State>) -> HttpResponse {
 }
 
 /// Options and context for one RPC made on behalf of an HTTP request: the gateway timeout as
-/// the deadline, the request id and allowlisted headers as metadata, the caller's
-/// `traceparent` continued.
+/// the deadline, the request id as the call's id (`Micro-Id`), allowlisted headers as
+/// metadata, the caller's `traceparent` continued.
 fn call_scope(state: &State, req: &HttpRequest) -> (CallOptions, CallContext) {
-    let mut metadata = Metadata::new();
+    let mut opts = CallOptions::new().timeout(state.config.timeout);
     if let Some(id) = req.extensions().get::<RequestId>() {
-        metadata.insert("x-request-id", id.0.clone());
+        opts = opts.id(id.0.clone());
     }
     for name in &state.config.metadata_headers {
         if let Some(v) = req.headers().get(name.as_str()).and_then(|v| v.to_str().ok()) {
-            metadata.insert(name.clone(), v);
+            opts = opts.metadata(name.clone(), v);
         }
     }
     let trace = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
     let ctx = CallContext {
-        service: std::sync::Arc::from(GATEWAY_ID),
+        service: state.id.clone(),
         endpoint: req.path().into(),
         id: String::new(),
         caller: None,
@@ -267,7 +274,7 @@ fn call_scope(state: &State, req: &HttpRequest) -> (CallOptions, CallContext) {
         metadata: Metadata::new(),
         event: None,
     };
-    (CallOptions::new().timeout(state.config.timeout).metadata_all(&metadata), ctx)
+    (opts, ctx)
 }
 
 fn json_response(body: Bytes) -> HttpResponse {
@@ -300,8 +307,9 @@ struct RpcBody {
     service: String,
     #[serde(alias = "method")]
     endpoint: String,
+    /// Kept as the JSON text it came as: it is passed on, not looked at.
     #[serde(default)]
-    request: Option<serde_json::Value>,
+    request: Option<Box<serde_json::value::RawValue>>,
 }
 
 /// The form version of [`RpcBody`]: `request` is a JSON text.
@@ -396,7 +404,7 @@ async fn rpc_form(
     let RpcForm { service, endpoint, request } = form.into_inner();
     let request = match request {
         Some(text) => Some(
-            serde_json::from_str(&text)
+            serde_json::value::RawValue::from_string(text)
                 .map_err(|e| GatewayError::bad_request(format!("the request field is not valid JSON: {e}")))?,
         ),
         None => None,
@@ -408,14 +416,19 @@ async fn call_rpc(state: &State, req: &HttpRequest, rpc: RpcBody) -> Result<Http
     valid_name("service", &rpc.service)?;
     valid_name("endpoint", &rpc.endpoint)?;
     state.config.may_call(&rpc.service, &rpc.endpoint, true).map_err(|e| GatewayError::new(Code::FORBIDDEN, e))?;
-    let request = match rpc.request {
+    let bytes = match rpc.request {
         // A JSON text inside a string, as some clients send it.
-        Some(serde_json::Value::String(s)) if s.trim_start().starts_with(['{', '[']) => serde_json::from_str(&s)
-            .map_err(|e| GatewayError::bad_request(format!("request is not valid JSON: {e}")))?,
-        Some(v) => v,
-        None => serde_json::json!({}),
+        Some(raw) if raw.get().starts_with('"') => match serde_json::from_str::<String>(raw.get()) {
+            Ok(text) if text.trim_start().starts_with(['{', '[']) => {
+                serde_json::from_str::<serde::de::IgnoredAny>(&text)
+                    .map_err(|e| GatewayError::bad_request(format!("request is not valid JSON: {e}")))?;
+                Bytes::from(text)
+            }
+            _ => Bytes::from(String::from(Box::<str>::from(raw))),
+        },
+        Some(raw) => Bytes::from(String::from(Box::<str>::from(raw))),
+        None => Bytes::from_static(b"{}"),
     };
-    let bytes = Bytes::from(serde_json::to_vec(&request).unwrap_or_default());
     let (opts, ctx) = call_scope(state, req);
     let reply = ctx.scope(state.client.call_raw(&rpc.service, &rpc.endpoint, bytes, Codec::Json, opts)).await?;
     Ok(json_response(reply.to_json()?))
@@ -562,6 +575,10 @@ async fn event_handler(
     let id = new_id();
     let mut publish = PublishOptions::new().codec(Codec::Json).id(id.clone());
     publish.metadata = opts.metadata.clone();
+    // An event's own id is its `Micro-Id`: the HTTP request's id travels as metadata.
+    if let Some(rid) = req.extensions().get::<RequestId>() {
+        publish.metadata.insert("x-request-id", rid.0.clone());
+    }
     let durable = query_pairs(&req).iter().any(|(k, v)| k == "durable" && matches!(v.as_str(), "" | "1" | "true"));
     if durable {
         publish = publish.durable();

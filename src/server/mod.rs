@@ -192,7 +192,8 @@ impl Server {
                 codec.encode(&status).unwrap_or_default()
             }
         };
-        // A MessagePack success reply needs no header at all: the receiver sniffs it.
+        // A success reply whose body sniffs right needs no header at all; an error reply
+        // always says its codec.
         if let Some(ct) = codec.content_type_for(&body) {
             h.push(headers::CONTENT_TYPE, ct);
         } else if !h.is_empty() {
