@@ -168,6 +168,16 @@ struct Shared {
 }
 
 /// The running checks: their last results. Cheap to clone, `Send + Sync`.
+///
+/// ```
+/// # #[actix::main] async fn main() {
+/// let health = micro::health::HealthChecks::new().check("cache", || async { Ok::<_, String>(()) }).start().await;
+/// let mut changes = health.watch(); // sees each flip of `healthy`
+/// assert!(health.healthy() && *changes.borrow_and_update());
+/// assert_eq!(health.report()[0].name, "cache");
+/// health.stop();
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Health {
     shared: Arc<Shared>,
@@ -202,6 +212,12 @@ impl Health {
 }
 
 /// One check's last result, as `Debug.Health` reports it.
+///
+/// ```
+/// let c: micro::health::CheckStatus =
+///     serde_json::from_str(r#"{"name": "db", "healthy": false, "reason": "connection refused"}"#).unwrap();
+/// assert_eq!((c.healthy, c.reason.as_deref()), (false, Some("connection refused")));
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 #[non_exhaustive]

@@ -11,7 +11,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::util::*;
 
-over_brokers!(metrics_move_by_exactly_the_calls_and_events_made, two_services_share_one_recorder);
+over_brokers!(
+    metrics_move_by_exactly_the_calls_and_events_made,
+    durable_events_count_retries_and_dead_letters,
+    two_services_share_one_recorder,
+);
 
 /// `GET /metrics` over a plain TCP connection: the body.
 pub async fn scrape(addr: SocketAddr) -> String {
@@ -185,4 +189,59 @@ async fn two_services_share_one_recorder(url: String) {
     }
     one.stop().await.unwrap();
     two.stop().await.unwrap();
+}
+
+async fn durable_events_count_retries_and_dead_letters(url: String) {
+    micro::metrics::prometheus::install().unwrap();
+    let (name, topic, group) = (unique("metrics-durable"), unique("metrics.durable"), unique("metrics-group"));
+    let quick = |group: &str| {
+        SubscribeOptions::durable(group)
+            .expire_after(Duration::from_secs(120))
+            .max_attempts(3)
+            .backoff(Duration::from_millis(20), Duration::from_millis(100))
+    };
+    // Something must hold the dead letters (RabbitMQ refuses a durable publish nobody keeps).
+    let broker = Broker::new(micro::transport::connect(&url).await.unwrap(), "metrics-test");
+    let _dead = broker.subscribe_durable(&format!("{group}.dlq"), quick(&unique("ops"))).await.unwrap();
+    async fn handle(Req(n): Req<u32>) -> Result<(), Status> {
+        if n == 0 {
+            return Err(Status::internal("poison (part of a test)"));
+        }
+        Ok(())
+    }
+    let svc = Service::builder(&name)
+        .transport(&url)
+        .subscribe_with(&topic, quick(&group), handle)
+        .metrics_addr(([127, 0, 0, 1], 0).into())
+        .start()
+        .await
+        .unwrap();
+    let addr = svc.metrics_addr().unwrap();
+    for n in [0u32, 1, 2] {
+        broker.publish_durable(&topic, &n).await.unwrap();
+    }
+    let of = |metric: &'static str, extra: &'static [(&'static str, &'static str)]| {
+        let (name, topic) = (name.clone(), topic.clone());
+        move |t: &str| {
+            let mut labels = vec![("service", name.as_str()), ("topic", topic.as_str())];
+            labels.extend_from_slice(extra);
+            sample(t, metric, &labels)
+        }
+    };
+    let dead = of("micro_events_dead_lettered_total", &[]);
+    let ok = of("micro_events_handled_total", &[("outcome", "ok"), ("durable", "true")]);
+    let text = wait_for("the dead letter and the two good events", WAIT, || async {
+        let t = scrape(addr).await;
+        (dead(&t) == 1.0 && ok(&t) == 2.0).then_some(t)
+    })
+    .await;
+    // Three attempts of the poison event: two retries, then the dead letter.
+    assert_eq!(of("micro_events_retried_total", &[])(&text), 2.0, "{text}");
+    assert_eq!(of("micro_events_handled_total", &[("outcome", "error")])(&text), 3.0);
+    assert_eq!(of("micro_events_duration_seconds_count", &[])(&text), 5.0);
+    let published = sample(&text, "micro_events_published_total", &[("topic", &topic), ("durable", "true")]);
+    assert_eq!(published, 3.0);
+    promtool_check(&text);
+    svc.stop().await.unwrap();
+    broker.delete_durable(&topic, &group).await.unwrap();
 }

@@ -71,6 +71,14 @@ pub fn render() -> Result<String> {
 static LISTENING: Mutex<Option<HashSet<SocketAddr>>> = Mutex::new(None);
 
 /// A `/metrics` listener started by [`serve`]; stops when dropped.
+///
+/// ```
+/// # #[actix::main] async fn main() -> micro::Result<()> {
+/// let listener = micro::metrics::prometheus::serve(([127, 0, 0, 1], 0).into()).await?;
+/// println!("metrics at http://{}/metrics", listener.local_addr());
+/// drop(listener); // stops serving
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct MetricsListener {
     addr: SocketAddr,
@@ -110,7 +118,15 @@ pub async fn serve(addr: SocketAddr) -> Result<MetricsListener> {
     LISTENING.lock().get_or_insert_with(HashSet::new).insert(bound);
     let task = actix_rt::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors, say: do not spin.
+                    tracing::debug!(error = %e, "metrics listener accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
             let handle = handle.clone();
             actix_rt::spawn(async move {
                 let _ = answer(stream, &handle).await;

@@ -161,8 +161,9 @@ impl Server {
             self.record_panic(&route.name, &panic);
             Err(Status::internal("handler panicked"))
         });
-        route.stats.record(started.elapsed(), result.as_ref().err());
-        route.metrics.record(started, result.as_ref().err());
+        let took = started.elapsed();
+        route.stats.record(took, result.as_ref().err());
+        route.metrics.record(took, result.as_ref().err());
         self.answer(reply, codec, result).await
     }
 
