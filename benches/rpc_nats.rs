@@ -49,6 +49,12 @@ fn callgrind_side(side: &str, full: bool) -> Result<callgrind::PerCall, String> 
 async fn main() -> Result<(), BoxError> {
     let cfg = Config::from_env();
     let url = micro::test_util::nats_url();
+    // The counted run of the "metrics" side: the framework with the Prometheus recorder
+    // installed before anything starts, so every handle records.
+    #[cfg(feature = "prometheus")]
+    if std::env::var("BENCH_PROFILE").is_ok_and(|s| s == "metrics") {
+        micro::metrics::prometheus::install()?;
+    }
     let c = cfg.concurrency;
 
     // Framework side: the service (its own NATS connection) and a standalone client (another).
@@ -98,14 +104,19 @@ async fn main() -> Result<(), BoxError> {
         service.stop().await?;
         raw_task.abort();
         let full = cfg.full;
-        let (raw_cost, fw_cost) = tokio::task::spawn_blocking(move || {
-            Ok::<_, String>((callgrind_side("raw", full)?, callgrind_side("framework", full)?))
+        let (raw_cost, fw_cost, metrics_cost) = tokio::task::spawn_blocking(move || {
+            // With the `prometheus` feature, the framework once more with the recorder installed.
+            let metrics = if cfg!(feature = "prometheus") { Some(callgrind_side("metrics", full)?) } else { None };
+            Ok::<_, String>((callgrind_side("raw", full)?, callgrind_side("framework", full)?, metrics))
         })
         .await??;
         println!("callgrind, c=1, caller and responder in one process, per call (difference of two counted runs):");
         println!("{:<10} {:>14} {:>12}", "side", "instructions", "allocations");
         println!("{:<10} {:>14.0} {:>12.1}", "raw", raw_cost.instructions, raw_cost.allocations);
         println!("{:<10} {:>14.0} {:>12.1}", "framework", fw_cost.instructions, fw_cost.allocations);
+        if let Some(m) = &metrics_cost {
+            println!("{:<10} {:>14.0} {:>12.1}", "metrics", m.instructions, m.allocations);
+        }
         println!(
             "rpc nats instructions_ratio={:.2} instructions_framework={:.0} instructions_raw={:.0} \
              allocs_framework={:.1} allocs_raw={:.1}",
@@ -115,6 +126,18 @@ async fn main() -> Result<(), BoxError> {
             fw_cost.allocations,
             raw_cost.allocations
         );
+        if let Some(m) = metrics_cost {
+            // The framework with the Prometheus recorder against the same without a recorder.
+            println!(
+                "rpc nats metrics instructions_ratio={:.3} instructions_metrics={:.0} instructions_off={:.0} \
+                 allocs_metrics={:.1} allocs_off={:.1}",
+                m.instructions / fw_cost.instructions,
+                m.instructions,
+                fw_cost.instructions,
+                m.allocations,
+                fw_cost.allocations
+            );
+        }
         return Ok(());
     }
 

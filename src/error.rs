@@ -183,14 +183,21 @@ impl Error {
         if let Some(s) = self.status() {
             return s.clone();
         }
-        let code = match self.kind {
+        Status::new(self.code(), self.to_string()).with_id(id)
+    }
+
+    /// The status code of [`to_status`](Self::to_status), without building the status.
+    pub(crate) fn code(&self) -> Code {
+        if let Some(s) = self.status() {
+            return s.code();
+        }
+        match self.kind {
             ErrorKind::Unavailable | ErrorKind::Connect => Code::UNAVAILABLE,
             ErrorKind::Timeout => Code::TIMEOUT,
             ErrorKind::Codec | ErrorKind::InvalidArgument => Code::BAD_REQUEST,
             ErrorKind::Conflict | ErrorKind::LeaseLost => Code::CONFLICT,
             _ => Code::INTERNAL,
-        };
-        Status::new(code, self.to_string()).with_id(id)
+        }
     }
 }
 

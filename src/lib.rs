@@ -42,6 +42,7 @@
 //! | `redis` | no | the Redis backend of `micro::kv` and `micro::sync` |
 //! | `config` | no | `micro::config`: typed layered config (defaults, TOML/YAML/JSON, env, kv), hot reload |
 //! | `cli` | no | the `micro` binary and `micro::cli` (implies `gateway`, `web`, `sidecar`, `kv`, `redis` and `config`, for `micro api`, `web`, `sidecar`, `kv` and `config`) |
+//! | `prometheus` | no | the Prometheus recorder and `/metrics` (`micro::metrics::prometheus`, `ServiceBuilder::metrics_addr`) |
 //! | `test-util` | no | helpers for tests: broker URLs that fail loudly, unique names, wait-for |
 //!
 //! A service needs only the defaults; the gateway and the command line pull in actix-web, clap
@@ -74,10 +75,12 @@ pub mod error;
 #[cfg(feature = "gateway")]
 #[cfg_attr(docsrs, doc(cfg(feature = "gateway")))]
 pub mod gateway;
+pub mod health;
 #[cfg(feature = "kv")]
 #[cfg_attr(docsrs, doc(cfg(feature = "kv")))]
 pub mod kv;
 pub mod message;
+pub mod metrics;
 pub mod middleware;
 pub mod registry;
 pub mod selector;

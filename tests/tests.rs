@@ -46,8 +46,12 @@ mod events;
 mod faults;
 #[cfg(feature = "gateway")]
 mod gateway;
+#[cfg(feature = "cli")]
+mod health;
 #[cfg(feature = "kv")]
 mod kv;
+#[cfg(feature = "prometheus")]
+mod metrics;
 mod middleware;
 #[cfg(feature = "nats")]
 mod nats_micro;

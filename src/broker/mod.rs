@@ -368,6 +368,13 @@ impl Broker {
 
     /// Publishes an already encoded payload; returns the event id.
     pub async fn publish_raw(&self, topic: &str, body: Bytes, codec: Codec, opts: PublishOptions) -> Result<String> {
+        let durable = opts.durable;
+        let result = self.publish_prepared(topic, body, codec, opts).await;
+        crate::metrics::published(topic, durable, &result);
+        result
+    }
+
+    async fn publish_prepared(&self, topic: &str, body: Bytes, codec: Codec, opts: PublishOptions) -> Result<String> {
         if !subject::is_valid(topic, false) {
             return Err(Error::config(format!("invalid topic {topic:?}: use dotted names without wildcards")));
         }

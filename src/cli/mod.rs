@@ -333,7 +333,9 @@ impl std::error::Error for CliError {}
 /// Connects a client for a CLI command, with a note on stderr when the URL is memory://.
 async fn connect_client(url: &str) -> crate::Result<crate::Client> {
     warn_memory(url);
-    crate::Client::builder().name(CLI_ID).transport(url).connect().await
+    // Every registry tells what it holds: nodes that are registered but hung are seen too.
+    let registry = crate::registry::RegistryOptions::default().discover_known(true);
+    crate::Client::builder().name(CLI_ID).transport(url).registry_options(registry).connect().await
 }
 
 fn warn_memory(url: &str) {

@@ -71,6 +71,7 @@ struct Inner {
     selector: Selector,
     broker: Broker,
     config: ClientConfig,
+    metrics: crate::metrics::ClientMetrics,
 }
 
 /// A client handle. Cheap to clone.
@@ -196,7 +197,7 @@ impl Client {
         config: ClientConfig,
     ) -> Client {
         let broker = Broker::new(transport.clone(), config.name.clone()).with_layers(config.layers.clone());
-        Client { inner: Arc::new(Inner { transport, registry, selector, broker, config }) }
+        Client { inner: Arc::new(Inner { transport, registry, selector, broker, config, metrics: Default::default() }) }
     }
 
     /// The registry this client resolves services with.
@@ -263,6 +264,20 @@ impl Client {
 
     /// Calls with an already encoded body; the reply is returned undecoded with its codec.
     pub async fn call_raw(
+        &self,
+        service: &str,
+        endpoint: &str,
+        body: Bytes,
+        codec: Codec,
+        opts: CallOptions,
+    ) -> Result<RawReply> {
+        let timer = self.inner.metrics.start(service, endpoint);
+        let result = self.call_prepared(service, endpoint, body, codec, opts).await;
+        timer.finish(&result);
+        result
+    }
+
+    async fn call_prepared(
         &self,
         service: &str,
         endpoint: &str,

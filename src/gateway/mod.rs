@@ -58,6 +58,8 @@ pub(crate) struct State {
     pub(crate) config: GatewayConfig,
     /// [`GATEWAY_ID`], shared by the call contexts of every request.
     pub(crate) id: std::sync::Arc<str>,
+    /// Checks `/ready` requires to pass, besides the broker and the registry.
+    pub(crate) health: Option<crate::health::Health>,
 }
 
 /// The gateway: a [`Client`] and a [`GatewayConfig`]. Mount it in your own actix-web app with
@@ -98,7 +100,31 @@ impl std::fmt::Debug for Gateway {
 impl Gateway {
     /// A gateway calling services with `client`.
     pub fn new(client: Client, config: GatewayConfig) -> Gateway {
-        Gateway { state: Arc::new(State { client, config, id: Arc::from(GATEWAY_ID) }) }
+        #[cfg(feature = "prometheus")]
+        if let Err(e) = crate::metrics::prometheus::install() {
+            tracing::warn!(error = %e, "/metrics will not serve the toolkit's metrics");
+        }
+        Gateway { state: Arc::new(State { client, config, id: Arc::from(GATEWAY_ID), health: None }) }
+    }
+
+    /// Health checks `/ready` requires to pass (started ones: [`HealthChecks::start`]).
+    ///
+    /// ```
+    /// # #[micro::main] async fn main() -> micro::Result<()> {
+    /// use micro::gateway::{Gateway, GatewayConfig};
+    /// use micro::health::HealthChecks;
+    /// let checks = HealthChecks::new().check("upstream", || async { Ok::<_, String>(()) }).start().await;
+    /// let client = micro::Client::connect("memory://gateway-health-doc").await?;
+    /// let gateway = Gateway::new(client, GatewayConfig::default()).health(checks);
+    /// # let _ = gateway; Ok(()) }
+    /// ```
+    ///
+    /// [`HealthChecks::start`]: crate::health::HealthChecks::start
+    pub fn health(self, health: crate::health::Health) -> Gateway {
+        let s = &self.state;
+        let state =
+            State { client: s.client.clone(), config: s.config.clone(), id: s.id.clone(), health: Some(health) };
+        Gateway { state: Arc::new(state) }
     }
 
     /// Adds the gateway's routes, limits and middleware-free handlers to an app. The checks made
@@ -116,7 +142,10 @@ impl Gateway {
         let limit = config.max_body;
         cfg.app_data(web::Data::from(self.state.clone()))
             .app_data(web::PayloadConfig::new(limit))
-            .route("/health", web::get().to(health));
+            .route("/health", web::get().to(health))
+            .route("/ready", web::get().to(ready));
+        #[cfg(feature = "prometheus")]
+        cfg.route("/metrics", web::get().to(metrics));
         if let Some(p) = &config.rpc_path {
             // Method checks by hand: actix-web's method guards record themselves in the
             // request's extensions on every check (two allocations per request and route).
@@ -245,8 +274,39 @@ where
     Ok(server)
 }
 
+/// Liveness: the gateway answers.
 async fn health(state: web::Data<State>) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok", "transport": state.client.transport().name()}))
+}
+
+/// Readiness: the broker is connected, the registry has synced (its first discovery window
+/// ended) and the gateway's health checks pass; 503 with what is missing otherwise.
+async fn ready(state: web::Data<State>) -> HttpResponse {
+    let broker = state.client.transport().connection().is_none_or(|c| c.borrow().connected);
+    let registry = state.client.registry().is_synced();
+    let checks = state.health.as_ref().map(|h| h.report()).unwrap_or_default();
+    let checks_pass = checks.iter().all(|c| c.healthy);
+    let ready = broker && registry && checks_pass;
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "not ready" },
+        "broker": if broker { "connected" } else { "disconnected" },
+        "registry": if registry { "synced" } else { "syncing" },
+        "checks": checks,
+    });
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+/// The process's metrics in the Prometheus text format.
+#[cfg(feature = "prometheus")]
+async fn metrics() -> HttpResponse {
+    match crate::metrics::prometheus::render() {
+        Ok(text) => HttpResponse::Ok().content_type(crate::metrics::prometheus::CONTENT_TYPE).body(text),
+        Err(e) => HttpResponse::ServiceUnavailable().content_type("text/plain").body(e.to_string()),
+    }
 }
 
 /// Options and context for one RPC made on behalf of an HTTP request: the gateway timeout as

@@ -74,16 +74,17 @@ pub(crate) struct Server {
 impl Server {
     pub(crate) fn new(
         info: ServerInfo,
-        endpoints: HashMap<Arc<str>, Route>,
+        mut endpoints: HashMap<Arc<str>, Route>,
         state: Extensions,
         stats: Arc<Stats>,
         supervisor: Rc<Supervisor>,
     ) -> Rc<Server> {
         let runtime = Runtime { supervisor: supervisor.clone(), stats: stats.clone() };
-        for route in endpoints.values() {
+        let service: Arc<str> = Arc::from(info.service.as_str());
+        for route in endpoints.values_mut() {
             route.dispatch.start(&runtime);
+            route.metrics = crate::metrics::EndpointMetrics::new(&service, &route.name);
         }
-        let service = Arc::from(info.service.as_str());
         Rc::new(Server { info, service, endpoints, state: Rc::new(state), stats, supervisor })
     }
 
@@ -133,7 +134,7 @@ impl Server {
         };
         let deadline = h.get(headers::DEADLINE).and_then(Deadline::parse);
         if deadline.is_some_and(Deadline::is_expired) {
-            Stats::incr(&self.stats.expired);
+            self.stats.expired();
             tracing::debug!(%subject, "request arrived after its deadline; dropped");
             return;
         }
@@ -160,7 +161,9 @@ impl Server {
             self.record_panic(&route.name, &panic);
             Err(Status::internal("handler panicked"))
         });
-        route.stats.record(started.elapsed(), result.as_ref().err());
+        let took = started.elapsed();
+        route.stats.record(took, result.as_ref().err());
+        route.metrics.record(took, result.as_ref().err());
         self.answer(reply, codec, result).await
     }
 
@@ -176,8 +179,7 @@ impl Server {
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_default();
         tracing::error!(service = %self.info.service, handler = what, panic = %msg, "handler panicked");
-        Stats::incr(&self.stats.panics);
-        Stats::incr(&self.stats.restarts);
+        self.stats.panicked();
         self.supervisor.record_restart();
     }
 
@@ -212,7 +214,7 @@ impl Server {
     /// a restart against the restart policy, like a handler's.
     pub(crate) fn record_loop_restart(&self, counters: &SubscriptionCounters) {
         Stats::incr(&counters.restarts);
-        Stats::incr(&self.stats.restarts);
+        self.stats.restarted();
         self.supervisor.record_restart();
     }
 }
@@ -234,6 +236,8 @@ pub(crate) struct Route {
     pub(crate) dispatch: Rc<dyn Dispatch>,
     pub(crate) metadata: std::collections::BTreeMap<String, String>,
     pub(crate) stats: stats::EndpointStats,
+    /// Its metric handles, made when the server starts.
+    pub(crate) metrics: crate::metrics::EndpointMetrics,
     /// Answers 503 while the node is over its in-flight limit (user endpoints, not `Debug.*`).
     pub(crate) shed: bool,
 }
@@ -244,7 +248,14 @@ impl Route {
         dispatch: Rc<dyn Dispatch>,
         metadata: std::collections::BTreeMap<String, String>,
     ) -> Route {
-        Route { name: name.into(), dispatch, metadata, stats: Default::default(), shed: false }
+        Route {
+            name: name.into(),
+            dispatch,
+            metadata,
+            stats: Default::default(),
+            metrics: crate::metrics::EndpointMetrics::noop(),
+            shed: false,
+        }
     }
 
     /// Sheds load: 503 above the node's in-flight limit.
@@ -374,6 +385,7 @@ impl Server {
             Err(e) => {
                 Stats::incr(&self.stats.errors);
                 Stats::incr(&counters.errors);
+                counters.metrics.errors.increment(1);
                 tracing::warn!(service = %self.info.service, error = %e, "malformed event dropped");
                 return;
             }
@@ -424,10 +436,12 @@ impl Server {
             Ok(crate::broker::Settled::Retried) => {
                 Stats::incr(&self.stats.retries);
                 Stats::incr(&counters.retries);
+                counters.metrics.retried.increment(1);
             }
             Ok(crate::broker::Settled::DeadLettered) => {
                 Stats::incr(&self.stats.dead_letters);
                 Stats::incr(&counters.dead_letters);
+                counters.metrics.dead_lettered.increment(1);
             }
             Ok(_) => {}
             Err(e) => {
@@ -446,18 +460,25 @@ impl Server {
         let ctx = Arc::new(event.context(&self.service));
         let req = Request { ctx: ctx.clone(), body: event.body.clone(), codec: event.codec, state: self.state.clone() };
         let ep = ep.clone();
+        let started = std::time::Instant::now();
         let result =
             CallContext::scope_shared(ctx, AssertUnwindSafe(async move { ep.call(req).await }).catch_unwind()).await;
+        counters.metrics.duration.record(started.elapsed().as_secs_f64());
         match result {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(_)) => {
+                counters.metrics.ok.increment(1);
+                Ok(())
+            }
             Ok(Err(status)) => {
                 Stats::incr(&self.stats.errors);
                 Stats::incr(&counters.errors);
+                counters.metrics.errors.increment(1);
                 Err(status)
             }
             Err(panic) => {
                 Stats::incr(&self.stats.errors);
                 Stats::incr(&counters.errors);
+                counters.metrics.errors.increment(1);
                 self.record_panic(&event.topic, &panic);
                 Err(Status::internal(format!("the handler of {} panicked", event.topic)))
             }
