@@ -58,7 +58,7 @@ pub use options::{
 #[cfg(feature = "nats")]
 #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
 mod nats;
-#[cfg(feature = "nats")]
+#[cfg(all(feature = "nats", feature = "kv"))]
 pub(crate) use nats::connect_client as nats_connect_client;
 #[cfg(feature = "nats")]
 pub(crate) use nats::consumer_name as nats_consumer_name;

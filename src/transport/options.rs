@@ -9,7 +9,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 
 /// The CA certificates (PEM) to trust for the broker's certificate.
 pub const TLS_CA_ENV: &str = "MICRO_TLS_CA";
@@ -30,11 +30,14 @@ pub const NATS_NKEY_ENV: &str = "MICRO_NATS_NKEY";
 
 /// The URL query parameters these options are read from, each naming a file or a flag (secrets
 /// stay out of the query: they belong in the user info or the environment).
+#[cfg(feature = "nats")]
 const QUERY_KEYS: &str = "tls_ca, tls_cert, tls_key, tls_required, creds, nkey";
 
 /// How to reach a broker securely: the CA to trust and the client certificate to present (TLS),
-/// and the credentials to log in with. Every setting is optional; see the
-/// [module](self) for where else each can come from.
+/// and the credentials to log in with. Every setting is optional, and each is taken from the
+/// first of: these options, the URL (its query: `tls_ca`, `tls_cert`, `tls_key`,
+/// `tls_required`, `creds`, `nkey`; its user info for a login), the environment
+/// ([`ConnectOptions::from_env`]).
 ///
 /// TLS is used for `tls://` and `amqps://` URLs, for a NATS server that requires it, and for a
 /// `nats://` URL whenever a CA or client certificate is given (a server that does not offer TLS
@@ -295,6 +298,7 @@ fn userinfo(url: &str, nats: bool) -> ConnectOptions {
 }
 
 /// The URL query parameters a transport URL may carry, for error messages.
+#[cfg(feature = "nats")]
 pub(crate) fn query_keys() -> &'static str {
     QUERY_KEYS
 }
@@ -359,6 +363,7 @@ pub(crate) fn tls_cause<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<
 /// `NATS at tls://host:4222` (no credentials).
 #[cfg(any(feature = "nats", feature = "tls"))]
 pub(crate) fn tls_error(broker: &str, e: &rustls::Error) -> Error {
+    use crate::error::ErrorKind;
     use rustls::{AlertDescription, CertificateError};
     let text = match e {
         rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => format!(
