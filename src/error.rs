@@ -38,6 +38,14 @@ pub enum ErrorKind {
     /// The connection to the message system failed.
     #[error("cannot connect")]
     Connect,
+    /// The TLS handshake with the broker failed: its certificate is not signed by a trusted CA,
+    /// expired or for another host, or it requires a client certificate that was not given.
+    #[error("TLS verification failed")]
+    Tls,
+    /// The broker refused the login: wrong user or password, token, NKey or `.creds`, or none
+    /// given to a broker that requires one.
+    #[error("broker authentication failed")]
+    BrokerAuth,
     /// Sending or receiving on an established connection failed.
     #[error("transport failure")]
     Transport,
@@ -192,7 +200,7 @@ impl Error {
             return s.code();
         }
         match self.kind {
-            ErrorKind::Unavailable | ErrorKind::Connect => Code::UNAVAILABLE,
+            ErrorKind::Unavailable | ErrorKind::Connect | ErrorKind::Tls | ErrorKind::BrokerAuth => Code::UNAVAILABLE,
             ErrorKind::Timeout => Code::TIMEOUT,
             ErrorKind::Codec | ErrorKind::InvalidArgument => Code::BAD_REQUEST,
             ErrorKind::Conflict | ErrorKind::LeaseLost => Code::CONFLICT,

@@ -67,6 +67,8 @@ mod sidecar;
 mod subscriptions;
 #[cfg(feature = "kv")]
 mod sync;
+#[cfg(feature = "nats")]
+mod tls;
 mod typed;
 #[cfg(feature = "web")]
 mod web;

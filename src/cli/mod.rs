@@ -33,6 +33,7 @@ mod completions;
 mod events;
 mod input;
 mod kv;
+mod link;
 mod nodes;
 mod output;
 mod proxy;
@@ -48,6 +49,7 @@ pub use completions::CompletionsArgs;
 pub use events::{PublishArgs, SubscribeArgs};
 pub use input::ContentType;
 pub use kv::{ConfigArgs, ConfigCommand, KvArgs, KvCommand, StoreArgs};
+pub use link::LinkArgs;
 pub use nodes::NodesArgs;
 pub use output::OutputFormat;
 pub use proxy::PROXY_TOKEN_ENV;
@@ -107,6 +109,10 @@ pub struct Cli {
     /// Output format of list commands; default: table on a terminal, JSON otherwise.
     #[arg(long, short = 'o', global = true, env = "MICRO_OUTPUT", value_enum)]
     pub output: Option<OutputFormat>,
+
+    /// TLS and login files for the broker.
+    #[command(flatten)]
+    pub link: LinkArgs,
 
     /// The command.
     #[command(subcommand)]
@@ -248,6 +254,7 @@ pub fn command() -> clap::Command {
         c.arg(clap::Arg::new("transport").long("transport").hide(true))
             .arg(clap::Arg::new("proxy_address").long("proxy-address").hide(true))
             .arg(clap::Arg::new("output").long("output").short('o').hide(true))
+            .args(link::FLAGS.iter().map(|(id, long)| clap::Arg::new(*id).long(*long).hide(true)))
     })
 }
 
@@ -291,6 +298,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let out = output::Output::new(cli.output);
     let env = std::env::var(crate::transport::TRANSPORT_ENV).ok();
     let url = cli.transport.as_deref().or(env.as_deref()).filter(|u| !u.is_empty()).unwrap_or(DEFAULT_CLI_TRANSPORT);
+    let link = cli.link.query();
+    let url = &link::with_query(url, &link);
     let proxy_env = std::env::var("MICRO_PROXY_ADDRESS").ok();
     if let Some(proxy) = cli.proxy_address.as_deref().or(proxy_env.as_deref()).filter(|p| !p.is_empty()) {
         if !matches!(cli.command, Command::Completions(_)) {
@@ -310,8 +319,14 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Command::Watch(args) => registry::watch(url, &out, args).await,
         Command::Subscriptions(args) => subscriptions::subscriptions(url, &out, args).await,
         Command::Groups(args) => subscriptions::groups(url, &out, args).await,
-        Command::Kv(args) => kv::run(&out, args).await,
-        Command::Config(args) => kv::config(&out, args).await,
+        Command::Kv(mut args) => {
+            args.store.link = link;
+            kv::run(&out, args).await
+        }
+        Command::Config(mut args) => {
+            args.store.link = link;
+            kv::config(&out, args).await
+        }
         Command::Completions(args) => completions::run(args),
         Command::Sidecar(args) => sidecar::run(url, args).await,
         Command::Bot(args) => bot::run(url, args).await,

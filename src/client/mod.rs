@@ -107,6 +107,7 @@ impl std::fmt::Debug for Client {
 #[derive(Debug, Default)]
 pub struct ClientBuilder {
     url: Option<String>,
+    connect_options: transport::ConnectOptions,
     config: ClientConfig,
     strategy: Strategy,
     registry: RegistryOptions,
@@ -116,6 +117,24 @@ impl ClientBuilder {
     /// Transport URL (default: `MICRO_TRANSPORT`, else `memory://`).
     pub fn transport(mut self, url: impl Into<String>) -> Self {
         self.url = Some(url.into());
+        self
+    }
+
+    /// TLS and login settings for the broker, before those of the URL and the environment: see
+    /// [`ConnectOptions`](transport::ConnectOptions).
+    ///
+    /// ```no_run
+    /// # #[actix::main] async fn main() -> micro::Result<()> {
+    /// use micro::transport::ConnectOptions;
+    /// let client = micro::Client::builder()
+    ///     .transport("amqps://rabbit.internal:5671/%2f")
+    ///     .connect_options(ConnectOptions::new().tls_ca("/etc/micro/ca.pem").user_password("micro", "s3cret"))
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn connect_options(mut self, options: transport::ConnectOptions) -> Self {
+        self.connect_options = options;
         self
     }
 
@@ -171,7 +190,7 @@ impl ClientBuilder {
     /// Connects the transport, starts a registry and selector, and returns the client.
     pub async fn connect(self) -> Result<Client> {
         let url = transport::resolve_url(self.url.as_deref());
-        let transport = transport::connect(&url).await?;
+        let transport = transport::connect_with(&url, &self.connect_options).await?;
         let registry = Registry::start(transport.clone(), self.registry).await?;
         let selector = Selector::new(self.strategy);
         SelectorActor::start(selector.clone(), &registry).await?;

@@ -112,6 +112,7 @@ pub struct ServiceBuilder {
     metadata: BTreeMap<String, String>,
     transport: Option<String>,
     registry_url: Option<String>,
+    connect_options: transport::ConnectOptions,
     registry: RegistryOptions,
     endpoints: Vec<EndpointSpec>,
     idempotent: std::collections::HashSet<String>,
@@ -149,6 +150,7 @@ impl ServiceBuilder {
             metadata: BTreeMap::new(),
             transport: None,
             registry_url: None,
+            connect_options: Default::default(),
             registry: RegistryOptions::default(),
             endpoints: Vec::new(),
             idempotent: Default::default(),
@@ -180,9 +182,29 @@ impl ServiceBuilder {
         self
     }
 
-    /// Transport URL: `memory://` or `nats://host:port` (default: `MICRO_TRANSPORT`, else `memory://`).
+    /// Transport URL: `memory://`, `nats://host:port`, `tls://host:port` or
+    /// `amqp(s)://user:password@host:port/vhost` (default: `MICRO_TRANSPORT`, else `memory://`).
     pub fn transport(mut self, url: impl Into<String>) -> Self {
         self.transport = Some(url.into());
+        self
+    }
+
+    /// TLS and login settings for the broker (both the transport's and the registry's), before
+    /// those of the URL and the environment: see [`ConnectOptions`](transport::ConnectOptions).
+    ///
+    /// ```no_run
+    /// # #[actix::main] async fn main() -> micro::Result<()> {
+    /// use micro::prelude::*;
+    /// use micro::transport::ConnectOptions;
+    /// let svc = Service::builder("go.micro.srv.secure")
+    ///     .transport("tls://nats.internal:4222")
+    ///     .connect_options(ConnectOptions::new().tls_ca("/etc/micro/ca.pem").user_password("micro", "s3cret"))
+    ///     .start()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn connect_options(mut self, options: transport::ConnectOptions) -> Self {
+        self.connect_options = options;
         self
     }
 
@@ -501,9 +523,9 @@ impl ServiceBuilder {
             None => None,
         };
         let url = transport::resolve_url(self.transport.as_deref());
-        let transport = transport::connect(&url).await?;
+        let transport = transport::connect_with(&url, &self.connect_options).await?;
         let registry_transport = match &self.registry_url {
-            Some(u) => Some(transport::connect(u).await?),
+            Some(u) => Some(transport::connect_with(u, &self.connect_options).await?),
             None => None,
         };
         let registry =
