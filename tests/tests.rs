@@ -31,6 +31,8 @@ mod util;
 mod audit;
 #[cfg(feature = "bot")]
 mod bot;
+#[cfg(all(feature = "bot", feature = "gateway"))]
+mod bot_slack;
 #[cfg(feature = "bot")]
 mod bot_xmpp;
 #[cfg(feature = "cli")]
