@@ -41,7 +41,9 @@
 //! | `kv` | no | `micro::kv` (memory, NATS JetStream KV) and `micro::sync` (locks, leader election) |
 //! | `redis` | no | the Redis backend of `micro::kv` and `micro::sync` |
 //! | `config` | no | `micro::config`: typed layered config (defaults, TOML/YAML/JSON, env, kv), hot reload |
-//! | `cli` | no | the `micro` binary and `micro::cli` (implies `gateway`, `web`, `sidecar`, `kv`, `redis` and `config`, for `micro api`, `web`, `sidecar`, `kv` and `config`) |
+//! | `cli` | no | the `micro` binary and `micro::cli` (implies `gateway`, `web`, `sidecar`, `kv`, `redis`, `config`, `telemetry` and `otel`, for `micro api`, `web`, `sidecar`, `kv` and `config`) |
+//! | `telemetry` | no | `micro::telemetry::init()`: log lines for binaries (human or JSON with trace ids) |
+//! | `otel` | no | OTLP export of the spans through `telemetry::init()` (implies `telemetry`) |
 //! | `test-util` | no | helpers for tests: broker URLs that fail loudly, unique names, wait-for |
 //!
 //! A service needs only the defaults; the gateway and the command line pull in actix-web, clap
@@ -91,6 +93,7 @@ pub mod subject;
 #[cfg(feature = "kv")]
 #[cfg_attr(docsrs, doc(cfg(feature = "kv")))]
 pub mod sync;
+pub mod telemetry;
 pub mod transport;
 #[cfg(feature = "web")]
 #[cfg_attr(docsrs, doc(cfg(feature = "web")))]

@@ -255,7 +255,11 @@ fn call_scope(state: &State, req: &HttpRequest) -> (CallOptions, CallContext) {
             metadata.insert(name.clone(), v);
         }
     }
-    let trace = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
+    // The gateway's span when one records it (`guard_and_tag`), else the caller's traceparent.
+    let trace = match req.extensions().get::<checks::HttpTrace>() {
+        Some(t) => Some(t.0),
+        None => req.headers().get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceParent::parse),
+    };
     let ctx = CallContext {
         service: std::sync::Arc::from(GATEWAY_ID),
         endpoint: req.path().into(),
