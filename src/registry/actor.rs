@@ -188,6 +188,7 @@ impl RegistryActor {
                     }
                 };
                 if let Some(action) = event {
+                    tracing::debug!(service = %name, node = %node.id, ?action, "registry: node announced");
                     self.rebuild(&name);
                     self.notify(action, a.service);
                 }
@@ -196,6 +197,7 @@ impl RegistryActor {
             Action::Deregister => {
                 let removed = self.cache.get_mut(&name).and_then(|nodes| nodes.remove(&node_id));
                 if let Some(entry) = removed {
+                    tracing::debug!(service = %name, node = %node_id, "registry: node deregistered");
                     self.rebuild(&name);
                     self.notify(WatchAction::Removed, entry.service);
                 }
@@ -269,6 +271,9 @@ impl RegistryActor {
 
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
         let records: Vec<ServiceRecord> = self.local.values().cloned().collect();
+        if !records.is_empty() {
+            tracing::trace!(services = records.len(), "registry: heartbeat");
+        }
         for s in records {
             if let Ok(m) = encode(&self.announcement(Action::Register, &s)) {
                 self.publish(ctx, subject::REGISTRY_ANNOUNCE.to_string(), m);
@@ -279,6 +284,7 @@ impl RegistryActor {
     /// Asks every node (of `service`, or of all) to answer to our inbox, and starts a discovery
     /// window: until it ends (or the service answers), lookups of unknown services wait.
     fn discover(&mut self, ctx: &mut Context<Self>, service: Option<String>) {
+        tracing::debug!(service = ?service, "registry: discovering");
         if let Ok(m) = encode(&Discover { service: service.clone(), reply: self.inbox.clone() }) {
             self.publish(ctx, subject::REGISTRY_DISCOVER.to_string(), m);
         }
@@ -336,6 +342,9 @@ impl RegistryActor {
         }
         let records: Vec<ServiceRecord> =
             self.local.values().filter(|s| d.service.as_ref().is_none_or(|n| *n == s.name)).cloned().collect();
+        if !records.is_empty() {
+            tracing::debug!(asked = ?d.service, answers = records.len(), "registry: answering a discovery");
+        }
         for s in records {
             if let Ok(m) = encode(&self.announcement(Action::Register, &s)) {
                 self.publish(ctx, d.reply.clone(), m);

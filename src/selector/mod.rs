@@ -261,7 +261,11 @@ impl Selector {
             return;
         }
         let mut p = self.inner.penalties.lock();
-        if p.remove(node_id).is_some() && p.is_empty() {
+        let forgiven = p.remove(node_id).is_some();
+        if forgiven {
+            tracing::debug!(node = node_id, "node answered again: off the blacklist");
+        }
+        if forgiven && p.is_empty() {
             self.inner.any_penalty.store(false, Ordering::Relaxed);
         }
     }
