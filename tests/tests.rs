@@ -48,6 +48,8 @@ mod faults;
 mod gateway;
 #[cfg(feature = "kv")]
 mod kv;
+#[cfg(feature = "cli")]
+mod logs;
 mod middleware;
 #[cfg(feature = "nats")]
 mod nats_micro;
@@ -63,6 +65,8 @@ mod sidecar;
 mod subscriptions;
 #[cfg(feature = "kv")]
 mod sync;
+#[cfg(all(feature = "otel", feature = "gateway"))]
+mod traces;
 mod typed;
 #[cfg(feature = "web")]
 mod web;
