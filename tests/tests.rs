@@ -54,6 +54,8 @@ mod health;
 mod kv;
 #[cfg(feature = "prometheus")]
 mod metrics;
+#[cfg(feature = "cli")]
+mod logs;
 mod middleware;
 #[cfg(feature = "nats")]
 mod nats_micro;
@@ -71,6 +73,8 @@ mod subscriptions;
 mod sync;
 #[cfg(feature = "nats")]
 mod tls;
+#[cfg(all(feature = "otel", feature = "gateway"))]
+mod traces;
 mod typed;
 #[cfg(feature = "web")]
 mod web;

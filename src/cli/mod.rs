@@ -266,11 +266,10 @@ pub fn main() -> ExitCode {
     };
     // The gateway is a server and logs what it does; the other commands are tools whose
     // output is what they print, so only warnings reach stderr unless MICRO_LOG asks for more.
-    init_tracing(if matches!(cli.command, Command::Api(_) | Command::Web(_) | Command::Sidecar(_) | Command::Bot(_)) {
-        "info"
-    } else {
-        "warn"
-    });
+    // lapin logs a refused login or virtual host as three raw ERROR lines before the error it
+    // returns, which says it once and plainly.
+    let server = matches!(cli.command, Command::Api(_) | Command::Web(_) | Command::Sidecar(_) | Command::Bot(_));
+    let _telemetry = crate::telemetry::init_with_default(if server { "info,lapin=off" } else { "warn,lapin=off" });
     let result = actix_rt::System::new().block_on(run(cli));
     match result {
         Ok(code) => code,
@@ -281,16 +280,6 @@ pub fn main() -> ExitCode {
             ExitCode::from(EXIT_FAILURE)
         }
     }
-}
-
-fn init_tracing(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MICRO_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        // lapin logs a refused login or virtual host as three raw ERROR lines before the
-        // error it returns, which says it once and plainly.
-        .unwrap_or_else(|_| format!("{default},lapin=off").into());
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
 }
 
 /// Runs a parsed command.

@@ -32,7 +32,9 @@ use crate::registry::{Registry, RegistryOptions};
 use crate::selector::{Filter, Selector, SelectorActor, Strategy};
 use crate::status::{Code, Status};
 use crate::subject;
+use crate::telemetry::{self, spans};
 use crate::transport::{self, Transport};
+use tracing::Instrument;
 
 mod options;
 
@@ -312,17 +314,25 @@ impl Client {
         // how long this side waits.
         let mut send_deadline = opts.timeout.is_some();
         let mut metadata = std::mem::take(&mut opts.metadata);
-        let mut trace = None;
+        let mut parent = None;
         let mut trace_state = None;
         CallContext::with_current(|ctx| {
             if let Some(d) = ctx.deadline {
                 deadline = deadline.min(d);
                 send_deadline = true;
             }
-            trace = ctx.trace.map(|t| t.child());
+            parent = ctx.trace;
             trace_state = ctx.trace_state.clone();
             metadata.merge_missing(&ctx.metadata);
         });
+        // The call's span; the traceparent sent is its context (a child of the current trace,
+        // or a new root). With no one recording, a child of the current trace, if any.
+        let span = spans::client(service, endpoint);
+        let trace = if span.is_disabled() {
+            parent.map(|t| t.child())
+        } else {
+            Some(telemetry::identify(&span, parent, spans::Parent::Local))
+        };
         // Only what is set travels: a trace when the caller is inside one, a caller when it
         // has a name, an id when the options give one.
         let mut h = Headers::new();
@@ -346,6 +356,20 @@ impl Client {
         }
         h.set_metadata(&metadata);
         let message = Message::with_headers(h, body);
+        let result = self.send_call(service, endpoint, message, opts, deadline).instrument(span.clone()).await;
+        spans::record_error(&span, &result);
+        result
+    }
+
+    /// Runs a prepared call through the client's middleware (if any), then delivers it.
+    async fn send_call(
+        &self,
+        service: &str,
+        endpoint: &str,
+        message: Message,
+        opts: CallOptions,
+        deadline: Deadline,
+    ) -> Result<RawReply> {
         let layers = &self.inner.config.layers;
         if layers.is_empty() {
             return self.deliver(service, endpoint, message, opts, deadline).await;
@@ -408,7 +432,7 @@ impl Client {
                 return Err(err);
             }
             retries_left = retries_left.saturating_sub(1);
-            tracing::debug!(service, endpoint, error = %err, ?delay, "retrying call");
+            tracing::debug!(service, endpoint, error = %err, ?delay, retries_left, "retrying call");
             tokio::time::sleep(delay).await;
         }
     }
@@ -450,6 +474,7 @@ impl Client {
                     })?,
                 };
             let idempotent = record.endpoint(endpoint).is_some_and(|e| e.is_idempotent());
+            tracing::debug!(service, endpoint, node = %node.id, pinned = pinned.is_some(), "node selected");
             (subject::request(&node.address, endpoint), Some(&node.id), idempotent)
         };
         let idempotent = idempotent_opt.unwrap_or(registered_idempotent);

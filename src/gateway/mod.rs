@@ -322,7 +322,11 @@ fn call_scope(state: &State, req: &HttpRequest) -> (CallOptions, CallContext) {
             opts = opts.metadata(name.clone(), v);
         }
     }
-    let trace = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
+    // The gateway's span when one records it (`guard_and_tag`), else the caller's traceparent.
+    let trace = match req.extensions().get::<checks::HttpTrace>() {
+        Some(t) => Some(t.0),
+        None => req.headers().get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceParent::parse),
+    };
     let ctx = CallContext {
         service: state.id.clone(),
         endpoint: req.path().into(),

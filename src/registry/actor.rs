@@ -197,6 +197,7 @@ impl RegistryActor {
                     }
                 };
                 if let Some(action) = event {
+                    tracing::debug!(service = %name, node = %node.id, ?action, "registry: node announced");
                     self.rebuild(&name);
                     self.notify(action, a.service);
                 }
@@ -205,6 +206,7 @@ impl RegistryActor {
             Action::Deregister => {
                 let removed = self.cache.get_mut(&name).and_then(|nodes| nodes.remove(&node_id));
                 if let Some(entry) = removed {
+                    tracing::debug!(service = %name, node = %node_id, "registry: node deregistered");
                     self.rebuild(&name);
                     self.notify(WatchAction::Removed, entry.service);
                 }
@@ -288,6 +290,9 @@ impl RegistryActor {
 
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
         let records: Vec<ServiceRecord> = self.local.values().cloned().collect();
+        if !records.is_empty() {
+            tracing::trace!(services = records.len(), "registry: heartbeat");
+        }
         for s in records {
             if let Ok(m) = encode(&self.announcement(Action::Register, &s)) {
                 self.publish(ctx, subject::REGISTRY_ANNOUNCE.to_string(), m);
@@ -299,6 +304,7 @@ impl RegistryActor {
     /// window: until it ends (or the service answers), lookups of unknown services wait.
     fn discover(&mut self, ctx: &mut Context<Self>, service: Option<String>) {
         let known = self.options.discover_known;
+        tracing::debug!(service = ?service, known, "registry: discovering");
         if let Ok(m) = encode(&Discover { service: service.clone(), reply: self.inbox.clone(), known }) {
             self.publish(ctx, subject::REGISTRY_DISCOVER.to_string(), m);
         }
@@ -373,6 +379,9 @@ impl RegistryActor {
         } else {
             self.local.values().filter(|s| wanted(&s.name)).map(|s| self.announcement(Action::Register, s)).collect()
         };
+        if !announcements.is_empty() {
+            tracing::debug!(asked = ?d.service, answers = announcements.len(), known = d.known, "registry: answering a discovery");
+        }
         for a in announcements {
             if let Ok(m) = encode(&a) {
                 self.publish(ctx, d.reply.clone(), m);

@@ -281,6 +281,7 @@ impl Selector {
         }
         let mut p = self.inner.penalties.lock();
         if p.remove(node_id).is_some() {
+            tracing::debug!(node = node_id, "node answered again: off the blacklist");
             self.inner.blacklisted.decrement(1.0);
             if p.is_empty() {
                 self.inner.any_penalty.store(false, Ordering::Relaxed);

@@ -18,7 +18,9 @@ use crate::context::CallContext;
 use crate::error::Result;
 use crate::message::{headers, Deadline, Headers, Message, TraceParent};
 use crate::status::Status;
+use crate::telemetry::{self, spans};
 use crate::transport::{Incoming, Reply, Subscription, Transport};
+use tracing::Instrument;
 
 mod actor;
 mod handler;
@@ -59,6 +61,8 @@ pub(crate) struct ServerInfo {
     pub(crate) node_id: String,
     /// Requests and events in flight above which endpoints answer 503 (not `Debug.*`).
     pub(crate) max_in_flight: usize,
+    /// The transport's name (`nats`, `amqp`, `memory`), for the spans.
+    pub(crate) transport: &'static str,
 }
 
 /// The running dispatch state, shared by the subscription loops and request tasks.
@@ -154,16 +158,28 @@ impl Server {
             return self.answer(reply, codec, Err(s)).await;
         }
         let started = std::time::Instant::now();
-        let ctx = Arc::new(context_from(&self.service, route.name.clone(), h, deadline));
+        // The handling's span, parented by the caller's traceparent; the handler's context
+        // carries the span's own identity, so the calls it makes are the span's children. A
+        // request that came without a trace starts one here (no header was paid for).
+        let parent = h.get(headers::TRACEPARENT).and_then(TraceParent::parse);
+        let span = spans::server(&self.service, &route.name);
+        let trace = if span.is_disabled() {
+            parent.unwrap_or_else(TraceParent::new_root)
+        } else {
+            telemetry::identify(&span, parent, spans::Parent::Remote)
+        };
+        let ctx = Arc::new(context_from(&self.service, route.name.clone(), h, deadline, trace));
         let req = Request { ctx: ctx.clone(), body, codec, state: self.state.clone() };
         let run = AssertUnwindSafe(route.dispatch.call(req)).catch_unwind();
-        let result = CallContext::scope_shared(ctx, run).await.unwrap_or_else(|panic| {
+        let result = CallContext::scope_shared(ctx, run).instrument(span.clone()).await.unwrap_or_else(|panic| {
+            let _in = span.enter();
             self.record_panic(&route.name, &panic);
             Err(Status::internal("handler panicked"))
         });
         let took = started.elapsed();
         route.stats.record(took, result.as_ref().err());
         route.metrics.record(took, result.as_ref().err());
+        spans::record_status(&span, result.as_ref().err());
         self.answer(reply, codec, result).await
     }
 
@@ -271,6 +287,7 @@ pub(crate) fn context_from(
     endpoint: Arc<str>,
     mut h: Headers,
     deadline: Option<Deadline>,
+    trace: TraceParent,
 ) -> CallContext {
     CallContext {
         service: service.clone(),
@@ -278,9 +295,7 @@ pub(crate) fn context_from(
         id: h.take(headers::ID).unwrap_or_default(),
         caller: h.take(headers::CALLER),
         deadline,
-        // A request that came without a trace starts one here (no header was paid for): the
-        // calls and events its handler makes then share one trace id.
-        trace: Some(h.get(headers::TRACEPARENT).and_then(TraceParent::parse).unwrap_or_else(TraceParent::new_root)),
+        trace: Some(trace),
         trace_state: h.take(headers::TRACESTATE),
         metadata: h.metadata(),
         event: None,
@@ -390,7 +405,7 @@ impl Server {
                 return;
             }
         };
-        if let Err(status) = self.run_event(&ep, &counters, &event).await {
+        if let Err(status) = self.run_event(&ep, &counters, &event, None).await {
             tracing::warn!(service = %self.info.service, topic = %event.topic, event = %event.id, %status, "event handler failed");
         }
     }
@@ -426,7 +441,7 @@ impl Server {
             }
         };
         let outcome = tokio::select! {
-            outcome = self.run_event(&ep, &counters, event.event()) => outcome,
+            outcome = self.run_event(&ep, &counters, event.event(), Some(event.attempt())) => outcome,
             never = keep_alive => never,
         };
         if let Err(status) = &outcome {
@@ -456,15 +471,26 @@ impl Server {
         ep: &Rc<dyn Dispatch>,
         counters: &SubscriptionCounters,
         event: &crate::broker::Event,
+        attempt: Option<u32>,
     ) -> std::result::Result<(), Status> {
-        let ctx = Arc::new(event.context(&self.service));
+        // As for requests: the span is parented by the publisher's traceparent, and an event
+        // that came without a trace starts one for its handler.
+        let span = spans::process(self.info.transport, &self.service, &event.topic, &event.id, attempt.map(u64::from));
+        let trace = if span.is_disabled() {
+            event.trace.unwrap_or_else(TraceParent::new_root)
+        } else {
+            telemetry::identify(&span, event.trace, spans::Parent::Remote)
+        };
+        let ctx = Arc::new(event.context(&self.service, trace));
         let req = Request { ctx: ctx.clone(), body: event.body.clone(), codec: event.codec, state: self.state.clone() };
         let ep = ep.clone();
         let started = std::time::Instant::now();
-        let result =
-            CallContext::scope_shared(ctx, AssertUnwindSafe(async move { ep.call(req).await }).catch_unwind()).await;
+        let result = CallContext::scope_shared(ctx, AssertUnwindSafe(async move { ep.call(req).await }).catch_unwind())
+            .instrument(span.clone())
+            .await;
         counters.metrics.duration.record(started.elapsed().as_secs_f64());
-        match result {
+        let _in = span.enter();
+        let outcome = match result {
             Ok(Ok(_)) => {
                 counters.metrics.ok.increment(1);
                 Ok(())
@@ -482,6 +508,8 @@ impl Server {
                 self.record_panic(&event.topic, &panic);
                 Err(Status::internal(format!("the handler of {} panicked", event.topic)))
             }
-        }
+        };
+        spans::record_status(&span, outcome.as_ref().err());
+        outcome
     }
 }

@@ -152,6 +152,7 @@ impl ServiceHandle {
         if let Ok(drained) = self.broker.send(crate::broker::Drained).await {
             let _ = drained.await;
         }
+        tracing::info!(service = %self.name, grace = ?self.grace, "subscriptions drained; finishing the requests in flight");
         let cut = self.server.drain(self.grace).await;
         if cut > 0 {
             tracing::warn!(service = %self.name, requests = cut, grace = ?self.grace, "grace period over; requests still in flight were cut off");

@@ -557,6 +557,7 @@ impl ServiceBuilder {
             version: self.version.clone(),
             node_id: node_id.clone(),
             max_in_flight: self.max_in_flight,
+            transport: transport.name(),
         };
 
         // The user's middleware wraps every endpoint and subscription; endpoints shed load first.
