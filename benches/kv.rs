@@ -9,10 +9,17 @@
 //! `get` must return the value written. Without `--bench` (e.g. `cargo test --benches`) it makes
 //! a smoke run: short phases, one round.
 //!
+//! What each raw side does: on NATS, `kv::Store::put`/`get` on the same bucket; on Redis, a
+//! plain `SET key value` and `GET key` on a `ConnectionManager` (one multiplexed connection, as
+//! the framework's).
+//!
 //! What the framework adds: on NATS, the 8-byte expiry in front of each value (TTL on a 2.9
-//! server) and its check on read; on Redis, a Lua script per write that also bumps the revision
-//! counter and appends to the change log (what makes revisions, CAS and watch work), and a hash
-//! read (`HMGET v r`) per get.
+//! server) and its check on read; on Redis, a Lua script per write (`EVALSHA`) that also bumps the
+//! revision counter and appends to the change log (what makes revisions, CAS and watch work), and
+//! on read the `revision:` prefix taken off the `GET`. Redis runs a script far slower than a
+//! `SET` (a Lua call, four commands, a stream entry), so a third comparison, `redis-script`, has
+//! the raw client run the framework's own script (`src/kv/redis_put.lua`) by `EVALSHA` and `GET`
+//! the entry: that ratio is the framework's own cost, the first one the price of the semantics.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -59,7 +66,12 @@ enum Side {
     Framework(Kv),
     RawNats(Box<async_nats::jetstream::kv::Store>),
     RawRedis(redis::aio::ConnectionManager),
+    /// The raw client running the framework's write script, in namespace `.1`.
+    RawRedisScript(redis::aio::ConnectionManager, Arc<redis::Script>, String),
 }
+
+/// The framework's write script, run by the raw client.
+const KV_PUT_SCRIPT: &str = include_str!("../src/kv/redis_put.lua");
 
 const VALUE: &[u8] = b"a value of about sixty-four bytes, the size of a small setting....";
 
@@ -82,6 +94,22 @@ impl Side {
             Side::RawRedis(c) => {
                 redis::cmd("SET").arg(key).arg(VALUE).query_async::<()>(&mut c.clone()).await?;
             }
+            Side::RawRedisScript(c, script, ns) => {
+                let rev: i64 = script
+                    .key(format!("{ns}:e:{key}"))
+                    .key(format!("{ns}:rev"))
+                    .key(format!("{ns}:log"))
+                    .arg(VALUE)
+                    .arg(0)
+                    .arg("any")
+                    .arg(key)
+                    .arg(10_000)
+                    .invoke_async(&mut c.clone())
+                    .await?;
+                if rev <= 0 {
+                    return Err(format!("the script refused {key}").into());
+                }
+            }
         }
         Ok(())
     }
@@ -91,6 +119,11 @@ impl Side {
             Side::Framework(kv) => kv.get(key).await?.map(|e| e.value.to_vec()),
             Side::RawNats(kv) => kv.get(key).await?.map(|b| b.to_vec()),
             Side::RawRedis(c) => redis::cmd("GET").arg(key).query_async(&mut c.clone()).await?,
+            Side::RawRedisScript(c, _, ns) => {
+                let raw: Option<Vec<u8>> =
+                    redis::cmd("GET").arg(format!("{ns}:e:{key}")).query_async(&mut c.clone()).await?;
+                raw.and_then(|r| Some(r[r.iter().position(|&b| b == b':')? + 1..].to_vec()))
+            }
         };
         if v.as_deref() != Some(VALUE) {
             return Err(format!("wrong value for {key}: {v:?}").into());
@@ -259,10 +292,14 @@ async fn main() -> Result<(), BoxError> {
     let framework = Kv::open(&format!("{redis_url}?namespace=micro-kv-bench")).await?;
     let raw = redis::aio::ConnectionManager::new(redis::Client::open(redis_url.as_str())?).await?;
     println!("kv on Redis: framework micro::kv vs raw redis GET/SET");
-    ok &= compare("redis", Side::Framework(framework), Side::RawRedis(raw.clone()), &cfg, &keys).await;
+    ok &= compare("redis", Side::Framework(framework.clone()), Side::RawRedis(raw.clone()), &cfg, &keys).await;
+    println!("kv on Redis: framework micro::kv vs the raw client running the same script (EVALSHA) and GET");
+    let script =
+        Side::RawRedisScript(raw.clone(), Arc::new(redis::Script::new(KV_PUT_SCRIPT)), "micro-kv-bench-raw".into());
+    ok &= compare("redis-script", Side::Framework(framework), script, &cfg, &keys).await;
     // leave nothing behind on the shared server: the raw side's keys and the bench's namespace
     let mut c = raw.clone();
-    for pattern in ["test.bench.*", "micro-kv-bench:*"] {
+    for pattern in ["test.bench.*", "micro-kv-bench:*", "micro-kv-bench-raw:*"] {
         let _: Result<(), _> = redis::cmd("EVAL")
             .arg("for _,k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end")
             .arg(0)

@@ -79,6 +79,21 @@ async fn auth_side(url: &str) -> Result<(Target, Vec<micro::ServiceHandle>), Box
     Ok((Target::Auth { client, service }, vec![node, auth_node]))
 }
 
+/// A subscriber that records every span: the registry, and with the `otel` feature
+/// OpenTelemetry's layer over a provider with no exporter (spans are built, then dropped).
+fn recording() -> tracing::Dispatch {
+    use tracing_subscriber::layer::SubscriberExt;
+    let registry = tracing_subscriber::registry();
+    #[cfg(feature = "otel")]
+    {
+        use opentelemetry::trace::TracerProvider as _;
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        tracing::Dispatch::new(registry.with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bench"))))
+    }
+    #[cfg(not(feature = "otel"))]
+    tracing::Dispatch::new(registry)
+}
+
 fn callgrind_side(side: &str, full: bool) -> Result<callgrind::PerCall, String> {
     callgrind::measure(side, full).map_err(|e| e.to_string())
 }
@@ -87,6 +102,12 @@ fn callgrind_side(side: &str, full: bool) -> Result<callgrind::PerCall, String> 
 async fn main() -> Result<(), BoxError> {
     let cfg = Config::from_env();
     let url = micro::test_util::nats_url();
+    // The counted run of the "metrics" side: the framework with the Prometheus recorder
+    // installed before anything starts, so every handle records.
+    #[cfg(feature = "prometheus")]
+    if std::env::var("BENCH_PROFILE").is_ok_and(|s| s == "metrics") {
+        micro::metrics::prometheus::install()?;
+    }
     let c = cfg.concurrency;
 
     // Framework side: the service (its own NATS connection) and a standalone client (another).
@@ -134,6 +155,8 @@ async fn main() -> Result<(), BoxError> {
             callgrind::counted_run(&auth_target, calls).await?;
             return Ok(());
         }
+        // "traced": the framework side with every span recorded.
+        let _recording = (side == "traced").then(|| tracing::dispatcher::set_default(&recording()));
         callgrind::counted_run(if side == "raw" { &raw } else { &framework }, calls).await?;
         service.stop().await?;
         raw_task.abort();
@@ -144,9 +167,17 @@ async fn main() -> Result<(), BoxError> {
         service.stop().await?;
         raw_task.abort();
         let full = cfg.full;
-        let (raw_cost, fw_cost, auth_cost) = tokio::task::spawn_blocking(move || {
+        let (raw_cost, fw_cost, traced_cost, metrics_cost, auth_cost) = tokio::task::spawn_blocking(move || {
+            // With the `prometheus` feature, the framework once more with the recorder installed.
+            let metrics = if cfg!(feature = "prometheus") { Some(callgrind_side("metrics", full)?) } else { None };
             let auth = if cfg!(feature = "auth") { Some(callgrind_side("auth", full)?) } else { None };
-            Ok::<_, String>((callgrind_side("raw", full)?, callgrind_side("framework", full)?, auth))
+            Ok::<_, String>((
+                callgrind_side("raw", full)?,
+                callgrind_side("framework", full)?,
+                callgrind_side("traced", full)?,
+                metrics,
+                auth,
+            ))
         })
         .await??;
         println!("callgrind, c=1, caller and responder in one process, per call (difference of two counted runs):");
@@ -163,6 +194,14 @@ async fn main() -> Result<(), BoxError> {
                 auth.allocations
             );
         }
+        if let Some(m) = &metrics_cost {
+            println!("{:<10} {:>14.0} {:>12.1}", "metrics", m.instructions, m.allocations);
+        }
+        println!("{:<10} {:>14.0} {:>12.1}", "traced", traced_cost.instructions, traced_cost.allocations);
+        println!(
+            "(traced: the framework with a subscriber recording every span{})",
+            if cfg!(feature = "otel") { ", OpenTelemetry's layer with no exporter" } else { " in the registry" }
+        );
         println!(
             "rpc nats instructions_ratio={:.2} instructions_framework={:.0} instructions_raw={:.0} \
              allocs_framework={:.1} allocs_raw={:.1}",
@@ -171,6 +210,24 @@ async fn main() -> Result<(), BoxError> {
             raw_cost.instructions,
             fw_cost.allocations,
             raw_cost.allocations
+        );
+        if let Some(m) = metrics_cost {
+            // The framework with the Prometheus recorder against the same without a recorder.
+            println!(
+                "rpc nats metrics instructions_ratio={:.3} instructions_metrics={:.0} instructions_off={:.0} \
+                 allocs_metrics={:.1} allocs_off={:.1}",
+                m.instructions / fw_cost.instructions,
+                m.instructions,
+                fw_cost.instructions,
+                m.allocations,
+                fw_cost.allocations
+            );
+        }
+        println!(
+            "rpc nats spans instructions_traced={:.0} instructions_ratio_traced_vs_framework={:.2} allocs_traced={:.1}",
+            traced_cost.instructions,
+            traced_cost.instructions / fw_cost.instructions,
+            traced_cost.allocations
         );
         return Ok(());
     }
@@ -233,6 +290,25 @@ async fn main() -> Result<(), BoxError> {
             }
         }
     }
+    // Spans recorded against spans off: the framework side again, with a recording subscriber
+    // for the traced phases (everything runs on this thread, so a thread default covers the
+    // client and the service), paired per round.
+    let recorder = recording();
+    let mut traced_ratios = Vec::new();
+    for _ in 0..cfg.rounds {
+        let off = run_phase(&framework, c, cfg.secs, None).await;
+        let on = {
+            let _recording = tracing::dispatcher::set_default(&recorder);
+            run_phase(&framework, c, cfg.secs, None).await
+        };
+        if off.errors + on.errors > 0 {
+            return Err("calls failed in the traced phases".into());
+        }
+        traced_ratios.push(on.rps() / off.rps());
+    }
+    let paired: Vec<String> = traced_ratios.iter().map(|r| format!("{r:.2}")).collect();
+    println!("c={c} traced/framework throughput per round (paired): {}", paired.join(" "));
+    println!("rpc nats c={c} spans_ratio={:.2}", median(traced_ratios));
     let rss_after = micro::server::resident_memory_bytes();
 
     let [s1, sc] = &series;

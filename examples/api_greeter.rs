@@ -14,6 +14,6 @@ mod greeter;
 
 #[micro::main]
 async fn main() -> Result<(), micro::Report> {
-    greeter::init_tracing();
+    let _telemetry = greeter::init_tracing();
     Ok(api_greeter::service().run().await?)
 }

@@ -19,7 +19,7 @@ use micro::gateway::{Gateway, GatewayConfig, GATEWAY_ID};
 
 #[micro::main]
 async fn main() -> Result<(), micro::Report> {
-    greeter::init_tracing();
+    let _telemetry = greeter::init_tracing();
     let url = micro::transport::resolve_url(None);
     let srv = greeter::service().transport(&url).start().await?;
     let api = api_greeter::service().transport(&url).start().await?;

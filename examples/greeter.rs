@@ -9,7 +9,7 @@ mod greeter;
 
 #[micro::main]
 async fn main() -> Result<(), micro::Report> {
-    greeter::init_tracing();
+    let _telemetry = greeter::init_tracing();
     let service = greeter::service().transport("memory://").start().await?;
     let client = micro::Client::connect("memory://").await?;
     greeter::exercise(&client).await?;

@@ -8,7 +8,7 @@ mod greeter;
 
 #[micro::main]
 async fn main() -> Result<(), micro::Report> {
-    greeter::init_tracing();
+    let _telemetry = greeter::init_tracing();
     let client = micro::Client::connect(&micro::transport::resolve_url(None)).await?;
     Ok(greeter::exercise(&client).await?)
 }

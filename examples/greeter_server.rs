@@ -11,7 +11,7 @@ mod greeter;
 
 #[micro::main]
 async fn main() -> Result<(), micro::Report> {
-    greeter::init_tracing();
+    let _telemetry = greeter::init_tracing();
     let url = micro::transport::resolve_url(None);
     if url.starts_with("memory://") {
         eprintln!("note: on memory:// only this process can reach the service; set MICRO_TRANSPORT=nats://127.0.0.1:4222 to serve other processes");

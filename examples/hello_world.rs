@@ -31,7 +31,7 @@ async fn hello(Req(req): Req<Request>) -> Result<Response, Status> {
 
 #[micro::main]
 async fn main() -> Result<(), micro::Report> {
-    log::init("warn");
+    let _telemetry = log::init("warn");
     let service = Service::builder("go.micro.srv.greeter").version("1.0.0").handle(SAY_HELLO, hello).start().await?;
 
     let client = service.client();

@@ -64,9 +64,10 @@ impl Codec {
     }
 
     /// The `Content-Type` to send with a body in this codec, or `None` when a receiver would
-    /// sniff it right anyway (MessagePack not starting with `{` or `[`): saves a header.
+    /// sniff it right anyway (MessagePack not starting with `{` or `[`, JSON starting with
+    /// one of them): saves a header.
     pub(crate) fn content_type_for(self, body: &[u8]) -> Option<&'static str> {
-        (self != Codec::MsgPack || Codec::sniff(body) != Codec::MsgPack).then(|| self.content_type())
+        (Codec::sniff(body) != self).then(|| self.content_type())
     }
 
     /// Encodes a value.

@@ -38,6 +38,14 @@ pub enum ErrorKind {
     /// The connection to the message system failed.
     #[error("cannot connect")]
     Connect,
+    /// The TLS handshake with the broker failed: its certificate is not signed by a trusted CA,
+    /// expired or for another host, or it requires a client certificate that was not given.
+    #[error("TLS verification failed")]
+    Tls,
+    /// The broker refused the login: wrong user or password, token, NKey or `.creds`, or none
+    /// given to a broker that requires one.
+    #[error("broker authentication failed")]
+    BrokerAuth,
     /// Sending or receiving on an established connection failed.
     #[error("transport failure")]
     Transport,
@@ -183,14 +191,21 @@ impl Error {
         if let Some(s) = self.status() {
             return s.clone();
         }
-        let code = match self.kind {
-            ErrorKind::Unavailable | ErrorKind::Connect => Code::UNAVAILABLE,
+        Status::new(self.code(), self.to_string()).with_id(id)
+    }
+
+    /// The status code of [`to_status`](Self::to_status), without building the status.
+    pub(crate) fn code(&self) -> Code {
+        if let Some(s) = self.status() {
+            return s.code();
+        }
+        match self.kind {
+            ErrorKind::Unavailable | ErrorKind::Connect | ErrorKind::Tls | ErrorKind::BrokerAuth => Code::UNAVAILABLE,
             ErrorKind::Timeout => Code::TIMEOUT,
             ErrorKind::Codec | ErrorKind::InvalidArgument => Code::BAD_REQUEST,
             ErrorKind::Conflict | ErrorKind::LeaseLost => Code::CONFLICT,
             _ => Code::INTERNAL,
-        };
-        Status::new(code, self.to_string()).with_id(id)
+        }
     }
 }
 

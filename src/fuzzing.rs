@@ -69,7 +69,7 @@ pub fn envelope(data: &[u8]) {
     let subject = h.get("Micro-Fuzz-Subject").map(crate::subject::event).unwrap_or_default();
     if let Ok(event) = Event::from_parts(&subject, &h, Bytes::copy_from_slice(body)) {
         let _ = event.decode::<serde_json::Value>();
-        let _ = event.context(&std::sync::Arc::from("fuzz"));
+        let _ = event.context(&std::sync::Arc::from("fuzz"), crate::message::TraceParent::new_root());
     }
 }
 

@@ -34,14 +34,20 @@
 //! | feature | default | what |
 //! |---|---|---|
 //! | `nats` | yes | the `nats://` transport (async-nats) |
-//! | `rabbitmq` | yes | the `amqp://` transport (lapin; plain TCP, no TLS yet) |
+//! | `rabbitmq` | yes | the `amqp://` transport (lapin; `amqps://` with `tls`) |
 //! | `gateway` | no | the actix-web API gateway (`micro::gateway`) |
 //! | `web` | no | the web dashboard and web-service proxy (`micro::web`; implies `gateway`) |
 //! | `sidecar` | no | `micro::sidecar`: the toolkit over HTTP for apps in any language (implies `gateway`) |
 //! | `kv` | no | `micro::kv` (memory, NATS JetStream KV) and `micro::sync` (locks, leader election) |
 //! | `redis` | no | the Redis backend of `micro::kv` and `micro::sync` |
 //! | `config` | no | `micro::config`: typed layered config (defaults, TOML/YAML/JSON, env, kv), hot reload |
-//! | `cli` | no | the `micro` binary and `micro::cli` (implies `gateway`, `web`, `sidecar`, `kv`, `redis` and `config`, for `micro api`, `web`, `sidecar`, `kv` and `config`) |
+//! | `prometheus` | no | the Prometheus recorder and `/metrics` (`micro::metrics::prometheus`, `ServiceBuilder::metrics_addr`) |
+//! | `bot` | no | `micro::bot`: the CLI over IRC, XMPP, Slack and a terminal |
+//! | `tls` | no | `amqps://` RabbitMQ over rustls (NATS TLS needs no feature) |
+//! | `nkeys` | no | NATS NKey and `.creds` logins |
+//! | `cli` | no | the `micro` binary and `micro::cli` (implies every feature above but `test-util`) |
+//! | `telemetry` | no | `micro::telemetry::init()`: log lines for binaries (human or JSON with trace ids) |
+//! | `otel` | no | OTLP export of the spans through `telemetry::init()` (implies `telemetry`) |
 //! | `test-util` | no | helpers for tests: broker URLs that fail loudly, unique names, wait-for |
 //!
 //! A service needs only the defaults; the gateway and the command line pull in actix-web, clap
@@ -77,10 +83,12 @@ pub mod error;
 #[cfg(feature = "gateway")]
 #[cfg_attr(docsrs, doc(cfg(feature = "gateway")))]
 pub mod gateway;
+pub mod health;
 #[cfg(feature = "kv")]
 #[cfg_attr(docsrs, doc(cfg(feature = "kv")))]
 pub mod kv;
 pub mod message;
+pub mod metrics;
 pub mod middleware;
 pub mod registry;
 pub mod selector;
@@ -94,6 +102,7 @@ pub mod subject;
 #[cfg(feature = "kv")]
 #[cfg_attr(docsrs, doc(cfg(feature = "kv")))]
 pub mod sync;
+pub mod telemetry;
 pub mod transport;
 #[cfg(feature = "web")]
 #[cfg_attr(docsrs, doc(cfg(feature = "web")))]

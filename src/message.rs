@@ -370,6 +370,27 @@ impl TraceParent {
         Some(TraceParent { trace_id, span_id, flags })
     }
 
+    /// A trace context from its parts (ids of zero are made non-zero, as W3C requires).
+    #[cfg_attr(not(feature = "otel"), allow(dead_code))] // OTel ids ⇄ ours
+    pub(crate) fn from_parts(trace_id: u128, span_id: u64, flags: u8) -> TraceParent {
+        TraceParent { trace_id: nonzero(trace_id), span_id: nonzero(span_id), flags }
+    }
+
+    #[cfg_attr(not(feature = "otel"), allow(dead_code))] // OTel ids ⇄ ours
+    pub(crate) fn trace_id_u128(&self) -> u128 {
+        self.trace_id
+    }
+
+    #[cfg_attr(not(feature = "otel"), allow(dead_code))] // OTel ids ⇄ ours
+    pub(crate) fn span_id_u64(&self) -> u64 {
+        self.span_id
+    }
+
+    /// The trace flags (bit 0: sampled).
+    pub fn flags(&self) -> u8 {
+        self.flags
+    }
+
     /// The trace id as 32 hex digits.
     pub fn trace_id(&self) -> String {
         format!("{:032x}", self.trace_id)

@@ -97,7 +97,7 @@ proptest! {
     fn registry_messages_round_trip(service in record(), ttl in any::<u64>(), register in any::<bool>(), reply in text(), only in proptest::option::of(text())) {
         let action = if register { Action::Register } else { Action::Deregister };
         round_trips(&Announcement { action, ttl, service: service.clone() })?;
-        round_trips(&Discover { service: only, reply })?;
+        round_trips(&Discover { service: only, reply, known: false })?;
         round_trips(&WatchEvent { action: WatchAction::Updated, service })?;
     }
 
@@ -114,7 +114,7 @@ proptest! {
     #[test]
     fn debug_answers_round_trip(s in stats(), (status, service, version, node) in (text(), text(), text(), text())) {
         round_trips(&s)?;
-        round_trips(&HealthStatus { status, service, version, node })?;
+        round_trips(&HealthStatus { status, service, version, node, checks: Vec::new() })?;
     }
 
     #[test]

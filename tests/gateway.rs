@@ -376,6 +376,38 @@ async fn health_and_request_ids() {
     assert_ne!(rsp.headers().get("x-request-id").unwrap(), "bad id <script>", "unsafe ids are replaced");
 }
 
+#[actix::test]
+async fn an_rpc_carries_the_request_id_as_its_id_and_the_request_as_sent() {
+    async fn echo(Req(v): Req<Value>, ctx: CallContext) -> Result<Value, Status> {
+        Ok(json!({"id": ctx.id(), "request": v}))
+    }
+    let url = memory_url();
+    let ns = unique("ns");
+    let name = format!("{ns}.echo");
+    let svc = Service::builder(&name).transport(&url).handle("Echo.Call", echo).start().await.unwrap();
+    let gw = TestGateway::start(&url, GatewayConfig::default().namespace(&ns)).await;
+    let call = |request: Value| {
+        http().post(gw.url("/rpc")).insert_header(("x-request-id", "req-7")).send_json(&json!({
+            "service": name, "endpoint": "Echo.Call", "request": request,
+        }))
+    };
+    let got = body_json(call(json!({"n": [1, 2.5, "x"], "deep": {"a": null}})).await.unwrap()).await;
+    assert_eq!(got, json!({"id": "req-7", "request": {"n": [1, 2.5, "x"], "deep": {"a": null}}}));
+    // A JSON text inside a string is the request it holds; other strings stay strings.
+    let got = body_json(call(json!("{\"a\": 1}")).await.unwrap()).await;
+    assert_eq!(got["request"], json!({"a": 1}));
+    let got = body_json(call(json!("plain")).await.unwrap()).await;
+    assert_eq!(got["request"], json!("plain"));
+    let rsp = call(json!("{not json")).await.unwrap();
+    assert_eq!(rsp.status(), StatusCode::BAD_REQUEST);
+    // Without a request: an empty object.
+    let rsp = http().post(gw.url("/rpc")).send_json(&json!({"service": name, "endpoint": "Echo.Call"}));
+    let got = body_json(rsp.await.unwrap()).await;
+    assert_eq!(got["request"], json!({}));
+    assert_eq!(got["id"].as_str().map(str::len), Some(36), "a generated request id: {got}");
+    svc.stop().await.unwrap();
+}
+
 /// Sends a request head (and whatever of a body it includes), then nothing more, and reads
 /// the answer: its status, its body, and how long it took. Ends at the end of the response
 /// (`Content-Length`) or of the connection.

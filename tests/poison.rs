@@ -136,10 +136,10 @@ async fn services_and_clients_log_in_with_the_credentials_in_the_url() {
 
     // Without credentials, or with wrong ones, the server refuses; the error never shows them.
     let anonymous = micro::transport::connect(&nats.url()).await.unwrap_err();
-    assert_eq!(anonymous.kind(), ErrorKind::Connect, "{anonymous}");
+    assert_eq!(anonymous.kind(), ErrorKind::BrokerAuth, "{anonymous}");
     let wrong = url_with_credentials(&nats, "wrong-secret");
     let e = micro::transport::connect(&wrong).await.unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Connect, "{e}");
+    assert_eq!(e.kind(), ErrorKind::BrokerAuth, "{e}");
     let text = format!("{e} {e:?}");
     assert!(text.contains("refused") && !text.contains("wrong-secret"), "{text}");
 

@@ -37,6 +37,8 @@ mod auth_gateway;
 mod auth_jwt;
 #[cfg(feature = "bot")]
 mod bot;
+#[cfg(all(feature = "bot", feature = "gateway"))]
+mod bot_slack;
 #[cfg(feature = "bot")]
 mod bot_xmpp;
 #[cfg(feature = "cli")]
@@ -52,8 +54,14 @@ mod events;
 mod faults;
 #[cfg(feature = "gateway")]
 mod gateway;
+#[cfg(feature = "cli")]
+mod health;
 #[cfg(feature = "kv")]
 mod kv;
+#[cfg(feature = "cli")]
+mod logs;
+#[cfg(feature = "prometheus")]
+mod metrics;
 mod middleware;
 #[cfg(feature = "nats")]
 mod nats_micro;
@@ -69,6 +77,10 @@ mod sidecar;
 mod subscriptions;
 #[cfg(feature = "kv")]
 mod sync;
+#[cfg(feature = "nats")]
+mod tls;
+#[cfg(all(feature = "otel", feature = "gateway"))]
+mod traces;
 mod typed;
 #[cfg(feature = "web")]
 mod web;

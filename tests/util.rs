@@ -324,6 +324,15 @@ pub struct PrivateRabbit {
 #[cfg(feature = "rabbitmq")]
 impl PrivateRabbit {
     pub async fn start() -> PrivateRabbit {
+        PrivateRabbit::start_with(&[], |port, _| format!("listeners.tcp.local = 127.0.0.1:{port}\n")).await
+    }
+
+    /// Started with `files` written to its dir (readable by the node: certificates) and the
+    /// config `listeners(port, dir)` says (its listeners and their options).
+    pub async fn start_with(
+        files: &[(&str, &[u8])],
+        listeners: impl FnOnce(u16, &std::path::Path) -> String,
+    ) -> PrivateRabbit {
         use std::os::unix::fs::PermissionsExt;
         let port = free_port();
         let dist = free_port();
@@ -332,11 +341,11 @@ impl PrivateRabbit {
         std::fs::create_dir_all(&dir).unwrap();
         // The node runs as the `rabbitmq` user (Debian's wrapper switches to it).
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-        std::fs::write(
-            dir.join("rabbitmq.conf"),
-            format!("listeners.tcp.local = 127.0.0.1:{port}\nloopback_users = none\n"),
-        )
-        .unwrap();
+        for (name, contents) in files {
+            std::fs::write(dir.join(name), contents).unwrap();
+            std::fs::set_permissions(dir.join(name), std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        std::fs::write(dir.join("rabbitmq.conf"), format!("{}loopback_users = none\n", listeners(port, &dir))).unwrap();
         std::fs::write(dir.join("plugins"), "[].\n").unwrap();
         std::fs::write(dir.join("env"), format!("NODENAME={node}\n")).unwrap();
         let status = Command::new("rabbitmq-server")

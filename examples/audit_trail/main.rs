@@ -120,7 +120,7 @@ fn default_db(url: &str) -> PathBuf {
 
 #[micro::main]
 async fn main() -> Result<(), micro::Report> {
-    log::init("warn");
+    let _telemetry = log::init("warn");
     let args = parse_args()?;
     let audit =
         || AuditConfig { names: args.names.clone(), db: args.db.clone(), ack_wait: args.ack_wait, expire_after: None };

@@ -100,6 +100,7 @@ pub async fn exercise(client: &Client) -> micro::Result<()> {
 
 /// Logs to stderr, filtered by `MICRO_LOG` or `RUST_LOG` (default `info`), coloured only on a
 /// terminal.
-pub fn init_tracing() {
-    log::init("info");
+#[must_use = "keep it until main ends: dropping it flushes the trace exporter"]
+pub fn init_tracing() -> log::Telemetry {
+    log::init("info")
 }

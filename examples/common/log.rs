@@ -1,10 +1,10 @@
-//! Logging for the examples: to stderr, filtered by `MICRO_LOG` or `RUST_LOG` (as the `micro`
-//! CLI reads them), coloured only on a terminal.
+//! Logging for the examples: `micro::telemetry`, as the `micro` binary uses it (`MICRO_LOG` or
+//! `RUST_LOG` for the levels, `MICRO_LOG_FORMAT=json` for JSON lines, OTLP export with the
+//! `otel` feature and `OTEL_EXPORTER_OTLP_ENDPOINT`).
 
-pub fn init(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MICRO_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| default.into());
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+pub use micro::telemetry::Telemetry;
+
+/// Installs the subscriber; keep what it returns until the end of `main`.
+pub fn init(default: &str) -> Telemetry {
+    micro::telemetry::init_with_default(default)
 }

@@ -9,12 +9,15 @@ use super::{Bot, BotError};
 /// A message the bot received.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Incoming {
-    /// The sender's chat identity (an IRC nick, an XMPP JID, a terminal user).
+    /// The sender's chat identity (an IRC nick, an XMPP JID, a Slack user id, a terminal user).
     pub sender: String,
-    /// The room (IRC channel, multi-user chat) it was said in; `None` for a direct message.
+    /// The room (IRC channel, multi-user chat, Slack channel id) it was said in; `None` for a
+    /// direct message.
     pub room: Option<String>,
     /// The command text, with any address to the bot (`micro: `) already taken off.
     pub text: String,
+    /// The thread it was said in (Slack's `thread_ts`), where the reply goes; `None` elsewhere.
+    pub thread: Option<String>,
 }
 
 /// A reply to send back where an [`Incoming`] came from.
@@ -52,7 +55,7 @@ pub struct Reply {
 /// }
 /// ```
 pub trait Input: Send + std::fmt::Debug {
-    /// A short name (`irc`, `stdin`); it travels with calls as the `Bot-Input` metadata.
+    /// A short name (`irc`, `xmpp`, `slack`, `stdin`); it travels with calls as the `Bot-Input` metadata.
     fn name(&self) -> &str;
     /// Connects (or reconnects) and joins the rooms.
     fn connect(&mut self) -> BoxFuture<'_, Result<(), BotError>>;

@@ -141,7 +141,7 @@ impl Input for IrcInput {
                     continue;
                 }
                 let room = in_channel.then(|| target.clone());
-                return Ok(Some(Incoming { sender: sender.to_string(), room, text: text.to_string() }));
+                return Ok(Some(Incoming { sender: sender.to_string(), room, text: text.to_string(), thread: None }));
             }
         })
     }

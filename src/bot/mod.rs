@@ -1,7 +1,7 @@
 //! The chat bot: the CLI over chat, and commands that are services.
 //!
-//! A [`Bot`] joins chat systems through [`Input`]s ([`IrcInput`], [`XmppInput`], [`StdinInput`],
-//! or your own)
+//! A [`Bot`] joins chat systems through [`Input`]s ([`IrcInput`], [`XmppInput`], [`SlackInput`],
+//! [`StdinInput`], or your own)
 //! and answers commands: the built-ins mirror the CLI (`help`, `services`, `service NAME`,
 //! `call SERVICE ENDPOINT {json}`, `health SERVICE`, `stats SERVICE`, `publish TOPIC {json}`,
 //! `echo`), and any service named `<namespace>.<command>` (by default `go.micro.bot.deploy` for
@@ -32,12 +32,14 @@ mod commands;
 mod format;
 mod input;
 mod irc;
+mod slack;
 mod stdin;
 mod xmpp;
 
 pub use format::truncate;
 pub use input::{Incoming, Input, Reply};
 pub use irc::{IrcConfig, IrcInput};
+pub use slack::{SlackConfig, SlackInput, DEFAULT_SLACK_API_URL};
 pub use stdin::{StdinInput, STDIN_ROOM};
 pub use xmpp::{XmppConfig, XmppInput};
 
@@ -249,7 +251,7 @@ mod tests {
     use super::*;
 
     fn msg(sender: &str, room: Option<&str>) -> Incoming {
-        Incoming { sender: sender.into(), room: room.map(Into::into), text: "help".into() }
+        Incoming { sender: sender.into(), room: room.map(Into::into), text: "help".into(), thread: None }
     }
 
     #[test]

@@ -62,7 +62,12 @@ impl Input for StdinInput {
                 let text = line.trim();
                 if !text.is_empty() {
                     let room = Some(STDIN_ROOM.to_string());
-                    return Ok(Some(Incoming { sender: self.user.clone(), room, text: text.to_string() }));
+                    return Ok(Some(Incoming {
+                        sender: self.user.clone(),
+                        room,
+                        text: text.to_string(),
+                        thread: None,
+                    }));
                 }
             }
         })

@@ -171,7 +171,7 @@ impl Input for XmppInput {
                 };
                 let Some(text) = super::input::addressed(&self.config.nick, body, room.is_some()) else { continue };
                 if !text.is_empty() {
-                    return Ok(Some(Incoming { sender, room, text: text.to_string() }));
+                    return Ok(Some(Incoming { sender, room, text: text.to_string(), thread: None }));
                 }
             }
         })

@@ -125,11 +125,13 @@ impl BrokerActor {
         let mut subs = Vec::with_capacity(declared.len());
         let mut loops = Vec::with_capacity(declared.len());
         for d in declared {
+            let metrics =
+                crate::metrics::SubscriptionMetrics::new(&server.info().service, &d.topic, d.options.is_durable());
             let owned = Owned {
                 topic: d.topic,
                 options: d.options,
                 endpoint: d.endpoint,
-                counters: Arc::default(),
+                counters: Arc::new(SubscriptionCounters::with_metrics(metrics)),
                 abort: None,
                 since: Instant::now(),
                 backoff: kit::reconnect_backoff(),

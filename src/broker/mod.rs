@@ -42,7 +42,9 @@ use crate::error::{Error, Result};
 use crate::message::{headers, new_id, now_millis, Headers, Message, Metadata, TraceParent};
 use crate::middleware::{Answer, ClientLayers, Outgoing, SendFn, Target};
 use crate::subject;
+use crate::telemetry::{self, spans};
 use crate::transport::{Incoming, Subscription, Transport};
+use tracing::Instrument;
 
 mod actor;
 mod durable;
@@ -117,15 +119,15 @@ impl Event {
         })
     }
 
-    pub(crate) fn context(&self, service: &Arc<str>) -> CallContext {
+    /// The context of a handler of this event, `trace` its identity (see `Server::run_event`).
+    pub(crate) fn context(&self, service: &Arc<str>, trace: TraceParent) -> CallContext {
         CallContext {
             service: service.clone(),
             endpoint: self.topic.as_str().into(),
             id: self.id.clone(),
             caller: self.publisher.clone(),
             deadline: None,
-            // As for requests: an event that came without a trace starts one for its handler.
-            trace: Some(self.trace.unwrap_or_else(TraceParent::new_root)),
+            trace: Some(trace),
             trace_state: None,
             metadata: self.metadata.clone(),
             event: Some(EventInfo {
@@ -370,22 +372,37 @@ impl Broker {
 
     /// Publishes an already encoded payload; returns the event id.
     pub async fn publish_raw(&self, topic: &str, body: Bytes, codec: Codec, opts: PublishOptions) -> Result<String> {
+        let durable = opts.durable;
+        let result = self.publish_prepared(topic, body, codec, opts).await;
+        crate::metrics::published(topic, durable, &result);
+        result
+    }
+
+    async fn publish_prepared(&self, topic: &str, body: Bytes, codec: Codec, opts: PublishOptions) -> Result<String> {
         if !subject::is_valid(topic, false) {
             return Err(Error::config(format!("invalid topic {topic:?}: use dotted names without wildcards")));
         }
         let mut metadata = opts.metadata;
-        let mut trace = None;
+        let mut parent = None;
         CallContext::with_current(|ctx| {
             metadata.merge_missing(&ctx.metadata);
-            trace = ctx.trace.map(|t| t.child());
+            parent = ctx.trace;
         });
+        let id = opts.id.unwrap_or_else(new_id);
+        // The publish's span; the traceparent sent is its context. With no one recording, a
+        // child of the current trace, if any.
+        let span = spans::publish(self.transport.name(), topic, &id, opts.durable);
+        let trace = if span.is_disabled() {
+            parent.map(|t| t.child())
+        } else {
+            Some(telemetry::identify(&span, parent, spans::Parent::Local))
+        };
         // The topic travels in the subject; a trace only when the publisher is inside one, a
         // publisher only when it has a name.
         let mut h = Headers::with_capacity(4 + usize::from(trace.is_some()) + metadata.len());
         if let Some(ct) = codec.content_type_for(&body) {
             h.push(headers::CONTENT_TYPE, ct);
         }
-        let id = opts.id.unwrap_or_else(new_id);
         h.push(headers::ID, id.clone());
         // A UUID v7 id (the default) carries the publish time: no header for it.
         if crate::message::id_timestamp(&id).is_none() {
@@ -399,11 +416,17 @@ impl Broker {
         }
         h.set_metadata(&metadata);
         let message = Message::with_headers(h, body);
+        let sent = self.send(topic, message, opts.durable).instrument(span.clone()).await;
+        spans::record_error(&span, &sent);
+        sent.map(|()| id)
+    }
+
+    /// Sends a prepared event through the client's middleware (if any), then to the transport.
+    async fn send(&self, topic: &str, message: Message, durable: bool) -> Result<()> {
         if self.layers.is_empty() {
-            send_event(&*self.transport, topic, message, opts.durable).await?;
-            return Ok(id);
+            return send_event(&*self.transport, topic, message, durable).await;
         }
-        let out = Outgoing { target: Target::Publish { topic: topic.to_string(), durable: opts.durable }, message };
+        let out = Outgoing { target: Target::Publish { topic: topic.to_string(), durable }, message };
         let transport = self.transport.clone();
         let send: SendFn = Box::new(move |out: Outgoing| {
             Box::pin(async move {
@@ -415,7 +438,7 @@ impl Broker {
             })
         });
         self.layers.run(out, send).await?;
-        Ok(id)
+        Ok(())
     }
 
     /// Subscribes to a topic or pattern (`user.*`, `order.>`) and returns the raw event stream.

@@ -7,17 +7,19 @@ use clap::Args;
 
 use super::{parse_duration, CLI_ID};
 use crate::bot::{
-    Bot, BotConfig, BotError, Input, IrcConfig, IrcInput, StdinInput, XmppConfig, XmppInput, DEFAULT_NAMESPACE,
-    STDIN_ROOM,
+    Bot, BotConfig, BotError, Input, IrcConfig, IrcInput, SlackConfig, SlackInput, StdinInput, XmppConfig, XmppInput,
+    DEFAULT_NAMESPACE, DEFAULT_SLACK_API_URL, STDIN_ROOM,
 };
 
-/// `micro bot` options; every flag also reads a `MICRO_BOT_*` variable.
+/// `micro bot` options; every flag also reads a `MICRO_BOT_*` variable (Slack's `MICRO_SLACK_*`).
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Inputs: `stdin` (one command a line, for a terminal), `irc` (the server of --irc), an IRC URL
-irc://host:port/nick?channel=%23ops, or `xmpp` (--xmpp-jid, --xmpp-password, --xmpp-room; StartTLS).
-In a channel or room the bot answers `micro: command` or `!command`; in a private message, any
-text. The channels and rooms joined, and stdin, are allowed rooms.
+irc://host:port/nick?channel=%23ops, `xmpp` (--xmpp-jid, --xmpp-password, --xmpp-room; StartTLS), or
+`slack` (Socket Mode: MICRO_SLACK_APP_TOKEN, MICRO_SLACK_BOT_TOKEN; rooms are channel ids, users
+user ids, given with --room and --user).
+In a channel or room the bot answers `micro: command` (Slack: `@bot command`) or `!command`; in a
+private message, any text. The channels and rooms joined, and stdin, are allowed rooms.
 
 Commands: help, services, service NAME, call SERVICE ENDPOINT {json}, health SERVICE,
 stats SERVICE, publish TOPIC {json}, echo TEXT, and every service <namespace>.<command> that
@@ -25,9 +27,10 @@ serves Command.Help and Command.Exec (found while the bot runs).
 
 Examples:
   micro bot --input stdin --allow-call 'go.micro.srv.*'
-  micro bot --input 'irc://127.0.0.1:6667/micro?channel=%23ops' --user alice --allow-publish deploys")]
+  micro bot --input 'irc://127.0.0.1:6667/micro?channel=%23ops' --user alice --allow-publish deploys
+  micro bot --input slack --room C0123ABCD --user U0456EFGH --allow-call 'go.micro.srv.*'")]
 pub struct BotArgs {
-    /// Where to listen: stdin, irc, irc://host:port/nick?channel=%23ops, or xmpp (repeatable).
+    /// Where to listen: stdin, irc, irc://host:port/nick?channel=%23ops, xmpp, or slack (repeatable).
     #[arg(long = "input", env = "MICRO_BOT_INPUTS", value_delimiter = ',', required = true)]
     pub inputs: Vec<String>,
     /// The IRC server `--input irc` joins.
@@ -45,7 +48,17 @@ pub struct BotArgs {
     /// Multi-user chat rooms the XMPP input joins (room@conference.domain).
     #[arg(long = "xmpp-room", env = "MICRO_BOT_XMPP_ROOMS", value_delimiter = ',')]
     pub xmpp_rooms: Vec<String>,
-    /// More rooms to answer in (the channels joined always are).
+    /// The Slack app-level token (xapp-…) `--input slack` opens Socket Mode with (better given in
+    /// the environment than on the command line).
+    #[arg(long, env = "MICRO_SLACK_APP_TOKEN", hide_env_values = true)]
+    pub slack_app_token: Option<String>,
+    /// The Slack bot token (xoxb-…) replies are posted with (likewise).
+    #[arg(long, env = "MICRO_SLACK_BOT_TOKEN", hide_env_values = true)]
+    pub slack_bot_token: Option<String>,
+    /// Slack's Web API base URL.
+    #[arg(long, env = "MICRO_SLACK_API_URL", default_value = DEFAULT_SLACK_API_URL)]
+    pub slack_api_url: String,
+    /// More rooms to answer in (the channels joined always are; Slack: channel ids).
     #[arg(long = "room", env = "MICRO_BOT_ROOMS", value_delimiter = ',')]
     pub rooms: Vec<String>,
     /// Users to answer; when set, only they are answered, and they may also write privately.
@@ -93,11 +106,22 @@ impl BotArgs {
                     inputs.push(Box::new(XmppInput::new(xmpp)));
                     continue;
                 }
+                "slack" => {
+                    let (Some(app), Some(bot)) = (&self.slack_app_token, &self.slack_bot_token) else {
+                        return Err(BotError::Config(
+                            "--input slack needs MICRO_SLACK_APP_TOKEN and MICRO_SLACK_BOT_TOKEN".into(),
+                        ));
+                    };
+                    let slack = SlackConfig::new(app, bot).api_url(&self.slack_api_url);
+                    slack.validate()?;
+                    inputs.push(Box::new(SlackInput::new(slack)));
+                    continue;
+                }
                 "irc" => self.irc.as_str(),
                 url if url.starts_with("irc://") => url,
                 other => {
                     return Err(BotError::Config(format!(
-                        "unknown input {other:?}; use stdin, irc, irc://host:port/nick or xmpp"
+                        "unknown input {other:?}; use stdin, irc, irc://host:port/nick, xmpp or slack"
                     )))
                 }
             };
@@ -139,8 +163,16 @@ mod tests {
         assert!(config.publish_allow.is_empty(), "publish is off unless allowed");
         let e = args(&["--input", "xmpp"]).build().unwrap_err().to_string();
         assert!(e.contains("--xmpp-jid"), "{e}");
-        let e = args(&["--input", "slack"]).build().unwrap_err().to_string();
-        assert!(e.contains("unknown input \"slack\""), "{e}");
+        let e = args(&["--input", "matrix"]).build().unwrap_err().to_string();
+        assert!(e.contains("unknown input \"matrix\""), "{e}");
+        let e = args(&["--input", "slack", "--slack-app-token", "xapp-1"]).build().unwrap_err().to_string();
+        assert!(e.contains("MICRO_SLACK_BOT_TOKEN"), "{e}");
+        let e = args(&["--input", "slack", "--slack-app-token", "xoxb-1", "--slack-bot-token", "xoxb-2"]).build();
+        assert!(e.unwrap_err().to_string().contains("xapp-"));
+        let a =
+            args(&["--input", "slack", "--slack-app-token", "xapp-1", "--slack-bot-token", "xoxb-2", "--room", "C1"]);
+        let (inputs, config) = a.build().unwrap();
+        assert_eq!((inputs.len(), config.rooms), (1, vec!["C1".to_string()]));
         let a = args(&["--input", "xmpp", "--xmpp-jid", "b@x", "--xmpp-password", "p", "--xmpp-room", "ops@muc.x"]);
         assert_eq!(a.build().unwrap().1.rooms, ["ops@muc.x"]);
     }

@@ -22,6 +22,9 @@ pub struct StoreArgs {
     /// [default: nats://127.0.0.1:4222].
     #[arg(long = "kv", global = true, value_name = "URL")]
     pub url: Option<String>,
+    /// The TLS and login flags as a URL query (`--tls-ca` ...), for a NATS store.
+    #[arg(skip)]
+    pub(super) link: String,
 }
 
 impl StoreArgs {
@@ -31,7 +34,7 @@ impl StoreArgs {
         if url.starts_with("memory://") {
             output::note("memory:// cannot see other processes; use --kv nats://127.0.0.1:4222 (or MICRO_KV)");
         }
-        Kv::open(url).await
+        Kv::open(&super::link::with_query(url, &self.link)).await
     }
 }
 

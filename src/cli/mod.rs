@@ -36,6 +36,7 @@ mod completions;
 mod events;
 mod input;
 mod kv;
+mod link;
 mod nodes;
 mod output;
 mod proxy;
@@ -54,6 +55,7 @@ pub use completions::CompletionsArgs;
 pub use events::{PublishArgs, SubscribeArgs};
 pub use input::ContentType;
 pub use kv::{ConfigArgs, ConfigCommand, KvArgs, KvCommand, StoreArgs};
+pub use link::LinkArgs;
 pub use nodes::NodesArgs;
 pub use output::OutputFormat;
 pub use proxy::PROXY_TOKEN_ENV;
@@ -113,6 +115,10 @@ pub struct Cli {
     /// Output format of list commands; default: table on a terminal, JSON otherwise.
     #[arg(long, short = 'o', global = true, env = "MICRO_OUTPUT", value_enum)]
     pub output: Option<OutputFormat>,
+
+    /// TLS and login files for the broker.
+    #[command(flatten)]
+    pub link: LinkArgs,
 
     /// The command.
     #[command(subcommand)]
@@ -290,6 +296,7 @@ pub fn command() -> clap::Command {
         c.arg(clap::Arg::new("transport").long("transport").hide(true))
             .arg(clap::Arg::new("proxy_address").long("proxy-address").hide(true))
             .arg(clap::Arg::new("output").long("output").short('o').hide(true))
+            .args(link::FLAGS.iter().map(|(id, long)| clap::Arg::new(*id).long(*long).hide(true)))
     })
 }
 
@@ -301,20 +308,17 @@ pub fn main() -> ExitCode {
     };
     // The gateway is a server and logs what it does; the other commands are tools whose
     // output is what they print, so only warnings reach stderr unless MICRO_LOG asks for more.
-    init_tracing(
-        if matches!(
-            cli.command,
-            Command::Api(_)
-                | Command::Web(_)
-                | Command::Sidecar(_)
-                | Command::Bot(_)
-                | Command::Auth(AuthArgs { command: AuthCommand::Serve(_), .. })
-        ) {
-            "info"
-        } else {
-            "warn"
-        },
+    // lapin logs a refused login or virtual host as three raw ERROR lines before the error it
+    // returns, which says it once and plainly.
+    let server = matches!(
+        cli.command,
+        Command::Api(_)
+            | Command::Web(_)
+            | Command::Sidecar(_)
+            | Command::Bot(_)
+            | Command::Auth(AuthArgs { command: AuthCommand::Serve(_), .. })
     );
+    let _telemetry = crate::telemetry::init_with_default(if server { "info,lapin=off" } else { "warn,lapin=off" });
     let result = actix_rt::System::new().block_on(run(cli));
     match result {
         Ok(code) => code,
@@ -327,21 +331,13 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MICRO_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        // lapin logs a refused login or virtual host as three raw ERROR lines before the
-        // error it returns, which says it once and plainly.
-        .unwrap_or_else(|_| format!("{default},lapin=off").into());
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
-}
-
 /// Runs a parsed command.
 pub async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let out = output::Output::new(cli.output);
     let env = std::env::var(crate::transport::TRANSPORT_ENV).ok();
     let url = cli.transport.as_deref().or(env.as_deref()).filter(|u| !u.is_empty()).unwrap_or(DEFAULT_CLI_TRANSPORT);
+    let link = cli.link.query();
+    let url = &link::with_query(url, &link);
     let proxy_env = std::env::var("MICRO_PROXY_ADDRESS").ok();
     if let Some(proxy) = cli.proxy_address.as_deref().or(proxy_env.as_deref()).filter(|p| !p.is_empty()) {
         if !matches!(cli.command, Command::Completions(_)) {
@@ -361,8 +357,14 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Command::Watch(args) => registry::watch(url, &out, args).await,
         Command::Subscriptions(args) => subscriptions::subscriptions(url, &out, args).await,
         Command::Groups(args) => subscriptions::groups(url, &out, args).await,
-        Command::Kv(args) => kv::run(&out, args).await,
-        Command::Config(args) => kv::config(&out, args).await,
+        Command::Kv(mut args) => {
+            args.store.link = link;
+            kv::run(&out, args).await
+        }
+        Command::Config(mut args) => {
+            args.store.link = link;
+            kv::config(&out, args).await
+        }
         Command::Completions(args) => completions::run(args),
         Command::Sidecar(args) => sidecar::run(url, args).await,
         Command::Bot(args) => bot::run(url, args).await,
@@ -386,7 +388,9 @@ impl std::error::Error for CliError {}
 /// Connects a client for a CLI command, with a note on stderr when the URL is memory://.
 async fn connect_client(url: &str) -> crate::Result<crate::Client> {
     warn_memory(url);
-    crate::Client::builder().name(CLI_ID).transport(url).connect().await
+    // Every registry tells what it holds: nodes that are registered but hung are seen too.
+    let registry = crate::registry::RegistryOptions::default().discover_known(true);
+    crate::Client::builder().name(CLI_ID).transport(url).registry_options(registry).connect().await
 }
 
 fn warn_memory(url: &str) {

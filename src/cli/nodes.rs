@@ -16,7 +16,9 @@ use crate::server::{HealthStatus, ServiceStats};
 /// `micro health` and `micro stats` options.
 #[derive(Debug, Args)]
 #[command(after_help = "\
-Every node registered for the service is asked on its own address (micro.node.<id>), all at once.
+Every node registered for the service is asked on its own address (micro.node.<id>), all at once;
+the nodes are those any running registry holds, so a hung node that no longer answers discovery is
+still asked (and reported as not answering). A failing health check is shown with its reason.
 Prints a table on a terminal and JSON (one entry per node) otherwise. Exits 3 if any node is not
 healthy (health) or does not answer; exits 1 if the service is unknown or the broker unreachable.")]
 pub struct NodesArgs {
@@ -45,10 +47,15 @@ struct HealthRow {
     version: String,
     address: String,
     healthy: bool,
-    /// `ok`, `draining`, or `error` when the node did not answer or answered with an error.
+    /// `ok`, `unhealthy` (a health check fails), `draining`, or `error` when the node did
+    /// not answer or answered with an error.
     status: String,
+    /// Why: the failing checks (`db: connection refused`) or the call's error.
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// The node's health checks, as it reported them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    checks: Vec<crate::health::CheckStatus>,
 }
 
 /// What one node said to `Debug.Stats`.
@@ -127,11 +134,15 @@ pub(super) async fn health(url: &str, out: &Output, args: NodesArgs) -> Result<E
         .into_iter()
         .zip(answers)
         .map(|(t, a)| {
-            let (status, error) = match a {
-                Ok(h) => (h.status, None),
-                Err(e) => ("error".to_string(), Some(e)),
+            let (status, error, checks) = match a {
+                Ok(h) => {
+                    let failing = h.failing();
+                    (h.status, Some(failing).filter(|f| !f.is_empty()), h.checks)
+                }
+                Err(e) => ("error".to_string(), Some(format!("not answering: {e}")), Vec::new()),
             };
-            HealthRow { node: t.id, version: t.version, address: t.address, healthy: status == "ok", status, error }
+            let healthy = status == "ok";
+            HealthRow { node: t.id, version: t.version, address: t.address, healthy, status, error, checks }
         })
         .collect();
     let healthy = rows.iter().filter(|r| r.healthy).count();
@@ -140,7 +151,7 @@ pub(super) async fn health(url: &str, out: &Output, args: NodesArgs) -> Result<E
     } else {
         let errors = rows.iter().any(|r| r.error.is_some());
         let mut t = output::table(if errors {
-            &["NODE", "VERSION", "STATUS", "ERROR"][..]
+            &["NODE", "VERSION", "STATUS", "REASON"][..]
         } else {
             &["NODE", "VERSION", "STATUS"]
         });

@@ -106,7 +106,12 @@ pub(super) fn print_error(e: &(dyn std::error::Error + 'static)) {
     let mut err = anstream::stderr().lock();
     // A connection failure's message already says what failed, where and how to fix it.
     let mut shown = match e.downcast_ref::<crate::Error>() {
-        Some(me) if me.kind() == crate::ErrorKind::Connect && me.message().is_some() => {
+        Some(me)
+            if matches!(
+                me.kind(),
+                crate::ErrorKind::Connect | crate::ErrorKind::Tls | crate::ErrorKind::BrokerAuth
+            ) && me.message().is_some() =>
+        {
             me.message().unwrap_or_default().to_string()
         }
         _ => e.to_string(),

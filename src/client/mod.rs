@@ -32,7 +32,9 @@ use crate::registry::{Registry, RegistryOptions};
 use crate::selector::{Filter, Selector, SelectorActor, Strategy};
 use crate::status::{Code, Status};
 use crate::subject;
+use crate::telemetry::{self, spans};
 use crate::transport::{self, Transport};
+use tracing::Instrument;
 
 mod options;
 
@@ -71,6 +73,7 @@ struct Inner {
     selector: Selector,
     broker: Broker,
     config: ClientConfig,
+    metrics: crate::metrics::ClientMetrics,
 }
 
 /// A client handle. Cheap to clone.
@@ -106,6 +109,7 @@ impl std::fmt::Debug for Client {
 #[derive(Debug, Default)]
 pub struct ClientBuilder {
     url: Option<String>,
+    connect_options: transport::ConnectOptions,
     config: ClientConfig,
     strategy: Strategy,
     registry: RegistryOptions,
@@ -115,6 +119,24 @@ impl ClientBuilder {
     /// Transport URL (default: `MICRO_TRANSPORT`, else `memory://`).
     pub fn transport(mut self, url: impl Into<String>) -> Self {
         self.url = Some(url.into());
+        self
+    }
+
+    /// TLS and login settings for the broker, before those of the URL and the environment: see
+    /// [`ConnectOptions`](transport::ConnectOptions).
+    ///
+    /// ```no_run
+    /// # #[actix::main] async fn main() -> micro::Result<()> {
+    /// use micro::transport::ConnectOptions;
+    /// let client = micro::Client::builder()
+    ///     .transport("amqps://rabbit.internal:5671/%2f")
+    ///     .connect_options(ConnectOptions::new().tls_ca("/etc/micro/ca.pem").user_password("micro", "s3cret"))
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn connect_options(mut self, options: transport::ConnectOptions) -> Self {
+        self.connect_options = options;
         self
     }
 
@@ -170,7 +192,7 @@ impl ClientBuilder {
     /// Connects the transport, starts a registry and selector, and returns the client.
     pub async fn connect(self) -> Result<Client> {
         let url = transport::resolve_url(self.url.as_deref());
-        let transport = transport::connect(&url).await?;
+        let transport = transport::connect_with(&url, &self.connect_options).await?;
         let registry = Registry::start(transport.clone(), self.registry).await?;
         let selector = Selector::new(self.strategy);
         SelectorActor::start(selector.clone(), &registry).await?;
@@ -196,7 +218,7 @@ impl Client {
         config: ClientConfig,
     ) -> Client {
         let broker = Broker::new(transport.clone(), config.name.clone()).with_layers(config.layers.clone());
-        Client { inner: Arc::new(Inner { transport, registry, selector, broker, config }) }
+        Client { inner: Arc::new(Inner { transport, registry, selector, broker, config, metrics: Default::default() }) }
     }
 
     /// The registry this client resolves services with.
@@ -268,6 +290,20 @@ impl Client {
         endpoint: &str,
         body: Bytes,
         codec: Codec,
+        opts: CallOptions,
+    ) -> Result<RawReply> {
+        let timer = self.inner.metrics.start(service, endpoint);
+        let result = self.call_prepared(service, endpoint, body, codec, opts).await;
+        timer.finish(&result);
+        result
+    }
+
+    async fn call_prepared(
+        &self,
+        service: &str,
+        endpoint: &str,
+        body: Bytes,
+        codec: Codec,
         mut opts: CallOptions,
     ) -> Result<RawReply> {
         let config = &self.inner.config;
@@ -278,17 +314,25 @@ impl Client {
         // how long this side waits.
         let mut send_deadline = opts.timeout.is_some();
         let mut metadata = std::mem::take(&mut opts.metadata);
-        let mut trace = None;
+        let mut parent = None;
         let mut trace_state = None;
         CallContext::with_current(|ctx| {
             if let Some(d) = ctx.deadline {
                 deadline = deadline.min(d);
                 send_deadline = true;
             }
-            trace = ctx.trace.map(|t| t.child());
+            parent = ctx.trace;
             trace_state = ctx.trace_state.clone();
             metadata.merge_missing(&ctx.metadata);
         });
+        // The call's span; the traceparent sent is its context (a child of the current trace,
+        // or a new root). With no one recording, a child of the current trace, if any.
+        let span = spans::client(service, endpoint);
+        let trace = if span.is_disabled() {
+            parent.map(|t| t.child())
+        } else {
+            Some(telemetry::identify(&span, parent, spans::Parent::Local))
+        };
         // Only what is set travels: a trace when the caller is inside one, a caller when it
         // has a name, an id when the options give one.
         let mut h = Headers::new();
@@ -315,6 +359,20 @@ impl Client {
         }
         h.set_metadata(&metadata);
         let message = Message::with_headers(h, body);
+        let result = self.send_call(service, endpoint, message, opts, deadline).instrument(span.clone()).await;
+        spans::record_error(&span, &result);
+        result
+    }
+
+    /// Runs a prepared call through the client's middleware (if any), then delivers it.
+    async fn send_call(
+        &self,
+        service: &str,
+        endpoint: &str,
+        message: Message,
+        opts: CallOptions,
+        deadline: Deadline,
+    ) -> Result<RawReply> {
         let layers = &self.inner.config.layers;
         if layers.is_empty() {
             return self.deliver(service, endpoint, message, opts, deadline).await;
@@ -377,7 +435,7 @@ impl Client {
                 return Err(err);
             }
             retries_left = retries_left.saturating_sub(1);
-            tracing::debug!(service, endpoint, error = %err, ?delay, "retrying call");
+            tracing::debug!(service, endpoint, error = %err, ?delay, retries_left, "retrying call");
             tokio::time::sleep(delay).await;
         }
     }
@@ -419,6 +477,7 @@ impl Client {
                     })?,
                 };
             let idempotent = record.endpoint(endpoint).is_some_and(|e| e.is_idempotent());
+            tracing::debug!(service, endpoint, node = %node.id, pinned = pinned.is_some(), "node selected");
             (subject::request(&node.address, endpoint), Some(&node.id), idempotent)
         };
         let idempotent = idempotent_opt.unwrap_or(registered_idempotent);

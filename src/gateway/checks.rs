@@ -14,10 +14,15 @@ use futures::future::LocalBoxFuture;
 use futures::{Future, Stream};
 
 use super::{payload_error, too_large, GatewayConfig, GatewayError, HandlerKind, State};
-use crate::message::new_id;
+use crate::message::{new_id, TraceParent};
 use crate::status::Code;
+use crate::telemetry::{self, spans};
+use tracing::Instrument;
 
 /// Rejects path tricks before routing, and gives every request an id.
+/// Looked up by a ready name: by a `&str` every lookup would parse (and allocate) it.
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 pub(crate) fn guard_and_tag<S, B>(
     mut req: ServiceRequest,
     srv: &S,
@@ -27,6 +32,14 @@ where
     S::Future: 'static,
     B: actix_web::body::MessageBody + 'static,
 {
+    // The request's span, parented by its `traceparent` header; its identity is what the
+    // calls made for it continue (`call_scope`).
+    let span = spans::http(req.method().as_str(), req.path());
+    if !span.is_disabled() {
+        let parent = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
+        let own = telemetry::identify(&span, parent, spans::Parent::Remote);
+        req.extensions_mut().insert(HttpTrace(own));
+    }
     let state = req.app_data::<web::Data<State>>().cloned();
     let admitted = check_path(req.uri().path()).and_then(|()| match &state {
         Some(state) => admit(&req, &state.config),
@@ -34,9 +47,9 @@ where
     });
     if let Err(e) = admitted {
         let (http, _) = req.into_parts();
-        return Box::pin(async move {
-            Ok(ServiceResponse::new(http, actix_web::ResponseError::error_response(&e)).map_into_right_body())
-        });
+        let rsp = actix_web::ResponseError::error_response(&e);
+        spans::record_http(&span, rsp.status().as_u16());
+        return Box::pin(async move { Ok(ServiceResponse::new(http, rsp).map_into_right_body()) });
     }
     if let Some(state) = &state {
         // A WebSocket's payload is its frames, for as long as it is open: only the proxy takes
@@ -51,7 +64,7 @@ where
     }
     let id = req
         .headers()
-        .get("x-request-id")
+        .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| {
             !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
@@ -59,15 +72,24 @@ where
         .map(str::to_string)
         .unwrap_or_else(new_id);
     req.extensions_mut().insert(RequestId(id.clone()));
-    let fut = srv.call(req);
-    Box::pin(async move {
-        let mut res = as_json_error(fut.await?);
-        if let Ok(v) = HeaderValue::from_str(&id) {
-            res.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
+    let fut = span.in_scope(|| srv.call(req));
+    let recorded = span.clone();
+    Box::pin(
+        async move {
+            let mut res = as_json_error(fut.await?);
+            if let Ok(v) = HeaderValue::from_str(&id) {
+                res.headers_mut().insert(REQUEST_ID.clone(), v);
+            }
+            spans::record_http(&recorded, res.status().as_u16());
+            Ok(res)
         }
-        Ok(res)
-    })
+        .instrument(span),
+    )
 }
+
+/// The trace context of the gateway's span for a request, when a subscriber records it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HttpTrace(pub(crate) TraceParent);
 
 /// What is refused from the request head alone: a declared body over the limit (413, before
 /// a byte of it is read, whatever the route), and a state-changing request from another site

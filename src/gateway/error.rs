@@ -77,7 +77,9 @@ impl From<Error> for GatewayError {
             return GatewayError::from_status(status.clone());
         }
         let (http, code) = match e.kind() {
-            ErrorKind::Unavailable | ErrorKind::Connect => (StatusCode::SERVICE_UNAVAILABLE, Code::UNAVAILABLE),
+            ErrorKind::Unavailable | ErrorKind::Connect | ErrorKind::Tls | ErrorKind::BrokerAuth => {
+                (StatusCode::SERVICE_UNAVAILABLE, Code::UNAVAILABLE)
+            }
             ErrorKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, Code::GATEWAY_TIMEOUT),
             ErrorKind::Config => (StatusCode::BAD_REQUEST, Code::BAD_REQUEST),
             ErrorKind::Codec => (StatusCode::BAD_GATEWAY, Code::BAD_GATEWAY),

@@ -63,6 +63,10 @@ pub(crate) struct State {
     pub(crate) config: GatewayConfig,
     #[cfg(feature = "auth")]
     pub(crate) guard: Option<Arc<lockdown::Guard>>,
+    /// [`GATEWAY_ID`], shared by the call contexts of every request.
+    pub(crate) id: std::sync::Arc<str>,
+    /// Checks `/ready` requires to pass, besides the broker and the registry.
+    pub(crate) health: Option<crate::health::Health>,
 }
 
 /// The gateway: a [`Client`] and a [`GatewayConfig`]. Mount it in your own actix-web app with
@@ -105,14 +109,46 @@ impl Gateway {
     pub fn new(client: Client, config: GatewayConfig) -> Gateway {
         #[cfg(feature = "auth")]
         let guard = Some(Arc::new(lockdown::Guard::new(config.auth.clone(), &config.rate_limit)));
+        #[cfg(feature = "prometheus")]
+        if let Err(e) = crate::metrics::prometheus::install() {
+            tracing::warn!(error = %e, "/metrics will not serve the toolkit's metrics");
+        }
         Gateway {
             state: Arc::new(State {
                 client,
                 config,
+                id: Arc::from(GATEWAY_ID),
+                health: None,
                 #[cfg(feature = "auth")]
                 guard,
             }),
         }
+    }
+
+    /// Health checks `/ready` requires to pass (started ones: [`HealthChecks::start`]).
+    ///
+    /// ```
+    /// # #[micro::main] async fn main() -> micro::Result<()> {
+    /// use micro::gateway::{Gateway, GatewayConfig};
+    /// use micro::health::HealthChecks;
+    /// let checks = HealthChecks::new().check("upstream", || async { Ok::<_, String>(()) }).start().await;
+    /// let client = micro::Client::connect("memory://gateway-health-doc").await?;
+    /// let gateway = Gateway::new(client, GatewayConfig::default()).health(checks);
+    /// # let _ = gateway; Ok(()) }
+    /// ```
+    ///
+    /// [`HealthChecks::start`]: crate::health::HealthChecks::start
+    pub fn health(self, health: crate::health::Health) -> Gateway {
+        let s = &self.state;
+        let state = State {
+            client: s.client.clone(),
+            config: s.config.clone(),
+            id: s.id.clone(),
+            health: Some(health),
+            #[cfg(feature = "auth")]
+            guard: s.guard.clone(),
+        };
+        Gateway { state: Arc::new(state) }
     }
 
     /// Adds the gateway's routes, limits and middleware-free handlers to an app. The checks made
@@ -130,23 +166,31 @@ impl Gateway {
         let limit = config.max_body;
         cfg.app_data(web::Data::from(self.state.clone()))
             .app_data(web::PayloadConfig::new(limit))
-            .route("/health", web::get().to(health));
+            .route("/health", web::get().to(health))
+            .route("/ready", web::get().to(ready));
+        #[cfg(feature = "prometheus")]
+        cfg.route("/metrics", web::get().to(metrics));
         if let Some(p) = &config.rpc_path {
-            let is_form = guard::fn_guard(|ctx| {
-                ctx.head()
-                    .headers()
-                    .get(header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"))
+            // Method checks by hand: actix-web's method guards record themselves in the
+            // request's extensions on every check (two allocations per request and route).
+            let form_post = guard::fn_guard(|ctx| {
+                ctx.head().method == Method::POST
+                    && ctx
+                        .head()
+                        .headers()
+                        .get(header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"))
             });
+            let post = guard::fn_guard(|ctx| ctx.head().method == Method::POST);
             cfg.service(
                 web::resource(p.as_str())
                     .app_data(web::FormConfig::default().limit(limit).error_handler(form_error))
                     .app_data(
                         web::JsonConfig::default().limit(limit).content_type_required(false).error_handler(json_error),
                     )
-                    .route(web::post().guard(is_form).to(rpc_form))
-                    .route(web::post().to(rpc_json))
+                    .route(web::route().guard(form_post).to(rpc_form))
+                    .route(web::route().guard(post).to(rpc_json))
                     .default_service(web::to(rpc_other_method)),
             );
         }
@@ -274,26 +318,61 @@ where
     Ok(server)
 }
 
+/// Liveness: the gateway answers.
 async fn health(state: web::Data<State>) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok", "transport": state.client.transport().name()}))
 }
 
+/// Readiness: the broker is connected, the registry has synced (its first discovery window
+/// ended) and the gateway's health checks pass; 503 with what is missing otherwise.
+async fn ready(state: web::Data<State>) -> HttpResponse {
+    let broker = state.client.transport().connection().is_none_or(|c| c.borrow().connected);
+    let registry = state.client.registry().is_synced();
+    let checks = state.health.as_ref().map(|h| h.report()).unwrap_or_default();
+    let checks_pass = checks.iter().all(|c| c.healthy);
+    let ready = broker && registry && checks_pass;
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "not ready" },
+        "broker": if broker { "connected" } else { "disconnected" },
+        "registry": if registry { "synced" } else { "syncing" },
+        "checks": checks,
+    });
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+/// The process's metrics in the Prometheus text format.
+#[cfg(feature = "prometheus")]
+async fn metrics() -> HttpResponse {
+    match crate::metrics::prometheus::render() {
+        Ok(text) => HttpResponse::Ok().content_type(crate::metrics::prometheus::CONTENT_TYPE).body(text),
+        Err(e) => HttpResponse::ServiceUnavailable().content_type("text/plain").body(e.to_string()),
+    }
+}
+
 /// Options and context for one RPC made on behalf of an HTTP request: the gateway timeout as
-/// the deadline, the request id and allowlisted headers as metadata, the caller's
-/// `traceparent` continued.
+/// the deadline, the request id as the call's id (`Micro-Id`), allowlisted headers as
+/// metadata, the caller's `traceparent` continued.
 fn call_scope(state: &State, req: &HttpRequest) -> (CallOptions, CallContext) {
-    let mut metadata = Metadata::new();
+    let mut opts = CallOptions::new().timeout(state.config.timeout);
     if let Some(id) = req.extensions().get::<RequestId>() {
-        metadata.insert("x-request-id", id.0.clone());
+        opts = opts.id(id.0.clone());
     }
     for name in &state.config.metadata_headers {
         if let Some(v) = req.headers().get(name.as_str()).and_then(|v| v.to_str().ok()) {
-            metadata.insert(name.clone(), v);
+            opts = opts.metadata(name.clone(), v);
         }
     }
-    let trace = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
+    // The gateway's span when one records it (`guard_and_tag`), else the caller's traceparent.
+    let trace = match req.extensions().get::<checks::HttpTrace>() {
+        Some(t) => Some(t.0),
+        None => req.headers().get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceParent::parse),
+    };
     let ctx = CallContext {
-        service: std::sync::Arc::from(GATEWAY_ID),
+        service: state.id.clone(),
         endpoint: req.path().into(),
         id: String::new(),
         caller: None,
@@ -305,7 +384,6 @@ fn call_scope(state: &State, req: &HttpRequest) -> (CallOptions, CallContext) {
         authorization: None,
         identity: Default::default(),
     };
-    let opts = CallOptions::new().timeout(state.config.timeout).metadata_all(&metadata);
     #[cfg(feature = "auth")]
     let opts = match lockdown::forwarded_token(req) {
         Some(token) => opts.token(token),
@@ -344,8 +422,9 @@ struct RpcBody {
     service: String,
     #[serde(alias = "method")]
     endpoint: String,
+    /// Kept as the JSON text it came as: it is passed on, not looked at.
     #[serde(default)]
-    request: Option<serde_json::Value>,
+    request: Option<Box<serde_json::value::RawValue>>,
 }
 
 /// The form version of [`RpcBody`]: `request` is a JSON text.
@@ -440,7 +519,7 @@ async fn rpc_form(
     let RpcForm { service, endpoint, request } = form.into_inner();
     let request = match request {
         Some(text) => Some(
-            serde_json::from_str(&text)
+            serde_json::value::RawValue::from_string(text)
                 .map_err(|e| GatewayError::bad_request(format!("the request field is not valid JSON: {e}")))?,
         ),
         None => None,
@@ -454,14 +533,19 @@ async fn call_rpc(state: &State, req: &HttpRequest, rpc: RpcBody) -> Result<Http
     state.config.may_call(&rpc.service, &rpc.endpoint, true).map_err(|e| GatewayError::new(Code::FORBIDDEN, e))?;
     #[cfg(feature = "auth")]
     lockdown::authorize(state, req, &rpc.service, &rpc.endpoint)?;
-    let request = match rpc.request {
+    let bytes = match rpc.request {
         // A JSON text inside a string, as some clients send it.
-        Some(serde_json::Value::String(s)) if s.trim_start().starts_with(['{', '[']) => serde_json::from_str(&s)
-            .map_err(|e| GatewayError::bad_request(format!("request is not valid JSON: {e}")))?,
-        Some(v) => v,
-        None => serde_json::json!({}),
+        Some(raw) if raw.get().starts_with('"') => match serde_json::from_str::<String>(raw.get()) {
+            Ok(text) if text.trim_start().starts_with(['{', '[']) => {
+                serde_json::from_str::<serde::de::IgnoredAny>(&text)
+                    .map_err(|e| GatewayError::bad_request(format!("request is not valid JSON: {e}")))?;
+                Bytes::from(text)
+            }
+            _ => Bytes::from(String::from(Box::<str>::from(raw))),
+        },
+        Some(raw) => Bytes::from(String::from(Box::<str>::from(raw))),
+        None => Bytes::from_static(b"{}"),
     };
-    let bytes = Bytes::from(serde_json::to_vec(&request).unwrap_or_default());
     let (opts, ctx) = call_scope(state, req);
     let reply = ctx.scope(state.client.call_raw(&rpc.service, &rpc.endpoint, bytes, Codec::Json, opts)).await?;
     Ok(json_response(reply.to_json()?))
@@ -612,6 +696,10 @@ async fn event_handler(
     let id = new_id();
     let mut publish = PublishOptions::new().codec(Codec::Json).id(id.clone());
     publish.metadata = opts.metadata.clone();
+    // An event's own id is its `Micro-Id`: the HTTP request's id travels as metadata.
+    if let Some(rid) = req.extensions().get::<RequestId>() {
+        publish.metadata.insert("x-request-id", rid.0.clone());
+    }
     let durable = query_pairs(&req).iter().any(|(k, v)| k == "durable" && matches!(v.as_str(), "" | "1" | "true"));
     if durable {
         publish = publish.durable();

@@ -55,7 +55,9 @@ fn kv_error(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> Er
 impl NatsStore {
     /// Connects and opens (or creates) the bucket named in the URL.
     pub async fn connect(url: &str) -> Result<NatsStore> {
-        let (server, query) = url.split_once('?').unwrap_or((url, ""));
+        // TLS and login settings in the query are the transport's (`tls_ca=...`); the rest is ours.
+        let (url, from_query) = crate::transport::options::split_url(url, true)?;
+        let (server, query) = url.split_once('?').unwrap_or((&url, ""));
         let mut bucket = DEFAULT_BUCKET.to_string();
         let mut max_age = Duration::ZERO;
         let mut history = DEFAULT_HISTORY;
@@ -74,18 +76,14 @@ impl NatsStore {
                 }
                 other => {
                     return Err(Error::config(format!(
-                        "unknown kv URL parameter {other:?}; use bucket, max_age or history"
+                        "unknown kv URL parameter {other:?}; use bucket, max_age or history (or {})",
+                        crate::transport::options::query_keys()
                     )))
                 }
             }
         }
-        let shown = crate::transport::redact(server);
-        let client = async_nats::connect(server).await.map_err(|e| {
-            Error::new(
-                ErrorKind::Connect,
-                format!("NATS at {shown} is unreachable: {e} (start one with `nats-server -js`)"),
-            )
-        })?;
+        // Reconnects like the transport's connection, with the same TLS and login settings.
+        let ((client, _), shown) = crate::transport::nats_connect_client(server, &from_query).await?;
         NatsStore::with_client(client, &bucket, max_age, history, shown).await
     }
 

@@ -1,8 +1,9 @@
 //! The Redis store. Each write is one Lua script, so checking the expected revision, writing,
 //! setting the TTL and logging the change happen atomically:
 //!
-//! - `{ns}:k:{key}` is a hash `{v: value, r: revision}`; its TTL is Redis's own `PEXPIRE`, so an
-//!   expired entry is gone for every reader at once;
+//! - `{ns}:e:{key}` is a string, the revision in decimal, `:`, then the value (`42:hello`), so a
+//!   read is one `GET` and a write one `SET` (which also sets or clears the TTL: Redis's own, so
+//!   an expired entry is gone for every reader at once);
 //! - `{ns}:rev` is the revision counter (`INCR` on every write of the namespace);
 //! - `{ns}:log` is a stream of changes (`op`, `k`, `v`, `r`), capped near 10 000 entries, that
 //!   watches read with `XREAD BLOCK` from the last id they saw: they see every change in order
@@ -26,24 +27,12 @@ pub(crate) const DEFAULT_NAMESPACE: &str = "micro-kv";
 /// How many changes the log keeps (approximately): a watch that falls further behind errs.
 const LOG_LEN: u64 = 10_000;
 
-const PUT: &str = r#"
-local expect = ARGV[3]
-if expect ~= 'any' then
-  local cur = redis.call('HGET', KEYS[1], 'r')
-  if expect == 'absent' then
-    if cur then return -1 end
-  elseif (not cur) or cur ~= expect then return -1 end
-end
-local rev = redis.call('INCR', KEYS[2])
-redis.call('HSET', KEYS[1], 'v', ARGV[1], 'r', rev)
-local ttl = tonumber(ARGV[2])
-if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) else redis.call('PERSIST', KEYS[1]) end
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'op', 'put', 'k', ARGV[4], 'v', ARGV[1], 'r', rev)
-return rev
-"#;
+// The scripts read an entry's revision as the digits before its first `:`.
+const PUT: &str = include_str!("redis_put.lua");
 
 const DELETE: &str = r#"
-local cur = redis.call('HGET', KEYS[1], 'r')
+local cur = redis.call('GET', KEYS[1])
+if cur then cur = string.match(cur, '^%d+') end
 local expect = ARGV[1]
 if expect == 'absent' then
   if cur then return -1 end
@@ -131,7 +120,7 @@ impl RedisStore {
     }
 
     fn data_key(&self, key: &str) -> String {
-        format!("{}:k:{key}", self.ns)
+        format!("{}:e:{key}", self.ns)
     }
 
     fn rev_key(&self) -> String {
@@ -142,15 +131,28 @@ impl RedisStore {
         format!("{}:log", self.ns)
     }
 
-    async fn read(&self, keys: &[String]) -> Result<Vec<Option<(Vec<u8>, u64)>>> {
+    /// The entries of `keys`, in one round trip (`MGET`s of 500 keys at most, pipelined).
+    async fn read(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
         let mut pipe = redis::pipe();
-        for k in keys {
-            pipe.cmd("HMGET").arg(k).arg("v").arg("r");
+        for chunk in keys.chunks(500) {
+            pipe.cmd("MGET").arg(chunk);
         }
-        let rows: Vec<(Option<Vec<u8>>, Option<u64>)> =
+        let rows: Vec<Vec<Option<Vec<u8>>>> =
             pipe.query_async(&mut self.conn.clone()).await.map_err(|e| redis_error("get", e))?;
-        Ok(rows.into_iter().map(|(v, r)| v.zip(r)).collect())
+        Ok(rows.into_iter().flatten().collect())
     }
+}
+
+/// The revision and value of a stored entry (`42:hello`), without copying the value.
+fn parse_entry(key: &str, raw: Vec<u8>) -> Result<(u64, Bytes)> {
+    let revision = raw
+        .iter()
+        .position(|&b| b == b':')
+        .and_then(|colon| Some((std::str::from_utf8(&raw[..colon]).ok()?.parse().ok()?, colon)));
+    let Some((revision, colon)) = revision else {
+        return Err(Error::new(ErrorKind::Codec, format!("kv entry {key:?} on Redis is not `revision:value`")));
+    };
+    Ok((revision, Bytes::from(raw).slice(colon + 1..)))
 }
 
 impl Store for RedisStore {
@@ -160,14 +162,14 @@ impl Store for RedisStore {
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>> {
         Box::pin(async move {
-            let (v, r): (Option<Vec<u8>>, Option<u64>) = redis::cmd("HMGET")
+            let raw: Option<Vec<u8>> = redis::cmd("GET")
                 .arg(self.data_key(key))
-                .arg("v")
-                .arg("r")
                 .query_async(&mut self.conn.clone())
                 .await
                 .map_err(|e| redis_error("get", e))?;
-            Ok(v.zip(r).map(|(v, revision)| Entry { key: key.to_string(), value: Bytes::from(v), revision }))
+            let Some(raw) = raw else { return Ok(None) };
+            let (revision, value) = parse_entry(key, raw)?;
+            Ok(Some(Entry { key: key.to_string(), value, revision }))
         })
     }
 
@@ -244,14 +246,14 @@ impl Store for RedisStore {
             keys.sort();
             keys.dedup();
             let rows = if keys.is_empty() { Vec::new() } else { self.read(&keys).await? };
-            Ok(keys
-                .iter()
-                .zip(rows)
-                .filter_map(|(k, row)| {
-                    let (v, revision) = row?;
-                    Some(Entry { key: k.strip_prefix(&strip)?.to_string(), value: Bytes::from(v), revision })
-                })
-                .collect())
+            let mut entries = Vec::with_capacity(keys.len());
+            for (k, row) in keys.iter().zip(rows) {
+                // Gone (deleted or expired) since the scan.
+                let (Some(key), Some(raw)) = (k.strip_prefix(&strip), row) else { continue };
+                let (revision, value) = parse_entry(key, raw)?;
+                entries.push(Entry { key: key.to_string(), value, revision });
+            }
+            Ok(entries)
         })
     }
 
@@ -334,5 +336,20 @@ fn to_change(fields: &std::collections::HashMap<String, Value>) -> Option<Change
         }
         "del" => Some(Change::Delete { key, revision }),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_are_a_revision_a_colon_and_the_value() {
+        let (rev, value) = parse_entry("k", b"42:a:b".to_vec()).unwrap();
+        assert_eq!((rev, value.as_ref()), (42, b"a:b".as_ref()));
+        assert_eq!(parse_entry("k", b"7:".to_vec()).unwrap().1.len(), 0);
+        for bad in [&b"no colon"[..], b":x", b"x1:y"] {
+            assert_eq!(parse_entry("k", bad.to_vec()).unwrap_err().kind(), ErrorKind::Codec);
+        }
     }
 }

@@ -44,6 +44,11 @@ pub struct RegistryActor {
     asked: HashMap<String, Instant>,
     /// The transport's connection: while it is down no heartbeat can arrive, so nothing expires.
     connection: ConnectionState,
+    /// The process-wide size gauges, and what this registry added to them.
+    sizes: crate::metrics::Sizes,
+    counted: (usize, usize),
+    /// Set once the first discovery window ended.
+    synced: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for RegistryActor {
@@ -100,6 +105,7 @@ impl RegistryActor {
         transport: Arc<dyn Transport>,
         options: RegistryOptions,
         snapshot: Arc<ArcSwap<Snapshot>>,
+        synced: Arc<std::sync::atomic::AtomicBool>,
     ) -> Result<Addr<RegistryActor>> {
         let inbox = format!("{}{}", subject::REGISTRY_INBOX_PREFIX, uuid::Uuid::now_v7().simple());
         let announce = transport.subscribe(subject::REGISTRY_ANNOUNCE, None).await?;
@@ -110,7 +116,7 @@ impl RegistryActor {
             states.as_ref().map_or(ConnectionState { connected: true, ..Default::default() }, |rx| *rx.borrow());
         // Make sure the server has our subscriptions before anyone answers the discovery.
         transport.flush().await?;
-        let request = encode(&Discover { service: None, reply: inbox.clone() })?;
+        let request = encode(&Discover { service: None, reply: inbox.clone(), known: options.discover_known })?;
         let addr = RegistryActor::create(|ctx| {
             ctx.add_stream(announce);
             ctx.add_stream(discover);
@@ -137,6 +143,9 @@ impl RegistryActor {
                 waiters: Vec::new(),
                 asked: HashMap::new(),
                 connection,
+                sizes: crate::metrics::Sizes::new(),
+                counted: (0, 0),
+                synced,
             }
         });
         transport.publish(subject::REGISTRY_DISCOVER, request).await?;
@@ -188,6 +197,7 @@ impl RegistryActor {
                     }
                 };
                 if let Some(action) = event {
+                    tracing::debug!(service = %name, node = %node.id, ?action, "registry: node announced");
                     self.rebuild(&name);
                     self.notify(action, a.service);
                 }
@@ -196,6 +206,7 @@ impl RegistryActor {
             Action::Deregister => {
                 let removed = self.cache.get_mut(&name).and_then(|nodes| nodes.remove(&node_id));
                 if let Some(entry) = removed {
+                    tracing::debug!(service = %name, node = %node_id, "registry: node deregistered");
                     self.rebuild(&name);
                     self.notify(WatchAction::Removed, entry.service);
                 }
@@ -225,7 +236,17 @@ impl RegistryActor {
         } else {
             snap.insert(name.to_string(), Arc::new(versions));
         }
+        let nodes = snap.values().flat_map(|v| v.iter()).map(|s| s.nodes.len()).sum::<usize>();
+        self.count((snap.len(), nodes));
         self.snapshot.store(Arc::new(snap));
+    }
+
+    /// Moves the size gauges by the change of what this registry holds.
+    fn count(&mut self, now: (usize, usize)) {
+        let (services, nodes) = self.counted;
+        self.sizes.services.increment(now.0 as f64 - services as f64);
+        self.sizes.nodes.increment(now.1 as f64 - nodes as f64);
+        self.counted = now;
     }
 
     fn notify(&mut self, action: WatchAction, service: ServiceRecord) {
@@ -269,6 +290,9 @@ impl RegistryActor {
 
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
         let records: Vec<ServiceRecord> = self.local.values().cloned().collect();
+        if !records.is_empty() {
+            tracing::trace!(services = records.len(), "registry: heartbeat");
+        }
         for s in records {
             if let Ok(m) = encode(&self.announcement(Action::Register, &s)) {
                 self.publish(ctx, subject::REGISTRY_ANNOUNCE.to_string(), m);
@@ -279,7 +303,9 @@ impl RegistryActor {
     /// Asks every node (of `service`, or of all) to answer to our inbox, and starts a discovery
     /// window: until it ends (or the service answers), lookups of unknown services wait.
     fn discover(&mut self, ctx: &mut Context<Self>, service: Option<String>) {
-        if let Ok(m) = encode(&Discover { service: service.clone(), reply: self.inbox.clone() }) {
+        let known = self.options.discover_known;
+        tracing::debug!(service = ?service, known, "registry: discovering");
+        if let Ok(m) = encode(&Discover { service: service.clone(), reply: self.inbox.clone(), known }) {
             self.publish(ctx, subject::REGISTRY_DISCOVER.to_string(), m);
         }
         let window = self.options.discover_window;
@@ -303,6 +329,7 @@ impl RegistryActor {
         ctx.run_later(self.options.discover_window, move |act, _| {
             if act.round == round {
                 act.settled = true;
+                act.synced.store(true, std::sync::atomic::Ordering::Release);
                 for (_, tx) in act.waiters.drain(..) {
                     let _ = tx.send(());
                 }
@@ -334,10 +361,29 @@ impl RegistryActor {
         if d.reply == self.inbox || !subject::is_valid(&d.reply, false) {
             return;
         }
-        let records: Vec<ServiceRecord> =
-            self.local.values().filter(|s| d.service.as_ref().is_none_or(|n| *n == s.name)).cloned().collect();
-        for s in records {
-            if let Ok(m) = encode(&self.announcement(Action::Register, &s)) {
+        let wanted = |name: &str| d.service.as_ref().is_none_or(|n| n == name);
+        let announcements: Vec<Announcement> = if d.known {
+            // Every record we hold, each with what is left of its TTL.
+            let now = Instant::now();
+            let remaining = |e: &Entry| e.expires.saturating_duration_since(now).as_millis() as u64;
+            self.cache
+                .iter()
+                .filter(|(name, _)| wanted(name))
+                .flat_map(|(_, nodes)| nodes.values())
+                .map(|e| Announcement {
+                    action: Action::Register,
+                    ttl: remaining(e).max(1000),
+                    service: e.service.clone(),
+                })
+                .collect()
+        } else {
+            self.local.values().filter(|s| wanted(&s.name)).map(|s| self.announcement(Action::Register, s)).collect()
+        };
+        if !announcements.is_empty() {
+            tracing::debug!(asked = ?d.service, answers = announcements.len(), known = d.known, "registry: answering a discovery");
+        }
+        for a in announcements {
+            if let Ok(m) = encode(&a) {
                 self.publish(ctx, d.reply.clone(), m);
             }
         }
@@ -376,6 +422,10 @@ impl Actor for RegistryActor {
         ctx.run_interval(self.options.heartbeat, |act, ctx| act.heartbeat(ctx));
         let tick = (self.options.ttl / 10).clamp(Duration::from_millis(100), Duration::from_secs(1));
         ctx.run_interval(tick, |act, _| act.expire());
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.count((0, 0));
     }
 }
 

@@ -56,6 +56,7 @@ pub struct RegistryOptions {
     pub(crate) ttl: Duration,
     pub(crate) heartbeat: Duration,
     pub(crate) discover_window: Duration,
+    pub(crate) discover_known: bool,
 }
 
 impl Default for RegistryOptions {
@@ -64,6 +65,7 @@ impl Default for RegistryOptions {
             ttl: Duration::from_secs(30),
             heartbeat: Duration::from_secs(10),
             discover_window: Duration::from_millis(300),
+            discover_known: false,
         }
     }
 }
@@ -87,6 +89,14 @@ impl RegistryOptions {
     /// service that answers returns as soon as its first node does.
     pub fn discover_window(mut self, window: Duration) -> Self {
         self.discover_window = window;
+        self
+    }
+
+    /// Discovery asks every registry for every record it holds, not only for its own nodes
+    /// (default false). A tool (`micro health`) then also learns of nodes that are registered
+    /// but do not answer, hung or paused, for as long as their records live elsewhere.
+    pub fn discover_known(mut self, yes: bool) -> Self {
+        self.discover_known = yes;
         self
     }
 }
@@ -117,6 +127,7 @@ pub(crate) type Snapshot = HashMap<String, Arc<Vec<ServiceRecord>>>;
 pub struct Registry {
     addr: Addr<RegistryActor>,
     snapshot: Arc<ArcSwap<Snapshot>>,
+    synced: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -134,8 +145,9 @@ impl Registry {
     /// discovery request.
     pub async fn start(transport: Arc<dyn Transport>, options: RegistryOptions) -> Result<Registry> {
         let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::new()));
-        let addr = RegistryActor::start_with(transport, options, snapshot.clone()).await?;
-        Ok(Registry { addr, snapshot })
+        let synced = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let addr = RegistryActor::start_with(transport, options, snapshot.clone(), synced.clone()).await?;
+        Ok(Registry { addr, snapshot, synced })
     }
 
     /// Announces a service node (a record with exactly one node) now and on every heartbeat
@@ -173,6 +185,12 @@ impl Registry {
         let mut all: Vec<ServiceRecord> = snap.values().flat_map(|v| v.iter().cloned()).collect();
         all.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
         Ok(all)
+    }
+
+    /// True once the first discovery window has ended: what running nodes answered is known.
+    /// (A gateway is not ready before.)
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// A stream of changes from now on.

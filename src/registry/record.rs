@@ -100,6 +100,10 @@ pub struct Discover {
     pub service: Option<String>,
     /// The subject answers go to.
     pub reply: String,
+    /// Answer with every record the registry holds (with what is left of its TTL), not only
+    /// its own nodes: how a fresh tool learns of a node that is registered but does not answer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub known: bool,
 }
 
 /// What happened to a service's node.

@@ -1,5 +1,6 @@
 //! The selector: picks a node per call from the registry's records. Strategies: random
-//! (default) and round robin; filters: version and metadata labels; and a blacklist: a node
+//! (default) and round robin; filters: version and metadata labels; nodes whose health checks
+//! fail (`health: unhealthy` in their metadata) are skipped; and a blacklist: a node
 //! whose call failed at the transport level is excluded at once and tried again only after a
 //! backoff that doubles with each further failure, so a crashed node stops getting traffic
 //! long before its registry TTL runs out.
@@ -95,6 +96,12 @@ impl Filter {
     }
 }
 
+/// False for a node whose health checks fail (`health: unhealthy` in its metadata): selectors
+/// skip it until it announces that they pass again.
+fn serving(n: &Node) -> bool {
+    n.metadata.get("health").is_none_or(|h| h != "unhealthy")
+}
+
 /// Backoff of blacklisted nodes: `base` after the first failure, doubling up to `max`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -141,6 +148,14 @@ struct Inner {
     turn: AtomicUsize,
     any_penalty: AtomicBool,
     penalties: Mutex<HashMap<String, Penalty>>,
+    /// The process-wide blacklist gauge: this selector adds its entries to it.
+    blacklisted: metrics::Gauge,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.blacklisted.decrement(self.penalties.get_mut().len() as f64);
+    }
 }
 
 /// A selector handle. Cheap to clone; clones share their blacklist. A client picks a node per
@@ -189,6 +204,7 @@ impl Selector {
                 turn: AtomicUsize::new(0),
                 any_penalty: AtomicBool::new(false),
                 penalties: Mutex::new(HashMap::new()),
+                blacklisted: metrics::gauge!(crate::metrics::names::SELECTOR_BLACKLISTED),
             }),
         }
     }
@@ -219,7 +235,7 @@ impl Selector {
             services
                 .iter()
                 .filter(|s| filter.version_ok(s))
-                .flat_map(|s| s.nodes.iter().filter(|n| filter.node_ok(s, n)).map(move |n| (s, n)))
+                .flat_map(|s| s.nodes.iter().filter(|n| filter.node_ok(s, n) && serving(n)).map(move |n| (s, n)))
         };
         let penalties =
             if self.inner.any_penalty.load(Ordering::Relaxed) { Some(self.inner.penalties.lock()) } else { None };
@@ -242,6 +258,9 @@ impl Selector {
     /// Reports a transport-level failure of a call to this node: it is blacklisted now.
     pub fn failed(&self, node_id: &str) {
         let mut p = self.inner.penalties.lock();
+        if !p.contains_key(node_id) {
+            self.inner.blacklisted.increment(1.0);
+        }
         let entry = p.entry(node_id.to_string()).or_insert(Penalty { until: Instant::now(), failures: 0 });
         entry.failures = entry.failures.saturating_add(1);
         let backoff = self
@@ -261,8 +280,12 @@ impl Selector {
             return;
         }
         let mut p = self.inner.penalties.lock();
-        if p.remove(node_id).is_some() && p.is_empty() {
-            self.inner.any_penalty.store(false, Ordering::Relaxed);
+        if p.remove(node_id).is_some() {
+            tracing::debug!(node = node_id, "node answered again: off the blacklist");
+            self.inner.blacklisted.decrement(1.0);
+            if p.is_empty() {
+                self.inner.any_penalty.store(false, Ordering::Relaxed);
+            }
         }
     }
 
@@ -273,8 +296,11 @@ impl Selector {
 
     fn forget(&self, node_id: &str) {
         let mut p = self.inner.penalties.lock();
-        if p.remove(node_id).is_some() && p.is_empty() {
-            self.inner.any_penalty.store(false, Ordering::Relaxed);
+        if p.remove(node_id).is_some() {
+            self.inner.blacklisted.decrement(1.0);
+            if p.is_empty() {
+                self.inner.any_penalty.store(false, Ordering::Relaxed);
+            }
         }
     }
 
@@ -283,7 +309,9 @@ impl Selector {
         let horizon = self.inner.blacklist.max * 2;
         let now = Instant::now();
         let mut p = self.inner.penalties.lock();
+        let before = p.len();
         p.retain(|_, pen| pen.until + horizon > now);
+        self.inner.blacklisted.decrement((before - p.len()) as f64);
         if p.is_empty() {
             self.inner.any_penalty.store(false, Ordering::Relaxed);
         }

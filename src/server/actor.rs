@@ -11,7 +11,6 @@ use futures::future::LocalBoxFuture;
 use serde::{de::DeserializeOwned, Serialize};
 
 use super::handler::{Dispatch, Request};
-use super::stats::Stats;
 use super::Runtime;
 use crate::status::Status;
 
@@ -86,8 +85,7 @@ impl<A: Actor<Context = Context<A>>> ActorPool<A> {
             "actor stopped (panic); restarted from its factory"
         );
         if let Some(rt) = self.runtime.get() {
-            Stats::incr(&rt.stats.panics);
-            Stats::incr(&rt.stats.restarts);
+            rt.stats.panicked();
             rt.supervisor.record_restart();
         }
     }

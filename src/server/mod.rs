@@ -18,7 +18,9 @@ use crate::context::CallContext;
 use crate::error::Result;
 use crate::message::{headers, Deadline, Headers, Message, TraceParent};
 use crate::status::Status;
+use crate::telemetry::{self, spans};
 use crate::transport::{Incoming, Reply, Subscription, Transport};
+use tracing::Instrument;
 
 mod actor;
 mod handler;
@@ -59,6 +61,8 @@ pub(crate) struct ServerInfo {
     pub(crate) node_id: String,
     /// Requests and events in flight above which endpoints answer 503 (not `Debug.*`).
     pub(crate) max_in_flight: usize,
+    /// The transport's name (`nats`, `amqp`, `memory`), for the spans.
+    pub(crate) transport: &'static str,
 }
 
 /// The running dispatch state, shared by the subscription loops and request tasks.
@@ -74,16 +78,17 @@ pub(crate) struct Server {
 impl Server {
     pub(crate) fn new(
         info: ServerInfo,
-        endpoints: HashMap<Arc<str>, Route>,
+        mut endpoints: HashMap<Arc<str>, Route>,
         state: Extensions,
         stats: Arc<Stats>,
         supervisor: Rc<Supervisor>,
     ) -> Rc<Server> {
         let runtime = Runtime { supervisor: supervisor.clone(), stats: stats.clone() };
-        for route in endpoints.values() {
+        let service: Arc<str> = Arc::from(info.service.as_str());
+        for route in endpoints.values_mut() {
             route.dispatch.start(&runtime);
+            route.metrics = crate::metrics::EndpointMetrics::new(&service, &route.name);
         }
-        let service = Arc::from(info.service.as_str());
         Rc::new(Server { info, service, endpoints, state: Rc::new(state), stats, supervisor })
     }
 
@@ -133,7 +138,7 @@ impl Server {
         };
         let deadline = h.get(headers::DEADLINE).and_then(Deadline::parse);
         if deadline.is_some_and(Deadline::is_expired) {
-            Stats::incr(&self.stats.expired);
+            self.stats.expired();
             tracing::debug!(%subject, "request arrived after its deadline; dropped");
             return;
         }
@@ -153,14 +158,28 @@ impl Server {
             return self.answer(reply, codec, Err(s)).await;
         }
         let started = std::time::Instant::now();
-        let ctx = Arc::new(context_from(&self.service, route.name.clone(), h, deadline));
+        // The handling's span, parented by the caller's traceparent; the handler's context
+        // carries the span's own identity, so the calls it makes are the span's children. A
+        // request that came without a trace starts one here (no header was paid for).
+        let parent = h.get(headers::TRACEPARENT).and_then(TraceParent::parse);
+        let span = spans::server(&self.service, &route.name);
+        let trace = if span.is_disabled() {
+            parent.unwrap_or_else(TraceParent::new_root)
+        } else {
+            telemetry::identify(&span, parent, spans::Parent::Remote)
+        };
+        let ctx = Arc::new(context_from(&self.service, route.name.clone(), h, deadline, trace));
         let req = Request { ctx: ctx.clone(), body, codec, state: self.state.clone() };
         let run = AssertUnwindSafe(route.dispatch.call(req)).catch_unwind();
-        let result = CallContext::scope_shared(ctx, run).await.unwrap_or_else(|panic| {
+        let result = CallContext::scope_shared(ctx, run).instrument(span.clone()).await.unwrap_or_else(|panic| {
+            let _in = span.enter();
             self.record_panic(&route.name, &panic);
             Err(Status::internal("handler panicked"))
         });
-        route.stats.record(started.elapsed(), result.as_ref().err());
+        let took = started.elapsed();
+        route.stats.record(took, result.as_ref().err());
+        route.metrics.record(took, result.as_ref().err());
+        spans::record_status(&span, result.as_ref().err());
         self.answer(reply, codec, result).await
     }
 
@@ -176,8 +195,7 @@ impl Server {
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_default();
         tracing::error!(service = %self.info.service, handler = what, panic = %msg, "handler panicked");
-        Stats::incr(&self.stats.panics);
-        Stats::incr(&self.stats.restarts);
+        self.stats.panicked();
         self.supervisor.record_restart();
     }
 
@@ -192,7 +210,8 @@ impl Server {
                 codec.encode(&status).unwrap_or_default()
             }
         };
-        // A MessagePack success reply needs no header at all: the receiver sniffs it.
+        // A success reply whose body sniffs right needs no header at all; an error reply
+        // always says its codec.
         if let Some(ct) = codec.content_type_for(&body) {
             h.push(headers::CONTENT_TYPE, ct);
         } else if !h.is_empty() {
@@ -211,7 +230,7 @@ impl Server {
     /// a restart against the restart policy, like a handler's.
     pub(crate) fn record_loop_restart(&self, counters: &SubscriptionCounters) {
         Stats::incr(&counters.restarts);
-        Stats::incr(&self.stats.restarts);
+        self.stats.restarted();
         self.supervisor.record_restart();
     }
 }
@@ -233,6 +252,8 @@ pub(crate) struct Route {
     pub(crate) dispatch: Rc<dyn Dispatch>,
     pub(crate) metadata: std::collections::BTreeMap<String, String>,
     pub(crate) stats: stats::EndpointStats,
+    /// Its metric handles, made when the server starts.
+    pub(crate) metrics: crate::metrics::EndpointMetrics,
     /// Answers 503 while the node is over its in-flight limit (user endpoints, not `Debug.*`).
     pub(crate) shed: bool,
 }
@@ -243,7 +264,14 @@ impl Route {
         dispatch: Rc<dyn Dispatch>,
         metadata: std::collections::BTreeMap<String, String>,
     ) -> Route {
-        Route { name: name.into(), dispatch, metadata, stats: Default::default(), shed: false }
+        Route {
+            name: name.into(),
+            dispatch,
+            metadata,
+            stats: Default::default(),
+            metrics: crate::metrics::EndpointMetrics::noop(),
+            shed: false,
+        }
     }
 
     /// Sheds load: 503 above the node's in-flight limit.
@@ -259,6 +287,7 @@ pub(crate) fn context_from(
     endpoint: Arc<str>,
     mut h: Headers,
     deadline: Option<Deadline>,
+    trace: TraceParent,
 ) -> CallContext {
     CallContext {
         service: service.clone(),
@@ -266,9 +295,7 @@ pub(crate) fn context_from(
         id: h.take(headers::ID).unwrap_or_default(),
         caller: h.take(headers::CALLER),
         deadline,
-        // A request that came without a trace starts one here (no header was paid for): the
-        // calls and events its handler makes then share one trace id.
-        trace: Some(h.get(headers::TRACEPARENT).and_then(TraceParent::parse).unwrap_or_else(TraceParent::new_root)),
+        trace: Some(trace),
         trace_state: h.take(headers::TRACESTATE),
         metadata: h.metadata(),
         event: None,
@@ -375,11 +402,12 @@ impl Server {
             Err(e) => {
                 Stats::incr(&self.stats.errors);
                 Stats::incr(&counters.errors);
+                counters.metrics.errors.increment(1);
                 tracing::warn!(service = %self.info.service, error = %e, "malformed event dropped");
                 return;
             }
         };
-        if let Err(status) = self.run_event(&ep, &counters, &event).await {
+        if let Err(status) = self.run_event(&ep, &counters, &event, None).await {
             tracing::warn!(service = %self.info.service, topic = %event.topic, event = %event.id, %status, "event handler failed");
         }
     }
@@ -415,7 +443,7 @@ impl Server {
             }
         };
         let outcome = tokio::select! {
-            outcome = self.run_event(&ep, &counters, event.event()) => outcome,
+            outcome = self.run_event(&ep, &counters, event.event(), Some(event.attempt())) => outcome,
             never = keep_alive => never,
         };
         if let Err(status) = &outcome {
@@ -425,10 +453,12 @@ impl Server {
             Ok(crate::broker::Settled::Retried) => {
                 Stats::incr(&self.stats.retries);
                 Stats::incr(&counters.retries);
+                counters.metrics.retried.increment(1);
             }
             Ok(crate::broker::Settled::DeadLettered) => {
                 Stats::incr(&self.stats.dead_letters);
                 Stats::incr(&counters.dead_letters);
+                counters.metrics.dead_lettered.increment(1);
             }
             Ok(_) => {}
             Err(e) => {
@@ -443,25 +473,45 @@ impl Server {
         ep: &Rc<dyn Dispatch>,
         counters: &SubscriptionCounters,
         event: &crate::broker::Event,
+        attempt: Option<u32>,
     ) -> std::result::Result<(), Status> {
-        let ctx = Arc::new(event.context(&self.service));
+        // As for requests: the span is parented by the publisher's traceparent, and an event
+        // that came without a trace starts one for its handler.
+        let span = spans::process(self.info.transport, &self.service, &event.topic, &event.id, attempt.map(u64::from));
+        let trace = if span.is_disabled() {
+            event.trace.unwrap_or_else(TraceParent::new_root)
+        } else {
+            telemetry::identify(&span, event.trace, spans::Parent::Remote)
+        };
+        let ctx = Arc::new(event.context(&self.service, trace));
         let req = Request { ctx: ctx.clone(), body: event.body.clone(), codec: event.codec, state: self.state.clone() };
         let ep = ep.clone();
-        let result =
-            CallContext::scope_shared(ctx, AssertUnwindSafe(async move { ep.call(req).await }).catch_unwind()).await;
-        match result {
-            Ok(Ok(_)) => Ok(()),
+        let started = std::time::Instant::now();
+        let result = CallContext::scope_shared(ctx, AssertUnwindSafe(async move { ep.call(req).await }).catch_unwind())
+            .instrument(span.clone())
+            .await;
+        counters.metrics.duration.record(started.elapsed().as_secs_f64());
+        let _in = span.enter();
+        let outcome = match result {
+            Ok(Ok(_)) => {
+                counters.metrics.ok.increment(1);
+                Ok(())
+            }
             Ok(Err(status)) => {
                 Stats::incr(&self.stats.errors);
                 Stats::incr(&counters.errors);
+                counters.metrics.errors.increment(1);
                 Err(status)
             }
             Err(panic) => {
                 Stats::incr(&self.stats.errors);
                 Stats::incr(&counters.errors);
+                counters.metrics.errors.increment(1);
                 self.record_panic(&event.topic, &panic);
                 Err(Status::internal(format!("the handler of {} panicked", event.topic)))
             }
-        }
+        };
+        spans::record_status(&span, outcome.as_ref().err());
+        outcome
     }
 }

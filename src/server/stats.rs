@@ -23,6 +23,8 @@ pub(crate) struct Stats {
     pub(crate) dead_letters: AtomicU64,
     in_flight: AtomicI64,
     idle: Notify,
+    /// The service's metric handles (no-ops without a recorder).
+    pub(crate) metrics: crate::metrics::ServiceMetrics,
 }
 
 /// A guard for one in-flight request or event; dropping it ends it.
@@ -30,6 +32,7 @@ pub(crate) struct InFlight(Arc<Stats>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        self.0.metrics.in_flight.decrement(1.0);
         if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.idle.notify_waiters();
         }
@@ -37,8 +40,9 @@ impl Drop for InFlight {
 }
 
 impl Stats {
-    pub(crate) fn new() -> Stats {
+    pub(crate) fn new(service: &Arc<str>) -> Stats {
         Stats {
+            metrics: crate::metrics::ServiceMetrics::new(service),
             started: Instant::now(),
             started_ms: now_millis(),
             requests: AtomicU64::new(0),
@@ -63,6 +67,7 @@ impl Stats {
     /// is received, before its task is spawned, so a drain never misses a queued task.
     pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.metrics.in_flight.increment(1.0);
         InFlight(self.clone())
     }
 
@@ -72,6 +77,25 @@ impl Stats {
 
     pub(crate) fn incr(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a handler panic and the restart that follows it.
+    pub(crate) fn panicked(&self) {
+        Stats::incr(&self.panics);
+        self.metrics.panics.increment(1);
+        self.restarted();
+    }
+
+    /// Counts a restart (a handler, an actor, a subscription loop).
+    pub(crate) fn restarted(&self) {
+        Stats::incr(&self.restarts);
+        self.metrics.restarts.increment(1);
+    }
+
+    /// Counts a request dropped after its deadline.
+    pub(crate) fn expired(&self) {
+        Stats::incr(&self.expired);
+        self.metrics.expired.increment(1);
     }
 
     /// Waits until nothing is in flight or `grace` passed; returns what is still in flight.
@@ -112,16 +136,34 @@ impl Stats {
 }
 
 /// The counters of one subscription, bumped in dispatch; the broker actor owns them.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct SubscriptionCounters {
     pub(crate) handled: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) retries: AtomicU64,
     pub(crate) dead_letters: AtomicU64,
     pub(crate) restarts: AtomicU64,
+    pub(crate) metrics: crate::metrics::SubscriptionMetrics,
+}
+
+impl Default for SubscriptionCounters {
+    fn default() -> Self {
+        SubscriptionCounters::with_metrics(crate::metrics::SubscriptionMetrics::noop())
+    }
 }
 
 impl SubscriptionCounters {
+    pub(crate) fn with_metrics(metrics: crate::metrics::SubscriptionMetrics) -> SubscriptionCounters {
+        SubscriptionCounters {
+            handled: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            dead_letters: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
+            metrics,
+        }
+    }
+
     /// What one subscription reports in `Debug.Stats`.
     pub(crate) fn info(
         &self,
@@ -212,10 +254,10 @@ pub struct ServiceStats {
 }
 
 /// The reply of `Debug.Health`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct HealthStatus {
-    /// `ok`, or `draining` while shutting down.
+    /// `ok`; `unhealthy` while a health check fails; `draining` while shutting down.
     pub status: String,
     /// Service name.
     pub service: String,
@@ -223,6 +265,25 @@ pub struct HealthStatus {
     pub version: String,
     /// Node id.
     pub node: String,
+    /// The last result of each of the node's health checks (absent from older nodes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<crate::health::CheckStatus>,
+}
+
+impl HealthStatus {
+    /// True when the node says `ok`.
+    pub fn is_ok(&self) -> bool {
+        self.status == "ok"
+    }
+
+    /// The failing checks as `name: reason`, joined with `; ` (empty when none fails).
+    pub fn failing(&self) -> String {
+        let failing = self.checks.iter().filter(|c| !c.healthy);
+        failing
+            .map(|c| format!("{}: {}", c.name, c.reason.as_deref().unwrap_or("failed")))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
 }
 
 /// Resident set size of this process, from `VmRSS` in `/proc/self/status` (0 elsewhere).

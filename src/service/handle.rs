@@ -29,6 +29,9 @@ pub struct ServiceHandle {
     pub(super) stop_tx: watch::Sender<bool>,
     pub(super) loops: Vec<actix_rt::task::JoinHandle<()>>,
     pub(super) broker: actix::Addr<crate::broker::BrokerActor>,
+    pub(super) health: crate::health::Health,
+    #[cfg(feature = "prometheus")]
+    pub(super) metrics: Option<crate::metrics::prometheus::MetricsListener>,
 }
 
 impl std::fmt::Debug for ServiceHandle {
@@ -86,6 +89,18 @@ impl ServiceHandle {
         &self.registry
     }
 
+    /// The node's health checks: their last results (what `Debug.Health` reports).
+    pub fn health(&self) -> &crate::health::Health {
+        &self.health
+    }
+
+    /// Where this service serves `/metrics`, when it was given a metrics address.
+    #[cfg(feature = "prometheus")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics.as_ref().map(|m| m.local_addr())
+    }
+
     /// The node's event subscriptions, as `Debug.Stats` reports them: per subscription its
     /// topic, group, counters, restarts and, for durable ones, what the broker still holds.
     pub async fn subscriptions(&self) -> Result<Vec<SubscriptionInfo>> {
@@ -125,6 +140,7 @@ impl ServiceHandle {
     pub async fn stop(self) -> Result<()> {
         tracing::info!(service = %self.name, node = %self.node_id, "shutting down");
         self.draining.set(true);
+        self.health.stop();
         if let Err(e) = self.registry.deregister(&self.node_id).await {
             tracing::warn!(error = %e, "deregistration failed");
         }
@@ -136,6 +152,7 @@ impl ServiceHandle {
         if let Ok(drained) = self.broker.send(crate::broker::Drained).await {
             let _ = drained.await;
         }
+        tracing::info!(service = %self.name, grace = ?self.grace, "subscriptions drained; finishing the requests in flight");
         let cut = self.server.drain(self.grace).await;
         if cut > 0 {
             tracing::warn!(service = %self.name, requests = cut, grace = ?self.grace, "grace period over; requests still in flight were cut off");

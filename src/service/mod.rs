@@ -38,6 +38,7 @@ use tokio::sync::watch;
 use crate::broker::{BrokerActor, Declared, SubscribeOptions, Subscriptions};
 use crate::client::{Client, ClientConfig, RetryPolicy};
 use crate::error::{Error, Result};
+use crate::health::{Health, HealthChecks};
 use crate::middleware::{ClientLayers, ClientMiddleware, Middleware, Wrapped};
 use crate::registry::{self, Registry, RegistryOptions};
 use crate::selector::{Selector, SelectorActor, Strategy};
@@ -111,6 +112,7 @@ pub struct ServiceBuilder {
     metadata: BTreeMap<String, String>,
     transport: Option<String>,
     registry_url: Option<String>,
+    connect_options: transport::ConnectOptions,
     registry: RegistryOptions,
     endpoints: Vec<EndpointSpec>,
     idempotent: std::collections::HashSet<String>,
@@ -124,6 +126,9 @@ pub struct ServiceBuilder {
     strategy: Strategy,
     layers: Vec<Rc<dyn Middleware>>,
     client_layers: ClientLayers,
+    checks: HealthChecks,
+    #[cfg(feature = "prometheus")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl std::fmt::Debug for ServiceBuilder {
@@ -145,6 +150,7 @@ impl ServiceBuilder {
             metadata: BTreeMap::new(),
             transport: None,
             registry_url: None,
+            connect_options: Default::default(),
             registry: RegistryOptions::default(),
             endpoints: Vec::new(),
             idempotent: Default::default(),
@@ -158,6 +164,9 @@ impl ServiceBuilder {
             strategy: Strategy::default(),
             layers: Vec::new(),
             client_layers: ClientLayers::default(),
+            checks: HealthChecks::new(),
+            #[cfg(feature = "prometheus")]
+            metrics_addr: None,
         }
     }
 
@@ -173,9 +182,29 @@ impl ServiceBuilder {
         self
     }
 
-    /// Transport URL: `memory://` or `nats://host:port` (default: `MICRO_TRANSPORT`, else `memory://`).
+    /// Transport URL: `memory://`, `nats://host:port`, `tls://host:port` or
+    /// `amqp(s)://user:password@host:port/vhost` (default: `MICRO_TRANSPORT`, else `memory://`).
     pub fn transport(mut self, url: impl Into<String>) -> Self {
         self.transport = Some(url.into());
+        self
+    }
+
+    /// TLS and login settings for the broker (both the transport's and the registry's), before
+    /// those of the URL and the environment: see [`ConnectOptions`](transport::ConnectOptions).
+    ///
+    /// ```no_run
+    /// # #[actix::main] async fn main() -> micro::Result<()> {
+    /// use micro::prelude::*;
+    /// use micro::transport::ConnectOptions;
+    /// let svc = Service::builder("go.micro.srv.secure")
+    ///     .transport("tls://nats.internal:4222")
+    ///     .connect_options(ConnectOptions::new().tls_ca("/etc/micro/ca.pem").user_password("micro", "s3cret"))
+    ///     .start()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn connect_options(mut self, options: transport::ConnectOptions) -> Self {
+        self.connect_options = options;
         self
     }
 
@@ -386,6 +415,56 @@ impl ServiceBuilder {
         self
     }
 
+    /// Adds a health check, run every [`health_interval`](Self::health_interval) (10 s) with a
+    /// [`health_timeout`](Self::health_timeout) (5 s) and cached: `Ok(())` passes, `Err(reason)`
+    /// fails. While one fails, `Debug.Health` answers `unhealthy` with the reason, the node's
+    /// registry metadata says `health: unhealthy` (announced at once) and selectors skip the
+    /// node; it is back as soon as the checks pass again. See [`crate::health`].
+    ///
+    /// ```
+    /// use micro::prelude::*;
+    /// let db_up = std::rc::Rc::new(std::cell::Cell::new(true));
+    /// let service = Service::builder("go.micro.srv.orders").health_check("db", move || {
+    ///     let up = db_up.get();
+    ///     async move { if up { Ok(()) } else { Err("db unreachable") } }
+    /// });
+    /// ```
+    pub fn health_check<F, Fut, E>(mut self, name: impl Into<String>, check: F) -> Self
+    where
+        F: Fn() -> Fut + 'static,
+        Fut: std::future::Future<Output = std::result::Result<(), E>> + 'static,
+        E: std::fmt::Display,
+    {
+        self.checks = self.checks.check(name, check);
+        self
+    }
+
+    /// How often the health checks run (default 10 s).
+    pub fn health_interval(mut self, every: Duration) -> Self {
+        self.checks = self.checks.interval(every);
+        self
+    }
+
+    /// How long one health check may take before it counts as failed (default 5 s).
+    pub fn health_timeout(mut self, limit: Duration) -> Self {
+        self.checks = self.checks.timeout(limit);
+        self
+    }
+
+    /// Serves the process's metrics in the Prometheus text format at `http://<addr>/metrics`
+    /// (default: `MICRO_METRICS_ADDRESS` when set). The recorder is installed once per process;
+    /// services given the same address share one listener.
+    ///
+    /// ```
+    /// let service = micro::Service::builder("go.micro.srv.greeter").metrics_addr(([127, 0, 0, 1], 9464).into());
+    /// ```
+    #[cfg(feature = "prometheus")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
+    pub fn metrics_addr(mut self, addr: std::net::SocketAddr) -> Self {
+        self.metrics_addr = Some(addr);
+        self
+    }
+
     fn validate(&self) -> Result<()> {
         if !subject::is_valid(&self.name, false)
             || !self.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
@@ -453,10 +532,16 @@ impl ServiceBuilder {
     pub async fn start(self) -> Result<ServiceHandle> {
         self.validate()?;
         self.check_state()?;
+        // First, so that every handle made from here on records.
+        #[cfg(feature = "prometheus")]
+        let metrics = match self.metrics_addr.map(Ok).or_else(metrics_address_from_env).transpose()? {
+            Some(addr) => Some(crate::metrics::prometheus::serve(addr).await?),
+            None => None,
+        };
         let url = transport::resolve_url(self.transport.as_deref());
-        let transport = transport::connect(&url).await?;
+        let transport = transport::connect_with(&url, &self.connect_options).await?;
         let registry_transport = match &self.registry_url {
-            Some(u) => Some(transport::connect(u).await?),
+            Some(u) => Some(transport::connect_with(u, &self.connect_options).await?),
             None => None,
         };
         let registry =
@@ -478,13 +563,17 @@ impl ServiceBuilder {
         );
 
         let node_id = format!("{}-{}", self.name, uuid::Uuid::now_v7());
-        let stats = Arc::new(Stats::new());
+        let stats = Arc::new(Stats::new(&Arc::from(self.name.as_str())));
+        let has_checks = !self.checks.is_empty();
+        let health = self.checks.start().await;
+        stats.metrics.healthy.set(if health.healthy() { 1.0 } else { 0.0 });
         let supervisor = Rc::new(Supervisor::new(self.restart));
         let info = ServerInfo {
             service: self.name.clone(),
             version: self.version.clone(),
             node_id: node_id.clone(),
             max_in_flight: self.max_in_flight,
+            transport: transport.name(),
         };
 
         // The user's middleware wraps every endpoint and subscription; endpoints shed load first.
@@ -505,7 +594,7 @@ impl ServiceBuilder {
         }
         let draining = Rc::new(std::cell::Cell::new(false));
         let broker_cell = Rc::new(std::cell::OnceCell::new());
-        for (name, ep) in debug_endpoints(&info, &stats, &draining, &broker_cell) {
+        for (name, ep) in debug_endpoints(&info, &stats, &draining, &broker_cell, &health) {
             let mut metadata = BTreeMap::new();
             metadata.insert("idempotent".to_string(), "true".to_string());
             let route = Route::new(name, ep, metadata.clone());
@@ -519,6 +608,9 @@ impl ServiceBuilder {
         if !self.subscriptions.is_empty() {
             let topics: Vec<&str> = self.subscriptions.iter().map(|s| s.topic.as_str()).collect();
             node_meta.insert("subscriptions".into(), topics.join(","));
+        }
+        if has_checks {
+            node_meta.insert(HEALTH_KEY.into(), health_label(health.healthy()).into());
         }
         record.nodes.push(registry::Node {
             id: node_id.clone(),
@@ -549,7 +641,10 @@ impl ServiceBuilder {
         let _ = broker_cell.set(broker.downgrade());
         // The server must know our subscriptions before anyone learns our address.
         transport.flush().await?;
-        registry.register(record).await?;
+        registry.register(record.clone()).await?;
+        if has_checks {
+            follow_health(&health, record, &registry, &stats, &draining, stop_rx.clone());
+        }
         tracing::info!(service = %self.name, version = %self.version, node = %node_id, transport = %url, "service started");
 
         Ok(ServiceHandle {
@@ -567,6 +662,9 @@ impl ServiceBuilder {
             stop_tx,
             loops,
             broker,
+            health,
+            #[cfg(feature = "prometheus")]
+            metrics,
         })
     }
 
@@ -579,23 +677,88 @@ impl ServiceBuilder {
     }
 }
 
+/// The node metadata key that says whether its health checks pass (`ok`, `unhealthy`).
+pub(crate) const HEALTH_KEY: &str = "health";
+
+fn health_label(healthy: bool) -> &'static str {
+    if healthy {
+        "ok"
+    } else {
+        "unhealthy"
+    }
+}
+
+/// The address of `MICRO_METRICS_ADDRESS`, if set.
+#[cfg(feature = "prometheus")]
+fn metrics_address_from_env() -> Option<Result<std::net::SocketAddr>> {
+    let v = std::env::var("MICRO_METRICS_ADDRESS").ok().filter(|v| !v.trim().is_empty())?;
+    Some(
+        v.trim().parse().map_err(|e| {
+            Error::config(format!("MICRO_METRICS_ADDRESS={v:?} is not an address like 127.0.0.1:9464: {e}"))
+        }),
+    )
+}
+
+/// Announces the node again at once whenever its health checks start or stop passing, so
+/// selectors skip it while they fail.
+fn follow_health(
+    health: &Health,
+    mut record: registry::ServiceRecord,
+    registry: &Registry,
+    stats: &Arc<Stats>,
+    draining: &Rc<std::cell::Cell<bool>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let (mut changes, registry, stats, draining, report) =
+        (health.watch(), registry.clone(), stats.clone(), draining.clone(), health.clone());
+    actix_rt::spawn(async move {
+        loop {
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { return },
+                _ = stop.changed() => return,
+            }
+            let healthy = *changes.borrow_and_update();
+            stats.metrics.healthy.set(if healthy { 1.0 } else { 0.0 });
+            if draining.get() {
+                return;
+            }
+            let node = &mut record.nodes[0];
+            if healthy {
+                tracing::info!(service = %record.name, node = %node.id, "health checks pass again");
+            } else {
+                let failing = HealthStatus { checks: report.report(), ..HealthStatus::default() }.failing();
+                tracing::warn!(service = %record.name, node = %node.id, %failing, "health check failing: node marked unhealthy");
+            }
+            node.metadata.insert(HEALTH_KEY.into(), health_label(healthy).into());
+            if let Err(e) = registry.register(record.clone()).await {
+                tracing::warn!(error = %e, "could not announce the node's health");
+            }
+        }
+    });
+}
+
 fn debug_endpoints(
     info: &ServerInfo,
     stats: &Arc<Stats>,
     draining: &Rc<std::cell::Cell<bool>>,
     broker: &Rc<std::cell::OnceCell<actix::WeakAddr<BrokerActor>>>,
+    checks: &Health,
 ) -> Vec<(&'static str, Rc<dyn Dispatch>)> {
     let health = HealthStatus {
         status: "ok".into(),
         service: info.service.clone(),
         version: info.version.clone(),
         node: info.node_id.clone(),
+        checks: Vec::new(),
     };
-    let draining = draining.clone();
+    let (draining, checks) = (draining.clone(), checks.clone());
     let health_ep = move || {
         let mut h = health.clone();
+        h.checks = checks.report();
         if draining.get() {
             h.status = "draining".into();
+        } else if !checks.healthy() {
+            h.status = "unhealthy".into();
         }
         async move { Ok::<_, Status>(h) }
     };

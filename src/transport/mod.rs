@@ -6,8 +6,12 @@
 //! | scheme | backend | feature |
 //! |---|---|---|
 //! | `memory://[name]` | [`MemoryTransport`]: in-process bus, the embedded default | always |
-//! | `nats://host:port` | `NatsTransport` over async-nats | `nats` |
+//! | `nats://host:port`, `tls://host:port` | `NatsTransport` over async-nats | `nats` (NKey and `.creds` logins: `nkeys`) |
 //! | `amqp://user:pass@host:port/vhost` | `AmqpTransport` over lapin (RabbitMQ) | `rabbitmq` |
+//! | `amqps://user:pass@host:port/vhost` | the same over TLS (rustls) | `rabbitmq` and `tls` |
+//!
+//! TLS (the CA to trust, a client certificate) and logins come from the URL, the environment or
+//! [`ConnectOptions`] given to [`connect_with`]: see `docs/tls.md`.
 //!
 //! What a backend is made of (subscription and reply sinks, durable deliveries and their
 //! ackers) is in [`micro::dev`](crate::dev), for backend authors.
@@ -36,6 +40,8 @@ pub(crate) mod backend;
 pub(crate) mod durable;
 pub(crate) mod kit;
 mod memory;
+#[cfg_attr(not(any(feature = "nats", feature = "rabbitmq")), allow(dead_code))]
+pub(crate) mod options;
 
 // What a backend is made of is public in `micro::dev`, for backend authors.
 pub(crate) use backend::{ReplySink, SubscriptionStream};
@@ -44,10 +50,16 @@ pub(crate) use durable::AckSink;
 pub use durable::DurableGroup;
 pub(crate) use durable::{Acker, Delivery, DurableSpec, DurableStream, DurableSubscription};
 pub use memory::MemoryTransport;
+pub use options::{
+    ConnectOptions, NATS_CREDS_ENV, NATS_NKEY_ENV, NATS_TOKEN_ENV, PASSWORD_ENV, TLS_CA_ENV, TLS_CERT_ENV, TLS_KEY_ENV,
+    USER_ENV,
+};
 
 #[cfg(feature = "nats")]
 #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
 mod nats;
+#[cfg(all(feature = "nats", feature = "kv"))]
+pub(crate) use nats::connect_client as nats_connect_client;
 #[cfg(feature = "nats")]
 pub(crate) use nats::consumer_name as nats_consumer_name;
 #[cfg(feature = "nats")]
@@ -263,24 +275,51 @@ pub(crate) fn redact(url: &str) -> String {
 ///
 /// An unknown scheme, or one whose cargo feature is off, is an
 /// [`ErrorKind::Config`](crate::ErrorKind::Config) error; an unreachable broker is
-/// [`ErrorKind::Connect`](crate::ErrorKind::Connect) with the URL in the message.
+/// [`ErrorKind::Connect`](crate::ErrorKind::Connect) with the URL in the message, a refused
+/// login [`ErrorKind::BrokerAuth`](crate::ErrorKind::BrokerAuth) and a failed TLS handshake
+/// (an unknown CA, a certificate the broker requires) [`ErrorKind::Tls`](crate::ErrorKind::Tls),
+/// all at once: a first connection is never retried.
+///
+/// TLS and login settings come from the URL (`tls://host:4222?tls_ca=/etc/micro/ca.pem`,
+/// `amqps://user:password@host/%2f`) and the environment (`MICRO_TLS_CA`, ...): see
+/// [`ConnectOptions`] and [`connect_with`] to give them in code.
 pub async fn connect(url: &str) -> Result<Arc<dyn Transport>> {
+    connect_with(url, &ConnectOptions::default()).await
+}
+
+/// As [`connect`], with TLS and login settings given in code: each comes before the URL's and
+/// the environment's. The memory transport ignores them.
+///
+/// ```no_run
+/// # #[actix::main] async fn main() -> micro::Result<()> {
+/// use micro::transport::{connect_with, ConnectOptions};
+/// let options = ConnectOptions::new().tls_ca("/etc/micro/ca.pem").user_password("micro", "s3cret");
+/// let nats = connect_with("tls://nats.internal:4222", &options).await?;
+/// let rabbit = connect_with("amqps://rabbit.internal:5671/%2f", &options).await?;
+/// # Ok(()) }
+/// ```
+pub async fn connect_with(url: &str, options: &ConnectOptions) -> Result<Arc<dyn Transport>> {
+    let _ = options;
     let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
     match scheme {
         "memory" => Ok(Arc::new(MemoryTransport::named(&url["memory://".len()..]))),
         #[cfg(feature = "nats")]
-        "nats" | "tls" => Ok(Arc::new(NatsTransport::connect(url).await?)),
+        "nats" | "tls" => Ok(Arc::new(NatsTransport::connect_with(url, options).await?)),
         #[cfg(not(feature = "nats"))]
-        "nats" | "tls" => Err(Error::config(format!("transport {url:?} needs the `nats` cargo feature"))),
+        "nats" | "tls" => Err(Error::config(format!("transport {:?} needs the `nats` cargo feature", redact(url)))),
         #[cfg(feature = "rabbitmq")]
-        "amqp" | "amqps" => Ok(Arc::new(AmqpTransport::connect(url).await?)),
+        "amqp" | "amqps" => Ok(Arc::new(AmqpTransport::connect_with(url, options).await?)),
         #[cfg(not(feature = "rabbitmq"))]
-        "amqp" | "amqps" => Err(Error::config(format!("transport {url:?} needs the `rabbitmq` cargo feature"))),
+        "amqp" | "amqps" => {
+            Err(Error::config(format!("transport {:?} needs the `rabbitmq` cargo feature", redact(url))))
+        }
         "" => Err(Error::config(format!(
-            "transport URL {url:?} has no scheme; use memory://, nats://host:port or amqp://host:port"
+            "transport URL {:?} has no scheme; use memory://, nats://host:port or amqp://host:port",
+            redact(url)
         ))),
         other => Err(Error::config(format!(
-            "unknown transport scheme {other:?} in {url:?}; use memory://, nats://host:port or amqp://host:port"
+            "unknown transport scheme {other:?} in {:?}; use memory://, nats://host:port or amqp://host:port",
+            redact(url)
         ))),
     }
 }

@@ -41,12 +41,11 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use lapin::options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{Channel, Confirmation, Connection, ExchangeKind};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use super::kit;
-use super::redact;
 use super::{ConnectionState, DurableSpec, DurableSubscription, Subscription, Transport};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Message;
@@ -54,12 +53,14 @@ use crate::message::Message;
 mod confirm;
 mod consume;
 mod durable;
+mod endpoint;
 mod naming;
 mod properties;
 
 use confirm::DurablePublisher;
 use consume::{start_consumer, SubState};
 use durable::{start_durable, DurableState, Settling};
+use endpoint::Endpoint;
 use naming::request_route;
 use properties::{from_properties, to_properties};
 
@@ -87,14 +88,14 @@ pub struct AmqpTransport {
 impl std::fmt::Debug for AmqpTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AmqpTransport")
-            .field("url", &redact(&self.inner.url))
+            .field("url", &self.inner.endpoint.shown)
             .field("connected", &self.inner.link.load().is_some())
             .finish()
     }
 }
 
 struct Inner {
-    url: String,
+    endpoint: Endpoint,
     link: ArcSwapOption<Link>,
     subs: Mutex<HashMap<u64, Arc<SubState>>>,
     durables: Mutex<HashMap<u64, Arc<DurableState>>>,
@@ -147,18 +148,22 @@ impl Link {
 /// Why the first connection failed, as a person can act on it: a broker that answered and
 /// refused the login or the virtual host says so (it is up: no advice to start one); only a
 /// broker that did not answer is unreachable.
-fn connect_error(url: &str, e: &Error) -> Error {
+fn connect_error(url: &str, e: Error) -> Error {
+    if matches!(e.kind(), ErrorKind::Tls | ErrorKind::Config) {
+        // Already says what failed and where.
+        return e;
+    }
     let text = e.to_string();
-    let url = redact(url);
     // The broker's own words, from the reply code on (e.g. `NOT_ALLOWED - vhost x not found`).
     let said = |code: &str| text.rfind(code).map(|at| text[at..].to_string()).unwrap_or_else(|| text.clone());
     let message = if text.contains("ACCESS_REFUSED") && text.contains("vhost") {
         format!("RabbitMQ at {url} refused this user access to the virtual host: {}", said("ACCESS_REFUSED"))
     } else if text.contains("ACCESS_REFUSED") {
-        format!(
+        let text = format!(
             "RabbitMQ at {url} refused the authentication: check the user name and password ({})",
             said("ACCESS_REFUSED")
-        )
+        );
+        return Error::new(ErrorKind::BrokerAuth, text);
     } else if text.contains("NOT_ALLOWED") && text.contains("vhost") {
         format!("RabbitMQ at {url} refused the virtual host: {}", said("NOT_ALLOWED"))
     } else {
@@ -175,11 +180,25 @@ fn down() -> Error {
 
 impl AmqpTransport {
     /// Connects; fails with [`ErrorKind::Connect`] naming the URL when the broker is
-    /// unreachable. Later connection losses are repaired in the background.
+    /// unreachable, [`ErrorKind::BrokerAuth`] when it refuses the login and [`ErrorKind::Tls`]
+    /// when the TLS handshake fails (`amqps://`), at once. Later connection losses are repaired
+    /// in the background.
+    ///
+    /// The user and password come in the URL (`amqp://user:password@host:5672/%2f`), TLS settings
+    /// in its query (`amqps://host:5671/%2f?tls_ca=/etc/micro/ca.pem`), and both from the
+    /// environment; see [`ConnectOptions`](crate::transport::ConnectOptions) and `docs/tls.md`.
     pub async fn connect(url: &str) -> Result<AmqpTransport> {
+        AmqpTransport::connect_with(url, &crate::transport::ConnectOptions::default()).await
+    }
+
+    /// As [`connect`](AmqpTransport::connect), with TLS and login settings given in code (they
+    /// come before the URL's and the environment's).
+    pub async fn connect_with(url: &str, options: &crate::transport::ConnectOptions) -> Result<AmqpTransport> {
+        let endpoint = Endpoint::new(url, options)?;
+        let shown = endpoint.shown.clone();
         let (alive, gone) = oneshot::channel();
         let inner = Arc::new(Inner {
-            url: url.to_string(),
+            endpoint,
             link: ArcSwapOption::empty(),
             subs: Mutex::new(HashMap::new()),
             durables: Mutex::new(HashMap::new()),
@@ -191,7 +210,7 @@ impl AmqpTransport {
             state: tokio::sync::watch::Sender::new(ConnectionState::default()),
             _alive: alive,
         });
-        let (link, events) = open_link(&inner).await.map_err(|e| connect_error(url, &e))?;
+        let (link, events) = open_link(&inner).await.map_err(|e| connect_error(&shown, e))?;
         inner.link.store(Some(link.clone()));
         inner.state.send_modify(|s| s.connected = true);
         tokio::spawn(supervise(Arc::downgrade(&inner), link, events, gone));
@@ -232,11 +251,7 @@ impl Events {
 
 /// Opens a connection, its channels and the exchange, and (re)creates every subscription.
 async fn open_link(inner: &Arc<Inner>) -> Result<(Arc<Link>, Events)> {
-    let props = ConnectionProperties::default().with_connection_name("actix-micro".into());
-    let conn = tokio::time::timeout(Duration::from_secs(5), Connection::connect(&inner.url, props))
-        .await
-        .map_err(|_| Error::new(ErrorKind::Connect, "connection attempt timed out"))?
-        .map_err(lapin_err)?;
+    let conn = inner.endpoint.open().await?;
     let lapin_events = conn.events_listener().boxed();
     let rpc = conn.create_channel().await.map_err(lapin_err)?;
     let publish = conn.create_channel().await.map_err(lapin_err)?;

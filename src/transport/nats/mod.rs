@@ -14,12 +14,14 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 
 use super::kit;
+use super::options::{self, ConnectOptions};
 use super::{
     ConnectionState, DurableSpec, DurableSubscription, Incoming, Reply, ReplySink, Subscription, SubscriptionStream,
     Transport,
 };
 
 mod jetstream;
+mod login;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::{Headers, Message};
@@ -50,57 +52,82 @@ const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(500);
 
 impl NatsTransport {
     /// Connects; fails with [`ErrorKind::Connect`] naming the URL (without its credentials) when
-    /// the server is unreachable or refuses them.
+    /// the server is unreachable, [`ErrorKind::BrokerAuth`] when it refuses the login and
+    /// [`ErrorKind::Tls`] when TLS fails (an unknown CA, a certificate it requires): at once,
+    /// never retrying a first connection.
     ///
     /// Credentials come in the URL: `nats://user:password@host:port`, or `nats://token@host:port`
-    /// (percent-encode reserved characters). See `docs/security.md` for a server that requires them.
+    /// (percent-encode reserved characters), TLS settings in its query
+    /// (`tls://host:4222?tls_ca=/etc/micro/ca.pem`), and both from the environment; see
+    /// [`ConnectOptions`](crate::transport::ConnectOptions) and `docs/tls.md`.
     pub async fn connect(url: &str) -> Result<NatsTransport> {
-        let (state_tx, state) = tokio::sync::watch::channel(ConnectionState::default());
-        let connects = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let log = log_event(super::redact(url));
-        let opts = async_nats::ConnectOptions::new()
-            .connection_timeout(Duration::from_secs(3))
-            .name(format!("actix-micro/{}", env!("CARGO_PKG_VERSION")))
-            // Reconnects are forever (with async-nats' backoff); subscriptions are restored.
-            .max_reconnects(None::<usize>)
-            .reconnect_delay_callback(|attempts| {
-                let exp = u32::try_from(attempts.saturating_sub(1)).unwrap_or(u32::MAX).min(16);
-                Duration::from_millis(2u64.pow(exp)).min(RECONNECT_MAX_DELAY)
-            })
-            .event_callback(move |event| {
-                match &event {
-                    async_nats::Event::Connected => {
-                        // The first connection is not a reconnect.
-                        let n = connects.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        state_tx.send_modify(|s| {
-                            s.connected = true;
-                            s.reconnects = n;
-                        });
-                    }
-                    async_nats::Event::Disconnected => state_tx.send_modify(|s| s.connected = false),
-                    _ => {}
-                }
-                log(event)
-            });
-        let client = with_url_credentials(opts, url).connect(url).await.map_err(|e| {
-            let url = super::redact(url);
-            let text = if e.kind() == async_nats::ConnectErrorKind::AuthorizationViolation {
-                format!("NATS at {url} refused the connection: {e} (check the user and password, or token, in the URL)")
-            } else {
-                format!(
-                    "NATS at {url} is unreachable: {e} (start one with `nats-server -js`, or `docker compose up -d nats`)"
-                )
-            };
-            Error::new(ErrorKind::Connect, text).with_source(e)
-        })?;
-        let js = async_nats::jetstream::new(client.clone());
-        Ok(NatsTransport { client, url: super::redact(url), js, stream_ready: Default::default(), state })
+        NatsTransport::connect_with(url, &ConnectOptions::default()).await
     }
 
+    /// As [`connect`](NatsTransport::connect), with TLS and login settings given in code (they
+    /// come before the URL's and the environment's).
+    pub async fn connect_with(url: &str, options: &ConnectOptions) -> Result<NatsTransport> {
+        let (client, shown) = connect_client(url, options).await?;
+        let js = async_nats::jetstream::new(client.0.clone());
+        Ok(NatsTransport { client: client.0, url: shown, js, stream_ready: Default::default(), state: client.1 })
+    }
     /// The URL this transport connected to, without its credentials: fit to print.
     pub fn url(&self) -> &str {
         &self.url
     }
+}
+
+/// A connected async-nats client and the state of its connection.
+pub(crate) type Connected = (async_nats::Client, tokio::sync::watch::Receiver<ConnectionState>);
+
+/// Connects an async-nats client: TLS and login from `code`, else the URL, else the
+/// environment; reconnects forever once connected (subscriptions are restored), but a first
+/// connection that fails is an error at once. Query parameters that are not
+/// [`ConnectOptions`]' are refused. Returns the client and the URL fit to print (no credentials, no query).
+pub(crate) async fn connect_client(url: &str, code: &ConnectOptions) -> Result<(Connected, String)> {
+    let (server, from_url) = options::split_url(url, true)?;
+    let (server, rest) = server.split_once('?').map_or((server.as_str(), ""), |(s, q)| (s, q));
+    if !rest.is_empty() {
+        return Err(Error::config(format!(
+            "unknown parameter in the NATS URL {}: {rest:?}; use {}",
+            super::redact(server),
+            options::query_keys()
+        )));
+    }
+    let options = code.clone().or(from_url).or(ConnectOptions::from_env());
+    options.validate()?;
+    let shown = super::redact(server);
+    let (state_tx, state) = tokio::sync::watch::channel(ConnectionState::default());
+    let connects = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let log = log_event(shown.clone());
+    let opts = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(3))
+        .name(format!("actix-micro/{}", env!("CARGO_PKG_VERSION")))
+        // Reconnects are forever (with async-nats' backoff); subscriptions are restored. A
+        // first connection is tried once (no `retry_on_initial_connect`).
+        .max_reconnects(None::<usize>)
+        .reconnect_delay_callback(|attempts| {
+            let exp = u32::try_from(attempts.saturating_sub(1)).unwrap_or(u32::MAX).min(16);
+            Duration::from_millis(2u64.pow(exp)).min(RECONNECT_MAX_DELAY)
+        })
+        .event_callback(move |event| {
+            match &event {
+                async_nats::Event::Connected => {
+                    // The first connection is not a reconnect.
+                    let n = connects.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    state_tx.send_modify(|s| {
+                        s.connected = true;
+                        s.reconnects = n;
+                    });
+                }
+                async_nats::Event::Disconnected => state_tx.send_modify(|s| s.connected = false),
+                _ => {}
+            }
+            log(event)
+        });
+    let opts = login::apply(opts, &options).await?;
+    let client = opts.connect(server).await.map_err(|e| login::connect_error(&shown, &options, e))?;
+    Ok(((client, state), shown))
 }
 
 impl std::fmt::Debug for NatsTransport {
@@ -132,43 +159,6 @@ fn log_event(url: String) -> impl Fn(async_nats::Event) -> futures::future::Read
         }
         futures::future::ready(())
     }
-}
-
-/// Sets the credentials of a `nats://user:password@host` or `nats://token@host` URL as connect
-/// options: async-nats parses them out of the URL but does not send them to the server.
-fn with_url_credentials(opts: async_nats::ConnectOptions, url: &str) -> async_nats::ConnectOptions {
-    // A URL async-nats cannot parse is reported by `connect` itself.
-    let Ok(addr) = url.parse::<async_nats::ServerAddr>() else { return opts };
-    match (addr.username(), addr.password()) {
-        (Some(user), Some(password)) => opts.user_and_password(percent_decode(user), percent_decode(password)),
-        (Some(token), None) => opts.token(percent_decode(token)),
-        _ => opts,
-    }
-}
-
-/// `%XX` escapes of a URL's user info decoded (the URL keeps them encoded).
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'%')
-            .then(|| bytes.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match escaped {
-            Some(b) => {
-                out.push(b);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 pub(super) fn to_header_map(headers: &Headers) -> Result<HeaderMap> {
@@ -401,19 +391,5 @@ impl Transport for NatsTransport {
                 .map_err(|e| Error::transport(format!("flush failed: {e}")).with_source(e))
         }
         .boxed()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::percent_decode;
-
-    #[test]
-    fn user_info_is_percent_decoded() {
-        assert_eq!(percent_decode("p%40ss%3Aw%2Fd"), "p@ss:w/d");
-        assert_eq!(percent_decode("plain"), "plain");
-        assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(percent_decode("%zz%4"), "%zz%4");
-        assert_eq!(percent_decode("%C3%A9t%C3%A9"), "été");
     }
 }

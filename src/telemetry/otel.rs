@@ -1,0 +1,71 @@
+//! OpenTelemetry: our `traceparent` as the OTel parent of a span, the span's OTel ids as the
+//! `traceparent` it sends, and the OTLP export [`init`](super::init) sets up.
+
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use super::spans::Parent;
+use crate::message::TraceParent;
+
+/// An OTel span context from a wire `traceparent` (a remote parent).
+pub fn span_context(t: &TraceParent) -> SpanContext {
+    SpanContext::new(
+        TraceId::from_bytes(t.trace_id_u128().to_be_bytes()),
+        SpanId::from_bytes(t.span_id_u64().to_be_bytes()),
+        TraceFlags::new(t.flags()),
+        true,
+        TraceState::default(),
+    )
+}
+
+/// The wire `traceparent` of an OTel span context, `None` when it is not valid.
+pub fn trace_parent(sc: &SpanContext) -> Option<TraceParent> {
+    sc.is_valid().then(|| {
+        TraceParent::from_parts(
+            u128::from_be_bytes(sc.trace_id().to_bytes()),
+            u64::from_be_bytes(sc.span_id().to_bytes()),
+            sc.trace_flags().to_u8(),
+        )
+    })
+}
+
+/// With the OTel layer in the subscriber: sets `parent` as the span's parent where `how` says
+/// so, and answers the span's own OTel ids. `None` without the layer.
+pub(crate) fn identify(span: &Span, parent: Option<TraceParent>, how: Parent) -> Option<TraceParent> {
+    if let Some(p) = parent {
+        let set = match how {
+            Parent::Remote => true,
+            Parent::Local => Span::current().is_none(),
+        };
+        if set {
+            let cx = opentelemetry::Context::new().with_remote_span_context(span_context(&p));
+            if span.set_parent(cx).is_err() {
+                return None;
+            }
+        }
+    }
+    let cx = span.context();
+    let own = trace_parent(cx.span().span_context());
+    own
+}
+
+/// The OTLP pipeline: a batch exporter over HTTP (protobuf) to `OTEL_EXPORTER_OTLP_ENDPOINT`
+/// (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`), the service named by `OTEL_SERVICE_NAME` (else
+/// `default_name`). The provider is also installed as OTel's global one.
+pub(crate) fn otlp_provider(default_name: &str) -> Result<opentelemetry_sdk::trace::SdkTracerProvider, String> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .build()
+        .map_err(|e| format!("cannot build the OTLP exporter: {e}"))?;
+    let mut resource = opentelemetry_sdk::Resource::builder();
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name(default_name.to_string());
+    }
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource.build())
+        .build();
+    opentelemetry::global::set_tracer_provider(provider.clone());
+    Ok(provider)
+}

@@ -1,0 +1,186 @@
+//! Traces: one request through the gateway, an api service, a srv service and a durable event
+//! to an audit service is ONE OpenTelemetry trace with the right parent chain, over NATS and
+//! RabbitMQ (OpenTelemetry's in-memory exporter; the subscriber is this test's thread's).
+
+use std::time::Duration;
+
+use actix_web::test;
+use micro::gateway::{Gateway, GatewayConfig};
+use micro::prelude::*;
+use opentelemetry::trace::{SpanId, SpanKind, TraceId, TracerProvider as _};
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use serde_json::{json, Value};
+use tracing_subscriber::layer::SubscriberExt;
+
+use crate::util::*;
+
+/// The caller's span, as an HTTP client outside the system would send it.
+const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER_SPAN: &str = "00f067aa0ba902b7";
+
+fn attr(span: &SpanData, key: &str) -> Option<String> {
+    span.attributes.iter().find(|kv| kv.key.as_str() == key).map(|kv| kv.value.as_str().into_owned())
+}
+
+/// The one span named `name`, with the spans seen listed when it is missing or not alone.
+fn one<'a>(spans: &'a [SpanData], name: &str) -> &'a SpanData {
+    let found: Vec<&SpanData> = spans.iter().filter(|s| s.name == name).collect();
+    assert_eq!(found.len(), 1, "one span {name:?} among {:?}", spans.iter().map(|s| &s.name).collect::<Vec<_>>());
+    found[0]
+}
+
+/// The one span named `name` of this kind.
+fn kind_of<'a>(spans: &'a [SpanData], name: &str, kind: SpanKind) -> &'a SpanData {
+    let found: Vec<&SpanData> = spans.iter().filter(|s| s.name == name && s.span_kind == kind).collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "one {kind:?} span {name:?} among {:?}",
+        spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+    );
+    found[0]
+}
+
+fn assert_child(child: &SpanData, parent: &SpanData) {
+    assert_eq!(child.parent_span_id, parent.span_context.span_id(), "{:?} is a child of {:?}", child.name, parent.name);
+}
+
+async fn one_trace_from_the_gateway_to_the_durable_audit(url: String) {
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
+    let subscriber =
+        tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(provider.tracer("traces-test")));
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let (api, srv, audit) = (unique("traced.api"), unique("traced.srv"), unique("traced.audit"));
+    let topic = format!("{}.done", unique("traced"));
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+
+    let audit_svc = Service::builder(&audit)
+        .transport(&url)
+        .subscribe_with(
+            &topic,
+            SubscribeOptions::durable(&audit).expire_after(Duration::from_secs(120)),
+            move |Req(v): Req<Value>| {
+                let seen = seen_tx.clone();
+                async move {
+                    let _ = seen.send(v["job"].as_str().unwrap_or_default().to_string());
+                    Ok::<_, Status>(())
+                }
+            },
+        )
+        .start()
+        .await
+        .unwrap();
+    let srv_topic = topic.clone();
+    let srv_svc = Service::builder(&srv)
+        .transport(&url)
+        .handle("Work.Do", move |client: Client, Req(v): Req<Value>| {
+            let topic = srv_topic.clone();
+            async move {
+                client.broker().publish_durable(&topic, &v).await.map_err(|e| e.to_status("work"))?;
+                Ok::<_, Status>(json!({"done": v["job"]}))
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    let srv_name = srv.clone();
+    let api_svc = Service::builder(&api)
+        .transport(&url)
+        .handle("Api.Call", move |client: Client, Req(v): Req<Value>| {
+            let srv = srv_name.clone();
+            async move {
+                let rsp: Value = client.call(&srv, "Work.Do", &v).await.map_err(|e| e.to_status("api"))?;
+                Ok::<_, Status>(rsp)
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+
+    let client = Client::builder().name("go.micro.api").transport(&url).connect().await.unwrap();
+    let gateway = Gateway::new(client, GatewayConfig::default().rpc_namespaces([&api]));
+    let app = test::init_service(gateway.app()).await;
+    let req = test::TestRequest::post()
+        .uri("/rpc")
+        .insert_header(("traceparent", format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01")))
+        .set_json(json!({"service": api, "endpoint": "Api.Call", "request": {"job": "j-1"}}))
+        .to_request();
+    let rsp: Value = test::call_and_read_body_json(&app, req).await;
+    assert_eq!(rsp, json!({"done": "j-1"}));
+    let job = tokio::time::timeout(WAIT, seen_rx.recv()).await.expect("the audit service gets the event").unwrap();
+    assert_eq!(job, "j-1");
+
+    let process = format!("process {topic}");
+    // Seven spans of this trace: the gateway's, two per call, the publish and the processing.
+    let spans = wait_for("every span of the trace to end", WAIT, || {
+        let spans = exporter.get_finished_spans().unwrap();
+        let ours = spans.iter().filter(|s| s.span_context.trace_id().to_string() == CALLER_TRACE).count();
+        let done = ours >= 7 && spans.iter().any(|s| s.name == process);
+        async move { done.then_some(spans) }
+    })
+    .await;
+
+    let trace = TraceId::from_hex(CALLER_TRACE).unwrap();
+    let http = one(&spans, "POST /rpc");
+    let api_call = format!("{api}/Api.Call");
+    let srv_call = format!("{srv}/Work.Do");
+    let api_client = kind_of(&spans, &api_call, SpanKind::Client);
+    let api_server = kind_of(&spans, &api_call, SpanKind::Server);
+    let srv_client = kind_of(&spans, &srv_call, SpanKind::Client);
+    let srv_server = kind_of(&spans, &srv_call, SpanKind::Server);
+    let publish = one(&spans, &format!("publish {topic}"));
+    let process = one(&spans, &process);
+
+    let chain = [http, api_client, api_server, srv_client, srv_server, publish, process];
+    for s in chain {
+        assert_eq!(s.span_context.trace_id(), trace, "{:?} belongs to the caller's trace", s.name);
+    }
+    assert_eq!(http.parent_span_id, SpanId::from_hex(CALLER_SPAN).unwrap(), "the gateway continues the caller");
+    for pair in chain.windows(2) {
+        assert_child(pair[1], pair[0]);
+    }
+
+    let kinds: Vec<SpanKind> = chain.iter().map(|s| s.span_kind.clone()).collect();
+    let (server, client) = (SpanKind::Server, SpanKind::Client);
+    let expected =
+        [server.clone(), client.clone(), server.clone(), client, server, SpanKind::Producer, SpanKind::Consumer];
+    assert_eq!(kinds, expected);
+    assert_eq!(attr(api_server, "rpc.system").as_deref(), Some("micro"));
+    assert_eq!(attr(api_server, "rpc.service"), Some(api.clone()));
+    assert_eq!(attr(api_server, "rpc.method").as_deref(), Some("Api.Call"));
+    assert_eq!(attr(publish, "messaging.destination.name"), Some(topic.clone()));
+    assert_eq!(attr(publish, "messaging.operation").as_deref(), Some("publish"));
+    assert_eq!(attr(process, "messaging.operation").as_deref(), Some("process"));
+    assert_eq!(attr(process, "messaging.message.id"), attr(publish, "messaging.message.id"));
+    assert_eq!(attr(process, "messaging.micro.attempt").as_deref(), Some("1"));
+    let system = if url.starts_with("nats") { "nats" } else { "rabbitmq" };
+    assert_eq!(attr(process, "messaging.system").as_deref(), Some(system));
+    assert_eq!(attr(http, "http.response.status_code").as_deref(), Some("200"));
+
+    for s in [api_svc, srv_svc, audit_svc] {
+        s.stop().await.unwrap();
+    }
+}
+
+/// A failing call is an error on the client span, with the toolkit's code.
+async fn a_failed_call_marks_its_span(url: String) {
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
+    let subscriber =
+        tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(provider.tracer("traces-test")));
+    let _default = tracing::subscriber::set_default(subscriber);
+    let name = unique("traced.greeter");
+    let svc = greeter(&url, &name, "a").start().await.unwrap();
+    let client = Client::connect(&url).await.unwrap();
+    let err = client.call::<_, Greeting, _>(&name, "Say.Nothing", &Hello { name: "x".into() }).await.unwrap_err();
+    assert_eq!(err.status().map(|s| s.code().as_u16()), Some(404));
+    let spans = exporter.get_finished_spans().unwrap();
+    let client_span = spans.iter().find(|s| s.span_kind == SpanKind::Client).expect("a client span");
+    assert_eq!(attr(client_span, "rpc.micro.status_code").as_deref(), Some("404"));
+    assert!(matches!(client_span.status, opentelemetry::trace::Status::Error { .. }), "{:?}", client_span.status);
+    svc.stop().await.unwrap();
+}
+
+over_brokers!(one_trace_from_the_gateway_to_the_durable_audit, a_failed_call_marks_its_span);
