@@ -158,7 +158,7 @@ async fn errors_map_to_http_statuses(url: String) {
     let srv = unique("greeter");
     let s = greeter(&url, &srv, "a").restart_policy(RestartPolicy::unlimited()).start().await.unwrap();
     let nobody = unique("nobody");
-    let config = GatewayConfig::default().timeout(Duration::from_millis(1500)).rpc_namespaces([&srv, &nobody]);
+    let config = GatewayConfig::default().timeout(Duration::from_secs(3)).rpc_namespaces([&srv, &nobody]);
     let gw = TestGateway::start(&url, config).await;
     let rpc = |endpoint: &str, request: Value| {
         let body = json!({"service": srv, "endpoint": endpoint, "request": request});
