@@ -142,8 +142,12 @@ pub(super) fn remember(span: &Span, own: TraceParent) {
 ///
 /// ```
 /// use micro::telemetry::JsonLines;
-/// let layer = tracing_subscriber::fmt::layer().event_format(JsonLines).with_writer(std::io::stderr);
-/// # let _ = layer;
+/// use tracing_subscriber::layer::SubscriberExt;
+///
+/// let lines = tracing_subscriber::fmt::layer().event_format(JsonLines).with_writer(std::io::stderr);
+/// let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(lines));
+/// // {"timestamp":"…","level":"INFO","target":"…","message":"hello","user":"ada"}
+/// tracing::info!(user = "ada", "hello");
 /// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct JsonLines;
