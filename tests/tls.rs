@@ -59,6 +59,7 @@ impl Pki {
         self.path(name).display().to_string()
     }
 
+    #[cfg(all(feature = "rabbitmq", feature = "tls"))]
     fn read(&self, name: &str) -> Vec<u8> {
         std::fs::read(self.path(name)).unwrap()
     }
@@ -259,7 +260,7 @@ async fn settings_that_cannot_work_are_config_errors_before_connecting() {
 }
 
 /// A private RabbitMQ node with only a TLS listener, our server certificate and CA.
-#[cfg(feature = "rabbitmq")]
+#[cfg(all(feature = "rabbitmq", feature = "tls"))]
 async fn tls_rabbit(pki: &Pki) -> PrivateRabbit {
     let files = [
         ("ca.pem", pki.read("ca.pem")),
