@@ -43,13 +43,16 @@ mod config;
 mod error;
 #[cfg(feature = "auth")]
 mod lockdown;
+mod probes;
 mod proxy;
 pub mod resolve;
 
 #[cfg(feature = "fuzzing")]
 pub(crate) use checks::check_path;
+pub(crate) use checks::guard_and_tag;
+#[cfg(feature = "sidecar")]
+pub(crate) use checks::same_site_or_allowed;
 use checks::RequestId;
-pub(crate) use checks::{guard_and_tag, same_site_or_allowed};
 pub use config::{GatewayConfig, HandlerKind};
 pub use error::{GatewayError, GATEWAY_ID};
 #[cfg(feature = "auth")]
@@ -166,10 +169,10 @@ impl Gateway {
         let limit = config.max_body;
         cfg.app_data(web::Data::from(self.state.clone()))
             .app_data(web::PayloadConfig::new(limit))
-            .route("/health", web::get().to(health))
-            .route("/ready", web::get().to(ready));
+            .route("/health", web::get().to(probes::health))
+            .route("/ready", web::get().to(probes::ready));
         #[cfg(feature = "prometheus")]
-        cfg.route("/metrics", web::get().to(metrics));
+        cfg.route("/metrics", web::get().to(probes::metrics));
         if let Some(p) = &config.rpc_path {
             // Method checks by hand: actix-web's method guards record themselves in the
             // request's extensions on every check (two allocations per request and route).
@@ -316,41 +319,6 @@ where
         handle.stop(true).await;
     });
     Ok(server)
-}
-
-/// Liveness: the gateway answers.
-async fn health(state: web::Data<State>) -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({"status": "ok", "transport": state.client.transport().name()}))
-}
-
-/// Readiness: the broker is connected, the registry has synced (its first discovery window
-/// ended) and the gateway's health checks pass; 503 with what is missing otherwise.
-async fn ready(state: web::Data<State>) -> HttpResponse {
-    let broker = state.client.transport().connection().is_none_or(|c| c.borrow().connected);
-    let registry = state.client.registry().is_synced();
-    let checks = state.health.as_ref().map(|h| h.report()).unwrap_or_default();
-    let checks_pass = checks.iter().all(|c| c.healthy);
-    let ready = broker && registry && checks_pass;
-    let body = serde_json::json!({
-        "status": if ready { "ready" } else { "not ready" },
-        "broker": if broker { "connected" } else { "disconnected" },
-        "registry": if registry { "synced" } else { "syncing" },
-        "checks": checks,
-    });
-    if ready {
-        HttpResponse::Ok().json(body)
-    } else {
-        HttpResponse::ServiceUnavailable().json(body)
-    }
-}
-
-/// The process's metrics in the Prometheus text format.
-#[cfg(feature = "prometheus")]
-async fn metrics() -> HttpResponse {
-    match crate::metrics::prometheus::render() {
-        Ok(text) => HttpResponse::Ok().content_type(crate::metrics::prometheus::CONTENT_TYPE).body(text),
-        Err(e) => HttpResponse::ServiceUnavailable().content_type("text/plain").body(e.to_string()),
-    }
 }
 
 /// Options and context for one RPC made on behalf of an HTTP request: the gateway timeout as
