@@ -81,14 +81,44 @@ async fn auth_side(url: &str) -> Result<(Target, Vec<micro::ServiceHandle>), Box
 
 /// A subscriber that records every span: the registry, and with the `otel` feature
 /// OpenTelemetry's layer over a provider with no exporter (spans are built, then dropped).
+/// Spans opened under the recording subscribers: the check that a "traced" phase traced.
+static SPANS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Counts the spans it sees opened (into [`SPANS`]).
+struct CountSpans;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CountSpans {
+    fn on_new_span(
+        &self,
+        _: &tracing::span::Attributes<'_>,
+        _: &tracing::span::Id,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        SPANS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Spans opened so far under the recording subscribers.
+fn spans_opened() -> u64 {
+    SPANS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Has tracing ask the thread's default subscriber again which callsites it wants. Each
+/// callsite caches the answer when first hit; with one subscriber in the process that answer
+/// comes from the thread's default at that moment, so callsites first hit outside a scoped
+/// subscriber stay off inside it until asked again.
+fn interested() {
+    tracing::callsite::rebuild_interest_cache();
+}
+
 fn recording() -> tracing::Dispatch {
     use tracing_subscriber::layer::SubscriberExt;
-    let registry = tracing_subscriber::registry();
+    let registry = tracing_subscriber::registry().with(CountSpans);
     #[cfg(feature = "otel")]
     {
         use opentelemetry::trace::TracerProvider as _;
         let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
-        tracing::Dispatch::new(registry.with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bench"))))
+        tracing::Dispatch::new(registry.with(micro::telemetry::otel::layer(provider.tracer("bench"))))
     }
     #[cfg(not(feature = "otel"))]
     tracing::Dispatch::new(registry)
@@ -105,10 +135,11 @@ async fn main() -> Result<(), BoxError> {
     // The counted run of the "metrics" side: the framework with the Prometheus recorder
     // installed before anything starts, so every handle records.
     #[cfg(feature = "prometheus")]
-    if std::env::var("BENCH_PROFILE").is_ok_and(|s| s == "metrics") {
+    if std::env::var("BENCH_PROFILE").is_ok_and(|s| s == "metrics" || s == "observed") {
         micro::metrics::prometheus::install()?;
     }
     let c = cfg.concurrency;
+    let recorder = recording();
 
     // Framework side: the service (its own NATS connection) and a standalone client (another).
     let service_name = micro::test_util::unique("bench-greeter");
@@ -155,8 +186,10 @@ async fn main() -> Result<(), BoxError> {
             callgrind::counted_run(&auth_target, calls).await?;
             return Ok(());
         }
-        // "traced": the framework side with every span recorded.
-        let _recording = (side == "traced").then(|| tracing::dispatcher::set_default(&recording()));
+        // "traced": the framework side with every span recorded; "observed": that, and the
+        // Prometheus recorder installed above.
+        let _recording =
+            (side == "traced" || side == "observed").then(|| tracing::dispatcher::set_default(&recording()));
         callgrind::counted_run(if side == "raw" { &raw } else { &framework }, calls).await?;
         service.stop().await?;
         raw_task.abort();
@@ -168,8 +201,13 @@ async fn main() -> Result<(), BoxError> {
         raw_task.abort();
         let full = cfg.full;
         let (raw_cost, fw_cost, traced_cost, metrics_cost, auth_cost) = tokio::task::spawn_blocking(move || {
-            // With the `prometheus` feature, the framework once more with the recorder installed.
-            let metrics = if cfg!(feature = "prometheus") { Some(callgrind_side("metrics", full)?) } else { None };
+            // With the `prometheus` feature, the framework once more with the recorder installed,
+            // then with the recorder and every span recorded.
+            let metrics = if cfg!(feature = "prometheus") {
+                Some((callgrind_side("metrics", full)?, callgrind_side("observed", full)?))
+            } else {
+                None
+            };
             let auth = if cfg!(feature = "auth") { Some(callgrind_side("auth", full)?) } else { None };
             Ok::<_, String>((
                 callgrind_side("raw", full)?,
@@ -194,8 +232,9 @@ async fn main() -> Result<(), BoxError> {
                 auth.allocations
             );
         }
-        if let Some(m) = &metrics_cost {
+        if let Some((m, o)) = &metrics_cost {
             println!("{:<10} {:>14.0} {:>12.1}", "metrics", m.instructions, m.allocations);
+            println!("{:<10} {:>14.0} {:>12.1}", "observed", o.instructions, o.allocations);
         }
         println!("{:<10} {:>14.0} {:>12.1}", "traced", traced_cost.instructions, traced_cost.allocations);
         println!(
@@ -211,7 +250,17 @@ async fn main() -> Result<(), BoxError> {
             fw_cost.allocations,
             raw_cost.allocations
         );
-        if let Some(m) = metrics_cost {
+        if let Some((m, o)) = metrics_cost {
+            // Spans and metrics both on against both off.
+            println!(
+                "rpc nats observability instructions_ratio={:.3} instructions_observed={:.0} instructions_off={:.0} \
+                 allocs_observed={:.1} allocs_off={:.1}",
+                o.instructions / fw_cost.instructions,
+                o.instructions,
+                fw_cost.instructions,
+                o.allocations,
+                fw_cost.allocations
+            );
             // The framework with the Prometheus recorder against the same without a recorder.
             println!(
                 "rpc nats metrics instructions_ratio={:.3} instructions_metrics={:.0} instructions_off={:.0} \
@@ -293,16 +342,23 @@ async fn main() -> Result<(), BoxError> {
     // Spans recorded against spans off: the framework side again, with a recording subscriber
     // for the traced phases (everything runs on this thread, so a thread default covers the
     // client and the service), paired per round.
-    let recorder = recording();
     let mut traced_ratios = Vec::new();
     for _ in 0..cfg.rounds {
         let off = run_phase(&framework, c, cfg.secs, None).await;
+        let opened = spans_opened();
         let on = {
             let _recording = tracing::dispatcher::set_default(&recorder);
+            interested();
             run_phase(&framework, c, cfg.secs, None).await
         };
         if off.errors + on.errors > 0 {
             return Err("calls failed in the traced phases".into());
+        }
+        // A client and a server span per call at least.
+        if spans_opened() - opened < 2 * on.requests {
+            return Err(
+                format!("the traced phase opened {} spans for {} calls", spans_opened() - opened, on.requests).into()
+            );
         }
         traced_ratios.push(on.rps() / off.rps());
     }
@@ -345,6 +401,8 @@ async fn main() -> Result<(), BoxError> {
 
     #[cfg(feature = "auth")]
     auth_versus_off(&framework, &auth_target, &cfg, fw1, fwc).await?;
+    #[cfg(feature = "prometheus")]
+    observed_versus_off(&framework, &url, &cfg, &recording).await?;
     #[cfg(feature = "auth")]
     for node in auth_nodes {
         node.stop().await?;
@@ -402,5 +460,88 @@ async fn auth_versus_off(
     println!("c={c} auth/off throughput per round (paired): {}", shown.join(" "));
     println!("rpc nats auth c=1 added_p50_us={:.1}", on1.med(Phase::p50_us) - off1.med(Phase::p50_us));
     println!("rpc nats auth c={c} ratio={:.2}", median(paired));
+    Ok(())
+}
+
+/// Observability on against off, paired per round at c=N: "on" is a second greeter and client
+/// made with the Prometheus recorder in scope (every server and client handle records to it)
+/// and run with a subscriber recording every span (`spans`); "off" is the framework side, whose
+/// handles were made with no recorder (no-ops) and which runs with no subscriber. Both are in
+/// this process on this thread, so the recorder and the subscriber are thread defaults, set
+/// only around the "on" side.
+#[cfg(feature = "prometheus")]
+async fn observed_versus_off(
+    off: &Target,
+    url: &str,
+    cfg: &Config,
+    spans: &dyn Fn() -> tracing::Dispatch,
+) -> Result<(), BoxError> {
+    let c = cfg.concurrency;
+    let recorder = micro::metrics::prometheus::recorder()?;
+    let handle = recorder.handle();
+    // Clients look their handles up per call once metrics are enabled; the "off" client finds
+    // the no-op recorder, the "on" one the scoped Prometheus recorder.
+    micro::metrics::enable();
+    let spans = spans();
+    let (on, node, service) = {
+        let _metrics = metrics::set_default_local_recorder(&recorder);
+        let service = micro::test_util::unique("bench-greeter-observed");
+        let node = Service::builder(service.clone()).transport(url).handle(ENDPOINT, say_hello).start().await?;
+        let client = micro::Client::connect(url).await?;
+        (Target::Framework { client, service: service.clone() }, node, service)
+    };
+    let observed = |conc: usize, secs: std::time::Duration| {
+        let (on, spans, recorder) = (&on, &spans, &recorder);
+        async move {
+            let _metrics = metrics::set_default_local_recorder(recorder);
+            let _spans = tracing::dispatcher::set_default(spans);
+            interested();
+            let opened = spans_opened();
+            let p = run_phase(on, conc, secs, None).await;
+            // A client and a server span per call at least.
+            let opened = spans_opened() - opened;
+            if opened < 2 * p.requests {
+                return Err(format!("the observed phase opened {opened} spans for {} calls", p.requests));
+            }
+            Ok(p)
+        }
+    };
+    observed(c, cfg.warmup).await?;
+    run_phase(off, c, cfg.warmup, None).await;
+    let (mut paired, mut cpu) = (Vec::new(), Vec::new());
+    for round in 0..cfg.rounds {
+        let (a, b) = if round % 2 == 0 {
+            let a = observed(c, cfg.secs).await?;
+            (a, run_phase(off, c, cfg.secs, None).await)
+        } else {
+            let b = run_phase(off, c, cfg.secs, None).await;
+            (observed(c, cfg.secs).await?, b)
+        };
+        if a.errors + b.errors > 0 {
+            println!("rpc nats observability c={c} ratio=none");
+            return Err(format!("{} calls failed in the observability phases", a.errors + b.errors).into());
+        }
+        paired.push(a.rps() / b.rps());
+        cpu.push(a.cpu_us_per_call() / b.cpu_us_per_call());
+    }
+    // The "on" side really recorded: its requests are in the exposition, client and server.
+    let text = handle.render();
+    for metric in [micro::metrics::names::SERVER_REQUESTS, micro::metrics::names::CLIENT_REQUESTS] {
+        let counted = text.lines().any(|l| l.starts_with(metric) && l.contains(service.as_str()) && !l.ends_with(" 0"));
+        if !counted {
+            return Err(format!("the observed side recorded no {metric} for {service}").into());
+        }
+    }
+    node.stop().await?;
+    let shown: Vec<String> = paired.iter().map(|r| format!("{r:.2}")).collect();
+    println!();
+    println!(
+        "observability on (every span recorded{}, the Prometheus recorder) vs off, c={c}, throughput per round \
+         (paired): {}",
+        if cfg!(feature = "otel") { " by OpenTelemetry's layer, no exporter" } else { " in the registry" },
+        shown.join(" ")
+    );
+    println!("rpc nats observability c={c} cpu_ratio={:.2}", median(cpu));
+    println!("rpc nats observability c={c} ratio={:.2}", median(paired));
     Ok(())
 }

@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -30,6 +30,29 @@ pub const DURATION_BUCKETS: &[f64] =
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 static INSTALL: Mutex<()> = Mutex::new(());
 
+/// The recorder [`install`] installs (the duration histograms with [`DURATION_BUCKETS`]),
+/// not installed: for a recorder scoped to a thread or a test, or behind a recorder of your
+/// own. Handles made while it is in scope record to it (see [`metrics::set_default_local_recorder`]);
+/// call [`enable`](super::enable) too, so clients count their calls.
+///
+/// ```
+/// # #[cfg(feature = "prometheus")] {
+/// let recorder = micro::metrics::prometheus::recorder().unwrap();
+/// let handle = recorder.handle();
+/// {
+///     let _scoped = metrics::set_default_local_recorder(&recorder);
+///     metrics::counter!("jobs_total").increment(1);
+/// }
+/// assert!(handle.render().contains("jobs_total 1"));
+/// # }
+/// ```
+pub fn recorder() -> Result<PrometheusRecorder> {
+    Ok(PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), DURATION_BUCKETS)
+        .map_err(|e| Error::config(format!("prometheus buckets: {e}")))?
+        .build_recorder())
+}
+
 /// Installs the Prometheus recorder as the process's global recorder, unless it already is,
 /// and returns its handle (render it with [`PrometheusHandle::render`]). Every caller shares
 /// the one installation. Fails only when another recorder was installed first.
@@ -41,10 +64,7 @@ pub fn install() -> Result<PrometheusHandle> {
     if let Some(h) = HANDLE.get() {
         return Ok(h.clone());
     }
-    let recorder = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), DURATION_BUCKETS)
-        .map_err(|e| Error::config(format!("prometheus buckets: {e}")))?
-        .build_recorder();
+    let recorder = recorder()?;
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).map_err(|_| {
         Error::new(ErrorKind::Config, "another metrics recorder is installed already; the Prometheus one cannot be")
