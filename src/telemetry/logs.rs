@@ -113,8 +113,7 @@ where
         .unwrap_or_else(|| "micro".to_string());
     match super::otel::otlp_provider(&name) {
         Ok(provider) => {
-            let layer = tracing_opentelemetry::layer()
-                .with_tracer(provider.tracer("micro"))
+            let layer = super::otel::layer(provider.tracer("micro"))
                 .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
                 .boxed();
             (Some(layer), Some(provider))

@@ -8,6 +8,33 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use super::spans::Parent;
 use crate::message::TraceParent;
 
+/// The `tracing` → OpenTelemetry layer as [`init`](super::init) installs it, for a subscriber
+/// you build yourself: every span becomes an OTel span of `tracer`, carrying the toolkit's
+/// attributes only. Code location, thread and busy/idle time attributes are off: on an async
+/// runtime they describe the toolkit's internals, not the call, and cost an allocation or a
+/// clock read per span.
+///
+/// ```
+/// use opentelemetry::trace::TracerProvider as _;
+/// use tracing_subscriber::layer::SubscriberExt;
+///
+/// let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+/// let subscriber = tracing_subscriber::registry().with(micro::telemetry::otel::layer(provider.tracer("my-app")));
+/// let _scoped = tracing::subscriber::set_default(subscriber);
+/// ```
+pub fn layer<S>(
+    tracer: opentelemetry_sdk::trace::SdkTracer,
+) -> tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::SdkTracer>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_location(false)
+        .with_threads(false)
+        .with_tracked_inactivity(false)
+}
+
 /// An OTel span context from a wire `traceparent` (a remote parent).
 pub fn span_context(t: &TraceParent) -> SpanContext {
     SpanContext::new(
