@@ -174,12 +174,7 @@ impl Headers {
     /// ```
     pub fn check(&self) -> crate::Result<()> {
         for (name, value) in &self.0 {
-            if name.is_empty() || name.contains(|c: char| !c.is_ascii_graphic() || c == ':') {
-                return Err(crate::Error::config(format!("invalid header name {name:?}")));
-            }
-            if value.contains(['\r', '\n']) {
-                return Err(crate::Error::config(format!("header {name} has a line break in its value")));
-            }
+            check_pair(name, value)?;
         }
         Ok(())
     }
@@ -438,6 +433,24 @@ pub fn id_timestamp(id: &str) -> Option<u64> {
 pub fn new_id() -> String {
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
     uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf).to_string()
+}
+
+
+/// A header pair that can go on the wire: a name of visible ASCII without `:`, a value
+/// without a line break (which would start a forged header).
+pub(crate) fn check_pair(name: &str, value: &str) -> crate::Result<()> {
+    if name.is_empty() || name.bytes().any(|b| !b.is_ascii_graphic() || b == b':') {
+        return Err(crate::Error::config(format!("invalid header name {name:?}")));
+    }
+    if has_line_break(value) {
+        return Err(crate::Error::config(format!("header {name} has a line break in its value")));
+    }
+    Ok(())
+}
+
+/// True when `s` holds a CR or an LF (a vectorised scan: header values can be long tokens).
+pub(crate) fn has_line_break(s: &str) -> bool {
+    memchr::memchr2(b'\r', b'\n', s.as_bytes()).is_some()
 }
 
 #[cfg(test)]

@@ -172,12 +172,7 @@ pub(super) fn header_map(headers: &Headers, skip: Option<&str>) -> Result<Header
         if skip.is_some_and(|s| name.eq_ignore_ascii_case(s)) {
             continue;
         }
-        if name.is_empty() || name.contains(|c: char| !c.is_ascii_graphic() || c == ':') {
-            return Err(Error::config(format!("invalid header name {name:?}")));
-        }
-        if value.contains(['\r', '\n']) {
-            return Err(Error::config(format!("header {name} has a line break in its value")));
-        }
+        crate::message::check_pair(name, value)?;
         // Names were checked above: the protocol's own (static) ones cost no allocation.
         let name = match name {
             std::borrow::Cow::Borrowed(s) => HeaderName::from_static(s),
