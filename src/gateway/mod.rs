@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::error::{JsonPayloadError, PayloadError, UrlencodedError};
+use actix_web::error::PayloadError;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{guard, web, App, HttpMessage, HttpRequest, HttpResponse, HttpServer};
@@ -46,6 +46,7 @@ mod lockdown;
 mod probes;
 mod proxy;
 pub mod resolve;
+mod rpc;
 
 #[cfg(feature = "fuzzing")]
 pub(crate) use checks::check_path;
@@ -188,13 +189,16 @@ impl Gateway {
             let post = guard::fn_guard(|ctx| ctx.head().method == Method::POST);
             cfg.service(
                 web::resource(p.as_str())
-                    .app_data(web::FormConfig::default().limit(limit).error_handler(form_error))
+                    .app_data(web::FormConfig::default().limit(limit).error_handler(rpc::form_error))
                     .app_data(
-                        web::JsonConfig::default().limit(limit).content_type_required(false).error_handler(json_error),
+                        web::JsonConfig::default()
+                            .limit(limit)
+                            .content_type_required(false)
+                            .error_handler(rpc::json_error),
                     )
-                    .route(web::route().guard(form_post).to(rpc_form))
-                    .route(web::route().guard(post).to(rpc_json))
-                    .default_service(web::to(rpc_other_method)),
+                    .route(web::route().guard(form_post).to(rpc::rpc_form))
+                    .route(web::route().guard(post).to(rpc::rpc_json))
+                    .default_service(web::to(rpc::rpc_other_method)),
             );
         }
         for (prefix, kind) in config.scopes() {
@@ -385,26 +389,6 @@ pub(crate) fn valid_name(kind: &str, s: &str) -> Result<(), GatewayError> {
     }
 }
 
-#[derive(serde::Deserialize)]
-struct RpcBody {
-    service: String,
-    #[serde(alias = "method")]
-    endpoint: String,
-    /// Kept as the JSON text it came as: it is passed on, not looked at.
-    #[serde(default)]
-    request: Option<Box<serde_json::value::RawValue>>,
-}
-
-/// The form version of [`RpcBody`]: `request` is a JSON text.
-#[derive(serde::Deserialize)]
-struct RpcForm {
-    service: String,
-    #[serde(alias = "method")]
-    endpoint: String,
-    #[serde(default)]
-    request: Option<String>,
-}
-
 /// 413, as every handler answers a body over the limit.
 pub(crate) fn too_large(limit: usize) -> GatewayError {
     GatewayError::new(Code::PAYLOAD_TOO_LARGE, format!("request body exceeds {limit} bytes"))
@@ -420,34 +404,6 @@ pub(crate) fn payload_error(e: &PayloadError, limit: usize) -> GatewayError {
         }
         e => GatewayError::bad_request(format!("cannot read the request body: {e}")),
     }
-}
-
-/// `/rpc` with another method than POST.
-async fn rpc_other_method() -> HttpResponse {
-    let e = GatewayError::new(Code::METHOD_NOT_ALLOWED, "call /rpc with POST");
-    let mut rsp = actix_web::ResponseError::error_response(&e);
-    rsp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
-    rsp
-}
-
-fn json_error(e: JsonPayloadError, req: &HttpRequest) -> actix_web::Error {
-    match e {
-        JsonPayloadError::Overflow { limit } | JsonPayloadError::OverflowKnownLength { limit, .. } => too_large(limit),
-        JsonPayloadError::Payload(e) => payload_error(&e, limit_of(req)),
-        JsonPayloadError::Deserialize(e) => GatewayError::bad_request(format!("invalid /rpc request: {e}")),
-        e => GatewayError::bad_request(format!("cannot read the request body: {e}")),
-    }
-    .into()
-}
-
-fn form_error(e: UrlencodedError, req: &HttpRequest) -> actix_web::Error {
-    match e {
-        UrlencodedError::Overflow { limit, .. } => too_large(limit),
-        UrlencodedError::Payload(e) => payload_error(&e, limit_of(req)),
-        UrlencodedError::Parse(e) => GatewayError::bad_request(format!("invalid /rpc form: {e}")),
-        e => GatewayError::bad_request(format!("cannot read the request body: {e}")),
-    }
-    .into()
 }
 
 /// The body limit of the gateway serving `req`.
@@ -467,56 +423,6 @@ fn body(read: Result<Bytes, actix_web::Error>, state: &State) -> Result<Bytes, G
 /// Every `key=value` pair of a query string, in order, repeats included.
 fn query_pairs(req: &HttpRequest) -> Vec<(String, String)> {
     web::Query::<Vec<(String, String)>>::from_query(req.query_string()).map(|q| q.into_inner()).unwrap_or_default()
-}
-
-/// `POST /rpc` with a JSON body `{service, endpoint|method, request}`.
-async fn rpc_json(
-    state: web::Data<State>,
-    req: HttpRequest,
-    rpc: web::Json<RpcBody>,
-) -> Result<HttpResponse, GatewayError> {
-    call_rpc(&state, &req, rpc.into_inner()).await
-}
-
-/// `POST /rpc` with form fields, `request` a JSON text (as in the original Micro example).
-async fn rpc_form(
-    state: web::Data<State>,
-    req: HttpRequest,
-    form: web::Form<RpcForm>,
-) -> Result<HttpResponse, GatewayError> {
-    let RpcForm { service, endpoint, request } = form.into_inner();
-    let request = match request {
-        Some(text) => Some(
-            serde_json::value::RawValue::from_string(text)
-                .map_err(|e| GatewayError::bad_request(format!("the request field is not valid JSON: {e}")))?,
-        ),
-        None => None,
-    };
-    call_rpc(&state, &req, RpcBody { service, endpoint, request }).await
-}
-
-async fn call_rpc(state: &State, req: &HttpRequest, rpc: RpcBody) -> Result<HttpResponse, GatewayError> {
-    valid_name("service", &rpc.service)?;
-    valid_name("endpoint", &rpc.endpoint)?;
-    state.config.may_call(&rpc.service, &rpc.endpoint, true).map_err(|e| GatewayError::new(Code::FORBIDDEN, e))?;
-    #[cfg(feature = "auth")]
-    lockdown::authorize(state, req, &rpc.service, &rpc.endpoint)?;
-    let bytes = match rpc.request {
-        // A JSON text inside a string, as some clients send it.
-        Some(raw) if raw.get().starts_with('"') => match serde_json::from_str::<String>(raw.get()) {
-            Ok(text) if text.trim_start().starts_with(['{', '[']) => {
-                serde_json::from_str::<serde::de::IgnoredAny>(&text)
-                    .map_err(|e| GatewayError::bad_request(format!("request is not valid JSON: {e}")))?;
-                Bytes::from(text)
-            }
-            _ => Bytes::from(String::from(Box::<str>::from(raw))),
-        },
-        Some(raw) => Bytes::from(String::from(Box::<str>::from(raw))),
-        None => Bytes::from_static(b"{}"),
-    };
-    let (opts, ctx) = call_scope(state, req);
-    let reply = ctx.scope(state.client.call_raw(&rpc.service, &rpc.endpoint, bytes, Codec::Json, opts)).await?;
-    Ok(json_response(reply.to_json()?))
 }
 
 pub(crate) fn pairs(items: impl IntoIterator<Item = (String, String)>) -> api::Pairs {
