@@ -435,7 +435,6 @@ pub fn new_id() -> String {
     uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf).to_string()
 }
 
-
 /// A header pair that can go on the wire: a name of visible ASCII without `:`, a value
 /// without a line break (which would start a forged header).
 pub(crate) fn check_pair(name: &str, value: &str) -> crate::Result<()> {

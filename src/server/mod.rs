@@ -241,7 +241,8 @@ impl Server {
 pub(crate) fn error_headers(h: &mut Headers, status: &Status) {
     h.push(headers::ERROR, status.code().as_u16().to_string());
     let detail = status.detail();
-    let detail = if crate::message::has_line_break(detail) { detail.replace(['\r', '\n'], " ") } else { detail.to_string() };
+    let detail =
+        if crate::message::has_line_break(detail) { detail.replace(['\r', '\n'], " ") } else { detail.to_string() };
     h.push(headers::ERROR_TEXT, detail);
 }
 
