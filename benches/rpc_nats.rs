@@ -75,7 +75,7 @@ async fn auth_side(url: &str) -> Result<(Target, Vec<micro::ServiceHandle>), Box
     let node =
         Service::builder(service.clone()).transport(url).auth(verify).handle(ENDPOINT, say_hello).start().await?;
     let me = AuthClient::builder().service(&auth_name).credentials(creds).connect(&plain).await?;
-    let client = micro::Client::builder().transport(url).wrap(me.client_layer()).connect().await?;
+    let client = micro::Client::builder().transport(url).auth(me).connect().await?;
     Ok((Target::Auth { client, service }, vec![node, auth_node]))
 }
 

@@ -333,14 +333,23 @@ impl AuthClient {
     }
 
     /// `Bearer <token>` for a call's header: the held token's, renewed first when due.
-    async fn header(&self) -> crate::Result<String> {
-        {
-            let held = self.inner.held.lock();
-            if let Some(h) = held.as_ref().filter(|h| Instant::now() < h.renew_at) {
-                return Ok(h.header.clone());
-            }
+    pub(crate) async fn header(&self) -> crate::Result<String> {
+        if let Some(header) = self.fresh_header() {
+            return Ok(header);
         }
         Ok(format!("Bearer {}", self.token().await?))
+    }
+
+    /// `Bearer <token>` while the held token needs no renewing.
+    pub(crate) fn fresh_header(&self) -> Option<String> {
+        let held = self.inner.held.lock();
+        held.as_ref().filter(|h| Instant::now() < h.renew_at).map(|h| h.header.clone())
+    }
+
+    /// Whether a call to `service`'s `endpoint` carries this process's token: not the auth
+    /// service's own `Auth.*` endpoints (how a token is got), and only with credentials.
+    pub(crate) fn sends_token_to(&self, service: &str, endpoint: &str) -> bool {
+        self.inner.credentials.is_some() && !(service == self.inner.service && endpoint.starts_with("Auth."))
     }
 
     /// The server layer checking requests with this client's keys and rules.
@@ -388,9 +397,11 @@ impl ClientMiddleware for TokenLayer {
     fn call(&self, mut out: Outgoing, next: ClientNext) -> BoxFuture<'static, crate::Result<Answer>> {
         let auth = self.auth.clone();
         Box::pin(async move {
-            let token_call = out.service() == Some(auth.inner.service.as_str())
-                && out.endpoint().is_some_and(|e| e.starts_with("Auth."));
-            if !out.is_publish() && !token_call && out.headers().get(headers::AUTHORIZATION).is_none() {
+            let sends = match (out.service(), out.endpoint()) {
+                (Some(service), Some(endpoint)) => auth.sends_token_to(service, endpoint),
+                _ => false,
+            };
+            if sends && out.headers().get(headers::AUTHORIZATION).is_none() {
                 let header = auth.header().await?;
                 out.headers_mut().push(headers::AUTHORIZATION, header);
             }

@@ -41,7 +41,7 @@
 //!
 //! let me = AuthClient::builder().credentials(Credentials::new(&caller.id, &caller.secret))
 //!     .connect(&Client::connect(url).await?).await?;
-//! let client = Client::builder().transport(url).wrap(me.client_layer()).connect().await?;
+//! let client = Client::builder().transport(url).auth(me).connect().await?;
 //! let hello: String = client.call("go.micro.srv.greeter", "Say.Hello", &()).await?;
 //! assert_eq!(hello, "hello go.micro.srv.caller");
 //! # Ok(()) }

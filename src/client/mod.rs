@@ -52,6 +52,9 @@ pub(crate) struct ClientConfig {
     pub(crate) codec: Codec,
     pub(crate) filter: Filter,
     pub(crate) layers: ClientLayers,
+    /// Sends this process's token on every call (see [`ClientBuilder::auth`]).
+    #[cfg(feature = "auth")]
+    pub(crate) auth: Option<crate::auth::AuthClient>,
 }
 
 impl Default for ClientConfig {
@@ -63,6 +66,8 @@ impl Default for ClientConfig {
             codec: Codec::MsgPack,
             filter: Filter::default(),
             layers: ClientLayers::default(),
+            #[cfg(feature = "auth")]
+            auth: None,
         }
     }
 }
@@ -186,6 +191,33 @@ impl ClientBuilder {
     /// outermost. See [`middleware`](crate::middleware).
     pub fn wrap(mut self, layer: impl ClientMiddleware) -> Self {
         self.config.layers.push(Arc::new(layer));
+        self
+    }
+
+    /// Every call carries this process's token (feature `auth`): `Authorization: Bearer
+    /// <token>` from `auth`'s credentials, renewed before it expires, except on a call that
+    /// has its own ([`CallOptions::token`]) and on the auth service's `Auth.*` endpoints.
+    /// Publishes carry none. The same as wrapping [`AuthClient::client_layer`], at less cost
+    /// per call. An `auth` without credentials adds nothing.
+    ///
+    /// ```no_run
+    /// # use micro::prelude::*;
+    /// use micro::auth::{AuthClient, Credentials};
+    /// # #[actix::main] async fn main() -> micro::Result<()> {
+    /// let plain = Client::connect("nats://127.0.0.1:4222").await?;
+    /// let me = AuthClient::builder()
+    ///     .credentials(Credentials::new("reporting", std::env::var("REPORTING_SECRET").unwrap()))
+    ///     .connect(&plain)
+    ///     .await?;
+    /// let client = Client::builder().transport("nats://127.0.0.1:4222").auth(me).connect().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// [`AuthClient::client_layer`]: crate::auth::AuthClient::client_layer
+    #[cfg(feature = "auth")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "auth")))]
+    pub fn auth(mut self, auth: crate::auth::AuthClient) -> Self {
+        self.config.auth = auth.has_credentials().then_some(auth);
         self
     }
 
@@ -345,8 +377,20 @@ impl Client {
         if let Some(id) = opts.id.take() {
             h.push(headers::ID, id);
         }
-        if let Some(token) = opts.token.take() {
-            h.push(headers::AUTHORIZATION, format!("Bearer {token}"));
+        match opts.token.take() {
+            Some(token) => h.push(headers::AUTHORIZATION, format!("Bearer {token}")),
+            None => {
+                #[cfg(feature = "auth")]
+                if let Some(auth) = config.auth.as_ref().filter(|a| a.sends_token_to(service, endpoint)) {
+                    let header = match auth.fresh_header() {
+                        Some(header) => header,
+                        // Renewing calls the auth service: boxed, so the common path's future
+                        // stays small.
+                        None => Box::pin(auth.header()).await?,
+                    };
+                    h.push(headers::AUTHORIZATION, header);
+                }
+            }
         }
         if config.name != CLIENT_ID {
             h.push(headers::CALLER, config.name.clone());

@@ -127,6 +127,9 @@ pub struct ServiceBuilder {
     strategy: Strategy,
     layers: Vec<Rc<dyn Middleware>>,
     client_layers: ClientLayers,
+    /// The token the service's own calls carry.
+    #[cfg(feature = "auth")]
+    client_auth: Option<crate::auth::AuthClient>,
     checks: HealthChecks,
     #[cfg(feature = "prometheus")]
     metrics_addr: Option<std::net::SocketAddr>,
@@ -165,6 +168,8 @@ impl ServiceBuilder {
             strategy: Strategy::default(),
             layers: Vec::new(),
             client_layers: ClientLayers::default(),
+            #[cfg(feature = "auth")]
+            client_auth: None,
             checks: HealthChecks::new(),
             #[cfg(feature = "prometheus")]
             metrics_addr: None,
@@ -267,13 +272,10 @@ impl ServiceBuilder {
     /// middleware so that it runs first. `Debug.*` stays outside (see `docs/auth.md`).
     #[cfg(feature = "auth")]
     #[cfg_attr(docsrs, doc(cfg(feature = "auth")))]
-    pub fn auth(self, auth: crate::auth::AuthClient) -> Self {
-        let with_server = self.wrap(auth.layer());
-        if auth.has_credentials() {
-            with_server.wrap_client(auth.client_layer())
-        } else {
-            with_server
-        }
+    pub fn auth(mut self, auth: crate::auth::AuthClient) -> Self {
+        self.layers.push(Rc::new(auth.layer()));
+        self.client_auth = auth.has_credentials().then_some(auth);
+        self
     }
 
     /// Marks an endpoint idempotent in the registry, so clients retry it after timeouts too

@@ -97,6 +97,8 @@ impl ServiceBuilder {
                 timeout: self.client_timeout,
                 retry: self.client_retry,
                 layers: self.client_layers,
+                #[cfg(feature = "auth")]
+                auth: self.client_auth,
                 ..Default::default()
             },
         );
