@@ -117,8 +117,13 @@ fn recording() -> tracing::Dispatch {
     #[cfg(feature = "otel")]
     {
         use opentelemetry::trace::TracerProvider as _;
+        use tracing_subscriber::Layer as _;
         let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
-        tracing::Dispatch::new(registry.with(micro::telemetry::otel::layer(provider.tracer("bench"))))
+        // As `micro::telemetry::init` installs it: `info` and above (the toolkit's spans; not
+        // the debug events of the libraries underneath).
+        let otel = micro::telemetry::otel::layer(provider.tracer("bench"))
+            .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
+        tracing::Dispatch::new(registry.with(otel))
     }
     #[cfg(not(feature = "otel"))]
     tracing::Dispatch::new(registry)
@@ -479,6 +484,12 @@ async fn observed_versus_off(
     let c = cfg.concurrency;
     let recorder = micro::metrics::prometheus::recorder()?;
     let handle = recorder.handle();
+    // What `install` runs: histogram samples folded into buckets every 5 s.
+    let upkeep = handle.clone();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(std::time::Duration::from_secs(5));
+        upkeep.run_upkeep();
+    });
     // Clients look their handles up per call once metrics are enabled; the "off" client finds
     // the no-op recorder, the "on" one the scoped Prometheus recorder.
     micro::metrics::enable();

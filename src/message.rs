@@ -359,10 +359,28 @@ impl TraceParent {
         if version == "00" && parts.next().is_some() {
             return None;
         }
-        let trace_id = u128::from_str_radix(trace, 16).ok().filter(|&t| t != 0)?;
-        let span_id = u64::from_str_radix(span, 16).ok().filter(|&s| s != 0)?;
-        let flags = u8::from_str_radix(flags, 16).ok()?;
+        let trace_id = hex_value(trace).filter(|&t| t != 0)?;
+        let span_id = hex_value(span).filter(|&s| s != 0)? as u64;
+        let flags = hex_value(flags)? as u8;
         Some(TraceParent { trace_id, span_id, flags })
+    }
+
+    /// The `traceparent` header value: `00-<trace id>-<span id>-<flags>`, lowercase hex.
+    pub fn header_value(&self) -> String {
+        let bytes = self.encode();
+        // Only ASCII hex digits and dashes were written.
+        std::str::from_utf8(&bytes).unwrap_or_default().to_owned()
+    }
+
+    /// The 55 bytes of the header value.
+    fn encode(&self) -> [u8; 55] {
+        let mut out = [b'-'; 55];
+        out[0] = b'0';
+        out[1] = b'0';
+        put_hex(&mut out[3..35], self.trace_id);
+        put_hex(&mut out[36..52], u128::from(self.span_id));
+        put_hex(&mut out[53..55], u128::from(self.flags));
+        out
     }
 
     /// A trace context from its parts (ids of zero are made non-zero, as W3C requires).
@@ -399,7 +417,33 @@ impl TraceParent {
 
 impl std::fmt::Display for TraceParent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "00-{:032x}-{:016x}-{:02x}", self.trace_id, self.span_id, self.flags)
+        f.write_str(std::str::from_utf8(&self.encode()).map_err(|_| std::fmt::Error)?)
+    }
+}
+
+/// The value of a string of 1 to 32 hex digits (either case); `None` for anything else (no
+/// sign, no prefix: `from_str_radix` would take a leading `+`).
+fn hex_value(s: &str) -> Option<u128> {
+    if s.is_empty() || s.len() > 32 {
+        return None;
+    }
+    s.bytes().try_fold(0u128, |v, b| {
+        let d = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => return None,
+        };
+        Some(v << 4 | u128::from(d))
+    })
+}
+
+/// Writes `v`'s low `out.len()` hex digits into `out`, lowercase, most significant first.
+fn put_hex(out: &mut [u8], v: u128) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let n = out.len();
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = DIGITS[((v >> (4 * (n - 1 - i))) & 0xf) as usize];
     }
 }
 
@@ -485,5 +529,10 @@ mod tests {
         assert!(TraceParent::parse("00-00000000000000000000000000000000-00f067aa0ba902b7-01").is_none());
         assert!(TraceParent::parse("zz").is_none());
         assert!(TraceParent::parse("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").is_none());
+        assert!(TraceParent::parse("00-+bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").is_none(), "a sign");
+        assert!(TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g").is_none());
+        let t = TraceParent::from_parts(u128::MAX, 1, 0);
+        assert_eq!(t.header_value(), format!("00-{:032x}-{:016x}-00", u128::MAX, 1));
+        assert_eq!(TraceParent::parse(&t.header_value()), Some(t));
     }
 }

@@ -412,7 +412,7 @@ impl Broker {
             h.push(headers::PUBLISHER, self.publisher.to_string());
         }
         if let Some(trace) = trace {
-            h.push(headers::TRACEPARENT, trace.to_string());
+            h.push(headers::TRACEPARENT, trace.header_value());
         }
         h.set_metadata(&metadata);
         let message = Message::with_headers(h, body);

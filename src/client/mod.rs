@@ -396,7 +396,7 @@ impl Client {
             h.push(headers::CALLER, config.name.clone());
         }
         if let Some(trace) = trace {
-            h.push(headers::TRACEPARENT, trace.to_string());
+            h.push(headers::TRACEPARENT, trace.header_value());
         }
         if let Some(state) = trace_state {
             h.push(headers::TRACESTATE, state);

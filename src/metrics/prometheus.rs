@@ -33,7 +33,9 @@ static INSTALL: Mutex<()> = Mutex::new(());
 /// The recorder [`install`] installs (the duration histograms with [`DURATION_BUCKETS`]),
 /// not installed: for a recorder scoped to a thread or a test, or behind a recorder of your
 /// own. Handles made while it is in scope record to it (see [`metrics::set_default_local_recorder`]);
-/// call [`enable`](super::enable) too, so clients count their calls.
+/// call [`enable`](super::enable) too, so clients count their calls. Histogram samples wait in
+/// the recorder until its handle's `run_upkeep` (or `render`) folds them into the buckets: run
+/// it every few seconds, as [`install`] does.
 ///
 /// ```
 /// # #[cfg(feature = "prometheus")] {
@@ -70,8 +72,25 @@ pub fn install() -> Result<PrometheusHandle> {
         Error::new(ErrorKind::Config, "another metrics recorder is installed already; the Prometheus one cannot be")
     })?;
     let _ = HANDLE.set(handle.clone());
+    spawn_upkeep(handle.clone());
     super::enable();
     Ok(handle)
+}
+
+/// How often the installed recorder folds histogram samples into its buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Folds histogram samples into buckets every [`UPKEEP_EVERY`], on a thread of its own (the
+/// recorder is the process's, and may be installed outside any runtime). Without it, every
+/// sample since the last scrape would stay in memory.
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new().name("micro-metrics-upkeep".into()).spawn(move || loop {
+        std::thread::sleep(UPKEEP_EVERY);
+        handle.run_upkeep();
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no upkeep thread for the metrics recorder: histograms fold only when scraped");
+    }
 }
 
 /// The installed handle, if [`install`] ran.
