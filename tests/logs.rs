@@ -64,7 +64,7 @@ async fn json_lines_inside_a_handler_carry_its_trace(url: String) {
     let writer = out.clone();
     let layer =
         tracing_subscriber::fmt::layer().event_format(micro::telemetry::JsonLines).with_writer(move || writer.clone());
-    let _default = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
+    let _default = scoped_subscriber(tracing_subscriber::registry().with(layer));
     let (name, seen) = (unique("logged"), SeenTrace::default());
     let svc = traced_service(&url, &name, &seen).start().await.unwrap();
     let client = Client::connect(&url).await.unwrap();

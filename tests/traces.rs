@@ -49,7 +49,7 @@ async fn one_trace_from_the_gateway_to_the_durable_audit(url: String) {
     let exporter = InMemorySpanExporter::default();
     let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
     let subscriber = tracing_subscriber::registry().with(micro::telemetry::otel::layer(provider.tracer("traces-test")));
-    let _default = tracing::subscriber::set_default(subscriber);
+    let _default = scoped_subscriber(subscriber);
 
     let (api, srv, audit) = (unique("traced.api"), unique("traced.srv"), unique("traced.audit"));
     let topic = format!("{}.done", unique("traced"));
@@ -168,7 +168,7 @@ async fn a_failed_call_marks_its_span(url: String) {
     let exporter = InMemorySpanExporter::default();
     let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
     let subscriber = tracing_subscriber::registry().with(micro::telemetry::otel::layer(provider.tracer("traces-test")));
-    let _default = tracing::subscriber::set_default(subscriber);
+    let _default = scoped_subscriber(subscriber);
     let name = unique("traced.greeter");
     let svc = greeter(&url, &name, "a").start().await.unwrap();
     let client = Client::connect(&url).await.unwrap();

@@ -13,6 +13,22 @@ pub use micro::test_util::{amqp_url, memory_url, nats_url, unique, wait_for};
 /// Generous bound for wait-for-condition loops (never a sleep).
 pub const WAIT: Duration = Duration::from_secs(15);
 
+/// Sets `subscriber` as this thread's default while the guard lives, seeing every callsite.
+/// tracing caches whether a callsite is wanted when it is first hit, and while the process has
+/// a single subscriber it asks only the hitting thread's default: a callsite first hit on
+/// another test's thread (with no subscriber) would stay off here. A second, process-wide
+/// subscriber makes it ask every live one; the rebuild covers callsites cached before.
+#[allow(dead_code)]
+pub fn scoped_subscriber(
+    subscriber: impl tracing::Subscriber + Send + Sync + 'static,
+) -> tracing::subscriber::DefaultGuard {
+    static SECOND: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+    SECOND.get_or_init(|| tracing::Dispatch::new(tracing_subscriber::registry()));
+    let guard = tracing::subscriber::set_default(subscriber);
+    tracing::callsite::rebuild_interest_cache();
+    guard
+}
+
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct Hello {
     pub name: String,
