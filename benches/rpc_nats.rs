@@ -484,12 +484,6 @@ async fn observed_versus_off(
     let c = cfg.concurrency;
     let recorder = micro::metrics::prometheus::recorder()?;
     let handle = recorder.handle();
-    // What `install` runs: histogram samples folded into buckets every 5 s.
-    let upkeep = handle.clone();
-    std::thread::spawn(move || loop {
-        std::thread::sleep(std::time::Duration::from_secs(5));
-        upkeep.run_upkeep();
-    });
     // Clients look their handles up per call once metrics are enabled; the "off" client finds
     // the no-op recorder, the "on" one the scoped Prometheus recorder.
     micro::metrics::enable();
@@ -502,13 +496,16 @@ async fn observed_versus_off(
         (Target::Framework { client, service: service.clone() }, node, service)
     };
     let observed = |conc: usize, secs: std::time::Duration| {
-        let (on, spans, recorder) = (&on, &spans, &recorder);
+        let (on, spans, recorder, handle) = (&on, &spans, &recorder, &handle);
         async move {
             let _metrics = metrics::set_default_local_recorder(recorder);
             let _spans = tracing::dispatcher::set_default(spans);
             interested();
             let opened = spans_opened();
             let p = run_phase(on, conc, secs, None).await;
+            // What `install`'s upkeep thread does every few seconds: fold the phase's histogram
+            // samples into their buckets (outside the timed phase, as that thread is).
+            handle.run_upkeep();
             // A client and a server span per call at least.
             let opened = spans_opened() - opened;
             if opened < 2 * p.requests {

@@ -37,6 +37,12 @@ impl AuthFixture {
         b.connect(&client).await.expect("auth client")
     }
 
+    /// A service on the fixture's transport behind auth (keys and rules, no credentials of
+    /// its own).
+    pub async fn service(&self, name: &str) -> micro::ServiceBuilder {
+        Service::builder(name).transport(&self.url).auth(self.client(None).await)
+    }
+
     pub fn account(&self, id: &str, scopes: &[&str]) -> Credentials {
         self.auth.create_account(NewAccount::service(id).scopes(scopes.iter().copied())).unwrap()
     }
@@ -115,13 +121,7 @@ async fn service_to_service(url: String) {
     let front_account = fx.account(&unique("front-account"), &["back.read"]);
     fx.auth.create_rule(Rule::new(&back, "*", "back.read")).await.unwrap();
     fx.auth.create_rule(Rule::new(&front, "*", PUBLIC)).await.unwrap();
-    let _back = Service::builder(&back)
-        .transport(&url)
-        .auth(fx.client(None).await)
-        .handle("Who.Am", whoami)
-        .start()
-        .await
-        .unwrap();
+    let _back = fx.service(&back).await.handle("Who.Am", whoami).start().await.unwrap();
     let back_name = back.clone();
     let _front = Service::builder(&front)
         .transport(&url)
@@ -175,13 +175,7 @@ async fn refresh_across_expiry(url: String) {
     let svc = unique("greeter");
     let me = fx.account(&unique("looper"), &["greeter"]);
     fx.auth.create_rule(Rule::new(&svc, "Say.*", "greeter")).await.unwrap();
-    let _greeter = Service::builder(&svc)
-        .transport(&url)
-        .auth(fx.client(None).await)
-        .handle("Say.Hello", hello)
-        .start()
-        .await
-        .unwrap();
+    let _greeter = fx.service(&svc).await.handle("Say.Hello", hello).start().await.unwrap();
     let me = fx.client(Some(&me)).await;
     let (calls, failures, tokens) = call_loop(&url, &svc, &me, Duration::from_secs(10), Duration::MAX, async {}).await;
     assert!(

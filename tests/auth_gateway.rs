@@ -27,9 +27,9 @@ async fn gateway_enforces_rules(url: String) {
     fx.auth.create_rule(Rule::new(&svc, "Open.*", PUBLIC)).await.unwrap();
     fx.auth.create_rule(Rule::new(&svc, "Say.*", "*").access(Access::Deny).priority(-5)).await.unwrap();
     fx.auth.create_rule(Rule::new(&svc, "*", "*").priority(-10)).await.unwrap();
-    let _greeter = Service::builder(&svc)
-        .transport(&url)
-        .auth(fx.client(None).await)
+    let _greeter = fx
+        .service(&svc)
+        .await
         .handle("Say.Hello", hello)
         .handle("Open.Hello", hello)
         .handle("Other.Hello", hello)
@@ -187,13 +187,7 @@ async fn authlib_gets_a_token_and_calls_through_the_gateway(url: String) {
     let svc = unique("greeter");
     let app_account = fx.account(&unique("py-app"), &["greeter"]);
     fx.auth.create_rule(Rule::new(&svc, "Say.*", "greeter")).await.unwrap();
-    let _greeter = Service::builder(&svc)
-        .transport(&url)
-        .auth(fx.client(None).await)
-        .handle("Say.Hello", hello)
-        .start()
-        .await
-        .unwrap();
+    let _greeter = fx.service(&svc).await.handle("Say.Hello", hello).start().await.unwrap();
     let auth = fx.auth.clone();
     let token_server = actix_web::HttpServer::new(move || {
         let auth = auth.clone();
