@@ -138,6 +138,96 @@ async fn service_to_service(url: String) {
     assert_eq!(seen, format!("{} [back.read]", front_account.id), "the back service sees the front's account");
 }
 
+/// A caller's own token travels whole until a node accepts it, then by reference; a node that
+/// does not know the reference (a second node, one started later) answers 401 and the client
+/// sends the whole token again, with no call failing.
+async fn token_by_reference(url: String) {
+    let fx = AuthFixture::start(&url, AuthConfig::default()).await;
+    let svc = unique("greeter");
+    let me = fx.account(&unique("caller"), &["greeter"]);
+    fx.auth.create_rule(Rule::new(&svc, "Say.*", "greeter")).await.unwrap();
+    let node = || async { fx.service(&svc).await.handle("Say.Whoami", whoami).start().await.unwrap() };
+    let mut nodes = vec![node().await, node().await];
+    let client = Client::builder().transport(&url).auth(fx.client(Some(&me)).await).connect().await.unwrap();
+    let expected = format!("{} [greeter]", me.id);
+    for round in 0..2 {
+        let ids: HashSet<String> = nodes.iter().map(|n| n.node_id().to_string()).collect();
+        crate::util::wait_for("the client to know the nodes", WAIT, || {
+            let (client, svc, ids) = (client.clone(), svc.clone(), ids.clone());
+            async move {
+                let records = client.registry().get_service(&svc).await.ok()?;
+                let known: HashSet<String> =
+                    records.iter().flat_map(|s| s.nodes.iter().map(|n| n.id.clone())).collect();
+                (known == ids).then_some(())
+            }
+        })
+        .await;
+        // Random selection: 30 calls reach both nodes (all on one: 2^-29).
+        for i in 0..30 {
+            let who: micro::Result<String> = client.call(&svc, "Say.Whoami", &()).await;
+            assert_eq!(who.unwrap_or_else(|e| panic!("round {round}, call {i}: {e}")), expected);
+        }
+        // A node that has never seen the token replaces one that had.
+        nodes.remove(0).stop().await.unwrap();
+        nodes.push(node().await);
+    }
+}
+
+/// The token by reference on the wire, as another language would send it (NATS).
+#[cfg(feature = "nats")]
+#[actix::test]
+async fn token_reference_on_the_wire() {
+    let url = crate::util::nats_url();
+    let fx = AuthFixture::start(&url, AuthConfig::default()).await;
+    let svc = unique("greeter");
+    let me = fx.account(&unique("caller"), &["greeter"]);
+    fx.auth.create_rule(Rule::new(&svc, "Say.*", "greeter")).await.unwrap();
+    let node = fx.service(&svc).await.handle("Say.Whoami", whoami).start().await.unwrap();
+    let nc = async_nats::connect(&url).await.unwrap();
+    let subject = format!("micro.rpc.{svc}.Say.Whoami");
+    let token = fx.token(&me);
+    let ask = |authorization: String| {
+        let (nc, subject) = (nc.clone(), subject.clone());
+        async move {
+            let mut h = async_nats::HeaderMap::new();
+            h.insert("Content-Type", "application/json");
+            h.insert("Authorization", authorization.as_str());
+            let reply = nc.request_with_headers(subject, h, "null".into()).await.unwrap();
+            let code = reply.headers.as_ref().and_then(|h| h.get("Nats-Service-Error-Code")).map(|v| v.to_string());
+            (code, String::from_utf8_lossy(&reply.payload).into_owned())
+        }
+    };
+    let by_ref = format!("Ref {}", micro::auth::token_ref(&token));
+    let (code, body) = ask(by_ref.clone()).await;
+    assert_eq!(code.as_deref(), Some("401"), "a reference before the token: {body}");
+    assert!(body.contains(micro::auth::REF_UNKNOWN), "{body}");
+    let (code, body) = ask(format!("Bearer {token}")).await;
+    assert_eq!((code, body), (None, format!("\"{} [greeter]\"", me.id)), "the whole token");
+    let (code, body) = ask(by_ref).await;
+    assert_eq!((code, body), (None, format!("\"{} [greeter]\"", me.id)), "then its reference");
+    let other = format!("Ref {}", micro::auth::token_ref(&format!("{token}x")));
+    assert_eq!(ask(other).await.0.as_deref(), Some("401"), "the reference of another token");
+    assert_eq!(ask("Ref short".into()).await.0.as_deref(), Some("401"), "not a reference");
+
+    // What a client built with `.auth` sends: the whole token first, then the reference.
+    let mut seen = nc.subscribe(format!("micro.node.{}.Say.Whoami", node.node_id())).await.unwrap();
+    let mut rpc = nc.subscribe(subject.clone()).await.unwrap();
+    nc.flush().await.unwrap();
+    let client = Client::builder().transport(&url).auth(fx.client(Some(&me)).await).connect().await.unwrap();
+    let mut sent = Vec::new();
+    for _ in 0..3 {
+        let _: String = client.call(&svc, "Say.Whoami", &()).await.unwrap();
+        let msg =
+            tokio::time::timeout(WAIT, futures::StreamExt::next(&mut futures::stream::select(&mut seen, &mut rpc)))
+                .await
+                .unwrap()
+                .unwrap();
+        sent.push(msg.headers.and_then(|h| h.get("Authorization").map(|v| v.to_string())).unwrap_or_default());
+    }
+    assert!(sent[0].starts_with("Bearer "), "{sent:?}");
+    assert!(sent[1..].iter().all(|a| a.starts_with("Ref ") && a.len() == 4 + micro::auth::REF_LEN), "{sent:?}");
+}
+
 /// Calls `Say.Hello` for `run` with a client that sends `me`'s token, doing `during` once
 /// at `at`; returns (calls, failures, distinct tokens seen).
 async fn call_loop(
@@ -148,7 +238,12 @@ async fn call_loop(
     at: Duration,
     during: impl std::future::Future<Output = ()>,
 ) -> (usize, Vec<String>, HashSet<String>) {
-    let client = Client::builder().transport(url).wrap(me.client_layer()).connect().await.unwrap();
+    // Both ways of sending the token, taking turns: `ClientBuilder::auth` (by reference once a
+    // node has accepted it) and the client layer (always whole).
+    let clients = [
+        Client::builder().transport(url).auth(me.clone()).connect().await.unwrap(),
+        Client::builder().transport(url).wrap(me.client_layer()).connect().await.unwrap(),
+    ];
     let (mut calls, mut failures, mut tokens) = (0, Vec::new(), HashSet::new());
     let started = Instant::now();
     let mut during = Some(Box::pin(during));
@@ -158,7 +253,7 @@ async fn call_loop(
                 d.await;
             }
         }
-        let r: micro::Result<String> = client.call(svc, "Say.Hello", &"loop".to_string()).await;
+        let r: micro::Result<String> = clients[calls % 2].call(svc, "Say.Hello", &"loop".to_string()).await;
         calls += 1;
         if let Err(e) = r {
             failures.push(e.to_string());
@@ -224,4 +319,4 @@ async fn key_rotation(url: String) {
     eprintln!("key rotation: {calls} calls, 0 failures");
 }
 
-over_transports!(status_codes, service_to_service, refresh_across_expiry, key_rotation);
+over_transports!(status_codes, service_to_service, token_by_reference, refresh_across_expiry, key_rotation);

@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use super::grant::{OAuthError, TokenRequest, TokenResponse};
 use super::rules::{Decision, Policy, Rule};
 use super::service::{Credentials, AUTH_SERVICE, CHANGED_TOPIC};
-use super::token::{TokenError, Verifier};
+use super::token::{token_ref, TokenError, Verifier};
 use crate::broker::SubscribeOptions;
 use crate::client::{CallOptions, Client};
 use crate::context::Identity;
@@ -49,6 +49,9 @@ impl std::fmt::Debug for AuthLayer {
     }
 }
 
+/// How an `Authorization` value names a token by reference: `Ref <digest>` ([`token_ref`]).
+pub(crate) const REF_SCHEME: &str = "Ref ";
+
 /// The bearer token in an `Authorization` value.
 pub(crate) fn bearer(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
@@ -60,11 +63,15 @@ impl AuthLayer {
         AuthLayer { verifier, policy, refetch }
     }
 
-    /// Who a request's `Authorization` names: `Ok(None)` without one, 401 for a bad one.
+    /// Who a request's `Authorization` names: `Ok(None)` without one, 401 for a bad one. A
+    /// token reference (`Ref <digest>`) names the identity of a token verified here before.
     async fn identify(&self, authorization: Option<&str>) -> Result<Option<Arc<Identity>>, Status> {
         let Some(value) = authorization else { return Ok(None) };
+        if let Some(reference) = value.strip_prefix(REF_SCHEME) {
+            return self.verifier.verify_ref(reference).map(Some).map_err(|e| Status::unauthorized(e.to_string()));
+        }
         let Some(token) = bearer(value) else {
-            return Err(Status::unauthorized("the Authorization header must be `Bearer <token>`"));
+            return Err(Status::unauthorized("the Authorization header must be `Bearer <token>` or `Ref <reference>`"));
         };
         match self.verifier.verify(token) {
             Ok(who) => Ok(Some(who)),
@@ -111,7 +118,22 @@ struct Held {
     response: TokenResponse,
     /// `Bearer <access token>`, ready for the header.
     header: String,
+    /// `Ref <reference>`: what calls send instead once a node has accepted the token.
+    by_ref: String,
+    /// A node accepted the token (answered a call that carried it with anything but 401).
+    accepted: bool,
+    /// Tells this token from the ones held before and after it.
+    serial: u64,
     renew_at: Instant,
+}
+
+/// The `Authorization` value a call carries for the process's own token.
+#[derive(Debug)]
+pub(crate) struct CallToken {
+    /// `Bearer <token>` or `Ref <reference>`.
+    pub(crate) header: String,
+    /// Set when `header` is the whole token: the token [`AuthClient::accepted`] names.
+    pub(crate) full: Option<u64>,
 }
 
 /// Talks to the auth service for a service or gateway: keeps its key set (JWKS) and rules
@@ -323,7 +345,10 @@ impl AuthClient {
         let renew_at = Instant::now() + (life - (life / 3).min(Duration::from_secs(60)));
         let token = response.access_token.clone();
         let header = format!("Bearer {token}");
-        *self.inner.held.lock() = Some(Held { response, header, renew_at });
+        let by_ref = format!("{REF_SCHEME}{}", token_ref(&token));
+        let mut held = self.inner.held.lock();
+        let serial = held.as_ref().map_or(0, |h| h.serial + 1);
+        *held = Some(Held { response, header, by_ref, accepted: false, serial, renew_at });
         Ok(token)
     }
 
@@ -344,6 +369,42 @@ impl AuthClient {
     pub(crate) fn fresh_header(&self) -> Option<String> {
         let held = self.inner.held.lock();
         held.as_ref().filter(|h| Instant::now() < h.renew_at).map(|h| h.header.clone())
+    }
+
+    /// What a call carries while the held token needs no renewing: the token by reference once
+    /// a node has accepted it, else the whole token.
+    pub(crate) fn fresh_call_token(&self) -> Option<CallToken> {
+        let held = self.inner.held.lock();
+        let h = held.as_ref().filter(|h| Instant::now() < h.renew_at)?;
+        Some(match h.accepted {
+            true => CallToken { header: h.by_ref.clone(), full: None },
+            false => CallToken { header: h.header.clone(), full: Some(h.serial) },
+        })
+    }
+
+    /// What a call carries, renewing the held token first when due.
+    pub(crate) async fn call_token(&self) -> crate::Result<CallToken> {
+        if let Some(t) = self.fresh_call_token() {
+            return Ok(t);
+        }
+        self.token().await?;
+        let held = self.inner.held.lock();
+        let h = held.as_ref().ok_or_else(|| crate::Error::config("this auth client holds no token"))?;
+        Ok(CallToken { header: h.header.clone(), full: Some(h.serial) })
+    }
+
+    /// A node accepted the token `serial` names: later calls send it by reference.
+    pub(crate) fn accepted(&self, serial: u64) {
+        if let Some(h) = self.inner.held.lock().as_mut().filter(|h| h.serial == serial) {
+            h.accepted = true;
+        }
+    }
+
+    /// The whole token for a call that sent `sent` (the held token's reference) and was
+    /// answered 401: the node does not know the reference (it restarted, or never saw the token).
+    pub(crate) fn full_for_ref(&self, sent: &str) -> Option<String> {
+        let held = self.inner.held.lock();
+        held.as_ref().filter(|h| h.by_ref == sent).map(|h| h.header.clone())
     }
 
     /// Whether a call to `service`'s `endpoint` carries this process's token: not the auth

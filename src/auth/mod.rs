@@ -59,13 +59,14 @@ mod token;
 
 pub use endpoints::{ById, NewApiKey};
 pub use grant::{OAuthError, TokenRequest, TokenResponse, API_KEY, CLIENT_CREDENTIALS, REFRESH_TOKEN};
+pub(crate) use layer::REF_SCHEME;
 pub use layer::{AuthClient, AuthClientBuilder, AuthLayer, TokenLayer};
 pub use rules::{Access, Decision, Policy, Rule, PUBLIC};
 pub use service::{
     ApiKey, AuthConfig, AuthService, Credentials, NewAccount, ADMIN_SCOPE, API_KEY_PREFIX, AUTH_SERVICE, CHANGED_TOPIC,
 };
 pub use store::Account;
-pub use token::{Claims, TokenError, Verifier, LEEWAY_SECS, MAX_TOKEN_LEN};
+pub use token::{token_ref, Claims, TokenError, Verifier, LEEWAY_SECS, MAX_TOKEN_LEN, REF_LEN, REF_UNKNOWN};
 
 #[cfg(feature = "gateway")]
 pub(crate) use layer::bearer;

@@ -73,6 +73,47 @@ pub enum TokenError {
     /// The signature or a claim (exp, nbf, iss, aud) did not check.
     #[error("invalid token: {0}")]
     Invalid(String),
+    /// A token reference (`Authorization: Ref <digest>`) this node has not verified the token
+    /// of, or whose token has expired: the caller sends the whole token again.
+    #[error("{REF_UNKNOWN}")]
+    UnknownRef,
+}
+
+/// The detail of the 401 answering a token reference this node does not know.
+pub const REF_UNKNOWN: &str = "token reference unknown here: send the token (Authorization: Bearer)";
+
+/// The length of a token reference: 16 bytes, base64url without padding.
+pub const REF_LEN: usize = 22;
+
+/// The reference that stands for a token on the wire once a node has verified it: the first
+/// 16 bytes of its SHA-256, base64url without padding (22 characters). Sent as
+/// `Authorization: Ref <reference>` (`docs/protocol.md` §3.5).
+///
+/// ```
+/// let r = micro::auth::token_ref("eyJhbGciOiJFZERTQSJ9.e30.c2ln");
+/// assert_eq!(r.len(), micro::auth::REF_LEN);
+/// assert_eq!(r, micro::auth::token_ref("eyJhbGciOiJFZERTQSJ9.e30.c2ln"));
+/// ```
+pub fn token_ref(token: &str) -> String {
+    b64(&ref_digest(token))
+}
+
+fn ref_digest(token: &str) -> [u8; 16] {
+    use sha2::Digest as _;
+    let hash = sha2::Sha256::digest(token.as_bytes());
+    let mut digest = [0u8; 16];
+    digest.copy_from_slice(&hash[..16]);
+    digest
+}
+
+/// The 16 bytes a reference names, if it is one.
+fn parse_ref(reference: &str) -> Option<[u8; 16]> {
+    if reference.len() != REF_LEN {
+        return None;
+    }
+    let mut digest = [0u8; 16];
+    let n = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode_slice(reference, &mut digest).ok()?;
+    (n == 16).then_some(digest)
 }
 
 /// Seconds since the Unix epoch.
@@ -159,8 +200,19 @@ impl std::fmt::Debug for Verifier {
 
 /// Verified tokens: who each names and when it expires. Only verified tokens are added, so an
 /// outsider cannot choose the keys; the fast seeded hasher keeps a lookup of a ~400-byte token
-/// cheap on every request.
-type Seen = HashMap<Box<str>, (Arc<Identity>, u64), foldhash::fast::RandomState>;
+/// cheap on every request. `refs` holds the same tokens by reference ([`token_ref`]).
+#[derive(Default)]
+struct Seen {
+    tokens: HashMap<Box<str>, (Arc<Identity>, u64), foldhash::fast::RandomState>,
+    refs: HashMap<[u8; 16], (Arc<Identity>, u64), foldhash::fast::RandomState>,
+}
+
+impl Seen {
+    fn clear(&mut self) {
+        self.tokens.clear();
+        self.refs.clear();
+    }
+}
 
 /// How many verified tokens are remembered before the memory is cleared.
 const SEEN_MAX: usize = 10_000;
@@ -222,7 +274,7 @@ impl Verifier {
             return Err(TokenError::TooLarge);
         }
         let now = now_secs();
-        if let Some((who, exp)) = self.seen.lock().get(token) {
+        if let Some((who, exp)) = self.seen.lock().tokens.get(token) {
             if now <= exp + LEEWAY_SECS {
                 return Ok(who.clone());
             }
@@ -243,11 +295,31 @@ impl Verifier {
         let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
             .map_err(|e| TokenError::Invalid(e.to_string()))?;
         let who = Arc::new(data.claims.identity());
+        let digest = ref_digest(token);
         let mut seen = self.seen.lock();
-        if seen.len() >= SEEN_MAX {
+        if seen.tokens.len() >= SEEN_MAX {
             seen.clear();
         }
-        seen.insert(token.into(), (who.clone(), data.claims.exp));
+        seen.tokens.insert(token.into(), (who.clone(), data.claims.exp));
+        seen.refs.insert(digest, (who.clone(), data.claims.exp));
         Ok(who)
+    }
+
+    /// Who a token reference ([`token_ref`]) names: the identity of a token this verifier has
+    /// verified and still remembers, while the token is valid. [`TokenError::UnknownRef`]
+    /// otherwise (never seen here, expired, forgotten since, or not a reference at all), and
+    /// the caller sends the whole token again.
+    ///
+    /// ```
+    /// use micro::auth::{token_ref, TokenError, Verifier};
+    /// let v = Verifier::new("go.micro.auth", "micro");
+    /// assert_eq!(v.verify_ref(&token_ref("a.b.c")).unwrap_err(), TokenError::UnknownRef);
+    /// ```
+    pub fn verify_ref(&self, reference: &str) -> Result<Arc<Identity>, TokenError> {
+        let digest = parse_ref(reference).ok_or(TokenError::UnknownRef)?;
+        match self.seen.lock().refs.get(&digest) {
+            Some((who, exp)) if now_secs() <= exp + LEEWAY_SECS => Ok(who.clone()),
+            _ => Err(TokenError::UnknownRef),
+        }
     }
 }

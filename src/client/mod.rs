@@ -377,18 +377,22 @@ impl Client {
         if let Some(id) = opts.id.take() {
             h.push(headers::ID, id);
         }
+        // The serial of the process's own token when this call carries it whole.
+        #[cfg(feature = "auth")]
+        let mut whole_token = None;
         match opts.token.take() {
             Some(token) => h.push(headers::AUTHORIZATION, format!("Bearer {token}")),
             None => {
                 #[cfg(feature = "auth")]
                 if let Some(auth) = config.auth.as_ref().filter(|a| a.sends_token_to(service, endpoint)) {
-                    let header = match auth.fresh_header() {
-                        Some(header) => header,
+                    let token = match auth.fresh_call_token() {
+                        Some(token) => token,
                         // Renewing calls the auth service: boxed, so the common path's future
                         // stays small.
-                        None => Box::pin(auth.header()).await?,
+                        None => Box::pin(auth.call_token()).await?,
                     };
-                    h.push(headers::AUTHORIZATION, header);
+                    whole_token = token.full;
+                    h.push(headers::AUTHORIZATION, token.header);
                 }
             }
         }
@@ -405,6 +409,17 @@ impl Client {
         let message = Message::with_headers(h, body);
         let result = self.send_call(service, endpoint, message, opts, deadline).instrument(span.clone()).await;
         spans::record_error(&span, &result);
+        #[cfg(feature = "auth")]
+        if let (Some(serial), Some(auth)) = (whole_token, config.auth.as_ref()) {
+            // The node took the whole token (anything but 401): from now on it goes by reference.
+            let took = match &result {
+                Ok(_) => true,
+                Err(e) => e.kind() == ErrorKind::Remote && e.status().is_some_and(|s| s.code() != Code::UNAUTHORIZED),
+            };
+            if took {
+                auth.accepted(serial);
+            }
+        }
         result
     }
 
@@ -443,7 +458,7 @@ impl Client {
         &self,
         service: &str,
         endpoint: &str,
-        message: Message,
+        #[cfg_attr(not(feature = "auth"), allow(unused_mut))] mut message: Message,
         opts: CallOptions,
         deadline: Deadline,
     ) -> Result<RawReply> {
@@ -466,6 +481,13 @@ impl Client {
                 Ok(reply) => return Ok(reply),
                 Err(e) => e,
             };
+            #[cfg(feature = "auth")]
+            if let Some(whole) = self.token_for_refused_ref(&err, &message) {
+                // The node does not know the token by reference (it restarted, or never saw it):
+                // the same request again with the whole token, at once. It ran nothing.
+                message.headers.insert(headers::AUTHORIZATION, whole);
+                continue;
+            }
             let retryable = match err.kind() {
                 ErrorKind::Unavailable => true,
                 ErrorKind::Timeout => idempotent,
@@ -482,6 +504,18 @@ impl Client {
             tracing::debug!(service, endpoint, error = %err, ?delay, retries_left, "retrying call");
             tokio::time::sleep(delay).await;
         }
+    }
+
+    /// The whole token to send again when `err` is the 401 of a node that refused the process's
+    /// own token by reference.
+    #[cfg(feature = "auth")]
+    fn token_for_refused_ref(&self, err: &Error, message: &Message) -> Option<String> {
+        let auth = self.inner.config.auth.as_ref()?;
+        if err.status()?.code() != Code::UNAUTHORIZED {
+            return None;
+        }
+        let sent = message.headers.get(headers::AUTHORIZATION)?;
+        sent.starts_with(crate::auth::REF_SCHEME).then(|| auth.full_for_ref(sent)).flatten()
     }
 
     /// One attempt: choose a node, send, interpret. On failure also says whether the endpoint
