@@ -369,6 +369,35 @@ fn lapin_err(e: lapin::Error) -> Error {
     Error::transport(format!("RabbitMQ: {e}")).with_source(e)
 }
 
+/// A returned request (no queue took it): the `Unavailable` error for its caller. lapin hands the
+/// oldest waiting return to whichever confirm of the channel completes next, so it may be another
+/// request's: its correlation id says whose. Returns the error when it is request `own`'s, else
+/// hands it to its owner's pending call.
+fn hand_back(inner: &Inner, returned: lapin::message::BasicReturnMessage, own: u64) -> Option<Error> {
+    let owner = returned.delivery.properties.correlation_id().as_ref().and_then(|c| c.as_str().parse::<u64>().ok());
+    let unroutable = Error::unavailable(format!("no responders on {}", returned.delivery.routing_key.as_str()));
+    if owner == Some(own) {
+        return Some(unroutable);
+    }
+    if let Some(other) = owner.and_then(|o| inner.pending.lock().remove(&o)) {
+        let _ = other.send(Err(unroutable));
+    }
+    None
+}
+
+/// Waits out a request's confirm its caller no longer waits for (the reply came first, or the
+/// deadline passed): a return lapin attaches to it still reaches its owner. Dropped unresolved, the
+/// confirm would keep that return, and itself, inside lapin until the channel closes.
+fn follow_confirm(inner: Weak<Inner>, confirm: lapin::PublisherConfirm) {
+    kit::spawn_if_running(async move {
+        if let Ok(Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned))) = confirm.await {
+            if let Some(inner) = inner.upgrade() {
+                hand_back(&inner, returned, 0);
+            }
+        }
+    });
+}
+
 struct PendingGuard<'a> {
     inner: &'a Inner,
     id: u64,
@@ -414,7 +443,7 @@ impl Transport for AmqpTransport {
                 }
                 None => (EXCHANGE, subject),
             };
-            let confirm = link
+            let mut confirm = link
                 .rpc
                 .basic_publish(exchange.into(), routing_key.into(), opts, &message.body, props)
                 .await
@@ -422,21 +451,16 @@ impl Transport for AmqpTransport {
             let timed_out = || Error::timeout(format!("no reply on {subject} within {timeout:?}"));
             let mut rx = rx;
             tokio::select! {
-                reply = &mut rx => return reply.unwrap_or_else(|_| Err(down())),
-                confirmed = confirm => match confirmed {
+                reply = &mut rx => {
+                    // The reply beat the broker's confirm, which may yet carry another
+                    // request's return.
+                    follow_confirm(Arc::downgrade(&self.inner), confirm);
+                    return reply.unwrap_or_else(|_| Err(down()));
+                }
+                confirmed = &mut confirm => match confirmed {
                     Ok(Confirmation::Ack(Some(returned))) | Ok(Confirmation::Nack(Some(returned))) => {
-                        // lapin hands the oldest waiting return to whichever confirm completes
-                        // next: it may be another request's. Its correlation id says whose.
-                        let props = &returned.delivery.properties;
-                        let owner = props.correlation_id().as_ref().and_then(|c| c.as_str().parse::<u64>().ok());
-                        let unroutable = || {
-                            Error::unavailable(format!("no responders on {}", returned.delivery.routing_key.as_str()))
-                        };
-                        if owner == Some(id) {
-                            return Err(unroutable());
-                        }
-                        if let Some(other) = owner.and_then(|o| self.inner.pending.lock().remove(&o)) {
-                            let _ = other.send(Err(unroutable()));
+                        if let Some(own) = hand_back(&self.inner, returned, id) {
+                            return Err(own);
                         }
                     }
                     Ok(Confirmation::Nack(None)) => {
@@ -445,7 +469,10 @@ impl Transport for AmqpTransport {
                     Ok(_) => {}
                     Err(e) => return Err(lapin_err(e)),
                 },
-                _ = tokio::time::sleep_until(deadline) => return Err(timed_out()),
+                _ = tokio::time::sleep_until(deadline) => {
+                    follow_confirm(Arc::downgrade(&self.inner), confirm);
+                    return Err(timed_out());
+                }
             }
             match tokio::time::timeout_at(deadline, rx).await {
                 Ok(Ok(reply)) => reply,
