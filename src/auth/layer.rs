@@ -16,7 +16,7 @@ use super::service::{Credentials, AUTH_SERVICE, CHANGED_TOPIC};
 use super::token::{token_ref, TokenError, Verifier};
 use crate::broker::SubscribeOptions;
 use crate::client::{CallOptions, Client};
-use crate::context::Identity;
+use crate::context::{CallContext, Identity};
 use crate::message::headers;
 use crate::middleware::{Answer, ClientMiddleware, ClientNext, Middleware, Next, Outcome, Outgoing};
 use crate::server::Request;
@@ -34,8 +34,8 @@ type Refetch = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
 /// and makes the caller's [`Identity`] available in the [`CallContext`](crate::CallContext).
 /// Events pass unchecked (the broker's permissions guard who may publish).
 ///
-/// Added by [`ServiceBuilder::auth`](crate::ServiceBuilder::auth); build one yourself with
-/// [`AuthClient::layer`].
+/// [`ServiceBuilder::auth`](crate::ServiceBuilder::auth) runs it inline, before any middleware;
+/// [`AuthClient::layer`] gives one to place among your own layers.
 #[derive(Clone)]
 pub struct AuthLayer {
     verifier: Arc<Verifier>,
@@ -87,6 +87,30 @@ impl AuthLayer {
     }
 }
 
+impl AuthLayer {
+    /// Lets a request through, with the caller's identity set in `ctx`, or answers 401 (no
+    /// valid token where one is needed) or 403 (no rule allows the caller). Waits only when a
+    /// token names a key not yet known (the key set is fetched again).
+    pub(crate) async fn admit(&self, ctx: &CallContext) -> Result<(), Status> {
+        let who = self.identify(ctx.authorization.as_deref()).await?;
+        match self.policy.decide(&ctx.service, &ctx.endpoint, who.as_deref()) {
+            Decision::Allow => {
+                if let Some(who) = who {
+                    ctx.set_identity(who);
+                }
+                Ok(())
+            }
+            _ if who.is_none() => {
+                Err(Status::unauthorized(format!("{} needs a valid token (Authorization: Bearer)", ctx.endpoint)))
+            }
+            _ => Err(Status::forbidden(format!("no rule allows this caller to call {}", ctx.endpoint))),
+        }
+    }
+}
+
+/// The same check as a middleware, for a service that places it among its own layers
+/// (`.wrap(auth.layer())`); [`ServiceBuilder::auth`](crate::ServiceBuilder::auth) runs it
+/// inline, before any layer.
 impl Middleware for AuthLayer {
     fn call(&self, req: Request, next: Next) -> LocalBoxFuture<'static, Outcome> {
         if req.is_event() {
@@ -94,20 +118,8 @@ impl Middleware for AuthLayer {
         }
         let layer = self.clone();
         Box::pin(async move {
-            let ctx = req.ctx.clone();
-            let who = layer.identify(ctx.authorization.as_deref()).await?;
-            match layer.policy.decide(&ctx.service, &ctx.endpoint, who.as_deref()) {
-                Decision::Allow => {
-                    if let Some(who) = who {
-                        ctx.set_identity(who);
-                    }
-                    next.run(req).await
-                }
-                _ if who.is_none() => {
-                    Err(Status::unauthorized(format!("{} needs a valid token (Authorization: Bearer)", ctx.endpoint)))
-                }
-                _ => Err(Status::forbidden(format!("no rule allows this caller to call {}", ctx.endpoint))),
-            }
+            layer.admit(&req.ctx).await?;
+            next.run(req).await
         })
     }
 }

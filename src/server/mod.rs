@@ -169,13 +169,18 @@ impl Server {
             telemetry::identify(&span, parent, spans::Parent::Remote)
         };
         let ctx = Arc::new(context_from(&self.service, route.name.clone(), h, deadline, trace));
-        let req = Request { ctx: ctx.clone(), body, codec, state: self.state.clone() };
-        let run = AssertUnwindSafe(route.dispatch.call(req)).catch_unwind();
-        let result = CallContext::scope_shared(ctx, run).instrument(span.clone()).await.unwrap_or_else(|panic| {
-            let _in = span.enter();
-            self.record_panic(&route.name, &panic);
-            Err(Status::internal("handler panicked"))
-        });
+        let result = match route.admit(&ctx).await {
+            Err(refused) => Err(refused),
+            Ok(()) => {
+                let req = Request { ctx: ctx.clone(), body, codec, state: self.state.clone() };
+                let run = AssertUnwindSafe(route.dispatch.call(req)).catch_unwind();
+                CallContext::scope_shared(ctx, run).instrument(span.clone()).await.unwrap_or_else(|panic| {
+                    let _in = span.enter();
+                    self.record_panic(&route.name, &panic);
+                    Err(Status::internal("handler panicked"))
+                })
+            }
+        };
         let took = started.elapsed();
         route.stats.record(took, result.as_ref().err());
         route.metrics.record(took, result.as_ref().err());
@@ -257,6 +262,10 @@ pub(crate) struct Route {
     pub(crate) metrics: crate::metrics::EndpointMetrics,
     /// Answers 503 while the node is over its in-flight limit (user endpoints, not `Debug.*`).
     pub(crate) shed: bool,
+    /// The auth check its requests pass before anything else runs (user endpoints of a
+    /// service behind auth).
+    #[cfg(feature = "auth")]
+    pub(crate) gate: Option<crate::auth::AuthLayer>,
 }
 
 impl Route {
@@ -272,7 +281,26 @@ impl Route {
             stats: Default::default(),
             metrics: crate::metrics::EndpointMetrics::noop(),
             shed: false,
+            #[cfg(feature = "auth")]
+            gate: None,
         }
+    }
+
+    /// Checks auth before anything else runs.
+    #[cfg(feature = "auth")]
+    pub(crate) fn gated(mut self, gate: Option<crate::auth::AuthLayer>) -> Route {
+        self.gate = gate;
+        self
+    }
+
+    /// Lets a request through, or answers why not (the auth check, when there is one).
+    async fn admit(&self, ctx: &CallContext) -> std::result::Result<(), Status> {
+        #[cfg(feature = "auth")]
+        if let Some(gate) = &self.gate {
+            return gate.admit(ctx).await;
+        }
+        let _ = ctx;
+        Ok(())
     }
 
     /// Sheds load: 503 above the node's in-flight limit.

@@ -130,6 +130,9 @@ pub struct ServiceBuilder {
     /// The token the service's own calls carry.
     #[cfg(feature = "auth")]
     client_auth: Option<crate::auth::AuthClient>,
+    /// The check every request to a user endpoint passes first.
+    #[cfg(feature = "auth")]
+    auth_gate: Option<crate::auth::AuthLayer>,
     checks: HealthChecks,
     #[cfg(feature = "prometheus")]
     metrics_addr: Option<std::net::SocketAddr>,
@@ -170,6 +173,8 @@ impl ServiceBuilder {
             client_layers: ClientLayers::default(),
             #[cfg(feature = "auth")]
             client_auth: None,
+            #[cfg(feature = "auth")]
+            auth_gate: None,
             checks: HealthChecks::new(),
             #[cfg(feature = "prometheus")]
             metrics_addr: None,
@@ -268,12 +273,13 @@ impl ServiceBuilder {
     /// Puts the service behind auth (feature `auth`): every request is checked against the
     /// key set and rules `auth` keeps (401 without a valid token, 403 when no rule allows it;
     /// the caller in [`CallContext::identity`](crate::CallContext::identity)), and, when `auth`
-    /// has credentials, the service's own calls carry its token. Add it before other
-    /// middleware so that it runs first. `Debug.*` stays outside (see `docs/auth.md`).
+    /// has credentials, the service's own calls carry its token. The check runs before any
+    /// middleware, inline in the dispatch (no middleware boxing per request). `Debug.*` stays
+    /// outside (see `docs/auth.md`).
     #[cfg(feature = "auth")]
     #[cfg_attr(docsrs, doc(cfg(feature = "auth")))]
     pub fn auth(mut self, auth: crate::auth::AuthClient) -> Self {
-        self.layers.push(Rc::new(auth.layer()));
+        self.auth_gate = Some(auth.layer());
         self.client_auth = auth.has_credentials().then_some(auth);
         self
     }

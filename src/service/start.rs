@@ -117,8 +117,8 @@ impl ServiceBuilder {
             transport: transport.name(),
         };
 
-        // The user's middleware wraps every endpoint and subscription; endpoints shed load first.
-        // Endpoints shed load first (inline in dispatch: it costs nothing as a layer would), then
+        // The user's middleware wraps every endpoint and subscription. Endpoints shed load first,
+        // then check auth (both inline in dispatch: they cost nothing as a layer would), then run
         // the user's layers; with none, the handler is called directly.
         let user_layers: Rc<[Rc<dyn Middleware>]> = self.layers.into();
 
@@ -130,6 +130,8 @@ impl ServiceBuilder {
             }
             let route =
                 Route::new(&spec.name, Wrapped::around(&user_layers, spec.endpoint), spec.metadata.clone()).shed_load();
+            #[cfg(feature = "auth")]
+            let route = route.gated(self.auth_gate.clone());
             record.endpoints.push(registry::Endpoint { name: spec.name, metadata: spec.metadata });
             endpoints.insert(route.name.clone(), route);
         }
