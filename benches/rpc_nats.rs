@@ -452,7 +452,9 @@ async fn auth_versus_off(
         onc.0.push(a);
     }
     println!();
-    println!("auth on (cached keys, one rule, token sent by `ClientBuilder::auth`: whole once, then by reference) vs off:");
+    println!(
+        "auth on (cached keys, one rule, token sent by `ClientBuilder::auth`: whole once, then by reference) vs off:"
+    );
     println!("{:>5} {:<10} {:>10} {:>10} {:>8}", "conc", "metric", "off", "on", "on/off");
     let row = |conc: usize, metric: &str, off: f64, on: f64| {
         println!("{conc:>5} {metric:<10} {off:>10.1} {on:>10.1} {:>8.2}", on / off)
