@@ -173,6 +173,10 @@ async fn token_by_reference(url: String) {
     }
 }
 
+/// docs/protocol.md §3.1.1's Python line for a token's reference (the token is argv[1]).
+const PY_TOKEN_REF: &str = "import base64, hashlib, sys; token = sys.argv[1]; \
+print(base64.urlsafe_b64encode(hashlib.sha256(token.encode()).digest()[:16]).rstrip(b\"=\").decode())";
+
 /// The token by reference on the wire, as another language would send it (NATS).
 #[cfg(feature = "nats")]
 #[actix::test]
@@ -197,6 +201,13 @@ async fn token_reference_on_the_wire() {
             (code, String::from_utf8_lossy(&reply.payload).into_owned())
         }
     };
+    // The reference as docs/protocol.md §3.1.1 tells another language to compute it.
+    let python = std::process::Command::new("python3")
+        .args(["-c", PY_TOKEN_REF, &token])
+        .output()
+        .expect("python3 runs (install it with: apt-get install -y python3)");
+    assert!(python.status.success(), "{}", String::from_utf8_lossy(&python.stderr));
+    assert_eq!(String::from_utf8_lossy(&python.stdout).trim(), micro::auth::token_ref(&token));
     let by_ref = format!("Ref {}", micro::auth::token_ref(&token));
     let (code, body) = ask(by_ref.clone()).await;
     assert_eq!(code.as_deref(), Some("401"), "a reference before the token: {body}");
