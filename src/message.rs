@@ -348,21 +348,19 @@ impl TraceParent {
 
     /// Parses a `traceparent` header value; `None` if invalid.
     pub fn parse(s: &str) -> Option<TraceParent> {
-        let mut parts = s.trim().split('-');
-        let version = parts.next()?;
-        let trace = parts.next()?;
-        let span = parts.next()?;
-        let flags = parts.next()?;
-        if version.len() != 2 || version == "ff" || trace.len() != 32 || span.len() != 16 || flags.len() != 2 {
+        // `vv-<32 hex>-<16 hex>-ff`: 55 bytes; versions after 00 may append `-<more>`.
+        let b = s.trim().as_bytes();
+        if b.len() < 55 || b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
             return None;
         }
-        if version == "00" && parts.next().is_some() {
+        let version = hex_digits(&b[..2])?;
+        if version == 0xff || (b.len() > 55 && (version == 0 || b[55] != b'-')) {
             return None;
         }
-        let trace_id = hex_value(trace).filter(|&t| t != 0)?;
-        let span_id = hex_value(span).filter(|&s| s != 0)? as u64;
-        let flags = hex_value(flags)? as u8;
-        Some(TraceParent { trace_id, span_id, flags })
+        let trace_id = u128::from(hex_digits(&b[3..19])?) << 64 | u128::from(hex_digits(&b[19..35])?);
+        let span_id = hex_digits(&b[36..52])?;
+        let flags = hex_digits(&b[53..55])? as u8;
+        (trace_id != 0 && span_id != 0).then_some(TraceParent { trace_id, span_id, flags })
     }
 
     /// The `traceparent` header value: `00-<trace id>-<span id>-<flags>`, lowercase hex.
@@ -377,9 +375,10 @@ impl TraceParent {
         let mut out = [b'-'; 55];
         out[0] = b'0';
         out[1] = b'0';
-        put_hex(&mut out[3..35], self.trace_id);
-        put_hex(&mut out[36..52], u128::from(self.span_id));
-        put_hex(&mut out[53..55], u128::from(self.flags));
+        put_hex(&mut out[3..19], (self.trace_id >> 64) as u64);
+        put_hex(&mut out[19..35], self.trace_id as u64);
+        put_hex(&mut out[36..52], self.span_id);
+        put_hex(&mut out[53..55], u64::from(self.flags));
         out
     }
 
@@ -421,29 +420,32 @@ impl std::fmt::Display for TraceParent {
     }
 }
 
-/// The value of a string of 1 to 32 hex digits (either case); `None` for anything else (no
-/// sign, no prefix: `from_str_radix` would take a leading `+`).
-fn hex_value(s: &str) -> Option<u128> {
-    if s.is_empty() || s.len() > 32 {
+/// The value of 1 to 16 hex digits (either case); `None` for anything else (no sign, no
+/// prefix: `from_str_radix` would take a leading `+`).
+fn hex_digits(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 16 {
         return None;
     }
-    s.bytes().try_fold(0u128, |v, b| {
+    let mut v = 0u64;
+    for &b in digits {
         let d = match b {
             b'0'..=b'9' => b - b'0',
             b'a'..=b'f' => b - b'a' + 10,
             b'A'..=b'F' => b - b'A' + 10,
             _ => return None,
         };
-        Some(v << 4 | u128::from(d))
-    })
+        v = v << 4 | u64::from(d);
+    }
+    Some(v)
 }
 
-/// Writes `v`'s low `out.len()` hex digits into `out`, lowercase, most significant first.
-fn put_hex(out: &mut [u8], v: u128) {
+/// Writes `v`'s low `out.len()` (at most 16) hex digits into `out`, lowercase, most
+/// significant first.
+fn put_hex(out: &mut [u8], mut v: u64) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let n = out.len();
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = DIGITS[((v >> (4 * (n - 1 - i))) & 0xf) as usize];
+    for byte in out.iter_mut().rev() {
+        *byte = DIGITS[(v & 0xf) as usize];
+        v >>= 4;
     }
 }
 
@@ -534,5 +536,16 @@ mod tests {
         let t = TraceParent::from_parts(u128::MAX, 1, 0);
         assert_eq!(t.header_value(), format!("00-{:032x}-{:016x}-00", u128::MAX, 1));
         assert_eq!(TraceParent::parse(&t.header_value()), Some(t));
+        let t = TraceParent::from_parts(0x0123_4567_89ab_cdef_fedc_ba98_7654_3210, 0xdead_beef_0000_0001, 1);
+        assert_eq!(t.header_value(), "00-0123456789abcdeffedcba9876543210-deadbeef00000001-01");
+        // Later versions may append fields; version 00 may not; the version is hex.
+        let v = "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert!(TraceParent::parse(&format!("01-{v}-more")).is_some());
+        assert!(TraceParent::parse(&format!("00-{v}-more")).is_none());
+        assert!(TraceParent::parse(&format!("01-{v}x")).is_none());
+        assert!(TraceParent::parse(&format!("zz-{v}")).is_none());
+        assert!(TraceParent::parse(&format!("00-{}", v.to_uppercase())).is_some(), "either case");
+        assert!(TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01").is_none());
+        assert!(TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01").is_none());
     }
 }
