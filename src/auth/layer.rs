@@ -85,9 +85,7 @@ impl AuthLayer {
             Err(e) => Err(Status::unauthorized(e.to_string())),
         }
     }
-}
 
-impl AuthLayer {
     /// Lets a request through, with the caller's identity set in `ctx`, or answers 401 (no
     /// valid token where one is needed) or 403 (no rule allows the caller). Waits only when a
     /// token names a key not yet known (the key set is fetched again).

@@ -87,7 +87,7 @@ pub const REF_LEN: usize = 22;
 
 /// The reference that stands for a token on the wire once a node has verified it: the first
 /// 16 bytes of its SHA-256, base64url without padding (22 characters). Sent as
-/// `Authorization: Ref <reference>` (`docs/protocol.md` §3.5).
+/// `Authorization: Ref <reference>` (`docs/protocol.md` §3.1.1).
 ///
 /// ```
 /// let r = micro::auth::token_ref("eyJhbGciOiJFZERTQSJ9.e30.c2ln");

@@ -373,10 +373,10 @@ fn lapin_err(e: lapin::Error) -> Error {
 /// oldest waiting return to whichever confirm of the channel completes next, so it may be another
 /// request's: its correlation id says whose. Returns the error when it is request `own`'s, else
 /// hands it to its owner's pending call.
-fn hand_back(inner: &Inner, returned: lapin::message::BasicReturnMessage, own: u64) -> Option<Error> {
+fn hand_back(inner: &Inner, returned: lapin::message::BasicReturnMessage, own: Option<u64>) -> Option<Error> {
     let owner = returned.delivery.properties.correlation_id().as_ref().and_then(|c| c.as_str().parse::<u64>().ok());
     let unroutable = Error::unavailable(format!("no responders on {}", returned.delivery.routing_key.as_str()));
-    if owner == Some(own) {
+    if owner.is_some() && owner == own {
         return Some(unroutable);
     }
     if let Some(other) = owner.and_then(|o| inner.pending.lock().remove(&o)) {
@@ -392,7 +392,7 @@ fn follow_confirm(inner: Weak<Inner>, confirm: lapin::PublisherConfirm) {
     kit::spawn_if_running(async move {
         if let Ok(Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned))) = confirm.await {
             if let Some(inner) = inner.upgrade() {
-                hand_back(&inner, returned, 0);
+                hand_back(&inner, returned, None);
             }
         }
     });
@@ -459,7 +459,7 @@ impl Transport for AmqpTransport {
                 }
                 confirmed = &mut confirm => match confirmed {
                     Ok(Confirmation::Ack(Some(returned))) | Ok(Confirmation::Nack(Some(returned))) => {
-                        if let Some(own) = hand_back(&self.inner, returned, id) {
+                        if let Some(own) = hand_back(&self.inner, returned, Some(id)) {
                             return Err(own);
                         }
                     }
