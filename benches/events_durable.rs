@@ -156,6 +156,8 @@ struct Tally {
     done: Notify,
     /// Split mode: handlers wait until this is true.
     gate: watch::Sender<bool>,
+    /// Split mode: how many deliveries have reached the closed gate.
+    at_gate: watch::Sender<u64>,
 }
 
 impl Tally {
@@ -168,6 +170,7 @@ impl Tally {
             seen: (0..expected.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
             done: Notify::new(),
             gate: watch::Sender::new(true),
+            at_gate: watch::Sender::new(0),
         })
     }
 
@@ -183,7 +186,20 @@ impl Tally {
     }
 
     async fn wait_open(&self) {
+        self.at_gate.send_modify(|k| *k += 1);
         let _ = self.gate.subscribe().wait_for(|open| *open).await;
+    }
+
+    /// Waits (at most `within`) until `k` deliveries wait at the closed gate: the consumer is
+    /// running and holds as many as it may, so the clock that starts at `open` sees it at work.
+    async fn reached_gate(&self, k: u64, within: Duration) {
+        let mut at_gate = self.at_gate.subscribe();
+        if tokio::time::timeout(within, at_gate.wait_for(|&n| n >= k)).await.is_err() {
+            eprintln!(
+                "  only {} of {k} deliveries reached the gate within {within:?}; measuring anyway",
+                *at_gate.borrow()
+            );
+        }
     }
 
     fn record(&self, n: u64) {

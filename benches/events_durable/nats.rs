@@ -256,8 +256,8 @@ impl Bench for NatsBench {
                 let errors = publish_all(n, cfg.window, |i| fw_publish(&self.fw_broker, &topic, i)).await;
                 let publish = meter.stop(n, errors);
                 let service = self.fw_service(&topic, &group, &consumer, c, &tally).await?;
-                // Let the first C deliveries reach the gate, so the clock sees a running consumer.
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                // The first C deliveries wait at the gate, so the clock sees a running consumer.
+                tally.reached_gate((c as u64).min(n), timeout).await;
                 let meter = Meter::start(self.server_pid);
                 tally.open();
                 tokio::time::timeout(timeout, tally.all_handled()).await.map_err(|_| "split: events missing")?;
@@ -274,7 +274,8 @@ impl Bench for NatsBench {
                 let errors = publish_all(n, cfg.window, |i| self.raw_publish(&subject, i)).await;
                 let publish = meter.stop(n, errors);
                 let task = Self::raw_consume(consumer, c.clamp(1, 256), tally.clone());
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                // Its one loop holds the first delivery at the gate, the rest of the batch pulled.
+                tally.reached_gate(1, timeout).await;
                 let meter = Meter::start(self.server_pid);
                 tally.open();
                 tokio::time::timeout(timeout, tally.all_handled()).await.map_err(|_| "split: events missing")?;
