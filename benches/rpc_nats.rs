@@ -113,11 +113,14 @@ fn interested() {
 
 fn recording() -> tracing::Dispatch {
     use tracing_subscriber::layer::SubscriberExt;
-    let registry = tracing_subscriber::registry().with(CountSpans);
+    use tracing_subscriber::Layer as _;
+    // Filtered to `info` like every layer `micro::telemetry::init` installs: an unfiltered layer
+    // would have the libraries' debug and trace events dispatched too.
+    let registry =
+        tracing_subscriber::registry().with(CountSpans.with_filter(tracing_subscriber::filter::LevelFilter::INFO));
     #[cfg(feature = "otel")]
     {
         use opentelemetry::trace::TracerProvider as _;
-        use tracing_subscriber::Layer as _;
         let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
         // As `micro::telemetry::init` installs it: `info` and above (the toolkit's spans; not
         // the debug events of the libraries underneath).

@@ -416,13 +416,15 @@ impl Broker {
         }
         h.set_metadata(&metadata);
         let message = Message::with_headers(h, body);
-        let sent = self.send(topic, message, opts.durable).instrument(span.clone()).await;
+        let sent = self.send(topic, message, opts.durable, &span).await;
         spans::record_error(&span, &sent);
         sent.map(|()| id)
     }
 
     /// Sends a prepared event through the client's middleware (if any), then to the transport.
-    async fn send(&self, topic: &str, message: Message, durable: bool) -> Result<()> {
+    /// The publish's span is entered only around middleware, the way a call's is
+    /// (`Client::send_call`): nothing else inside reads the current span.
+    async fn send(&self, topic: &str, message: Message, durable: bool, span: &tracing::Span) -> Result<()> {
         if self.layers.is_empty() {
             return send_event(&*self.transport, topic, message, durable).await;
         }
@@ -437,7 +439,7 @@ impl Broker {
                 Ok(Answer::Published)
             })
         });
-        self.layers.run(out, send).await?;
+        self.layers.run(out, send).instrument(span.clone()).await?;
         Ok(())
     }
 

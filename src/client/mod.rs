@@ -34,7 +34,7 @@ use crate::status::{Code, Status};
 use crate::subject;
 use crate::telemetry::{self, spans};
 use crate::transport::{self, Transport};
-use tracing::Instrument;
+use tracing::{Instrument, Span};
 
 mod options;
 
@@ -407,7 +407,7 @@ impl Client {
         }
         h.set_metadata(&metadata);
         let message = Message::with_headers(h, body);
-        let result = self.send_call(service, endpoint, message, opts, deadline).instrument(span.clone()).await;
+        let result = self.send_call(service, endpoint, message, opts, deadline, &span).await;
         spans::record_error(&span, &result);
         #[cfg(feature = "auth")]
         if let (Some(serial), Some(auth)) = (whole_token, config.auth.as_ref()) {
@@ -424,6 +424,11 @@ impl Client {
     }
 
     /// Runs a prepared call through the client's middleware (if any), then delivers it.
+    ///
+    /// The call's span is entered only around middleware, whose code may look for it as the
+    /// current span. Without middleware nothing inside runs user code: entering the span on
+    /// every poll would cost two subscriber round trips per poll for no reader, so the
+    /// toolkit's own log lines inside the call name it as their parent instead.
     async fn send_call(
         &self,
         service: &str,
@@ -431,10 +436,11 @@ impl Client {
         message: Message,
         opts: CallOptions,
         deadline: Deadline,
+        span: &Span,
     ) -> Result<RawReply> {
         let layers = &self.inner.config.layers;
         if layers.is_empty() {
-            return self.deliver(service, endpoint, message, opts, deadline).await;
+            return self.deliver(service, endpoint, message, opts, deadline, span).await;
         }
         let client = self.clone();
         let out =
@@ -444,10 +450,11 @@ impl Client {
                 let Route::Call { service, endpoint } = &out.target else {
                     return Err(Error::config("a client middleware turned a call into a publish"));
                 };
-                client.deliver(service, endpoint, out.message, opts, deadline).await.map(Answer::Reply)
+                let span = Span::current();
+                client.deliver(service, endpoint, out.message, opts, deadline, &span).await.map(Answer::Reply)
             })
         });
-        match layers.run(out, send).await? {
+        match layers.run(out, send).instrument(span.clone()).await? {
             Answer::Reply(reply) => Ok(reply),
             Answer::Published => Err(Error::config("a client middleware answered a call as a publish")),
         }
@@ -461,6 +468,7 @@ impl Client {
         #[cfg_attr(not(feature = "auth"), allow(unused_mut))] mut message: Message,
         opts: CallOptions,
         deadline: Deadline,
+        span: &Span,
     ) -> Result<RawReply> {
         let config = &self.inner.config;
         let filter = if opts.filter.is_empty() { config.filter.clone() } else { config.filter.and(&opts.filter) };
@@ -475,6 +483,7 @@ impl Client {
                 filter: &filter,
                 shared: opts.shared,
                 node: opts.node.as_deref(),
+                span,
             };
             let attempt = self.attempt(target, &message, opts.idempotent, retries_left).await;
             let (err, idempotent) = match attempt {
@@ -501,7 +510,7 @@ impl Client {
                 return Err(err);
             }
             retries_left = retries_left.saturating_sub(1);
-            tracing::debug!(service, endpoint, error = %err, ?delay, retries_left, "retrying call");
+            tracing::debug!(parent: log_parent(span), service, endpoint, error = %err, ?delay, retries_left, "retrying call");
             tokio::time::sleep(delay).await;
         }
     }
@@ -527,7 +536,7 @@ impl Client {
         idempotent_opt: Option<bool>,
         retries_left: usize,
     ) -> std::result::Result<RawReply, (Error, bool)> {
-        let Target { service, endpoint, deadline, filter, shared, node: pinned } = target;
+        let Target { service, endpoint, deadline, filter, shared, node: pinned, span } = target;
         let records;
         let (target, node, registered_idempotent): (String, Option<&str>, bool) = if shared && pinned.is_none() {
             (format!("{}{service}.{endpoint}", subject::RPC_PREFIX), None, false)
@@ -555,7 +564,7 @@ impl Client {
                     })?,
                 };
             let idempotent = record.endpoint(endpoint).is_some_and(|e| e.is_idempotent());
-            tracing::debug!(service, endpoint, node = %node.id, pinned = pinned.is_some(), "node selected");
+            tracing::debug!(parent: log_parent(span), service, endpoint, node = %node.id, pinned = pinned.is_some(), "node selected");
             (subject::request(&node.address, endpoint), Some(&node.id), idempotent)
         };
         let idempotent = idempotent_opt.unwrap_or(registered_idempotent);
@@ -627,6 +636,14 @@ struct Target<'a> {
     shared: bool,
     /// A node id that skips selection (`CallOptions::node`).
     node: Option<&'a str>,
+    /// The call's span, parent of the log lines about it.
+    span: &'a Span,
+}
+
+/// The parent of a log line about a call: the call's span, or the current span when no one
+/// records the call's.
+fn log_parent(span: &Span) -> Option<tracing::Id> {
+    span.id().or_else(|| Span::current().id())
 }
 
 /// A successful reply, still encoded.

@@ -126,9 +126,13 @@ where
 }
 
 /// Keeps an enabled span's wire identity with it (in the registry's span extensions), where
-/// [`JsonLines`] reads it.
+/// [`JsonLines`] reads it. Nothing when the subscriber formats no JSON lines: the extension
+/// would cost a lookup and an allocation per span for no reader.
 pub(super) fn remember(span: &Span, own: TraceParent) {
     span.with_subscriber(|(id, dispatch)| {
+        if dispatch.downcast_ref::<JsonLines>().is_none() {
+            return;
+        }
         if let Some(span) = dispatch.downcast_ref::<Registry>().and_then(|r| r.span(id)) {
             span.extensions_mut().replace(own);
         }

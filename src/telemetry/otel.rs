@@ -14,6 +14,14 @@ use crate::message::TraceParent;
 /// runtime they describe the toolkit's internals, not the call, and cost an allocation or a
 /// clock read per span.
 ///
+/// Context activation is off too: entering a span does not make its OTel context OTel's
+/// current one (`opentelemetry::Context::current()`), which would cost a lookup, a lock and a
+/// thread-local push on every poll of every instrumented future. Spans still nest by
+/// `tracing`'s own parent chain, and the toolkit reads a span's OTel context explicitly, so
+/// traces are the same. Code that uses the OTel API directly inside a handler reads the
+/// context with `tracing_opentelemetry::OpenTelemetrySpanExt::context(&Span::current())`, or
+/// turns activation back on with `.with_context_activation(true)` on the returned layer.
+///
 /// ```
 /// use opentelemetry::trace::TracerProvider as _;
 /// use tracing_subscriber::layer::SubscriberExt;
@@ -33,6 +41,7 @@ where
         .with_location(false)
         .with_threads(false)
         .with_tracked_inactivity(false)
+        .with_context_activation(false)
 }
 
 /// An OTel span context from a wire `traceparent` (a remote parent).
