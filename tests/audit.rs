@@ -163,15 +163,13 @@ fn assert_stored_exactly(db: &Path, published: &HashSet<String>) {
 /// The durable concurrency of the example's audit service: what one member holds at once.
 const AUDIT_CONCURRENCY: u64 = 64;
 
-/// How many deliveries the broker leaves unacknowledged to the audit group at most
-/// (docs/protocol.md): JetStream's `max_ack_pending` (8 × the concurrency, at least 256), a
-/// RabbitMQ channel's prefetch (the concurrency).
+/// How many deliveries the broker leaves unacknowledged to the audit service at most
+/// (docs/protocol.md): per durable subscription, JetStream's `max_ack_pending` (8 × the
+/// concurrency, at least 256) or a RabbitMQ channel's prefetch (the concurrency); the service
+/// has one subscription per audited pattern (`user.>` and `order.>`), each with its own.
 fn max_unacknowledged(url: &str) -> u64 {
-    if url.starts_with("nats") {
-        (8 * AUDIT_CONCURRENCY).max(256)
-    } else {
-        AUDIT_CONCURRENCY
-    }
+    let per_subscription = if url.starts_with("nats") { (8 * AUDIT_CONCURRENCY).max(256) } else { AUDIT_CONCURRENCY };
+    per_subscription * names::AUDITED.len() as u64
 }
 
 /// How many events the audit service handled (its handler calls), once it stops growing for a
