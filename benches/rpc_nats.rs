@@ -114,10 +114,11 @@ fn interested() {
 fn recording() -> tracing::Dispatch {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::Layer as _;
-    // Filtered to `info` like every layer `micro::telemetry::init` installs: an unfiltered layer
-    // would have the libraries' debug and trace events dispatched too.
-    let registry =
-        tracing_subscriber::registry().with(CountSpans.with_filter(tracing_subscriber::filter::LevelFilter::INFO));
+    // `info` and above, like every layer `micro::telemetry::init` installs: unfiltered, the
+    // counter would have the libraries' debug and trace events dispatched too. A global level
+    // (not a per-layer filter, which looks the span up on every enter and exit) keeps the
+    // bench's own counter out of the cost.
+    let registry = tracing_subscriber::registry().with(tracing_subscriber::filter::LevelFilter::INFO).with(CountSpans);
     #[cfg(feature = "otel")]
     {
         use opentelemetry::trace::TracerProvider as _;
