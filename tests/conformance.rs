@@ -159,16 +159,25 @@ async fn unknown_endpoint_bad_payload_and_content_type(url: String) {
 
 async fn handler_panic_is_internal_and_service_keeps_serving(url: String) {
     let name = unique("greeter");
-    let svc = greeter(&url, &name, "a").restart_policy(RestartPolicy::unlimited()).start().await.unwrap();
+    // A handler that panics as it is called, before it returns its future, is caught too.
+    let sync_boom = |Req(_): Req<serde_json::Value>| -> futures::future::Ready<Result<(), Status>> {
+        panic!("boom before the future (this panic is part of a test)")
+    };
+    let svc = greeter(&url, &name, "a")
+        .handle("Say.BoomNow", sync_boom)
+        .restart_policy(RestartPolicy::unlimited())
+        .start()
+        .await
+        .unwrap();
     let client = Client::connect(&url).await.unwrap();
-    for _ in 0..3 {
-        let e = client.call::<_, (), _>(&name, "Say.Boom", &serde_json::json!({})).await.unwrap_err();
-        assert_eq!(e.status().unwrap().code(), Code::INTERNAL, "{e}");
+    for endpoint in ["Say.Boom", "Say.Boom", "Say.BoomNow", "Say.BoomNow"] {
+        let e = client.call::<_, (), _>(&name, endpoint, &serde_json::json!({})).await.unwrap_err();
+        assert_eq!(e.status().unwrap().code(), Code::INTERNAL, "{endpoint}: {e}");
     }
     let g: Greeting = client.call(&name, "Say.Hello", &hello("alive")).await.unwrap();
     assert_eq!(g.msg, "Hello alive");
     let stats: micro::server::ServiceStats = client.call(&name, "Debug.Stats", &()).await.unwrap();
-    assert_eq!(stats.panics, 3);
+    assert_eq!(stats.panics, 4);
     svc.stop().await.unwrap();
 }
 

@@ -181,4 +181,55 @@ async fn a_failed_call_marks_its_span(url: String) {
     svc.stop().await.unwrap();
 }
 
-over_brokers!(one_trace_from_the_gateway_to_the_durable_audit, a_failed_call_marks_its_span);
+/// Client middleware runs inside the call's span (the toolkit enters it only there), a
+/// publish's middleware inside the publish's, and a handler's synchronous part inside the
+/// handling's span.
+async fn middleware_and_handlers_run_inside_their_spans(url: String) {
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
+    let subscriber = tracing_subscriber::registry().with(micro::telemetry::otel::layer(provider.tracer("traces-test")));
+    let _default = scoped_subscriber(subscriber);
+    let name = unique("traced.greeter");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let in_handler = seen.clone();
+    // A handler with a synchronous part: it runs as the handler is called.
+    let svc = Service::builder(&name)
+        .transport(&url)
+        .handle("Say.Hello", move |Req(h): Req<Hello>| {
+            let current = tracing::Span::current().metadata().map_or("none", |m| m.name()).to_string();
+            in_handler.lock().unwrap().push(format!("handler {current}"));
+            async move { Ok::<_, Status>(Greeting { msg: format!("Hello {}", h.name), node: "a".into() }) }
+        })
+        .start()
+        .await
+        .unwrap();
+    let log = seen.clone();
+    let client = Client::builder()
+        .transport(&url)
+        .wrap(micro::middleware::client_fn(move |out, next| {
+            let current = tracing::Span::current().metadata().map_or("none", |m| m.name()).to_string();
+            log.lock().unwrap().push(current);
+            async move { next.run(out).await }
+        }))
+        .connect()
+        .await
+        .unwrap();
+    let _: Greeting = client.call(&name, "Say.Hello", &Hello { name: "x".into() }).await.unwrap();
+    client.broker().publish(&unique("traced.topic"), &json!({"x": 1})).await.unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["rpc.client", "handler rpc.server", "event.publish"],
+        "the current span in client middleware and in the handler"
+    );
+    let spans = exporter.get_finished_spans().unwrap();
+    let call = kind_of(&spans, &format!("{name}/Say.Hello"), SpanKind::Client);
+    let handled = kind_of(&spans, &format!("{name}/Say.Hello"), SpanKind::Server);
+    assert_child(handled, call);
+    svc.stop().await.unwrap();
+}
+
+over_brokers!(
+    one_trace_from_the_gateway_to_the_durable_audit,
+    a_failed_call_marks_its_span,
+    middleware_and_handlers_run_inside_their_spans
+);

@@ -439,7 +439,8 @@ impl Broker {
                 Ok(Answer::Published)
             })
         });
-        self.layers.run(out, send).instrument(span.clone()).await?;
+        // Built inside the instrumented future: the first layer runs as it is built.
+        async { self.layers.run(out, send).await }.instrument(span.clone()).await?;
         Ok(())
     }
 

@@ -454,7 +454,9 @@ impl Client {
                 client.deliver(service, endpoint, out.message, opts, deadline, &span).await.map(Answer::Reply)
             })
         });
-        match layers.run(out, send).instrument(span.clone()).await? {
+        // Built inside the instrumented future: the first layer runs as it is built, and it
+        // must see the call's span as current too.
+        match async { layers.run(out, send).await }.instrument(span.clone()).await? {
             Answer::Reply(reply) => Ok(reply),
             Answer::Published => Err(Error::config("a client middleware answered a call as a publish")),
         }

@@ -173,7 +173,10 @@ impl Server {
             Err(refused) => Err(refused),
             Ok(()) => {
                 let req = Request { ctx: ctx.clone(), body, codec, state: self.state.clone() };
-                let run = AssertUnwindSafe(route.dispatch.call(req)).catch_unwind();
+                // Built inside the future: extractors and a handler's synchronous part run as the
+                // handler is called, and they too must run inside the span and the context, with
+                // their panics caught.
+                let run = AssertUnwindSafe(async { route.dispatch.call(req).await }).catch_unwind();
                 CallContext::scope_shared(ctx, run).instrument(span.clone()).await.unwrap_or_else(|panic| {
                     let _in = span.enter();
                     self.record_panic(&route.name, &panic);
