@@ -41,15 +41,21 @@ fn kind_of<'a>(spans: &'a [SpanData], name: &str, kind: SpanKind) -> &'a SpanDat
     found[0]
 }
 
+/// Records this thread's spans through the toolkit's OTel layer into an in-memory exporter,
+/// until the guard is dropped.
+fn recording() -> (InMemorySpanExporter, tracing::subscriber::DefaultGuard) {
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
+    let subscriber = tracing_subscriber::registry().with(micro::telemetry::otel::layer(provider.tracer("traces-test")));
+    (exporter, scoped_subscriber(subscriber))
+}
+
 fn assert_child(child: &SpanData, parent: &SpanData) {
     assert_eq!(child.parent_span_id, parent.span_context.span_id(), "{:?} is a child of {:?}", child.name, parent.name);
 }
 
 async fn one_trace_from_the_gateway_to_the_durable_audit(url: String) {
-    let exporter = InMemorySpanExporter::default();
-    let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
-    let subscriber = tracing_subscriber::registry().with(micro::telemetry::otel::layer(provider.tracer("traces-test")));
-    let _default = scoped_subscriber(subscriber);
+    let (exporter, _default) = recording();
 
     let (api, srv, audit) = (unique("traced.api"), unique("traced.srv"), unique("traced.audit"));
     let topic = format!("{}.done", unique("traced"));
@@ -165,10 +171,7 @@ async fn one_trace_from_the_gateway_to_the_durable_audit(url: String) {
 
 /// A failing call is an error on the client span, with the toolkit's code.
 async fn a_failed_call_marks_its_span(url: String) {
-    let exporter = InMemorySpanExporter::default();
-    let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
-    let subscriber = tracing_subscriber::registry().with(micro::telemetry::otel::layer(provider.tracer("traces-test")));
-    let _default = scoped_subscriber(subscriber);
+    let (exporter, _default) = recording();
     let name = unique("traced.greeter");
     let svc = greeter(&url, &name, "a").start().await.unwrap();
     let client = Client::connect(&url).await.unwrap();
@@ -185,10 +188,7 @@ async fn a_failed_call_marks_its_span(url: String) {
 /// publish's middleware inside the publish's, and a handler's synchronous part inside the
 /// handling's span.
 async fn middleware_and_handlers_run_inside_their_spans(url: String) {
-    let exporter = InMemorySpanExporter::default();
-    let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
-    let subscriber = tracing_subscriber::registry().with(micro::telemetry::otel::layer(provider.tracer("traces-test")));
-    let _default = scoped_subscriber(subscriber);
+    let (exporter, _default) = recording();
     let name = unique("traced.greeter");
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let in_handler = seen.clone();

@@ -27,17 +27,19 @@ use crate::context::CallContext;
 use crate::endpoint::EndpointName;
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::{headers, Deadline, Headers, Message, Metadata};
-use crate::middleware::{Answer, ClientLayers, ClientMiddleware, Outgoing, SendFn, Target as Route};
-use crate::registry::{Registry, RegistryOptions};
-use crate::selector::{Filter, Selector, SelectorActor, Strategy};
+use crate::middleware::{Answer, ClientLayers, Outgoing, SendFn, Target as Route};
+use crate::registry::Registry;
+use crate::selector::{Filter, Selector};
 use crate::status::{Code, Status};
 use crate::subject;
 use crate::telemetry::{self, spans};
-use crate::transport::{self, Transport};
+use crate::transport::Transport;
 use tracing::{Instrument, Span};
 
+mod builder;
 mod options;
 
+pub use builder::ClientBuilder;
 pub use options::{CallOptions, RetryPolicy};
 
 /// The id client-side errors carry.
@@ -93,142 +95,6 @@ impl std::fmt::Debug for Client {
             .field("name", &self.inner.config.name)
             .field("transport", &self.inner.transport.name())
             .finish()
-    }
-}
-
-/// Builds a standalone [`Client`] (a service has one already: `ServiceHandle::client`).
-///
-/// ```no_run
-/// # #[actix::main] async fn main() -> micro::Result<()> {
-/// use std::time::Duration;
-/// use micro::{Client, RetryPolicy, selector::Strategy};
-/// let client = Client::builder()
-///     .transport("nats://127.0.0.1:4222")
-///     .timeout(Duration::from_secs(2))
-///     .retry(RetryPolicy::default().max_retries(3))
-///     .strategy(Strategy::RoundRobin)
-///     .connect()
-///     .await?;
-/// # Ok(()) }
-/// ```
-#[derive(Debug, Default)]
-pub struct ClientBuilder {
-    url: Option<String>,
-    connect_options: transport::ConnectOptions,
-    config: ClientConfig,
-    strategy: Strategy,
-    registry: RegistryOptions,
-}
-
-impl ClientBuilder {
-    /// Transport URL (default: `MICRO_TRANSPORT`, else `memory://`).
-    pub fn transport(mut self, url: impl Into<String>) -> Self {
-        self.url = Some(url.into());
-        self
-    }
-
-    /// TLS and login settings for the broker, before those of the URL and the environment: see
-    /// [`ConnectOptions`](transport::ConnectOptions).
-    ///
-    /// ```no_run
-    /// # #[actix::main] async fn main() -> micro::Result<()> {
-    /// use micro::transport::ConnectOptions;
-    /// let client = micro::Client::builder()
-    ///     .transport("amqps://rabbit.internal:5671/%2f")
-    ///     .connect_options(ConnectOptions::new().tls_ca("/etc/micro/ca.pem").user_password("micro", "s3cret"))
-    ///     .connect()
-    ///     .await?;
-    /// # Ok(()) }
-    /// ```
-    pub fn connect_options(mut self, options: transport::ConnectOptions) -> Self {
-        self.connect_options = options;
-        self
-    }
-
-    /// The name sent as caller (default `go.micro.client`).
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.config.name = name.into();
-        self
-    }
-
-    /// Default call timeout (default 5 s).
-    pub fn timeout(mut self, t: Duration) -> Self {
-        self.config.timeout = t;
-        self
-    }
-
-    /// Default retry policy (default: 2 retries).
-    pub fn retry(mut self, r: RetryPolicy) -> Self {
-        self.config.retry = r;
-        self
-    }
-
-    /// Default request encoding (default MessagePack).
-    pub fn codec(mut self, c: Codec) -> Self {
-        self.config.codec = c;
-        self
-    }
-
-    /// Node selection strategy (default random).
-    pub fn strategy(mut self, s: Strategy) -> Self {
-        self.strategy = s;
-        self
-    }
-
-    /// A filter every call applies (version, labels).
-    pub fn filter(mut self, f: Filter) -> Self {
-        self.config.filter = f;
-        self
-    }
-
-    /// Registry timings.
-    pub fn registry_options(mut self, o: RegistryOptions) -> Self {
-        self.registry = o;
-        self
-    }
-
-    /// Wraps every call and publish in a [`ClientMiddleware`]; the first added is the
-    /// outermost. See [`middleware`](crate::middleware).
-    pub fn wrap(mut self, layer: impl ClientMiddleware) -> Self {
-        self.config.layers.push(Arc::new(layer));
-        self
-    }
-
-    /// Every call carries this process's token (feature `auth`): `Authorization: Bearer
-    /// <token>` from `auth`'s credentials, renewed before it expires, except on a call that
-    /// has its own ([`CallOptions::token`]) and on the auth service's `Auth.*` endpoints.
-    /// Publishes carry none. The same as wrapping [`AuthClient::client_layer`], at less cost
-    /// per call. An `auth` without credentials adds nothing.
-    ///
-    /// ```no_run
-    /// # use micro::prelude::*;
-    /// use micro::auth::{AuthClient, Credentials};
-    /// # #[actix::main] async fn main() -> micro::Result<()> {
-    /// let plain = Client::connect("nats://127.0.0.1:4222").await?;
-    /// let me = AuthClient::builder()
-    ///     .credentials(Credentials::new("reporting", std::env::var("REPORTING_SECRET").unwrap()))
-    ///     .connect(&plain)
-    ///     .await?;
-    /// let client = Client::builder().transport("nats://127.0.0.1:4222").auth(me).connect().await?;
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// [`AuthClient::client_layer`]: crate::auth::AuthClient::client_layer
-    #[cfg(feature = "auth")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "auth")))]
-    pub fn auth(mut self, auth: crate::auth::AuthClient) -> Self {
-        self.config.auth = auth.has_credentials().then_some(auth);
-        self
-    }
-
-    /// Connects the transport, starts a registry and selector, and returns the client.
-    pub async fn connect(self) -> Result<Client> {
-        let url = transport::resolve_url(self.url.as_deref());
-        let transport = transport::connect_with(&url, &self.connect_options).await?;
-        let registry = Registry::start(transport.clone(), self.registry).await?;
-        let selector = Selector::new(self.strategy);
-        SelectorActor::start(selector.clone(), &registry).await?;
-        Ok(Client::from_parts(transport, registry, selector, self.config))
     }
 }
 
@@ -442,7 +308,7 @@ impl Client {
         if layers.is_empty() {
             return self.deliver(service, endpoint, message, opts, deadline, span).await;
         }
-        let client = self.clone();
+        let (client, call_span) = (self.clone(), span.clone());
         let out =
             Outgoing { target: Route::Call { service: service.to_string(), endpoint: endpoint.to_string() }, message };
         let send: SendFn = Box::new(move |out: Outgoing| {
@@ -450,8 +316,7 @@ impl Client {
                 let Route::Call { service, endpoint } = &out.target else {
                     return Err(Error::config("a client middleware turned a call into a publish"));
                 };
-                let span = Span::current();
-                client.deliver(service, endpoint, out.message, opts, deadline, &span).await.map(Answer::Reply)
+                client.deliver(service, endpoint, out.message, opts, deadline, &call_span).await.map(Answer::Reply)
             })
         });
         // Built inside the instrumented future: the first layer runs as it is built, and it
