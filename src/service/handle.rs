@@ -171,7 +171,23 @@ impl ServiceHandle {
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+///
+/// The wait runs as a task of its own: the future that awaits this one is often the one
+/// `#[micro::main]` blocks on, which is polled again on every wake-up of any task (every
+/// request), and a join handle is far cheaper to poll than the two signal listeners.
 pub(crate) async fn shutdown_signal() -> Result<()> {
+    /// Stops listening when the caller stops waiting (the service stopped another way).
+    struct AbortOnDrop(tokio::task::JoinHandle<Result<()>>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let mut waiting = AbortOnDrop(tokio::spawn(wait_for_signal()));
+    (&mut waiting.0).await.unwrap_or_else(|e| Err(Error::config(format!("the signal listener failed: {e}"))))
+}
+
+async fn wait_for_signal() -> Result<()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
