@@ -1,7 +1,8 @@
 //! The sidecar's overhead: a Rust client calling a Python app's `Say.Hello` through
-//! `micro sidecar` (client → NATS → sidecar process → HTTP → app) against the same client
-//! calling the same app directly over HTTP, in the same run. Reports the added p50/p99 at c=1
-//! and c=16, the sidecar process's CPU time per call and its resident memory.
+//! the sidecar (client → NATS → sidecar process → HTTP → app) against the same client calling
+//! the same app directly over HTTP, in the same run. Reports the added p50/p99 at c=1 and c=16,
+//! the sidecar process's CPU time per call and its resident memory. The sidecar is the
+//! `micro-sidecar` binary; `BENCH_SIDECAR=micro` runs the whole CLI's `micro sidecar` instead.
 //!
 //! `cargo bench --features cli --bench sidecar`. How the benches measure: `benches/README.md`.
 
@@ -100,11 +101,23 @@ async fn main() -> Result<(), BoxError> {
         line.trim().strip_prefix("LISTENING ").and_then(|p| p.parse().ok()).ok_or("the app did not start")?;
     let app_url = format!("http://127.0.0.1:{port}");
 
-    // The sidecar: the `micro` binary, its own process.
+    // The sidecar, its own process: the `micro-sidecar` binary (what is deployed next to an
+    // app), or with `BENCH_SIDECAR=micro` the whole CLI's `micro sidecar`.
     let service = micro::test_util::unique("bench-py");
     let sidecar_port = free_port()?;
-    let sidecar = Command::new(env!("CARGO_BIN_EXE_micro"))
-        .args(["--transport", &url, "sidecar", "--name", &service, "--app", &app_url, "--endpoint", ENDPOINT])
+    let whole_cli = std::env::var("BENCH_SIDECAR").is_ok_and(|b| b == "micro");
+    let (binary, command) = if whole_cli {
+        (env!("CARGO_BIN_EXE_micro"), "micro sidecar")
+    } else {
+        (env!("CARGO_BIN_EXE_micro-sidecar"), "micro-sidecar")
+    };
+    let mut sidecar = Command::new(binary);
+    sidecar.args(["--transport", &url]);
+    if whole_cli {
+        sidecar.arg("sidecar");
+    }
+    let sidecar = sidecar
+        .args(["--name", &service, "--app", &app_url, "--endpoint", ENDPOINT])
         .args(["--address", &format!("127.0.0.1:{sidecar_port}")])
         .env("MICRO_LOG", "warn")
         .spawn()?;
@@ -138,8 +151,8 @@ async fn main() -> Result<(), BoxError> {
         println!("sidecar: smoke run (not started by `cargo bench`): short phases, figures not meaningful");
     }
     println!(
-        "sidecar: {url}; Python app {app_url}; sidecar pid {sidecar_pid}; {} round(s) x {:.1} s per phase, \
-         warm-up {:.1} s per side and concurrency",
+        "sidecar: {url}; Python app {app_url}; sidecar `{command}`, pid {sidecar_pid}; {} round(s) x {:.1} s \
+         per phase, warm-up {:.1} s per side and concurrency",
         cfg.rounds,
         cfg.secs.as_secs_f64(),
         cfg.warmup.as_secs_f64()

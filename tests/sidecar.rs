@@ -17,6 +17,7 @@ over_brokers!(
     the_app_gets_events_over_the_websocket_and_durably,
     a_failing_health_check_takes_the_app_out_of_the_registry,
     the_cli_lists_calls_and_publishes_through_the_sidecar,
+    the_micro_sidecar_binary_serves_the_app_and_deregisters_on_sigterm,
 );
 
 const APP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sidecar_app.py");
@@ -296,4 +297,47 @@ async fn the_cli_lists_calls_and_publishes_through_the_sidecar(url: String) {
 
     micro_through(&sidecar, &["health", &name]).await.code(1);
     sidecar.stop().await.unwrap();
+}
+
+/// The `micro-sidecar` binary: the same flags as `micro sidecar`, the app served over the
+/// broker until SIGTERM, which deregisters it and exits 0.
+async fn the_micro_sidecar_binary_serves_the_app_and_deregisters_on_sigterm(url: String) {
+    let app = PyApp::start();
+    let name = unique("py-bin");
+    let mut sidecar = Command::new(env!("CARGO_BIN_EXE_micro-sidecar"))
+        .args(["--transport", &url, "--name", &name, "--app", &app.url(), "--endpoint", "Say.Hello"])
+        .args(["--address", "127.0.0.1:0", "--health", "/health", "--health-interval", "200ms"])
+        .env("MICRO_LOG", "warn")
+        .spawn()
+        .expect("micro-sidecar runs");
+    let client = Client::builder().name("tester").transport(&url).connect().await.unwrap();
+    wait_for("the app registered by micro-sidecar", WAIT, || async { registered(&client, &name).await.then_some(()) })
+        .await;
+    let reply: Value = client.call(&name, "Say.Hello", &json!({"name": "bin"})).await.unwrap();
+    assert_eq!(reply["msg"], "Hello bin");
+    let e = client.call::<_, Value, _>(&name, "Say.Hello", &json!({"name": ""})).await.unwrap_err();
+    assert_eq!(e.status().map(|s| (s.code().as_u16(), s.detail().to_string())), Some((400, "name is required".into())));
+
+    let term = Command::new("kill").args(["-TERM", &sidecar.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    let status = tokio::task::spawn_blocking(move || sidecar.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "micro-sidecar exited with {status}");
+    wait_for("deregistration by the stopped micro-sidecar", WAIT, || async {
+        (!registered(&client, &name).await).then_some(())
+    })
+    .await;
+}
+
+/// `micro-sidecar` refuses an address other machines can reach without `--token`, before it
+/// connects anywhere.
+#[test]
+fn the_micro_sidecar_binary_refuses_an_open_address_without_a_token() {
+    let out = assert_cmd::Command::new(env!("CARGO_BIN_EXE_micro-sidecar"))
+        .args(["--transport", "nats://127.0.0.1:1", "--name", "py", "--app", "http://127.0.0.1:9"])
+        .args(["--address", "0.0.0.0:0"])
+        .timeout(Duration::from_secs(30))
+        .assert()
+        .code(1);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(stderr.contains("--token"), "{stderr}");
 }

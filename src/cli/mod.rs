@@ -60,7 +60,7 @@ pub use nodes::NodesArgs;
 pub use output::OutputFormat;
 pub use proxy::PROXY_TOKEN_ENV;
 pub use registry::{ServiceArgs, WatchArgs};
-pub use sidecar::SidecarArgs;
+pub use sidecar::{main as sidecar_main, SidecarArgs, SidecarCli};
 pub use subscriptions::{GroupsArgs, GroupsCommand};
 pub use web::WebArgs;
 
@@ -319,7 +319,11 @@ pub fn main() -> ExitCode {
             | Command::Auth(AuthArgs { command: AuthCommand::Serve(_), .. })
     );
     let _telemetry = crate::telemetry::init_with_default(if server { "info,lapin=off" } else { "warn,lapin=off" });
-    let result = actix_rt::System::new().block_on(run(cli));
+    // The command runs as a task: the future `block_on` drives is polled again on every wake-up
+    // of any task (a server's every request), so it holds nothing but the wait for this one.
+    let result = actix_rt::System::new().block_on(async move {
+        actix_rt::spawn(run(cli)).await.unwrap_or_else(|e| Err(CliError(format!("the command stopped: {e}")).into()))
+    });
     match result {
         Ok(code) => code,
         // The reader went away (`micro services | head -1`): nothing left to say to anyone.

@@ -4,9 +4,10 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, Parser};
 
-use super::{parse_duration, CliError};
+use super::link::{self, LinkArgs};
+use super::{parse_duration, CliError, DEFAULT_CLI_TRANSPORT, EXIT_FAILURE};
 use crate::sidecar::{Sidecar, SidecarConfig};
 
 /// `micro sidecar` options; every flag also reads a `MICRO_SIDECAR_*` variable.
@@ -100,6 +101,63 @@ fn parse_durable(s: &str) -> Result<(String, String), String> {
         return Err(format!("{s:?}: use TOPIC=/path, e.g. order.>=/events/order"));
     }
     Ok((topic.to_string(), path.to_string()))
+}
+
+/// The `micro-sidecar` command line: `micro sidecar`'s flags, the broker's and nothing else.
+///
+/// ```
+/// use clap::Parser;
+/// use micro::cli::SidecarCli;
+/// let cli = SidecarCli::parse_from(["micro-sidecar", "--name", "go.micro.srv.py", "--app", "http://127.0.0.1:5000"]);
+/// let config = cli.sidecar.config("nats://127.0.0.1:4222");
+/// assert_eq!((cli.sidecar.name.as_str(), cli.transport), ("go.micro.srv.py", None));
+/// # let _ = config;
+/// ```
+#[derive(Debug, Parser)]
+#[command(
+    name = "micro-sidecar",
+    version,
+    about = "The toolkit over HTTP for an app in any language (`micro sidecar` as a binary of its own)",
+    long_about = "The toolkit over HTTP for an app in any language: `micro sidecar` as a binary of its own, \
+                  without the rest of the CLI, to deploy next to each app."
+)]
+pub struct SidecarCli {
+    /// Transport URL: nats://host:port or amqp://user:pass@host:port/vhost [env: MICRO_TRANSPORT]
+    /// [default: nats://127.0.0.1:4222].
+    #[arg(long, value_name = "URL")]
+    pub transport: Option<String>,
+    /// TLS and login files for the broker.
+    #[command(flatten)]
+    pub link: LinkArgs,
+    /// The sidecar's own flags.
+    #[command(flatten)]
+    pub sidecar: SidecarArgs,
+}
+
+/// `micro-sidecar`'s `main`: parses [`SidecarCli`], logs as `micro sidecar` does, serves until
+/// SIGINT or SIGTERM. The binary links only the sidecar's part of the toolkit, so it is a
+/// fraction of `micro`'s size and memory.
+pub fn main() -> ExitCode {
+    let cli = SidecarCli::parse();
+    let _telemetry = crate::telemetry::init_with_default("info,lapin=off");
+    let env = std::env::var(crate::transport::TRANSPORT_ENV).ok();
+    let url = cli.transport.as_deref().or(env.as_deref()).filter(|u| !u.is_empty()).unwrap_or(DEFAULT_CLI_TRANSPORT);
+    let url = link::with_query(url, &cli.link.query());
+    // The work runs as a task: the future `block_on` drives is polled again on every wake-up of
+    // any task, so it holds nothing but the wait for this one.
+    let result = actix_rt::System::new()
+        .block_on(async move { actix_rt::spawn(async move { run(&url, cli.sidecar).await }).await });
+    match result {
+        Ok(Ok(code)) => code,
+        Ok(Err(e)) => {
+            super::output::print_error(&*e);
+            ExitCode::from(EXIT_FAILURE)
+        }
+        Err(e) => {
+            eprintln!("error: the sidecar stopped: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
 }
 
 pub(super) async fn run(transport: &str, args: SidecarArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
