@@ -317,6 +317,16 @@ async fn the_micro_sidecar_binary_serves_the_app_and_deregisters_on_sigterm(url:
     assert_eq!(reply["msg"], "Hello bin");
     let e = client.call::<_, Value, _>(&name, "Say.Hello", &json!({"name": ""})).await.unwrap_err();
     assert_eq!(e.status().map(|s| (s.code().as_u16(), s.detail().to_string())), Some((400, "name is required".into())));
+    // A JSON caller's body reaches the app as it is, and the app's JSON comes back as it is.
+    let body = bytes::Bytes::from_static(br#"{"name": "json"}"#);
+    let reply = client.call_raw(&name, "Say.Hello", body, Codec::Json, CallOptions::default()).await.unwrap();
+    assert_eq!(serde_json::from_slice::<Value>(&reply.body).unwrap()["msg"], "Hello json");
+    // A body that is not JSON is the caller's 400, and the app never sees it.
+    let body = bytes::Bytes::from_static(b"{\"name\": ");
+    let e = client.call_raw(&name, "Say.Hello", body, Codec::Json, CallOptions::default()).await.unwrap_err();
+    let status = e.status().expect("a remote status");
+    assert_eq!(status.code().as_u16(), 400, "{status:?}");
+    assert!(status.detail().starts_with("cannot decode Say.Hello request"), "{status:?}");
 
     let term = Command::new("kill").args(["-TERM", &sidecar.id().to_string()]).status().unwrap();
     assert!(term.success());

@@ -41,6 +41,7 @@ use crate::gateway::Gateway;
 mod app;
 mod config;
 mod http;
+mod json;
 mod register;
 
 pub use config::SidecarConfig;

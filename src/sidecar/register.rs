@@ -3,15 +3,14 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::app::AppClient;
+use super::json::{from_json, AppRequest, Encoded};
 use super::SidecarConfig;
 use crate::broker::SubscribeOptions;
 use crate::context::CallContext;
 use crate::error::Result;
-use crate::server::Req;
 use crate::service::{Service, ServiceBuilder, ServiceHandle};
 use crate::status::{Code, Status};
 
@@ -101,16 +100,20 @@ async fn start(config: &SidecarConfig, app: &AppClient) -> Result<ServiceHandle>
     builder.start().await
 }
 
-/// `Handler.Method` served by `POST {app}/Handler.Method`.
+/// `Handler.Method` served by `POST {app}/Handler.Method`. The bodies cross between the
+/// caller's codec and the app's JSON without a value tree (`json`).
 fn forward_endpoint(builder: ServiceBuilder, endpoint: String, app: AppClient) -> ServiceBuilder {
-    builder.handle(endpoint, move |Req(body): Req<serde_json::Value>, ctx: CallContext| {
+    builder.handle(endpoint, move |req: AppRequest, ctx: CallContext| {
         let app = app.clone();
         async move {
-            let answer = app.call(ctx.endpoint(), &ctx, json(&body)).await?;
-            serde_json::from_slice::<serde_json::Value>(&answer).map_err(|e| {
+            let answer = match app.call(ctx.endpoint(), &ctx, req.json).await {
+                Ok(answer) => answer,
+                Err(status) => return Encoded(Err(status)),
+            };
+            Encoded(from_json(&answer, req.codec).map_err(|e| {
                 Status::new(Code::BAD_GATEWAY, format!("{}: the app's answer is not JSON: {e}", ctx.endpoint()))
                     .with_id(ctx.service())
-            })
+            }))
         }
     })
 }
@@ -124,12 +127,8 @@ fn deliver_events(
     path: String,
     app: AppClient,
 ) -> ServiceBuilder {
-    builder.subscribe_with(topic, options, move |Req(body): Req<serde_json::Value>, ctx: CallContext| {
+    builder.subscribe_with(topic, options, move |req: AppRequest, ctx: CallContext| {
         let (app, path) = (app.clone(), path.clone());
-        async move { app.deliver(&path, &ctx, json(&body)).await }
+        async move { app.deliver(&path, &ctx, req.json).await }
     })
-}
-
-fn json(value: &serde_json::Value) -> Bytes {
-    Bytes::from(serde_json::to_vec(value).unwrap_or_default())
 }
