@@ -20,7 +20,7 @@
 use std::time::Duration;
 
 use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
-use actix_web::http::StatusCode;
+use actix_web::http::{StatusCode, Uri};
 use bytes::Bytes;
 
 use crate::context::CallContext;
@@ -75,15 +75,28 @@ impl AppClient {
         AppClient { base: base.into(), service: service.into(), http, timeout }
     }
 
-    /// Forwards a request for `endpoint`: the app's 2xx JSON answer is the reply, another
-    /// status is the error with that code and the app's body as detail, no answer a 503.
-    pub(crate) async fn call(&self, endpoint: &str, ctx: &CallContext, body: Bytes) -> Result<Bytes, Status> {
+    /// The app's URL for `path` (`/Say.Hello`), parsed once where it is used for every call.
+    pub(crate) fn uri(&self, path: &str) -> Result<Uri> {
+        let url = format!("{}{path}", self.base);
+        url.parse().map_err(|e| Error::config(format!("{url} is not a URL: {e}")))
+    }
+
+    /// Forwards a request for `endpoint` to `uri` (its [`uri`](Self::uri)): the app's 2xx JSON
+    /// answer is the reply, another status is the error with that code and the app's body as
+    /// detail, no answer a 503.
+    pub(crate) async fn call(
+        &self,
+        endpoint: &str,
+        uri: &Uri,
+        ctx: &CallContext,
+        body: Bytes,
+    ) -> Result<Bytes, Status> {
         let timeout = ctx.remaining().map_or(self.timeout, |r| r.min(self.timeout));
         if timeout.is_zero() {
             let late = Status::timeout(format!("{endpoint}: the deadline passed before the app was asked"));
             return Err(late.with_id(&*self.service));
         }
-        let mut req = self.http.post(format!("{}/{endpoint}", self.base)).timeout(timeout);
+        let mut req = self.http.post(uri).timeout(timeout);
         req = req.insert_header((CONTENT_TYPE, "application/json"));
         req = req.insert_header(("micro-service", &*self.service)).insert_header(("micro-endpoint", endpoint));
         if let Some(deadline) = ctx.deadline() {
@@ -103,8 +116,8 @@ impl AppClient {
 
     /// Delivers an event to `POST {app}{path}`: `Ok` on a 2xx, else the status whose code
     /// decides between retry and dead letter.
-    pub(crate) async fn deliver(&self, path: &str, ctx: &CallContext, body: Bytes) -> Result<(), Status> {
-        let mut req = self.http.post(format!("{}{path}", self.base));
+    pub(crate) async fn deliver(&self, path: &str, uri: &Uri, ctx: &CallContext, body: Bytes) -> Result<(), Status> {
+        let mut req = self.http.post(uri);
         req = req.insert_header((CONTENT_TYPE, "application/json")).insert_header(("micro-topic", ctx.endpoint()));
         if let Some(event) = ctx.event() {
             req = req.insert_header(("micro-timestamp", event.timestamp.to_string()));
@@ -151,6 +164,9 @@ impl AppClient {
     }
 
     async fn send(&self, req: awc::ClientRequest, body: Bytes, what: &str) -> Result<(StatusCode, Bytes), Status> {
+        // No `Accept-Encoding: identity` (awc's default without its compression features): an
+        // answer is never compressed unless asked for, and every header costs the app a parse.
+        let req = req.no_decompress();
         let mut rsp =
             req.send_body(body).await.map_err(|e| unreachable(&self.base, what, &e).with_id(&*self.service))?;
         let answer = rsp.body().limit(MAX_ANSWER).await.map_err(|e| {

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use actix_web::http::Uri;
 use tokio::sync::watch;
 
 use super::app::AppClient;
@@ -86,7 +87,8 @@ async fn start(config: &SidecarConfig, app: &AppClient) -> Result<ServiceHandle>
         builder = builder.metadata(k, v);
     }
     for endpoint in endpoints {
-        builder = forward_endpoint(builder, endpoint, app.clone());
+        let uri = app.uri(&format!("/{endpoint}"))?;
+        builder = forward_endpoint(builder, endpoint, uri, app.clone());
     }
     for (topic, path) in &config.durable {
         let (min, max) = config.durable_backoff;
@@ -95,18 +97,19 @@ async fn start(config: &SidecarConfig, app: &AppClient) -> Result<ServiceHandle>
         if let Some(d) = config.durable_expire {
             options = options.expire_after(d);
         }
-        builder = deliver_events(builder, topic, options, path.clone(), app.clone());
+        let uri = app.uri(path)?;
+        builder = deliver_events(builder, topic, options, path.clone(), uri, app.clone());
     }
     builder.start().await
 }
 
 /// `Handler.Method` served by `POST {app}/Handler.Method`. The bodies cross between the
 /// caller's codec and the app's JSON without a value tree (`json`).
-fn forward_endpoint(builder: ServiceBuilder, endpoint: String, app: AppClient) -> ServiceBuilder {
+fn forward_endpoint(builder: ServiceBuilder, endpoint: String, uri: Uri, app: AppClient) -> ServiceBuilder {
     builder.handle(endpoint, move |req: AppRequest, ctx: CallContext| {
-        let app = app.clone();
+        let (app, uri) = (app.clone(), uri.clone());
         async move {
-            let answer = match app.call(ctx.endpoint(), &ctx, req.json).await {
+            let answer = match app.call(ctx.endpoint(), &uri, &ctx, req.json).await {
                 Ok(answer) => answer,
                 Err(status) => return Encoded(Err(status)),
             };
@@ -125,10 +128,11 @@ fn deliver_events(
     topic: &str,
     options: SubscribeOptions,
     path: String,
+    uri: Uri,
     app: AppClient,
 ) -> ServiceBuilder {
     builder.subscribe_with(topic, options, move |req: AppRequest, ctx: CallContext| {
-        let (app, path) = (app.clone(), path.clone());
-        async move { app.deliver(&path, &ctx, req.json).await }
+        let (app, path, uri) = (app.clone(), path.clone(), uri.clone());
+        async move { app.deliver(&path, &uri, &ctx, req.json).await }
     })
 }
