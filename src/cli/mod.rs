@@ -319,12 +319,7 @@ pub fn main() -> ExitCode {
             | Command::Auth(AuthArgs { command: AuthCommand::Serve(_), .. })
     );
     let _telemetry = crate::telemetry::init_with_default(if server { "info,lapin=off" } else { "warn,lapin=off" });
-    // The command runs as a task: the future `block_on` drives is polled again on every wake-up
-    // of any task (a server's every request), so it holds nothing but the wait for this one.
-    let result = actix_rt::System::new().block_on(async move {
-        actix_rt::spawn(run(cli)).await.unwrap_or_else(|e| Err(CliError(format!("the command stopped: {e}")).into()))
-    });
-    match result {
+    match run_as_task(run(cli)) {
         Ok(code) => code,
         // The reader went away (`micro services | head -1`): nothing left to say to anyone.
         Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(output::is_broken_pipe) => ExitCode::SUCCESS,
@@ -335,13 +330,30 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Runs `command` in a new actix system, as a task: the future `block_on` drives is polled again
+/// on every wake-up of any task (a server's every request), so it holds nothing but the wait for
+/// this one.
+fn run_as_task(
+    command: impl std::future::Future<Output = Result<ExitCode, Box<dyn std::error::Error>>> + 'static,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    actix_rt::System::new().block_on(async move {
+        actix_rt::spawn(command).await.unwrap_or_else(|e| Err(CliError(format!("the command stopped: {e}")).into()))
+    })
+}
+
+/// The broker URL: `flag`, else `MICRO_TRANSPORT`, else [`DEFAULT_CLI_TRANSPORT`], with the
+/// TLS and login flags' `query` added.
+fn transport_url(flag: Option<&str>, query: &str) -> String {
+    let env = std::env::var(crate::transport::TRANSPORT_ENV).ok();
+    let url = flag.or(env.as_deref()).filter(|u| !u.is_empty()).unwrap_or(DEFAULT_CLI_TRANSPORT);
+    link::with_query(url, query)
+}
+
 /// Runs a parsed command.
 pub async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let out = output::Output::new(cli.output);
-    let env = std::env::var(crate::transport::TRANSPORT_ENV).ok();
-    let url = cli.transport.as_deref().or(env.as_deref()).filter(|u| !u.is_empty()).unwrap_or(DEFAULT_CLI_TRANSPORT);
     let link = cli.link.query();
-    let url = &link::with_query(url, &link);
+    let url = &transport_url(cli.transport.as_deref(), &link);
     let proxy_env = std::env::var("MICRO_PROXY_ADDRESS").ok();
     if let Some(proxy) = cli.proxy_address.as_deref().or(proxy_env.as_deref()).filter(|p| !p.is_empty()) {
         if !matches!(cli.command, Command::Completions(_)) {

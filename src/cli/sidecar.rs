@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser};
 
-use super::link::{self, LinkArgs};
-use super::{parse_duration, CliError, DEFAULT_CLI_TRANSPORT, EXIT_FAILURE};
+use super::link::LinkArgs;
+use super::{parse_duration, CliError, EXIT_FAILURE};
 use crate::sidecar::{Sidecar, SidecarConfig};
 
 /// `micro sidecar` options; every flag also reads a `MICRO_SIDECAR_*` variable.
@@ -140,21 +140,11 @@ pub struct SidecarCli {
 pub fn main() -> ExitCode {
     let cli = SidecarCli::parse();
     let _telemetry = crate::telemetry::init_with_default("info,lapin=off");
-    let env = std::env::var(crate::transport::TRANSPORT_ENV).ok();
-    let url = cli.transport.as_deref().or(env.as_deref()).filter(|u| !u.is_empty()).unwrap_or(DEFAULT_CLI_TRANSPORT);
-    let url = link::with_query(url, &cli.link.query());
-    // The work runs as a task: the future `block_on` drives is polled again on every wake-up of
-    // any task, so it holds nothing but the wait for this one.
-    let result = actix_rt::System::new()
-        .block_on(async move { actix_rt::spawn(async move { run(&url, cli.sidecar).await }).await });
-    match result {
-        Ok(Ok(code)) => code,
-        Ok(Err(e)) => {
-            super::output::print_error(&*e);
-            ExitCode::from(EXIT_FAILURE)
-        }
+    let url = super::transport_url(cli.transport.as_deref(), &cli.link.query());
+    match super::run_as_task(async move { run(&url, cli.sidecar).await }) {
+        Ok(code) => code,
         Err(e) => {
-            eprintln!("error: the sidecar stopped: {e}");
+            super::output::print_error(&*e);
             ExitCode::from(EXIT_FAILURE)
         }
     }
