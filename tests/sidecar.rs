@@ -16,6 +16,7 @@ over_brokers!(
     rust_and_python_call_each_other_through_the_sidecar,
     the_app_gets_events_over_the_websocket_and_durably,
     a_failing_health_check_takes_the_app_out_of_the_registry,
+    an_app_that_is_slow_too_big_or_hangs_up_gets_typed_errors,
     the_cli_lists_calls_and_publishes_through_the_sidecar,
     the_micro_sidecar_binary_serves_the_app_and_deregisters_on_sigterm,
 );
@@ -250,6 +251,74 @@ async fn a_failing_health_check_takes_the_app_out_of_the_registry(url: String) {
     let reply: Value = client.call(&name, "Say.Hello", &json!({"name": "again"})).await.unwrap();
     assert_eq!(reply["msg"], "Hello again");
     sidecar.stop().await.unwrap();
+}
+
+/// What can go wrong between the sidecar and its app, each a typed error to the caller; and
+/// connections the app closes behind the sidecar's back cost no call.
+async fn an_app_that_is_slow_too_big_or_hangs_up_gets_typed_errors(url: String) {
+    let app = PyApp::start();
+    let name = unique("py");
+    let mut config = config(&url, &name, &app).timeout(Duration::from_secs(1));
+    for endpoint in ["Say.Hello", "Say.Slow", "Say.Big", "Say.Close", "Say.Hangup"] {
+        config = config.endpoint(endpoint);
+    }
+    let sidecar = start(config, &app, None).await;
+    let client = Client::builder().name("tester").transport(&url).connect().await.unwrap();
+    let call = |endpoint: &'static str, body: Value| call_to(&client, name.clone(), endpoint, body);
+
+    // The app closes the connection after every other answer, without a `Connection: close`:
+    // the next request finds its pooled connection closed and goes out on a new one.
+    for i in 0..40 {
+        let (endpoint, body) =
+            if i % 2 == 0 { ("Say.Close", json!({})) } else { ("Say.Hello", json!({"name": "Ada"})) };
+        let reply = call(endpoint, body).await.unwrap_or_else(|e| panic!("call {i} to {endpoint}: {e}"));
+        assert!(reply == json!({"closed": true}) || reply["msg"] == "Hello Ada", "{reply}");
+    }
+    // The app drops its idle connections between calls (as servers with a keep-alive timeout
+    // do): the sidecar's pooled one is gone, the call is not.
+    for i in 0..10 {
+        let closed = app.control("/control/close-idle", json!({})).await;
+        assert!(closed["closed"].as_u64() >= Some(1), "round {i}: the sidecar kept no connection: {closed}");
+        let reply = call("Say.Hello", json!({"name": "Ada"})).await.unwrap_or_else(|e| panic!("round {i}: {e}"));
+        assert_eq!(reply["msg"], "Hello Ada");
+    }
+
+    // Too slow for the sidecar's 1 s: 408, and the next call is served.
+    let e = call("Say.Slow", json!({"secs": 3})).await.unwrap_err();
+    assert_eq!(e.status().map(|s| s.code()), Some(Code::TIMEOUT), "{e}");
+    assert_eq!(call("Say.Hello", json!({"name": "Ada"})).await.unwrap()["msg"], "Hello Ada");
+
+    // An answer over 4 MiB is not read: 502.
+    let e = call("Say.Big", json!({})).await.unwrap_err();
+    let status = e.status().expect("a remote status");
+    assert_eq!(status.code(), Code::BAD_GATEWAY, "{e}");
+    assert!(status.detail().contains("larger than 4 MiB"), "{e}");
+
+    // The app took the request and hung up: 502, not the 503 that callers retry (the app may
+    // have acted on it); the detail says why.
+    let e = call("Say.Hangup", json!({})).await.unwrap_err();
+    let status = e.status().expect("a remote status");
+    assert_eq!((status.code(), status.id()), (Code::BAD_GATEWAY, name.as_str()), "{e}");
+    assert!(status.detail().contains("Say.Hangup: the app at") && status.detail().contains("no answer"), "{e}");
+    assert_eq!(call("Say.Hello", json!({"name": "Ada"})).await.unwrap()["msg"], "Hello Ada");
+    sidecar.stop().await.unwrap();
+
+    // An app mounted below a base path: every app path goes under it.
+    let name = unique("py");
+    let prefixed = SidecarConfig::new(&name, format!("{}/prefix/", app.url()))
+        .transport(&url)
+        .address("127.0.0.1:0".parse().unwrap())
+        .endpoint("Say.Hello");
+    let sidecar = start(prefixed, &app, None).await;
+    let reply = call_to(&client, name, "Say.Hello", json!({"name": "Bo"})).await.unwrap();
+    assert_eq!(reply["msg"], "Hello Bo");
+    sidecar.stop().await.unwrap();
+}
+
+/// A call made once: a failure is the sidecar's answer, not hidden by the client's retries.
+async fn call_to(client: &Client, name: String, endpoint: &str, body: Value) -> micro::Result<Value> {
+    let opts = CallOptions::new().timeout(Duration::from_secs(10)).retry(RetryPolicy::none());
+    client.call_with(&name, endpoint, &body, opts).await
 }
 
 async fn micro_through(sidecar: &SidecarHandle, args: &[&str]) -> assert_cmd::assert::Assert {

@@ -2,7 +2,11 @@
 
 Serves Say.Hello, Say.Call (which calls another service through the sidecar's /rpc), a health
 check that the test switches, a durable event endpoint that fails on request, and a WebSocket
-consumer of /subscribe. /control/* lets the test steer it and read what it received.
+consumer of /subscribe. /control/* lets the test steer it and read what it received. Misbehaves
+on request: Say.Slow answers late, Say.Big too much, Say.Close closes the connection after its
+answer without saying so, Say.Hangup closes it without answering, /control/close-idle closes
+every other connection (a server dropping idle keep-alive connections). Every path also answers under
+/prefix (an app mounted below a base path).
 
 Usage: python3 sidecar_app.py  (prints "LISTENING <port>" once it serves on 127.0.0.1)
 """
@@ -13,12 +17,13 @@ import os
 import socket
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import quote, urlparse
 
-STATE = {"healthy": True, "sidecar": None, "token": None, "events": [], "failed": set()}
+STATE = {"healthy": True, "sidecar": None, "token": None, "events": [], "failed": set(), "conns": set()}
 LOCK = threading.Lock()
 
 
@@ -124,19 +129,49 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
+    def setup(self):
+        super().setup()
+        with LOCK:
+            STATE["conns"].add(self.connection)
+
+    def finish(self):
+        with LOCK:
+            STATE["conns"].discard(self.connection)
+        super().finish()
+
+    def close_others(self):
+        """Closes every other connection, as a server closing its idle keep-alive ones does."""
+        with LOCK:
+            others = [c for c in STATE["conns"] if c is not self.connection]
+        for c in others:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        return len(others)
+
     def reply(self, status, body):
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            # The sidecar gave up on this answer (too slow, too big): expected here.
+            self.close_connection = True
 
     def body(self):
         n = int(self.headers.get("Content-Length") or 0)
         return json.loads(self.rfile.read(n) or b"null")
 
+    def unprefix(self):
+        if self.path.startswith("/prefix/"):
+            self.path = self.path[len("/prefix"):]
+
     def do_GET(self):
+        self.unprefix()
         if self.path == "/.well-known/micro":
             self.reply(200, {"version": "1.0.0", "endpoints": ["Say.Hello", "Say.Call"], "metadata": {"lang": "python"}})
         elif self.path == "/health":
@@ -148,8 +183,23 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(404, {"detail": "no such path " + self.path})
 
     def do_POST(self):
+        self.unprefix()
         body = self.body()
         h = self.headers
+        if self.path == "/Say.Slow":
+            time.sleep((body or {}).get("secs", 2))
+            return self.reply(200, {"slept": True})
+        if self.path == "/Say.Big":
+            return self.reply(200, "x" * (5 * 1024 * 1024))
+        if self.path == "/Say.Close":
+            # Keep-alive as far as the headers say, then the socket closes: what a server
+            # closing idle connections does to a client's pooled one.
+            self.reply(200, {"closed": True})
+            self.close_connection = True
+            return
+        if self.path == "/Say.Hangup":
+            self.close_connection = True
+            return
         if self.path == "/Say.Hello":
             name = (body or {}).get("name", "")
             if name == "":
@@ -178,6 +228,8 @@ class Handler(BaseHTTPRequestHandler):
             if fail == "always" or (fail == "once" and first):
                 return self.reply(500, {"detail": "failing on purpose"})
             return self.reply(200, {})
+        if self.path == "/control/close-idle":
+            return self.reply(200, {"closed": self.close_others()})
         if self.path == "/control/health":
             STATE["healthy"] = bool(body["ok"])
             return self.reply(200, {})

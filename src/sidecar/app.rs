@@ -17,12 +17,15 @@
 //! An event becomes `POST {app}{path}` with `Micro-Topic`, `Micro-Id`, `Micro-Publisher` and
 //! `Micro-Timestamp` besides the trace and metadata headers.
 
+use std::rc::Rc;
 use std::time::Duration;
 
-use actix_web::http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
-use actix_web::http::{StatusCode, Uri};
 use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE, HOST};
+use hyper::{Method, Request, StatusCode, Uri};
 
+use super::conns::{Connections, SendError};
 use crate::context::CallContext;
 use crate::error::{Error, Result};
 use crate::status::{Code, Status};
@@ -31,6 +34,8 @@ use crate::status::{Code, Status};
 const MAX_ANSWER: usize = 4 * 1024 * 1024;
 /// The most of an app's error body kept as the status detail.
 const MAX_DETAIL: usize = 4096;
+/// The most of a health check's answer read (and dropped).
+const MAX_HEALTH_ANSWER: usize = 64 * 1024;
 
 /// What the app declares at `GET {app}/.well-known/micro`.
 #[derive(Clone, Debug, Default, serde::Deserialize)]
@@ -59,101 +64,175 @@ impl ManifestEndpoint {
     }
 }
 
-/// An HTTP client of one app. It lives on the arbiter that serves the service (awc's client
-/// is not `Send`), one per registration.
+/// Where the app listens, from its base URL (`http://127.0.0.1:5000`, maybe with a path
+/// prefix: `http://127.0.0.1:5000/api`).
+pub(crate) struct AppBase {
+    /// `host:port`, what a connection is opened to.
+    addr: String,
+    /// The `Host` header.
+    host: HeaderValue,
+    /// The base URL's path, put before every app path (`""` or `/api`).
+    prefix: String,
+}
+
+impl AppBase {
+    /// Parses the app's base URL: plain `http://` (the sidecar and its app share a host or a
+    /// pod), a host, no query.
+    pub(crate) fn parse(url: &str) -> Result<AppBase> {
+        let bad = |why: &str| Error::config(format!("the app URL {url:?} {why}"));
+        let uri: Uri = url.parse().map_err(|e| bad(&format!("is not a URL: {e}")))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => return Err(bad("must be http://: the sidecar speaks plain HTTP to the app next to it")),
+            _ => return Err(bad("must start with http://")),
+        }
+        let authority = uri.authority().ok_or_else(|| bad("has no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(bad("must not carry a login"));
+        }
+        if uri.query().is_some() {
+            return Err(bad("must not have a query"));
+        }
+        let addr = format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80));
+        let host = HeaderValue::from_str(authority.as_str()).map_err(|e| bad(&e.to_string()))?;
+        let prefix = uri.path().trim_end_matches('/').to_string();
+        Ok(AppBase { addr, host, prefix })
+    }
+}
+
+/// An app path ready for requests: its URI, and the endpoint it serves (the
+/// `Micro-Endpoint` header) when it is one.
 #[derive(Clone)]
-pub(crate) struct AppClient {
-    base: std::rc::Rc<str>,
-    service: std::rc::Rc<str>,
-    http: awc::Client,
+pub(crate) struct AppPath {
+    uri: Uri,
+    endpoint: Option<HeaderValue>,
+}
+
+/// An HTTP client of one app, one per sidecar; it lives on the arbiter that serves the
+/// service (its connections are not `Send`).
+#[derive(Clone)]
+pub(crate) struct AppClient(Rc<Inner>);
+
+struct Inner {
+    base: Box<str>,
+    prefix: Box<str>,
+    host: HeaderValue,
+    service: Box<str>,
+    service_header: HeaderValue,
+    conns: Connections,
     timeout: Duration,
 }
 
 impl AppClient {
-    pub(crate) fn new(base: &str, service: &str, timeout: Duration) -> AppClient {
-        let http = awc::Client::builder().disable_redirects().timeout(timeout).finish();
-        AppClient { base: base.into(), service: service.into(), http, timeout }
+    /// A client of the app at `base` (checked by [`AppBase::parse`]) serving `service`; an
+    /// answer takes at most `timeout`.
+    pub(crate) fn new(base: &str, service: &str, timeout: Duration) -> Result<AppClient> {
+        let AppBase { addr, host, prefix } = AppBase::parse(base)?;
+        let service_header = HeaderValue::from_str(service)
+            .map_err(|_| Error::config(format!("the service name {service:?} is not a header value")))?;
+        Ok(AppClient(Rc::new(Inner {
+            base: base.into(),
+            prefix: prefix.into(),
+            host,
+            service: service.into(),
+            service_header,
+            conns: Connections::new(&addr),
+            timeout,
+        })))
     }
 
-    /// The app's URL for `path` (`/Say.Hello`), parsed once where it is used for every call.
-    pub(crate) fn uri(&self, path: &str) -> Result<Uri> {
-        let url = format!("{}{path}", self.base);
-        url.parse().map_err(|e| Error::config(format!("{url} is not a URL: {e}")))
+    /// The app path serving `endpoint` (`Say.Hello` at `/Say.Hello`), parsed once where it is
+    /// used for every call.
+    pub(crate) fn endpoint(&self, endpoint: &str) -> Result<AppPath> {
+        let mut path = self.path(&format!("/{endpoint}"))?;
+        path.endpoint =
+            Some(HeaderValue::from_str(endpoint).map_err(|e| Error::config(format!("endpoint {endpoint:?}: {e}")))?);
+        Ok(path)
     }
 
-    /// Forwards a request for `endpoint` to `uri` (its [`uri`](Self::uri)): the app's 2xx JSON
-    /// answer is the reply, another status is the error with that code and the app's body as
-    /// detail, no answer a 503.
-    pub(crate) async fn call(
-        &self,
-        endpoint: &str,
-        uri: &Uri,
-        ctx: &CallContext,
-        body: Bytes,
-    ) -> Result<Bytes, Status> {
-        let timeout = ctx.remaining().map_or(self.timeout, |r| r.min(self.timeout));
+    /// The app path `path` (`/events/order`), parsed once.
+    pub(crate) fn path(&self, path: &str) -> Result<AppPath> {
+        let full = format!("{}{path}", self.0.prefix);
+        let uri = full.parse().map_err(|e| Error::config(format!("{}{path} is not a URL: {e}", self.0.base)))?;
+        Ok(AppPath { uri, endpoint: None })
+    }
+
+    /// Forwards a request to the app at `to` (an [`endpoint`](Self::endpoint)): the app's 2xx
+    /// JSON answer is the reply, another status is the error with that code and the app's body
+    /// as detail; an app that cannot be reached is a 503 (callers may try another node), a
+    /// connection lost after the request went out a 502 (the app may have acted on it), no
+    /// answer in time a 408.
+    pub(crate) async fn call(&self, to: &AppPath, ctx: &CallContext, body: Bytes) -> Result<Bytes, Status> {
+        let app = &*self.0;
+        let timeout = ctx.remaining().map_or(app.timeout, |r| r.min(app.timeout));
         if timeout.is_zero() {
-            let late = Status::timeout(format!("{endpoint}: the deadline passed before the app was asked"));
-            return Err(late.with_id(&*self.service));
+            let late = Status::timeout(format!("{}: the deadline passed before the app was asked", ctx.endpoint()));
+            return Err(late.with_id(&*app.service));
         }
-        let mut req = self.http.post(uri).timeout(timeout);
-        req = req.insert_header((CONTENT_TYPE, "application/json"));
-        req = req.insert_header(("micro-service", &*self.service)).insert_header(("micro-endpoint", endpoint));
+        let mut req = self.request(Method::POST, to, body);
+        let h = req.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(MICRO_SERVICE, app.service_header.clone());
+        if let Some(endpoint) = &to.endpoint {
+            h.insert(MICRO_ENDPOINT, endpoint.clone());
+        }
         if let Some(deadline) = ctx.deadline() {
-            req = req.insert_header(("micro-deadline", deadline.as_millis().to_string()));
-            req = req.insert_header(("micro-timeout", deadline.remaining().as_millis().to_string()));
+            h.insert(MICRO_DEADLINE, HeaderValue::from(deadline.as_millis()));
+            h.insert(MICRO_TIMEOUT, HeaderValue::from(deadline.remaining().as_millis() as u64));
         }
-        if let Some(caller) = ctx.caller() {
-            req = req.insert_header(("micro-caller", caller));
+        if let Some(caller) = ctx.caller().and_then(|c| HeaderValue::from_str(c).ok()) {
+            h.insert(MICRO_CALLER, caller);
         }
-        let req = with_context(req, ctx);
-        let (status, answer) = self.send(req, body, endpoint).await?;
+        with_context(h, ctx);
+        let (status, answer) = self.send(req, ctx.endpoint(), timeout).await?;
         if status.is_success() {
             return Ok(if answer.iter().all(u8::is_ascii_whitespace) { Bytes::from_static(b"null") } else { answer });
         }
-        Err(app_error(status, &answer, &self.service))
+        Err(app_error(status, &answer, &app.service))
     }
 
-    /// Delivers an event to `POST {app}{path}`: `Ok` on a 2xx, else the status whose code
-    /// decides between retry and dead letter.
-    pub(crate) async fn deliver(&self, path: &str, uri: &Uri, ctx: &CallContext, body: Bytes) -> Result<(), Status> {
-        let mut req = self.http.post(uri);
-        req = req.insert_header((CONTENT_TYPE, "application/json")).insert_header(("micro-topic", ctx.endpoint()));
+    /// Delivers an event to the app at `to` (a [`path`](Self::path)): `Ok` on a 2xx, else the
+    /// status whose code decides between retry and dead letter.
+    pub(crate) async fn deliver(&self, to: &AppPath, ctx: &CallContext, body: Bytes) -> Result<(), Status> {
+        let mut req = self.request(Method::POST, to, body);
+        let h = req.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Ok(topic) = HeaderValue::from_str(ctx.endpoint()) {
+            h.insert(MICRO_TOPIC, topic);
+        }
         if let Some(event) = ctx.event() {
-            req = req.insert_header(("micro-timestamp", event.timestamp.to_string()));
-            if let Some(p) = &event.publisher {
-                req = req.insert_header(("micro-publisher", p.as_str()));
+            h.insert(MICRO_TIMESTAMP, HeaderValue::from(event.timestamp));
+            if let Some(p) = event.publisher.as_deref().and_then(|p| HeaderValue::from_str(p).ok()) {
+                h.insert(MICRO_PUBLISHER, p);
             }
         }
-        let req = with_context(req, ctx);
-        let (status, answer) = self.send(req, body, path).await?;
+        with_context(h, ctx);
+        let (status, answer) = self.send(req, to.uri.path(), self.0.timeout).await?;
         if status.is_success() {
             return Ok(());
         }
-        Err(app_error(status, &answer, &self.service))
+        Err(app_error(status, &answer, &self.0.service))
     }
 
     /// Whether `GET {app}{path}` answers 2xx within `within`.
-    pub(crate) async fn healthy(&self, path: &str, within: Duration) -> bool {
-        match self.http.get(format!("{}{path}", self.base)).timeout(within).send().await {
-            Ok(mut rsp) => {
-                // Read the body so the connection goes back to the pool.
-                let _ = rsp.body().limit(64 * 1024).await;
-                rsp.status().is_success()
-            }
-            Err(_) => false,
-        }
+    pub(crate) async fn healthy(&self, path: &AppPath, within: Duration) -> bool {
+        let req = self.request(Method::GET, path, Bytes::new());
+        matches!(
+            tokio::time::timeout(within, self.0.conns.send(req, MAX_HEALTH_ANSWER)).await,
+            Ok(Ok((status, _))) if status.is_success()
+        )
     }
 
     /// The app's `.well-known/micro` document.
     pub(crate) async fn manifest(&self) -> Result<Manifest> {
-        let url = format!("{}/.well-known/micro", self.base);
-        let mut rsp =
-            self.http.get(&url).send().await.map_err(|e| Error::unavailable(format!("cannot read {url}: {e}")))?;
-        let body =
-            rsp.body().limit(MAX_ANSWER).await.map_err(|e| Error::unavailable(format!("cannot read {url}: {e}")))?;
-        if !rsp.status().is_success() {
-            return Err(Error::unavailable(format!("{url} answered {}", rsp.status())));
+        let url = format!("{}/.well-known/micro", self.0.base);
+        let req = self.request(Method::GET, &self.path("/.well-known/micro")?, Bytes::new());
+        let (status, body) = self
+            .send(req, "/.well-known/micro", self.0.timeout)
+            .await
+            .map_err(|e| Error::unavailable(format!("cannot read {url}: {}", e.detail())))?;
+        if !status.is_success() {
+            return Err(Error::unavailable(format!("{url} answered {status}")));
         }
         let manifest: Manifest = serde_json::from_slice(&body)
             .map_err(|e| Error::config(format!("{url} is not a manifest ({{\"version\", \"endpoints\"}}): {e}")))?;
@@ -163,46 +242,75 @@ impl AppClient {
         Ok(manifest)
     }
 
-    async fn send(&self, req: awc::ClientRequest, body: Bytes, what: &str) -> Result<(StatusCode, Bytes), Status> {
-        // No `Accept-Encoding: identity` (awc's default without its compression features): an
-        // answer is never compressed unless asked for, and every header costs the app a parse.
-        let req = req.no_decompress();
-        let mut rsp =
-            req.send_body(body).await.map_err(|e| unreachable(&self.base, what, &e).with_id(&*self.service))?;
-        let answer = rsp.body().limit(MAX_ANSWER).await.map_err(|e| {
-            Status::new(Code::BAD_GATEWAY, format!("{what}: cannot read the app's answer: {e}")).with_id(&*self.service)
-        })?;
-        Ok((rsp.status(), answer))
+    /// A request to `to` with its `Host`; no `Accept-Encoding` (an answer is never compressed
+    /// unless asked for) nor `Date`: every header costs the app a parse.
+    fn request(&self, method: Method, to: &AppPath, body: Bytes) -> Request<Full<Bytes>> {
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = method;
+        *req.uri_mut() = to.uri.clone();
+        let h = req.headers_mut();
+        h.reserve(8);
+        h.insert(HOST, self.0.host.clone());
+        req
+    }
+
+    async fn send(
+        &self,
+        req: Request<Full<Bytes>>,
+        what: &str,
+        within: Duration,
+    ) -> Result<(StatusCode, Bytes), Status> {
+        let app = &*self.0;
+        let answer = match tokio::time::timeout(within, app.conns.send(req, MAX_ANSWER)).await {
+            Ok(Ok(answer)) => return Ok(answer),
+            Err(_) => Status::timeout(format!("{what}: the app at {} did not answer in time", app.base)),
+            Ok(Err(SendError::Unsent(e))) => {
+                Status::unavailable(format!("{what}: the app at {} is unreachable: {e}", app.base))
+            }
+            Ok(Err(SendError::NoAnswer(e))) => Status::new(
+                Code::BAD_GATEWAY,
+                format!("{what}: the app at {} took the request and gave no answer: {e}", app.base),
+            ),
+            Ok(Err(SendError::TooLarge(limit))) => Status::new(
+                Code::BAD_GATEWAY,
+                format!("{what}: the app's answer is larger than {} MiB", limit / (1024 * 1024)),
+            ),
+        };
+        Err(answer.with_id(&*app.service))
     }
 }
 
-/// The deadline-free context headers: id, trace, metadata.
-fn with_context(mut req: awc::ClientRequest, ctx: &CallContext) -> awc::ClientRequest {
-    if !ctx.id().is_empty() {
-        req = req.insert_header(("micro-id", ctx.id()));
+const MICRO_SERVICE: HeaderName = HeaderName::from_static("micro-service");
+const MICRO_ENDPOINT: HeaderName = HeaderName::from_static("micro-endpoint");
+const MICRO_DEADLINE: HeaderName = HeaderName::from_static("micro-deadline");
+const MICRO_TIMEOUT: HeaderName = HeaderName::from_static("micro-timeout");
+const MICRO_CALLER: HeaderName = HeaderName::from_static("micro-caller");
+const MICRO_ID: HeaderName = HeaderName::from_static("micro-id");
+const MICRO_TOPIC: HeaderName = HeaderName::from_static("micro-topic");
+const MICRO_TIMESTAMP: HeaderName = HeaderName::from_static("micro-timestamp");
+const MICRO_PUBLISHER: HeaderName = HeaderName::from_static("micro-publisher");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// The deadline-free context headers: id, trace, metadata. A value that cannot be a header
+/// (a control character) is left out.
+fn with_context(h: &mut hyper::HeaderMap, ctx: &CallContext) {
+    if let Ok(id) = HeaderValue::from_str(ctx.id()) {
+        if !ctx.id().is_empty() {
+            h.insert(MICRO_ID, id);
+        }
     }
-    if let Some(t) = ctx.trace() {
-        req = req.insert_header(("traceparent", t.to_string()));
+    if let Some(t) = ctx.trace().and_then(|t| HeaderValue::try_from(t.to_string()).ok()) {
+        h.insert(TRACEPARENT, t);
     }
-    if let Some(s) = ctx.trace_state() {
-        req = req.insert_header(("tracestate", s));
+    if let Some(s) = ctx.trace_state().and_then(|s| HeaderValue::from_str(s).ok()) {
+        h.insert(TRACESTATE, s);
     }
     for (k, v) in ctx.metadata().iter() {
         let name = HeaderName::from_bytes(format!("micro-meta-{k}").as_bytes());
         if let (Ok(name), Ok(value)) = (name, HeaderValue::from_str(v)) {
-            req = req.insert_header((name, value));
+            h.insert(name, value);
         }
-    }
-    req
-}
-
-/// No answer from the app: a 503 (it is down or unreachable), or a 408 when it was too slow.
-fn unreachable(base: &str, what: &str, e: &awc::error::SendRequestError) -> Status {
-    match e {
-        awc::error::SendRequestError::Timeout => {
-            Status::timeout(format!("{what}: the app at {base} did not answer in time"))
-        }
-        e => Status::unavailable(format!("{what}: the app at {base} is unreachable: {e}")),
     }
 }
 

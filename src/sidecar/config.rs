@@ -189,9 +189,7 @@ impl SidecarConfig {
         if !subject::is_valid(&self.name, false) {
             return Err(Error::config(format!("invalid service name {:?}", self.name)));
         }
-        if !(self.app.starts_with("http://") || self.app.starts_with("https://")) {
-            return Err(Error::config(format!("the app URL {:?} must start with http:// or https://", self.app)));
-        }
+        super::app::AppBase::parse(&self.app)?;
         for e in &self.endpoints {
             check_endpoint(e)?;
         }
@@ -258,6 +256,11 @@ mod tests {
         assert!(ok.clone().subscribe_durable("order.>", "events").check().is_err());
         assert!(ok.clone().health("http://evil/", Duration::from_secs(1)).check().is_err());
         assert!(SidecarConfig::new("go.micro.srv.py", "file:///etc/passwd").check().is_err());
+        // Plain HTTP to the app next door: no TLS, no login, no query.
+        assert!(SidecarConfig::new("go.micro.srv.py", "https://127.0.0.1:5000").check().is_err());
+        assert!(SidecarConfig::new("go.micro.srv.py", "http://u:p@127.0.0.1:5000").check().is_err());
+        assert!(SidecarConfig::new("go.micro.srv.py", "http://127.0.0.1:5000/?x=1").check().is_err());
+        assert!(SidecarConfig::new("go.micro.srv.py", "http://[::1]:5000/api").check().is_ok());
         assert!(SidecarConfig::new("bad name", "http://x").check().is_err());
     }
 }

@@ -4,8 +4,8 @@
 //!   endpoints it declares (by configuration, or in `GET {app}/.well-known/micro`), through the
 //!   ordinary [`Service`](crate::Service) machinery. A request for `Handler.Method` becomes
 //!   `POST {app}/Handler.Method` with the JSON body and the deadline, trace and metadata as
-//!   headers; an HTTP error status becomes that code with the app's body as detail, no answer
-//!   a 503. While the app's health check fails the service is deregistered.
+//!   headers; an HTTP error status becomes that code with the app's body as detail, an app
+//!   that cannot be reached a 503. While the app's health check fails the service is deregistered.
 //! - **Durable events to the app.** Each [`SidecarConfig::subscribe_durable`] topic is delivered
 //!   to an app path: a 2xx acknowledges, anything else retries or dead-letters as
 //!   [`ServiceBuilder::subscribe_durable`](crate::ServiceBuilder::subscribe_durable) does.
@@ -40,6 +40,7 @@ use crate::gateway::Gateway;
 
 mod app;
 mod config;
+mod conns;
 mod http;
 mod json;
 mod register;
@@ -87,6 +88,8 @@ impl Sidecar {
     pub async fn start(self) -> Result<SidecarHandle> {
         let config = self.config;
         config.check()?;
+        let app = app::AppClient::new(&config.app, &config.name, config.timeout)?;
+        let health = config.health.as_deref().map(|p| app.path(p)).transpose()?;
         let client = Client::builder().name(config.name.clone()).transport(config.transport.clone()).connect().await?;
         let gateway = Gateway::new(client.clone(), config.gateway());
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -113,7 +116,7 @@ impl Sidecar {
         });
         tracing::info!(%address, service = %config.name, app = %config.app, "sidecar listening");
         let (registered_tx, registered) = watch::channel(false);
-        let keeper = actix_rt::spawn(register::keep_registered(config, stop_rx, registered_tx));
+        let keeper = actix_rt::spawn(register::keep_registered(config, app, health, stop_rx, registered_tx));
         Ok(SidecarHandle { address, server: handle, stop_tx, registered, keeper, client })
     }
 

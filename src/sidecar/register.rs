@@ -3,10 +3,9 @@
 
 use std::time::Duration;
 
-use actix_web::http::Uri;
 use tokio::sync::watch;
 
-use super::app::AppClient;
+use super::app::{AppClient, AppPath};
 use super::json::{from_json, AppRequest, Encoded};
 use super::SidecarConfig;
 use crate::broker::SubscribeOptions;
@@ -15,18 +14,19 @@ use crate::error::Result;
 use crate::service::{Service, ServiceBuilder, ServiceHandle};
 use crate::status::{Code, Status};
 
-/// Keeps the app registered while it is healthy, until `stop` turns true; `registered` says
-/// whether it is.
+/// Keeps the app registered while it is healthy (`GET {app}{health}` answers 2xx, when there
+/// is a health path), until `stop` turns true; `registered` says whether it is.
 pub(crate) async fn keep_registered(
     config: SidecarConfig,
+    app: AppClient,
+    health: Option<AppPath>,
     mut stop: watch::Receiver<bool>,
     registered: watch::Sender<bool>,
 ) {
-    let app = AppClient::new(&config.app, &config.name, config.timeout);
     let probe_within = config.health_interval.min(Duration::from_secs(2));
     let mut running: Option<ServiceHandle> = None;
     loop {
-        let healthy = match &config.health {
+        let healthy = match &health {
             Some(path) => app.healthy(path, probe_within).await,
             None => true,
         };
@@ -48,7 +48,7 @@ pub(crate) async fn keep_registered(
                 }
             }
         }
-        if config.health.is_none() && running.is_some() {
+        if health.is_none() && running.is_some() {
             // Nothing to watch: registered until the sidecar stops.
             let _ = stop.wait_for(|s| *s).await;
             break;
@@ -87,8 +87,8 @@ async fn start(config: &SidecarConfig, app: &AppClient) -> Result<ServiceHandle>
         builder = builder.metadata(k, v);
     }
     for endpoint in endpoints {
-        let uri = app.uri(&format!("/{endpoint}"))?;
-        builder = forward_endpoint(builder, endpoint, uri, app.clone());
+        let to = app.endpoint(&endpoint)?;
+        builder = forward_endpoint(builder, endpoint, to, app.clone());
     }
     for (topic, path) in &config.durable {
         let (min, max) = config.durable_backoff;
@@ -97,19 +97,18 @@ async fn start(config: &SidecarConfig, app: &AppClient) -> Result<ServiceHandle>
         if let Some(d) = config.durable_expire {
             options = options.expire_after(d);
         }
-        let uri = app.uri(path)?;
-        builder = deliver_events(builder, topic, options, path.clone(), uri, app.clone());
+        builder = deliver_events(builder, topic, options, app.path(path)?, app.clone());
     }
     builder.start().await
 }
 
 /// `Handler.Method` served by `POST {app}/Handler.Method`. The bodies cross between the
 /// caller's codec and the app's JSON without a value tree (`json`).
-fn forward_endpoint(builder: ServiceBuilder, endpoint: String, uri: Uri, app: AppClient) -> ServiceBuilder {
+fn forward_endpoint(builder: ServiceBuilder, endpoint: String, to: AppPath, app: AppClient) -> ServiceBuilder {
     builder.handle(endpoint, move |req: AppRequest, ctx: CallContext| {
-        let (app, uri) = (app.clone(), uri.clone());
+        let (app, to) = (app.clone(), to.clone());
         async move {
-            let answer = match app.call(ctx.endpoint(), &uri, &ctx, req.json).await {
+            let answer = match app.call(&to, &ctx, req.json).await {
                 Ok(answer) => answer,
                 Err(status) => return Encoded(Err(status)),
             };
@@ -127,12 +126,11 @@ fn deliver_events(
     builder: ServiceBuilder,
     topic: &str,
     options: SubscribeOptions,
-    path: String,
-    uri: Uri,
+    to: AppPath,
     app: AppClient,
 ) -> ServiceBuilder {
     builder.subscribe_with(topic, options, move |req: AppRequest, ctx: CallContext| {
-        let (app, path, uri) = (app.clone(), path.clone(), uri.clone());
-        async move { app.deliver(&path, &uri, &ctx, req.json).await }
+        let (app, to) = (app.clone(), to.clone());
+        async move { app.deliver(&to, &ctx, req.json).await }
     })
 }
