@@ -11,6 +11,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
+use super::fields::{LeanFields, NoFields};
 use crate::context::CallContext;
 use crate::message::TraceParent;
 
@@ -78,7 +79,13 @@ pub fn init_with_default(default: &str) -> Telemetry {
     let json = std::env::var(LOG_FORMAT_ENV).is_ok_and(|v| v.eq_ignore_ascii_case("json"));
     let ansi = !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
-    let lines = if json { lines.event_format(JsonLines).boxed() } else { lines.boxed() };
+    // JSON lines name the span but print none of its fields: none are formatted. Human lines
+    // print them before a line logged inside the span: formatted when the span is made.
+    let lines = if json {
+        lines.fmt_fields(NoFields).event_format(JsonLines).boxed()
+    } else {
+        lines.fmt_fields(LeanFields).boxed()
+    };
     let registry = Registry::default().with(lines.with_filter(filter));
     #[cfg(feature = "otel")]
     {

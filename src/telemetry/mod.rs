@@ -26,6 +26,8 @@
 pub mod spans;
 
 #[cfg(feature = "telemetry")]
+mod fields;
+#[cfg(feature = "telemetry")]
 mod logs;
 #[cfg(feature = "otel")]
 #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
