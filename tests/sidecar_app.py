@@ -4,7 +4,7 @@ Serves Say.Hello, Say.Call (which calls another service through the sidecar's /r
 check that the test switches, a durable event endpoint that fails on request, and a WebSocket
 consumer of /subscribe. /control/* lets the test steer it and read what it received. Misbehaves
 on request: Say.Slow answers late, Say.Big too much, Say.Close closes the connection after its
-answer without saying so, Say.Hangup closes it without answering, /control/close-idle closes
+answer (`Connection: close`), Say.Hangup closes it without answering, /control/close-idle closes
 every other connection (a server dropping idle keep-alive connections). Every path also answers under
 /prefix (an app mounted below a base path).
 
@@ -150,11 +150,13 @@ class Handler(BaseHTTPRequestHandler):
                 pass
         return len(others)
 
-    def reply(self, status, body):
+    def reply(self, status, body, close=False):
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        if close:
+            self.send_header("Connection", "close")  # and the server closes it after the answer
         self.end_headers()
         try:
             self.wfile.write(data)
@@ -192,11 +194,8 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/Say.Big":
             return self.reply(200, "x" * (5 * 1024 * 1024))
         if self.path == "/Say.Close":
-            # Keep-alive as far as the headers say, then the socket closes: what a server
-            # closing idle connections does to a client's pooled one.
-            self.reply(200, {"closed": True})
-            self.close_connection = True
-            return
+            # As an HTTP/1.0 server, or one shedding connections, does.
+            return self.reply(200, {"closed": True}, close=True)
         if self.path == "/Say.Hangup":
             self.close_connection = True
             return
