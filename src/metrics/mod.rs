@@ -267,11 +267,15 @@ struct CallMetrics {
     errors: parking_lot::Mutex<Vec<(u16, Counter)>>,
 }
 
+/// A map looked up on every call: foldhash, seeded per map, rather than SipHash.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// A client's handles, by service then endpoint, made on the first call of each (only once
 /// metrics are [`enable`]d).
 #[derive(Debug, Default)]
 pub(crate) struct ClientMetrics {
-    calls: RwLock<HashMap<String, HashMap<String, Arc<CallMetrics>>>>,
+    /// Per service, per endpoint; looked up on every call (foldhash, not SipHash).
+    calls: RwLock<FastMap<String, FastMap<String, Arc<CallMetrics>>>>,
 }
 
 /// Where a call's outcome is counted; see [`ClientMetrics::start`].

@@ -102,7 +102,9 @@ impl RegistryOptions {
 }
 
 /// Services by name, each with one record per version. Read without a message to the actor.
-pub(crate) type Snapshot = HashMap<String, Arc<Vec<ServiceRecord>>>;
+/// Read on every call (`Registry::cached`): hashed with foldhash, seeded per map, rather than
+/// SipHash.
+pub(crate) type Snapshot = HashMap<String, Arc<Vec<ServiceRecord>>, foldhash::fast::RandomState>;
 
 /// A handle to a running [`RegistryActor`]. Cheap to clone. Every client and service has one
 /// (`client.registry()`); start your own for a tool that only watches.
@@ -144,7 +146,7 @@ impl Registry {
     /// Starts a registry actor gossiping over `transport` on the current arbiter, and sends a
     /// discovery request.
     pub async fn start(transport: Arc<dyn Transport>, options: RegistryOptions) -> Result<Registry> {
-        let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::new()));
+        let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
         let synced = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let addr = RegistryActor::start_with(transport, options, snapshot.clone(), synced.clone()).await?;
         Ok(Registry { addr, snapshot, synced })

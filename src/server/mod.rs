@@ -47,6 +47,10 @@ pub(crate) use stats::Stats;
 pub(crate) use stats::SubscriptionCounters;
 pub(crate) use supervision::Supervisor;
 
+/// A service's endpoints by name, looked up on every request: hashed with foldhash rather
+/// than SipHash (the names are the service's own, not an attacker's).
+pub(crate) type Routes = HashMap<Arc<str>, Route, foldhash::fast::RandomState>;
+
 /// What endpoints need from the server at start.
 pub(crate) struct Runtime {
     pub(crate) supervisor: Rc<Supervisor>,
@@ -69,7 +73,7 @@ pub(crate) struct ServerInfo {
 pub(crate) struct Server {
     info: ServerInfo,
     service: Arc<str>,
-    endpoints: HashMap<Arc<str>, Route>,
+    endpoints: Routes,
     state: Rc<Extensions>,
     stats: Arc<Stats>,
     supervisor: Rc<Supervisor>,
@@ -78,7 +82,7 @@ pub(crate) struct Server {
 impl Server {
     pub(crate) fn new(
         info: ServerInfo,
-        mut endpoints: HashMap<Arc<str>, Route>,
+        mut endpoints: Routes,
         state: Extensions,
         stats: Arc<Stats>,
         supervisor: Rc<Supervisor>,

@@ -123,7 +123,7 @@ impl ServiceBuilder {
         let user_layers: Rc<[Rc<dyn Middleware>]> = self.layers.into();
 
         let mut record = registry::ServiceRecord::new(&self.name, &self.version);
-        let mut endpoints: HashMap<Arc<str>, Route> = HashMap::new();
+        let mut endpoints = crate::server::Routes::default();
         for mut spec in self.endpoints {
             if self.idempotent.contains(&spec.name) {
                 spec.metadata.insert("idempotent".into(), "true".into());
