@@ -295,10 +295,8 @@ const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 /// The deadline-free context headers: id, trace, metadata. A value that cannot be a header
 /// (a control character) is left out.
 fn with_context(h: &mut hyper::HeaderMap, ctx: &CallContext) {
-    if let Ok(id) = HeaderValue::from_str(ctx.id()) {
-        if !ctx.id().is_empty() {
-            h.insert(MICRO_ID, id);
-        }
+    if let Some(id) = Some(ctx.id()).filter(|id| !id.is_empty()).and_then(|id| HeaderValue::from_str(id).ok()) {
+        h.insert(MICRO_ID, id);
     }
     if let Some(t) = ctx.trace().and_then(|t| HeaderValue::try_from(t.to_string()).ok()) {
         h.insert(TRACEPARENT, t);

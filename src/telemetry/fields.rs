@@ -63,13 +63,10 @@ impl LeanVisitor<'_> {
         }
     }
 
-    /// `DefaultFields`' own way, for what is not plain.
-    fn default(&mut self, field: &Field, value: &dyn fmt::Debug, str_value: Option<&str>) {
+    /// `DefaultFields`' own way (`record` on its visitor), for what is not plain.
+    fn default(&mut self, field: &Field, record: impl FnOnce(&mut DefaultVisitor<'_>)) {
         let mut visitor = DefaultVisitor::new(self.writer.by_ref(), self.is_empty);
-        match str_value {
-            Some(s) => visitor.record_str(field, s),
-            None => visitor.record_debug(field, value),
-        }
+        record(&mut visitor);
         self.result = visitor.finish();
         if !field.name().starts_with("log.") {
             self.is_empty = false;
@@ -96,7 +93,7 @@ impl Visit for LeanVisitor<'_> {
                 w.write_char('"')
             });
         } else {
-            self.default(field, &value, Some(value));
+            self.default(field, |v| v.record_str(field, value));
         }
     }
 
@@ -107,7 +104,7 @@ impl Visit for LeanVisitor<'_> {
         if self.plain(field.name()) {
             self.result = self.pad().and_then(|()| write!(self.writer, "{}={value:?}", field.name()));
         } else {
-            self.default(field, value, None);
+            self.default(field, |v| v.record_debug(field, value));
         }
     }
 }
