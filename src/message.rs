@@ -403,6 +403,17 @@ impl TraceParent {
         self.flags
     }
 
+    /// Whether the trace is sampled (flags bit 0): a sampler upstream kept it.
+    ///
+    /// ```
+    /// use micro::message::TraceParent;
+    /// let t = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").unwrap();
+    /// assert!(!t.sampled());
+    /// ```
+    pub fn sampled(&self) -> bool {
+        self.flags & 1 == 1
+    }
+
     /// The trace id as 32 hex digits.
     pub fn trace_id(&self) -> String {
         format!("{:032x}", self.trace_id)

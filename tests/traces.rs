@@ -228,7 +228,143 @@ async fn middleware_and_handlers_run_inside_their_spans(url: String) {
     svc.stop().await.unwrap();
 }
 
+/// OTel's default sampler, noting the trace of every span the SDK is asked to start: a span
+/// the OTel layer built, recorded or not.
+#[derive(Clone, Debug)]
+struct NotingSampler {
+    inner: opentelemetry_sdk::trace::Sampler,
+    asked: std::sync::Arc<std::sync::Mutex<Vec<TraceId>>>,
+}
+
+impl opentelemetry_sdk::trace::ShouldSample for NotingSampler {
+    fn should_sample(
+        &self,
+        parent: Option<&opentelemetry::Context>,
+        trace_id: TraceId,
+        name: &str,
+        kind: &SpanKind,
+        attributes: &[opentelemetry::KeyValue],
+        links: &[opentelemetry::trace::Link],
+    ) -> opentelemetry_sdk::trace::SamplingResult {
+        self.asked.lock().unwrap().push(trace_id);
+        self.inner.should_sample(parent, trace_id, name, kind, attributes, links)
+    }
+}
+
+/// Records this thread's spans through the OTel layer filtered as `micro::telemetry::init`
+/// filters it (`info` and above, sampled traces only), and the traces of the spans it built.
+fn recording_as_init() -> (InMemorySpanExporter, NotingSampler, tracing::subscriber::DefaultGuard) {
+    use opentelemetry_sdk::trace::{Sampler, ShouldSample};
+    use tracing_subscriber::filter::{FilterExt as _, LevelFilter};
+    use tracing_subscriber::Layer as _;
+    let exporter = InMemorySpanExporter::default();
+    let sampler = NotingSampler { inner: Sampler::ParentBased(Box::new(Sampler::AlwaysOn)), asked: Default::default() };
+    let provider = SdkTracerProvider::builder()
+        .with_sampler(Box::new(sampler.clone()) as Box<dyn ShouldSample>)
+        .with_simple_exporter(exporter.clone())
+        .build();
+    let otel = micro::telemetry::otel::layer(provider.tracer("traces-test"))
+        .with_filter(LevelFilter::INFO.and(micro::telemetry::otel::Sampled));
+    (exporter, sampler, scoped_subscriber(tracing_subscriber::registry().with(otel)))
+}
+
+/// A trace an upstream sampler dropped (`traceparent` flags `00`) goes through the gateway, two
+/// services and a durable event: every hop keeps its trace id and the decision, handlers still
+/// run inside their `tracing` spans, and no OTel span is built for it. A sampled trace sent
+/// next through the same subscriber is recorded whole.
+async fn a_dropped_trace_keeps_its_id_and_builds_no_otel_span(url: String) {
+    let (exporter, sampler, _default) = recording_as_init();
+    let (api, srv, audit) = (unique("dropped.api"), unique("dropped.srv"), unique("dropped.audit"));
+    let topic = format!("{}.done", unique("dropped"));
+    // (who, trace id, sampled, the current span's name) as each handler saw it.
+    type Seen = (String, String, bool, String);
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<Seen>();
+    let seen = move |who: &str, ctx: &CallContext| {
+        let t = ctx.trace().expect("a trace in the handler's context");
+        let span = tracing::Span::current().metadata().map_or("none", |m| m.name()).to_string();
+        (who.to_string(), t.trace_id(), t.sampled(), span)
+    };
+    let tx = seen_tx.clone();
+    let audit_svc = Service::builder(&audit)
+        .transport(&url)
+        .subscribe_with(&topic, SubscribeOptions::durable(&audit), move |ctx: CallContext, Req(_): Req<Value>| {
+            let _ = tx.send(seen("audit", &ctx));
+            async { Ok::<_, Status>(()) }
+        })
+        .start()
+        .await
+        .unwrap();
+    let (tx, srv_topic) = (seen_tx.clone(), topic.clone());
+    let srv_svc = Service::builder(&srv)
+        .transport(&url)
+        .handle("Work.Do", move |client: Client, ctx: CallContext, Req(v): Req<Value>| {
+            let _ = tx.send(seen("srv", &ctx));
+            let topic = srv_topic.clone();
+            async move {
+                client.broker().publish_durable(&topic, &v).await.map_err(|e| e.to_status("work"))?;
+                Ok::<_, Status>(json!({"done": v["job"]}))
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    let srv_name = srv.clone();
+    let api_svc = Service::builder(&api)
+        .transport(&url)
+        .handle("Api.Call", move |client: Client, Req(v): Req<Value>| {
+            let srv = srv_name.clone();
+            async move { client.call::<_, Value, _>(&srv, "Work.Do", &v).await.map_err(|e| e.to_status("api")) }
+        })
+        .start()
+        .await
+        .unwrap();
+    let client = Client::builder().name("go.micro.api").transport(&url).connect().await.unwrap();
+    let app = test::init_service(Gateway::new(client, GatewayConfig::default().rpc_namespaces([&api])).app()).await;
+    let call = |trace: &str, flags: &str, job: &str| {
+        test::TestRequest::post()
+            .uri("/rpc")
+            .insert_header(("traceparent", format!("00-{trace}-{CALLER_SPAN}-{flags}")))
+            .set_json(json!({"service": api, "endpoint": "Api.Call", "request": {"job": job}}))
+            .to_request()
+    };
+
+    let dropped = "0af7651916cd43dd8448eb211c80319c";
+    let rsp: Value = test::call_and_read_body_json(&app, call(dropped, "00", "j-1")).await;
+    assert_eq!(rsp, json!({"done": "j-1"}));
+    let mut saw = Vec::new();
+    for _ in 0..2 {
+        saw.push(tokio::time::timeout(WAIT, seen_rx.recv()).await.expect("both handlers ran").unwrap());
+    }
+    saw.sort();
+    let expected = |who: &str, span: &str| (who.to_string(), dropped.to_string(), false, span.to_string());
+    assert_eq!(saw, [expected("audit", "event.process"), expected("srv", "rpc.server")]);
+
+    // The next trace is sampled: all seven spans are recorded, and by then the dropped
+    // trace's would have been too.
+    let rsp: Value = test::call_and_read_body_json(&app, call(CALLER_TRACE, "01", "j-2")).await;
+    assert_eq!(rsp, json!({"done": "j-2"}));
+    let spans = wait_for("the sampled trace's seven spans", WAIT, || {
+        let spans = exporter.get_finished_spans().unwrap();
+        let ours = spans.iter().filter(|s| s.span_context.trace_id().to_string() == CALLER_TRACE).count();
+        async move { (ours >= 7).then_some(spans) }
+    })
+    .await;
+    let from_dropped: Vec<&str> =
+        spans.iter().filter(|s| s.span_context.trace_id().to_string() == dropped).map(|s| s.name.as_ref()).collect();
+    assert!(from_dropped.is_empty(), "OTel spans exported for a dropped trace: {from_dropped:?}");
+    let dropped_id = TraceId::from_hex(dropped).unwrap();
+    let asked = sampler.asked.lock().unwrap().clone();
+    let built = asked.iter().filter(|t| **t == dropped_id).count();
+    assert_eq!(built, 0, "OTel spans built for a dropped trace ({} spans built in all)", asked.len());
+    assert!(asked.len() >= 7, "the sampled trace's spans were built: {}", asked.len());
+    assert!(spans.iter().all(|s| s.span_context.is_sampled()), "only sampled spans reach the exporter");
+    for s in [api_svc, srv_svc, audit_svc] {
+        s.stop().await.unwrap();
+    }
+}
+
 over_brokers!(
+    a_dropped_trace_keeps_its_id_and_builds_no_otel_span,
     one_trace_from_the_gateway_to_the_durable_audit,
     a_failed_call_marks_its_span,
     middleware_and_handlers_run_inside_their_spans

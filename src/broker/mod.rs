@@ -42,7 +42,7 @@ use crate::error::{Error, Result};
 use crate::message::{headers, new_id, now_millis, Headers, Message, Metadata, TraceParent};
 use crate::middleware::{Answer, ClientLayers, Outgoing, SendFn, Target};
 use crate::subject;
-use crate::telemetry::{self, spans};
+use crate::telemetry::{self, sampling, spans};
 use crate::transport::{Incoming, Subscription, Transport};
 use tracing::Instrument;
 
@@ -391,7 +391,9 @@ impl Broker {
         let id = opts.id.unwrap_or_else(new_id);
         // The publish's span; the traceparent sent is its context. With no one recording, a
         // child of the current trace, if any.
-        let span = spans::publish(self.transport.name(), topic, &id, opts.durable);
+        let span = sampling::making(sampling::unsampled(parent), || {
+            spans::publish(self.transport.name(), topic, &id, opts.durable)
+        });
         let trace = if span.is_disabled() {
             parent.map(|t| t.child())
         } else {

@@ -32,7 +32,7 @@ use crate::registry::Registry;
 use crate::selector::{Filter, Selector};
 use crate::status::{Code, Status};
 use crate::subject;
-use crate::telemetry::{self, spans};
+use crate::telemetry::{self, sampling, spans};
 use crate::transport::Transport;
 use tracing::{Instrument, Span};
 
@@ -225,7 +225,7 @@ impl Client {
         });
         // The call's span; the traceparent sent is its context (a child of the current trace,
         // or a new root). With no one recording, a child of the current trace, if any.
-        let span = spans::client(service, endpoint);
+        let span = sampling::making(sampling::unsampled(parent), || spans::client(service, endpoint));
         let trace = if span.is_disabled() {
             parent.map(|t| t.child())
         } else {

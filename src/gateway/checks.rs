@@ -16,7 +16,7 @@ use futures::{Future, Stream};
 use super::{payload_error, too_large, GatewayConfig, GatewayError, HandlerKind, State};
 use crate::message::{new_id, TraceParent};
 use crate::status::Code;
-use crate::telemetry::{self, spans};
+use crate::telemetry::{self, sampling, spans};
 use tracing::Instrument;
 
 /// Rejects path tricks before routing, and gives every request an id.
@@ -34,9 +34,10 @@ where
 {
     // The request's span, parented by its `traceparent` header; its identity is what the
     // calls made for it continue (`call_scope`).
-    let span = spans::http(req.method().as_str(), req.path());
+    let parent = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
+    let unsampled = sampling::unsampled(parent);
+    let span = sampling::making(unsampled, || spans::http(req.method().as_str(), req.path()));
     if !span.is_disabled() {
-        let parent = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
         let own = telemetry::identify(&span, parent, spans::Parent::Remote);
         req.extensions_mut().insert(HttpTrace(own));
     }
@@ -72,19 +73,18 @@ where
         .map(str::to_string)
         .unwrap_or_else(new_id);
     req.extensions_mut().insert(RequestId(id.clone()));
-    let fut = span.in_scope(|| srv.call(req));
+    let fut = sampling::making(unsampled, || span.in_scope(|| srv.call(req)));
     let recorded = span.clone();
-    Box::pin(
-        async move {
-            let mut res = as_json_error(fut.await?);
-            if let Ok(v) = HeaderValue::from_str(&id) {
-                res.headers_mut().insert(REQUEST_ID.clone(), v);
-            }
-            spans::record_http(&recorded, res.status().as_u16());
-            Ok(res)
+    let served = async move {
+        let mut res = as_json_error(fut.await?);
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            res.headers_mut().insert(REQUEST_ID.clone(), v);
         }
-        .instrument(span),
-    )
+        spans::record_http(&recorded, res.status().as_u16());
+        Ok(res)
+    }
+    .instrument(span);
+    Box::pin(sampling::follow(unsampled, served))
 }
 
 /// The trace context of the gateway's span for a request, when a subscriber records it.

@@ -18,7 +18,7 @@ use crate::context::CallContext;
 use crate::error::Result;
 use crate::message::{headers, Deadline, Headers, Message, TraceParent};
 use crate::status::Status;
-use crate::telemetry::{self, spans};
+use crate::telemetry::{self, sampling, spans};
 use crate::transport::{Incoming, Reply, Subscription, Transport};
 use tracing::Instrument;
 
@@ -166,7 +166,8 @@ impl Server {
         // carries the span's own identity, so the calls it makes are the span's children. A
         // request that came without a trace starts one here (no header was paid for).
         let parent = h.get(headers::TRACEPARENT).and_then(TraceParent::parse);
-        let span = spans::server(&self.service, &route.name);
+        let unsampled = sampling::unsampled(parent);
+        let span = sampling::making(unsampled, || spans::server(&self.service, &route.name));
         let trace = if span.is_disabled() {
             parent.unwrap_or_else(TraceParent::new_root)
         } else {
@@ -181,7 +182,8 @@ impl Server {
                 // handler is called, and they too must run inside the span and the context, with
                 // their panics caught.
                 let run = AssertUnwindSafe(async { route.dispatch.call(req).await }).catch_unwind();
-                CallContext::scope_shared(ctx, run).instrument(span.clone()).await.unwrap_or_else(|panic| {
+                let handled = CallContext::scope_shared(ctx, run).instrument(span.clone());
+                sampling::follow(unsampled, handled).await.unwrap_or_else(|panic| {
                     let _in = span.enter();
                     self.record_panic(&route.name, &panic);
                     Err(Status::internal("handler panicked"))
@@ -513,7 +515,10 @@ impl Server {
     ) -> std::result::Result<(), Status> {
         // As for requests: the span is parented by the publisher's traceparent, and an event
         // that came without a trace starts one for its handler.
-        let span = spans::process(self.info.transport, &self.service, &event.topic, &event.id, attempt.map(u64::from));
+        let unsampled = sampling::unsampled(event.trace);
+        let span = sampling::making(unsampled, || {
+            spans::process(self.info.transport, &self.service, &event.topic, &event.id, attempt.map(u64::from))
+        });
         let trace = if span.is_disabled() {
             event.trace.unwrap_or_else(TraceParent::new_root)
         } else {
@@ -523,9 +528,10 @@ impl Server {
         let req = Request { ctx: ctx.clone(), body: event.body.clone(), codec: event.codec, state: self.state.clone() };
         let ep = ep.clone();
         let started = std::time::Instant::now();
-        let result = CallContext::scope_shared(ctx, AssertUnwindSafe(async move { ep.call(req).await }).catch_unwind())
-            .instrument(span.clone())
-            .await;
+        let handled =
+            CallContext::scope_shared(ctx, AssertUnwindSafe(async move { ep.call(req).await }).catch_unwind())
+                .instrument(span.clone());
+        let result = sampling::follow(unsampled, handled).await;
         counters.metrics.duration.record(started.elapsed().as_secs_f64());
         let _in = span.enter();
         let outcome = match result {

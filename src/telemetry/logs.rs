@@ -100,7 +100,8 @@ pub fn init_with_default(default: &str) -> Telemetry {
     }
 }
 
-/// The OTel layer when an OTLP endpoint is configured, filtered to `info` and above.
+/// The OTel layer when an OTLP endpoint is configured, filtered to `info` and above and to
+/// sampled traces ([`Sampled`](super::otel::Sampled)).
 #[cfg(feature = "otel")]
 #[allow(clippy::type_complexity)]
 fn otel_layer<S>() -> (Option<Box<dyn Layer<S> + Send + Sync>>, Option<opentelemetry_sdk::trace::SdkTracerProvider>)
@@ -120,9 +121,9 @@ where
         .unwrap_or_else(|| "micro".to_string());
     match super::otel::otlp_provider(&name) {
         Ok(provider) => {
-            let layer = super::otel::layer(provider.tracer("micro"))
-                .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
-                .boxed();
+            use tracing_subscriber::filter::FilterExt as _;
+            let filter = tracing_subscriber::filter::LevelFilter::INFO.and(super::otel::Sampled);
+            let layer = super::otel::layer(provider.tracer("micro")).with_filter(filter).boxed();
             (Some(layer), Some(provider))
         }
         Err(e) => {

@@ -25,6 +25,8 @@
 
 pub mod spans;
 
+pub(crate) mod sampling;
+
 #[cfg(feature = "telemetry")]
 mod fields;
 #[cfg(feature = "telemetry")]

@@ -44,6 +44,42 @@ where
         .with_context_activation(false)
 }
 
+/// A per-layer filter for the OTel layer: it passes everything but the spans and events of a
+/// trace that is not sampled. A request whose `traceparent` says an upstream sampler dropped
+/// its trace still gets its `tracing` span (log lines keep their context) and sends the same
+/// decision on, but the OTel layer does not build a span for it, nor for anything made while
+/// its handler runs: the handler's own spans, and the calls and publishes it makes. A trace's
+/// root is still the OTel sampler's to decide (`OTEL_TRACES_SAMPLER`); every hop after it then
+/// pays for a dropped trace almost nothing. [`init`](super::init) filters its OTel layer with
+/// this and the `info` level; add it to a subscriber you build yourself:
+///
+/// ```
+/// use opentelemetry::trace::TracerProvider as _;
+/// use tracing_subscriber::layer::{Layer as _, SubscriberExt};
+/// use tracing_subscriber::filter::{FilterExt as _, LevelFilter};
+///
+/// let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+/// let otel = micro::telemetry::otel::layer(provider.tracer("my-app"))
+///     .with_filter(LevelFilter::INFO.and(micro::telemetry::otel::Sampled));
+/// let _scoped = tracing::subscriber::set_default(tracing_subscriber::registry().with(otel));
+/// ```
+///
+/// Work a handler spawns as a task of its own is outside its request's state, and its spans
+/// are sampled as roots.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sampled;
+
+impl<S> tracing_subscriber::layer::Filter<S> for Sampled {
+    fn enabled(&self, _: &tracing::Metadata<'_>, _: &tracing_subscriber::layer::Context<'_, S>) -> bool {
+        !super::sampling::now()
+    }
+
+    fn callsite_enabled(&self, _: &'static tracing::Metadata<'static>) -> tracing::subscriber::Interest {
+        // Per span and event: the state changes with the request being handled.
+        tracing::subscriber::Interest::sometimes()
+    }
+}
+
 /// An OTel span context from a wire `traceparent` (a remote parent).
 pub fn span_context(t: &TraceParent) -> SpanContext {
     SpanContext::new(
