@@ -27,6 +27,12 @@ enum Target {
         client: async_nats::Client,
         subject: async_nats::Subject,
     },
+    /// The raw client again, each request carrying one header (a `traceparent`, 55 bytes),
+    /// built per call as any caller builds it: what async-nats itself charges for a header.
+    RawHeader {
+        client: async_nats::Client,
+        subject: async_nats::Subject,
+    },
     /// The framework with auth on: the service checks the token `ClientBuilder::auth` sends.
     #[cfg(feature = "auth")]
     Auth {
@@ -40,6 +46,7 @@ impl Caller for Target {
         match self {
             Target::Framework { .. } => "framework",
             Target::Raw { .. } => "raw",
+            Target::RawHeader { .. } => "raw+header",
             #[cfg(feature = "auth")]
             Target::Auth { .. } => "auth",
         }
@@ -55,9 +62,20 @@ impl Caller for Target {
                 let msg = client.request(subject.clone(), payload).await?;
                 Ok(rmp_serde::from_slice(&msg.payload)?)
             }
+            Target::RawHeader { client, subject } => {
+                let payload = Bytes::from(rmp_serde::to_vec_named(req)?);
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(TRACEPARENT, ONE_HEADER_VALUE);
+                let msg = client.request_with_headers(subject.clone(), headers, payload).await?;
+                Ok(rmp_serde::from_slice(&msg.payload)?)
+            }
         }
     }
 }
+
+/// The header the "raw+header" side sends: a `traceparent`, the header a traced call carries.
+const TRACEPARENT: async_nats::HeaderName = async_nats::HeaderName::from_static("traceparent");
+const ONE_HEADER_VALUE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 /// The auth side: an auth service, a greeter behind `auth` with one rule, and a client whose
 /// layer sends its account's token (all on `url`); returns the side and what to stop.
@@ -111,9 +129,11 @@ fn interested() {
     tracing::callsite::rebuild_interest_cache();
 }
 
-fn recording() -> tracing::Dispatch {
+/// `sampled`: OTel's default sampler (parent-based, always on); otherwise parent-based always
+/// off, so every call's trace is dropped at its root (the client's span) and the service sees a
+/// `traceparent` saying so.
+fn recording(sampled: bool) -> tracing::Dispatch {
     use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::Layer as _;
     // `info` and above, like every layer `micro::telemetry::init` installs: unfiltered, the
     // counter would have the libraries' debug and trace events dispatched too. A global level
     // (not a per-layer filter, which looks the span up on every enter and exit) keeps the
@@ -122,15 +142,25 @@ fn recording() -> tracing::Dispatch {
     #[cfg(feature = "otel")]
     {
         use opentelemetry::trace::TracerProvider as _;
-        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        use opentelemetry_sdk::trace::Sampler;
+        use tracing_subscriber::filter::FilterExt as _;
+        use tracing_subscriber::Layer as _;
+        let mut provider = opentelemetry_sdk::trace::SdkTracerProvider::builder();
+        if !sampled {
+            provider = provider.with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOff)));
+        }
+        let provider = provider.build();
         // As `micro::telemetry::init` installs it: `info` and above (the toolkit's spans; not
-        // the debug events of the libraries underneath).
+        // the debug events of the libraries underneath), sampled traces only.
         let otel = micro::telemetry::otel::layer(provider.tracer("bench"))
-            .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
+            .with_filter(tracing_subscriber::filter::LevelFilter::INFO.and(micro::telemetry::otel::Sampled));
         tracing::Dispatch::new(registry.with(otel))
     }
     #[cfg(not(feature = "otel"))]
-    tracing::Dispatch::new(registry)
+    {
+        let _ = sampled;
+        tracing::Dispatch::new(registry)
+    }
 }
 
 fn callgrind_side(side: &str, full: bool) -> Result<callgrind::PerCall, String> {
@@ -144,11 +174,11 @@ async fn main() -> Result<(), BoxError> {
     // The counted run of the "metrics" side: the framework with the Prometheus recorder
     // installed before anything starts, so every handle records.
     #[cfg(feature = "prometheus")]
-    if std::env::var("BENCH_PROFILE").is_ok_and(|s| s == "metrics" || s == "observed") {
+    if std::env::var("BENCH_PROFILE").is_ok_and(|s| matches!(s.as_str(), "metrics" | "observed" | "unsampled")) {
         micro::metrics::prometheus::install()?;
     }
     let c = cfg.concurrency;
-    let recorder = recording();
+    let recorder = recording(true);
 
     // Framework side: the service (its own NATS connection) and a standalone client (another).
     let service_name = micro::test_util::unique("bench-greeter");
@@ -161,6 +191,7 @@ async fn main() -> Result<(), BoxError> {
     let (raw_subject, raw_task) = start_raw_nats_responder(&url, "greeter").await?;
     let raw_caller = async_nats::connect(&url).await?;
     let raw = Target::Raw { client: raw_caller.clone(), subject: raw_subject.clone().into() };
+    let raw_header = Target::RawHeader { client: raw_caller.clone(), subject: raw_subject.clone().into() };
 
     #[cfg(feature = "auth")]
     let (auth_target, auth_nodes) = auth_side(&url).await?;
@@ -196,10 +227,16 @@ async fn main() -> Result<(), BoxError> {
             return Ok(());
         }
         // "traced": the framework side with every span recorded; "observed": that, and the
-        // Prometheus recorder installed above.
-        let _recording =
-            (side == "traced" || side == "observed").then(|| tracing::dispatcher::set_default(&recording()));
-        callgrind::counted_run(if side == "raw" { &raw } else { &framework }, calls).await?;
+        // Prometheus recorder installed above; "unsampled": "observed" with every trace
+        // dropped by the sampler at its root.
+        let _recording = matches!(side.as_str(), "traced" | "observed" | "unsampled")
+            .then(|| tracing::dispatcher::set_default(&recording(side != "unsampled")));
+        let target = match side.as_str() {
+            "raw" => &raw,
+            "raw+header" => &raw_header,
+            _ => &framework,
+        };
+        callgrind::counted_run(target, calls).await?;
         service.stop().await?;
         raw_task.abort();
         return Ok(());
@@ -209,27 +246,32 @@ async fn main() -> Result<(), BoxError> {
         service.stop().await?;
         raw_task.abort();
         let full = cfg.full;
-        let (raw_cost, fw_cost, traced_cost, metrics_cost, auth_cost) = tokio::task::spawn_blocking(move || {
-            // With the `prometheus` feature, the framework once more with the recorder installed,
-            // then with the recorder and every span recorded.
-            let metrics = if cfg!(feature = "prometheus") {
-                Some((callgrind_side("metrics", full)?, callgrind_side("observed", full)?))
-            } else {
-                None
-            };
-            let auth = if cfg!(feature = "auth") { Some(callgrind_side("auth", full)?) } else { None };
-            Ok::<_, String>((
-                callgrind_side("raw", full)?,
-                callgrind_side("framework", full)?,
-                callgrind_side("traced", full)?,
-                metrics,
-                auth,
-            ))
-        })
-        .await??;
+        let (raw_cost, header_cost, fw_cost, traced_cost, metrics_cost, auth_cost) =
+            tokio::task::spawn_blocking(move || {
+                // With the `prometheus` feature, the framework once more with the recorder installed,
+                // then with the recorder and every span recorded.
+                let metrics = if cfg!(feature = "prometheus") {
+                    let unsampled =
+                        if cfg!(feature = "otel") { Some(callgrind_side("unsampled", full)?) } else { None };
+                    Some((callgrind_side("metrics", full)?, callgrind_side("observed", full)?, unsampled))
+                } else {
+                    None
+                };
+                let auth = if cfg!(feature = "auth") { Some(callgrind_side("auth", full)?) } else { None };
+                Ok::<_, String>((
+                    callgrind_side("raw", full)?,
+                    callgrind_side("raw+header", full)?,
+                    callgrind_side("framework", full)?,
+                    callgrind_side("traced", full)?,
+                    metrics,
+                    auth,
+                ))
+            })
+            .await??;
         println!("callgrind, c=1, caller and responder in one process, per call (difference of two counted runs):");
         println!("{:<10} {:>14} {:>12}", "side", "instructions", "allocations");
         println!("{:<10} {:>14.0} {:>12.1}", "raw", raw_cost.instructions, raw_cost.allocations);
+        println!("{:<10} {:>14.0} {:>12.1}", "raw+header", header_cost.instructions, header_cost.allocations);
         println!("{:<10} {:>14.0} {:>12.1}", "framework", fw_cost.instructions, fw_cost.allocations);
         if let Some(auth) = &auth_cost {
             println!("{:<10} {:>14.0} {:>12.1}", "auth", auth.instructions, auth.allocations);
@@ -241,9 +283,12 @@ async fn main() -> Result<(), BoxError> {
                 auth.allocations
             );
         }
-        if let Some((m, o)) = &metrics_cost {
+        if let Some((m, o, u)) = &metrics_cost {
             println!("{:<10} {:>14.0} {:>12.1}", "metrics", m.instructions, m.allocations);
             println!("{:<10} {:>14.0} {:>12.1}", "observed", o.instructions, o.allocations);
+            if let Some(u) = u {
+                println!("{:<10} {:>14.0} {:>12.1}", "unsampled", u.instructions, u.allocations);
+            }
         }
         println!("{:<10} {:>14.0} {:>12.1}", "traced", traced_cost.instructions, traced_cost.allocations);
         println!(
@@ -259,7 +304,7 @@ async fn main() -> Result<(), BoxError> {
             fw_cost.allocations,
             raw_cost.allocations
         );
-        if let Some((m, o)) = metrics_cost {
+        if let Some((m, o, u)) = metrics_cost {
             // Spans and metrics both on against both off.
             println!(
                 "rpc nats observability instructions_ratio={:.3} instructions_observed={:.0} instructions_off={:.0} \
@@ -280,7 +325,31 @@ async fn main() -> Result<(), BoxError> {
                 m.allocations,
                 fw_cost.allocations
             );
+            // Observability on, every trace dropped at its root: the client's span is built
+            // and dropped by the sampler, the service's carries no OTel span.
+            if let Some(u) = u {
+                println!(
+                    "rpc nats observability unsampled instructions_ratio={:.3} instructions_unsampled={:.0} \
+                     instructions_off={:.0} allocs_unsampled={:.1} allocs_off={:.1}",
+                    u.instructions / fw_cost.instructions,
+                    u.instructions,
+                    fw_cost.instructions,
+                    u.allocations,
+                    fw_cost.allocations
+                );
+            }
         }
+        // What async-nats charges for one header: the floor under anything that must put one
+        // on every request (a token, a traceparent).
+        println!(
+            "rpc nats one_header instructions_ratio={:.3} instructions_header={:.0} instructions_raw={:.0} \
+             allocs_header={:.1} allocs_raw={:.1}",
+            header_cost.instructions / raw_cost.instructions,
+            header_cost.instructions,
+            raw_cost.instructions,
+            header_cost.allocations,
+            raw_cost.allocations
+        );
         println!(
             "rpc nats spans instructions_traced={:.0} instructions_ratio_traced_vs_framework={:.2} allocs_traced={:.1}",
             traced_cost.instructions,
@@ -296,10 +365,16 @@ async fn main() -> Result<(), BoxError> {
         run_phase(target, c, cfg.warmup, None).await;
     }
 
-    // Profiling aid: `BENCH_PROFILE=framework|raw` runs only that side at c=N for BENCH_SECS
+    // Profiling aid: `BENCH_PROFILE=framework|raw|auth` runs only that side at c=N for BENCH_SECS
     // after the warm-up, so `perf record` sees one side's hot path only.
     if let Ok(side) = std::env::var("BENCH_PROFILE") {
-        let target = if side == "raw" { &raw } else { &framework };
+        let target = match side.as_str() {
+            "raw" => &raw,
+            "raw+header" => &raw_header,
+            #[cfg(feature = "auth")]
+            "auth" => &auth_target,
+            _ => &framework,
+        };
         let p = run_phase(target, c, cfg.secs, None).await;
         println!(
             "profile {} c={c}: {} calls, {:.0} calls/s, p50 {:.1} µs, p99 {:.1} µs, cpu {:.1} µs/call, \
@@ -408,10 +483,11 @@ async fn main() -> Result<(), BoxError> {
         mib(rss_after)
     );
 
+    one_header_versus_raw(&raw, &raw_header, &cfg).await?;
     #[cfg(feature = "auth")]
     auth_versus_off(&framework, &auth_target, &cfg, fw1, fwc).await?;
     #[cfg(feature = "prometheus")]
-    observed_versus_off(&framework, &url, &cfg, &recording).await?;
+    observed_versus_off(&framework, &url, &cfg, &|| recording(true)).await?;
     #[cfg(feature = "auth")]
     for node in auth_nodes {
         node.stop().await?;
@@ -421,6 +497,32 @@ async fn main() -> Result<(), BoxError> {
     raw_task.abort();
 
     common::rpc::finish("rpc nats", c, (raw1, fw1), (rawc, fwc))?;
+    Ok(())
+}
+
+/// The raw client with one header on every request against without, paired per round at c=N:
+/// the share of throughput async-nats itself gives up to a header, which auth (a token) and
+/// traces (a `traceparent`) cannot get below.
+async fn one_header_versus_raw(raw: &Target, with_header: &Target, cfg: &Config) -> Result<(), BoxError> {
+    let c = cfg.concurrency;
+    run_phase(with_header, c, cfg.warmup, None).await;
+    let mut paired = Vec::new();
+    for round in 0..cfg.rounds {
+        let (a, b) = if round % 2 == 0 {
+            (run_phase(with_header, c, cfg.secs, None).await, run_phase(raw, c, cfg.secs, None).await)
+        } else {
+            let b = run_phase(raw, c, cfg.secs, None).await;
+            (run_phase(with_header, c, cfg.secs, None).await, b)
+        };
+        if a.errors + b.errors > 0 {
+            return Err(format!("{} raw calls failed", a.errors + b.errors).into());
+        }
+        paired.push(a.rps() / b.rps());
+    }
+    let shown: Vec<String> = paired.iter().map(|r| format!("{r:.2}")).collect();
+    println!();
+    println!("c={c} raw+header/raw throughput per round (paired): {}", shown.join(" "));
+    println!("rpc nats one_header c={c} ratio={:.2}", median(paired));
     Ok(())
 }
 
