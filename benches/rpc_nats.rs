@@ -163,6 +163,20 @@ fn recording(sampled: bool) -> tracing::Dispatch {
     }
 }
 
+/// `rpc nats <what> instructions_ratio=<a / b> instructions_<a>=… instructions_<b>=…
+/// allocs_<a>=… allocs_<b>=…`: one side's counted cost against another's.
+fn cost_line(what: &str, (a, ca): (&str, &callgrind::PerCall), (b, cb): (&str, &callgrind::PerCall)) {
+    println!(
+        "rpc nats {what} instructions_ratio={:.3} instructions_{a}={:.0} instructions_{b}={:.0} allocs_{a}={:.1} \
+         allocs_{b}={:.1}",
+        ca.instructions / cb.instructions,
+        ca.instructions,
+        cb.instructions,
+        ca.allocations,
+        cb.allocations
+    );
+}
+
 fn callgrind_side(side: &str, full: bool) -> Result<callgrind::PerCall, String> {
     callgrind::measure(side, full).map_err(|e| e.to_string())
 }
@@ -306,50 +320,18 @@ async fn main() -> Result<(), BoxError> {
         );
         if let Some((m, o, u)) = metrics_cost {
             // Spans and metrics both on against both off.
-            println!(
-                "rpc nats observability instructions_ratio={:.3} instructions_observed={:.0} instructions_off={:.0} \
-                 allocs_observed={:.1} allocs_off={:.1}",
-                o.instructions / fw_cost.instructions,
-                o.instructions,
-                fw_cost.instructions,
-                o.allocations,
-                fw_cost.allocations
-            );
+            cost_line("observability", ("observed", &o), ("off", &fw_cost));
             // The framework with the Prometheus recorder against the same without a recorder.
-            println!(
-                "rpc nats metrics instructions_ratio={:.3} instructions_metrics={:.0} instructions_off={:.0} \
-                 allocs_metrics={:.1} allocs_off={:.1}",
-                m.instructions / fw_cost.instructions,
-                m.instructions,
-                fw_cost.instructions,
-                m.allocations,
-                fw_cost.allocations
-            );
+            cost_line("metrics", ("metrics", &m), ("off", &fw_cost));
             // Observability on, every trace dropped at its root: the client's span is built
             // and dropped by the sampler, the service's carries no OTel span.
             if let Some(u) = u {
-                println!(
-                    "rpc nats observability unsampled instructions_ratio={:.3} instructions_unsampled={:.0} \
-                     instructions_off={:.0} allocs_unsampled={:.1} allocs_off={:.1}",
-                    u.instructions / fw_cost.instructions,
-                    u.instructions,
-                    fw_cost.instructions,
-                    u.allocations,
-                    fw_cost.allocations
-                );
+                cost_line("observability unsampled", ("unsampled", &u), ("off", &fw_cost));
             }
         }
         // What async-nats charges for one header: the floor under anything that must put one
         // on every request (a token, a traceparent).
-        println!(
-            "rpc nats one_header instructions_ratio={:.3} instructions_header={:.0} instructions_raw={:.0} \
-             allocs_header={:.1} allocs_raw={:.1}",
-            header_cost.instructions / raw_cost.instructions,
-            header_cost.instructions,
-            raw_cost.instructions,
-            header_cost.allocations,
-            raw_cost.allocations
-        );
+        cost_line("one_header", ("header", &header_cost), ("raw", &raw_cost));
         println!(
             "rpc nats spans instructions_traced={:.0} instructions_ratio_traced_vs_framework={:.2} allocs_traced={:.1}",
             traced_cost.instructions,

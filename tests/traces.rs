@@ -54,24 +54,69 @@ fn assert_child(child: &SpanData, parent: &SpanData) {
     assert_eq!(child.parent_span_id, parent.span_context.span_id(), "{:?} is a child of {:?}", child.name, parent.name);
 }
 
-async fn one_trace_from_the_gateway_to_the_durable_audit(url: String) {
-    let (exporter, _default) = recording();
+/// What a handler of the chain saw.
+struct Seen {
+    who: String,
+    job: String,
+    trace_id: String,
+    sampled: bool,
+    /// The current `tracing` span's name.
+    span: String,
+}
 
-    let (api, srv, audit) = (unique("traced.api"), unique("traced.srv"), unique("traced.audit"));
-    let topic = format!("{}.done", unique("traced"));
-    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+/// The services a request through the gateway crosses: `api`'s `Api.Call` calls `srv`'s
+/// `Work.Do`, which publishes the job durably on `topic` to the `audit` service. srv and audit
+/// report what they saw on `seen`.
+struct Chain {
+    api: String,
+    srv: String,
+    topic: String,
+    seen: tokio::sync::mpsc::UnboundedReceiver<Seen>,
+    services: Vec<micro::ServiceHandle>,
+}
 
+impl Chain {
+    /// The next report from `who`, skipping the others'.
+    async fn next_from(&mut self, who: &str) -> Seen {
+        loop {
+            let s = tokio::time::timeout(WAIT, self.seen.recv()).await.expect("a handler ran").unwrap();
+            if s.who == who {
+                return s;
+            }
+        }
+    }
+
+    async fn stop(self) {
+        for s in self.services {
+            s.stop().await.unwrap();
+        }
+    }
+}
+
+async fn start_chain(url: &str, prefix: &str) -> Chain {
+    let (api, srv, audit) =
+        (unique(&format!("{prefix}.api")), unique(&format!("{prefix}.srv")), unique(&format!("{prefix}.audit")));
+    let topic = format!("{}.done", unique(prefix));
+    let (seen_tx, seen) = tokio::sync::mpsc::unbounded_channel::<Seen>();
+    let report = move |who: &str, ctx: &CallContext, v: &Value| {
+        let t = ctx.trace().expect("a trace in the handler's context");
+        let _ = seen_tx.send(Seen {
+            who: who.to_string(),
+            job: v["job"].as_str().unwrap_or_default().to_string(),
+            trace_id: t.trace_id(),
+            sampled: t.sampled(),
+            span: tracing::Span::current().metadata().map_or("none", |m| m.name()).to_string(),
+        });
+    };
+    let to_audit = report.clone();
     let audit_svc = Service::builder(&audit)
-        .transport(&url)
+        .transport(url)
         .subscribe_with(
             &topic,
             SubscribeOptions::durable(&audit).expire_after(Duration::from_secs(120)),
-            move |Req(v): Req<Value>| {
-                let seen = seen_tx.clone();
-                async move {
-                    let _ = seen.send(v["job"].as_str().unwrap_or_default().to_string());
-                    Ok::<_, Status>(())
-                }
+            move |ctx: CallContext, Req(v): Req<Value>| {
+                to_audit("audit", &ctx, &v);
+                async { Ok::<_, Status>(()) }
             },
         )
         .start()
@@ -79,8 +124,9 @@ async fn one_trace_from_the_gateway_to_the_durable_audit(url: String) {
         .unwrap();
     let srv_topic = topic.clone();
     let srv_svc = Service::builder(&srv)
-        .transport(&url)
-        .handle("Work.Do", move |client: Client, Req(v): Req<Value>| {
+        .transport(url)
+        .handle("Work.Do", move |client: Client, ctx: CallContext, Req(v): Req<Value>| {
+            report("srv", &ctx, &v);
             let topic = srv_topic.clone();
             async move {
                 client.broker().publish_durable(&topic, &v).await.map_err(|e| e.to_status("work"))?;
@@ -92,17 +138,22 @@ async fn one_trace_from_the_gateway_to_the_durable_audit(url: String) {
         .unwrap();
     let srv_name = srv.clone();
     let api_svc = Service::builder(&api)
-        .transport(&url)
+        .transport(url)
         .handle("Api.Call", move |client: Client, Req(v): Req<Value>| {
             let srv = srv_name.clone();
-            async move {
-                let rsp: Value = client.call(&srv, "Work.Do", &v).await.map_err(|e| e.to_status("api"))?;
-                Ok::<_, Status>(rsp)
-            }
+            async move { client.call::<_, Value, _>(&srv, "Work.Do", &v).await.map_err(|e| e.to_status("api")) }
         })
         .start()
         .await
         .unwrap();
+    Chain { api, srv, topic, seen, services: vec![api_svc, srv_svc, audit_svc] }
+}
+
+async fn one_trace_from_the_gateway_to_the_durable_audit(url: String) {
+    let (exporter, _default) = recording();
+
+    let mut services = start_chain(&url, "traced").await;
+    let (api, srv, topic) = (services.api.clone(), services.srv.clone(), services.topic.clone());
 
     let client = Client::builder().name("go.micro.api").transport(&url).connect().await.unwrap();
     let gateway = Gateway::new(client, GatewayConfig::default().rpc_namespaces([&api]));
@@ -114,7 +165,7 @@ async fn one_trace_from_the_gateway_to_the_durable_audit(url: String) {
         .to_request();
     let rsp: Value = test::call_and_read_body_json(&app, req).await;
     assert_eq!(rsp, json!({"done": "j-1"}));
-    let job = tokio::time::timeout(WAIT, seen_rx.recv()).await.expect("the audit service gets the event").unwrap();
+    let job = services.next_from("audit").await.job;
     assert_eq!(job, "j-1");
 
     let process = format!("process {topic}");
@@ -164,9 +215,7 @@ async fn one_trace_from_the_gateway_to_the_durable_audit(url: String) {
     assert_eq!(attr(process, "messaging.system").as_deref(), Some(system));
     assert_eq!(attr(http, "http.response.status_code").as_deref(), Some("200"));
 
-    for s in [api_svc, srv_svc, audit_svc] {
-        s.stop().await.unwrap();
-    }
+    services.stop().await;
 }
 
 /// A failing call is an error on the client span, with the toolkit's code.
@@ -274,50 +323,8 @@ fn recording_as_init() -> (InMemorySpanExporter, NotingSampler, tracing::subscri
 /// next through the same subscriber is recorded whole.
 async fn a_dropped_trace_keeps_its_id_and_builds_no_otel_span(url: String) {
     let (exporter, sampler, _default) = recording_as_init();
-    let (api, srv, audit) = (unique("dropped.api"), unique("dropped.srv"), unique("dropped.audit"));
-    let topic = format!("{}.done", unique("dropped"));
-    // (who, trace id, sampled, the current span's name) as each handler saw it.
-    type Seen = (String, String, bool, String);
-    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<Seen>();
-    let seen = move |who: &str, ctx: &CallContext| {
-        let t = ctx.trace().expect("a trace in the handler's context");
-        let span = tracing::Span::current().metadata().map_or("none", |m| m.name()).to_string();
-        (who.to_string(), t.trace_id(), t.sampled(), span)
-    };
-    let tx = seen_tx.clone();
-    let audit_svc = Service::builder(&audit)
-        .transport(&url)
-        .subscribe_with(&topic, SubscribeOptions::durable(&audit), move |ctx: CallContext, Req(_): Req<Value>| {
-            let _ = tx.send(seen("audit", &ctx));
-            async { Ok::<_, Status>(()) }
-        })
-        .start()
-        .await
-        .unwrap();
-    let (tx, srv_topic) = (seen_tx.clone(), topic.clone());
-    let srv_svc = Service::builder(&srv)
-        .transport(&url)
-        .handle("Work.Do", move |client: Client, ctx: CallContext, Req(v): Req<Value>| {
-            let _ = tx.send(seen("srv", &ctx));
-            let topic = srv_topic.clone();
-            async move {
-                client.broker().publish_durable(&topic, &v).await.map_err(|e| e.to_status("work"))?;
-                Ok::<_, Status>(json!({"done": v["job"]}))
-            }
-        })
-        .start()
-        .await
-        .unwrap();
-    let srv_name = srv.clone();
-    let api_svc = Service::builder(&api)
-        .transport(&url)
-        .handle("Api.Call", move |client: Client, Req(v): Req<Value>| {
-            let srv = srv_name.clone();
-            async move { client.call::<_, Value, _>(&srv, "Work.Do", &v).await.map_err(|e| e.to_status("api")) }
-        })
-        .start()
-        .await
-        .unwrap();
+    let mut services = start_chain(&url, "dropped").await;
+    let api = services.api.clone();
     let client = Client::builder().name("go.micro.api").transport(&url).connect().await.unwrap();
     let app = test::init_service(Gateway::new(client, GatewayConfig::default().rpc_namespaces([&api])).app()).await;
     let call = |trace: &str, flags: &str, job: &str| {
@@ -333,7 +340,8 @@ async fn a_dropped_trace_keeps_its_id_and_builds_no_otel_span(url: String) {
     assert_eq!(rsp, json!({"done": "j-1"}));
     let mut saw = Vec::new();
     for _ in 0..2 {
-        saw.push(tokio::time::timeout(WAIT, seen_rx.recv()).await.expect("both handlers ran").unwrap());
+        let s = tokio::time::timeout(WAIT, services.seen.recv()).await.expect("both handlers ran").unwrap();
+        saw.push((s.who, s.trace_id, s.sampled, s.span));
     }
     saw.sort();
     let expected = |who: &str, span: &str| (who.to_string(), dropped.to_string(), false, span.to_string());
@@ -358,9 +366,7 @@ async fn a_dropped_trace_keeps_its_id_and_builds_no_otel_span(url: String) {
     assert_eq!(built, 0, "OTel spans built for a dropped trace ({} spans built in all)", asked.len());
     assert!(asked.len() >= 7, "the sampled trace's spans were built: {}", asked.len());
     assert!(spans.iter().all(|s| s.span_context.is_sampled()), "only sampled spans reach the exporter");
-    for s in [api_svc, srv_svc, audit_svc] {
-        s.stop().await.unwrap();
-    }
+    services.stop().await;
 }
 
 over_brokers!(

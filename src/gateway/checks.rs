@@ -34,7 +34,12 @@ where
 {
     // The request's span, parented by its `traceparent` header; its identity is what the
     // calls made for it continue (`call_scope`).
-    let parent = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
+    // Read only when a subscriber may record the span: it decides the span's sampling state.
+    let parent = if tracing::level_enabled!(tracing::Level::INFO) {
+        req.headers().get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceParent::parse)
+    } else {
+        None
+    };
     let unsampled = sampling::unsampled(parent);
     let span = sampling::making(unsampled, || spans::http(req.method().as_str(), req.path()));
     if !span.is_disabled() {

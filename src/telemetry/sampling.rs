@@ -55,12 +55,12 @@ pub(crate) fn making<R>(unsampled: bool, make: impl FnOnce() -> R) -> R {
     make()
 }
 
-/// Polls `fut` in the sampling state `unsampled`: the spans and events made inside (the
-/// handler's own, the calls and publishes it makes) follow the request's trace.
-pub(crate) async fn within<F: Future>(unsampled: bool, fut: F) -> F::Output {
+/// Polls `fut` in the unsampled state: the spans and events made inside (the handler's own,
+/// the calls and publishes it makes) follow the request's dropped trace.
+async fn within<F: Future>(fut: F) -> F::Output {
     let mut fut = pin!(fut);
     std::future::poll_fn(move |cx| -> Poll<F::Output> {
-        let _scope = Scope::enter(unsampled);
+        let _scope = Scope::enter(true);
         fut.as_mut().poll(cx)
     })
     .await
@@ -69,7 +69,7 @@ pub(crate) async fn within<F: Future>(unsampled: bool, fut: F) -> F::Output {
 /// `fut` itself for a sampled trace; polled [`within`] the unsampled state otherwise.
 pub(crate) fn follow<F: Future>(unsampled: bool, fut: F) -> impl Future<Output = F::Output> {
     if unsampled {
-        futures::future::Either::Right(within(true, fut))
+        futures::future::Either::Right(within(fut))
     } else {
         futures::future::Either::Left(fut)
     }
@@ -86,7 +86,7 @@ mod tests {
         assert!(unsampled(dropped) && !unsampled(kept) && !unsampled(None));
         assert!(making(true, now));
         assert!(!now());
-        let nested = futures::executor::block_on(within(true, async { (now(), making(false, now), now()) }));
+        let nested = futures::executor::block_on(within(async { (now(), making(false, now), now()) }));
         assert_eq!(nested, (true, false, true));
         assert!(!now());
     }
