@@ -405,6 +405,19 @@ async fn an_rpc_carries_the_request_id_as_its_id_and_the_request_as_sent() {
     let got = body_json(rsp.await.unwrap()).await;
     assert_eq!(got["request"], json!({}));
     assert_eq!(got["id"].as_str().map(str::len), Some(36), "a generated request id: {got}");
+    // Names may come escaped: they are JSON strings.
+    let body = format!(r#"{{"service": "{name}", "endpoint": "Echo\u002eCall", "request": {{"k": "\u00e9"}}}}"#);
+    let rsp = http().post(gw.url("/rpc")).content_type("application/json").send_body(body).await.unwrap();
+    assert_eq!(rsp.status(), StatusCode::OK);
+    assert_eq!(body_json(rsp).await["request"], json!({"k": "é"}));
+    // An unsafe request id is replaced, and the call carries the id the response names.
+    let rsp = http().post(gw.url("/rpc")).insert_header(("x-request-id", "bad id <script>")).send_json(&json!({
+        "service": name, "endpoint": "Echo.Call",
+    }));
+    let mut rsp = rsp.await.unwrap();
+    let id = rsp.headers().get("x-request-id").unwrap().to_str().unwrap().to_string();
+    assert_eq!(id.len(), 36, "{id}");
+    assert_eq!(rsp.json::<Value>().await.unwrap()["id"], id.as_str());
     svc.stop().await.unwrap();
 }
 

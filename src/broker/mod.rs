@@ -158,6 +158,8 @@ pub struct PublishOptions {
     pub(crate) codec: Option<Codec>,
     pub(crate) id: Option<String>,
     pub(crate) durable: bool,
+    /// The trace a publish made outside any handler continues (the gateway's HTTP request).
+    pub(crate) trace: Option<crate::message::TraceParent>,
 }
 
 impl PublishOptions {
@@ -383,10 +385,10 @@ impl Broker {
             return Err(Error::config(format!("invalid topic {topic:?}: use dotted names without wildcards")));
         }
         let mut metadata = opts.metadata;
-        let mut parent = None;
+        let mut parent = opts.trace;
         CallContext::with_current(|ctx| {
             metadata.merge_missing(&ctx.metadata);
-            parent = ctx.trace;
+            parent = parent.or(ctx.trace);
         });
         let id = opts.id.unwrap_or_else(new_id);
         // The publish's span; the traceparent sent is its context. With no one recording, a

@@ -90,6 +90,10 @@ pub struct CallOptions {
     pub(crate) node: Option<String>,
     pub(crate) id: Option<String>,
     pub(crate) token: Option<String>,
+    /// The trace a call made outside any handler continues (the gateway's HTTP request): it
+    /// takes the place of the current context's.
+    pub(crate) trace: Option<crate::message::TraceParent>,
+    pub(crate) trace_state: Option<String>,
 }
 
 impl CallOptions {

@@ -19,10 +19,11 @@ use crate::status::Code;
 use crate::telemetry::{self, sampling, spans};
 use tracing::Instrument;
 
-/// Rejects path tricks before routing, and gives every request an id.
-/// Looked up by a ready name: by a `&str` every lookup would parse (and allocate) it.
+// Looked up by ready names: by a `&str` every lookup would parse (and allocate) the name.
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
 
+/// Rejects path tricks before routing, and gives every request an id.
 pub(crate) fn guard_and_tag<S, B>(
     mut req: ServiceRequest,
     srv: &S,
@@ -33,10 +34,10 @@ where
     B: actix_web::body::MessageBody + 'static,
 {
     // The request's span, parented by its `traceparent` header; its identity is what the
-    // calls made for it continue (`call_scope`).
+    // calls made for it continue (`call_options`).
     // Read only when a subscriber may record the span: it decides the span's sampling state.
     let parent = if tracing::level_enabled!(tracing::Level::INFO) {
-        req.headers().get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceParent::parse)
+        req.headers().get(&super::TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(TraceParent::parse)
     } else {
         None
     };
@@ -68,22 +69,14 @@ where
             req.set_payload(bounded(payload, state.config.max_body, state.config.timeout));
         }
     }
-    let id = req
-        .headers()
-        .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-        })
-        .map(str::to_string)
-        .unwrap_or_else(new_id);
-    req.extensions_mut().insert(RequestId(id.clone()));
+    tag(&mut req);
     let fut = sampling::making(unsampled, || span.in_scope(|| srv.call(req)));
     let recorded = span.clone();
     let served = async move {
         let mut res = as_json_error(fut.await?);
-        if let Ok(v) = HeaderValue::from_str(&id) {
-            res.headers_mut().insert(REQUEST_ID.clone(), v);
+        // The request's own value, shared rather than copied.
+        if let Some(id) = res.request().headers().get(&REQUEST_ID).cloned() {
+            res.headers_mut().insert(REQUEST_ID.clone(), id);
         }
         spans::record_http(&recorded, res.status().as_u16());
         Ok(res)
@@ -128,14 +121,17 @@ pub(crate) fn same_site_or_allowed(
         return allowed.iter().any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
             || own.is_some_and(|(authority, host)| authority.eq_ignore_ascii_case(host));
     }
-    !matches!(headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()), Some("cross-site" | "same-site"))
+    !matches!(headers.get(&SEC_FETCH_SITE).and_then(|v| v.to_str().ok()), Some("cross-site" | "same-site"))
 }
 
 /// The request body, bounded while it is read: past `limit` bytes an overflow, and once
 /// `timeout` has passed since the request arrived a timed-out read, so a body that stalls
 /// cannot hold a connection longer than the request may take.
 fn bounded(mut payload: Payload, limit: usize, timeout: Duration) -> Payload {
-    let mut deadline = Box::pin(tokio::time::sleep(timeout));
+    // The timer is armed only once the body keeps the reader waiting: a body that came with the
+    // head (most do) costs no timer.
+    let arrived = tokio::time::Instant::now();
+    let mut deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let (mut seen, mut done) = (0usize, false);
     let stream = futures::stream::poll_fn(move |cx| {
         if done {
@@ -154,7 +150,11 @@ fn bounded(mut payload: Payload, limit: usize, timeout: Duration) -> Payload {
                 done = !matches!(other, Some(Ok(_)));
                 Poll::Ready(other)
             }
-            Poll::Pending => match deadline.as_mut().poll(cx) {
+            Poll::Pending => match deadline
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(arrived + timeout)))
+                .as_mut()
+                .poll(cx)
+            {
                 Poll::Ready(()) => {
                     done = true;
                     Poll::Ready(Some(Err(PayloadError::Io(std::io::Error::new(
@@ -192,15 +192,34 @@ fn as_json_error<B>(res: ServiceResponse<B>) -> ServiceResponse<actix_web::body:
     }
 }
 
-/// The id of a request, kept or made by [`guard_and_tag`].
-#[derive(Clone)]
-pub(crate) struct RequestId(pub(crate) String);
+/// Gives a request its id: the caller's `X-Request-Id` when it is a safe one, else a new one
+/// in its place. Handlers read it back with [`request_id`]; the response carries it too.
+fn tag(req: &mut ServiceRequest) {
+    let mut ids = req.headers().get_all(&REQUEST_ID);
+    let kept = ids.next().filter(|v| v.to_str().is_ok_and(safe_request_id)).cloned();
+    if kept.is_some() && ids.next().is_none() {
+        return;
+    }
+    // Made here, or the first of several: one value, so that nothing downstream sees another.
+    let id = kept.unwrap_or_else(|| HeaderValue::try_from(new_id()).expect("an id is a header value"));
+    req.headers_mut().insert(REQUEST_ID.clone(), id);
+}
+
+fn safe_request_id(v: &str) -> bool {
+    !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+}
+
+/// The id [`guard_and_tag`] gave a request (its `X-Request-Id`).
+pub(crate) fn request_id(req: &actix_web::HttpRequest) -> Option<&str> {
+    req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok())
+}
 
 /// Path tricks: encoded slashes, dots or backslashes, double encoding, NUL, dot segments.
 pub(crate) fn check_path(raw: &str) -> Result<(), GatewayError> {
-    let lower = raw.to_ascii_lowercase();
-    for bad in ["%2f", "%2e", "%5c", "%25", "%00"] {
-        if lower.contains(bad) {
+    // Without a '%' there is nothing encoded to look at (the common case: no copy, no search).
+    if memchr::memchr(b'%', raw.as_bytes()).is_some() {
+        let encoded = |w: &[u8]| FORBIDDEN.iter().find(|bad| w.eq_ignore_ascii_case(bad.as_bytes()));
+        if let Some(bad) = raw.as_bytes().windows(3).find_map(encoded) {
             return Err(GatewayError::bad_request(format!("path contains the forbidden sequence {bad}")));
         }
     }
@@ -212,3 +231,6 @@ pub(crate) fn check_path(raw: &str) -> Result<(), GatewayError> {
     }
     Ok(())
 }
+
+/// Encoded slash, dot, backslash, percent (double encoding) and NUL, as lower case.
+const FORBIDDEN: [&str; 5] = ["%2f", "%2e", "%5c", "%25", "%00"];

@@ -33,8 +33,7 @@ use crate::api;
 use crate::broker::PublishOptions;
 use crate::client::{CallOptions, Client};
 use crate::codec::Codec;
-use crate::context::CallContext;
-use crate::message::{new_id, Deadline, Metadata, TraceParent};
+use crate::message::{new_id, TraceParent};
 use crate::status::Code;
 use crate::subject;
 
@@ -53,7 +52,6 @@ pub(crate) use checks::check_path;
 pub(crate) use checks::guard_and_tag;
 #[cfg(feature = "sidecar")]
 pub(crate) use checks::same_site_or_allowed;
-use checks::RequestId;
 pub use config::{GatewayConfig, HandlerKind};
 pub use error::{GatewayError, GATEWAY_ID};
 #[cfg(feature = "auth")]
@@ -67,8 +65,9 @@ pub(crate) struct State {
     pub(crate) config: GatewayConfig,
     #[cfg(feature = "auth")]
     pub(crate) guard: Option<Arc<lockdown::Guard>>,
-    /// [`GATEWAY_ID`], shared by the call contexts of every request.
-    pub(crate) id: std::sync::Arc<str>,
+    /// The configured `metadata_headers`, parsed once: looked up by a `&str`, a name is parsed
+    /// (and allocated) on every lookup.
+    pub(crate) metadata_headers: Vec<HeaderName>,
     /// Checks `/ready` requires to pass, besides the broker and the registry.
     pub(crate) health: Option<crate::health::Health>,
 }
@@ -120,8 +119,8 @@ impl Gateway {
         Gateway {
             state: Arc::new(State {
                 client,
+                metadata_headers: parsed_names(&config.metadata_headers),
                 config,
-                id: Arc::from(GATEWAY_ID),
                 health: None,
                 #[cfg(feature = "auth")]
                 guard,
@@ -147,7 +146,7 @@ impl Gateway {
         let state = State {
             client: s.client.clone(),
             config: s.config.clone(),
-            id: s.id.clone(),
+            metadata_headers: s.metadata_headers.clone(),
             health: Some(health),
             #[cfg(feature = "auth")]
             guard: s.guard.clone(),
@@ -190,12 +189,6 @@ impl Gateway {
             cfg.service(
                 web::resource(p.as_str())
                     .app_data(web::FormConfig::default().limit(limit).error_handler(rpc::form_error))
-                    .app_data(
-                        web::JsonConfig::default()
-                            .limit(limit)
-                            .content_type_required(false)
-                            .error_handler(rpc::json_error),
-                    )
                     .route(web::route().guard(form_post).to(rpc::rpc_form))
                     .route(web::route().guard(post).to(rpc::rpc_json))
                     .default_service(web::to(rpc::rpc_other_method)),
@@ -220,8 +213,12 @@ impl Gateway {
     > {
         let gateway = self.clone();
         let app = App::new();
+        // Without credentials to check or limits to keep, the guard is not in the way at all.
         #[cfg(feature = "auth")]
-        let app = app.wrap(lockdown::Admit);
+        let app = app.wrap(actix_web::middleware::Condition::new(
+            self.state.guard.as_ref().is_some_and(|g| !g.is_idle()),
+            lockdown::Admit,
+        ));
         app.wrap_fn(guard_and_tag).wrap(cors(&self.state.config.cors)).configure(move |cfg| gateway.configure(cfg))
     }
 
@@ -325,47 +322,42 @@ where
     Ok(server)
 }
 
-/// Options and context for one RPC made on behalf of an HTTP request: the gateway timeout as
+/// Options for one RPC (or publish) made on behalf of an HTTP request: the gateway timeout as
 /// the deadline, the request id as the call's id (`Micro-Id`), allowlisted headers as
 /// metadata, the caller's `traceparent` continued.
-fn call_scope(state: &State, req: &HttpRequest) -> (CallOptions, CallContext) {
+fn call_options(state: &State, req: &HttpRequest) -> CallOptions {
     let mut opts = CallOptions::new().timeout(state.config.timeout);
-    if let Some(id) = req.extensions().get::<RequestId>() {
-        opts = opts.id(id.0.clone());
-    }
-    for name in &state.config.metadata_headers {
-        if let Some(v) = req.headers().get(name.as_str()).and_then(|v| v.to_str().ok()) {
-            opts = opts.metadata(name.clone(), v);
+    opts.id = checks::request_id(req).map(str::to_string);
+    for name in &state.metadata_headers {
+        if let Some(v) = req.headers().get(name).and_then(|v| v.to_str().ok()) {
+            opts = opts.metadata(name.as_str(), v);
         }
     }
     // The gateway's span when one records it (`guard_and_tag`), else the caller's traceparent.
-    let trace = match req.extensions().get::<checks::HttpTrace>() {
+    opts.trace = match req.extensions().get::<checks::HttpTrace>() {
         Some(t) => Some(t.0),
-        None => req.headers().get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceParent::parse),
+        None => req.headers().get(&TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(TraceParent::parse),
     };
-    let ctx = CallContext {
-        service: state.id.clone(),
-        endpoint: req.path().into(),
-        id: String::new(),
-        caller: None,
-        deadline: Some(Deadline::after(state.config.timeout)),
-        trace,
-        trace_state: req.headers().get("tracestate").and_then(|v| v.to_str().ok()).map(str::to_string),
-        metadata: Metadata::new(),
-        event: None,
-        authorization: None,
-        identity: Default::default(),
-    };
+    opts.trace_state = req.headers().get(&TRACESTATE).and_then(|v| v.to_str().ok()).map(str::to_string);
     #[cfg(feature = "auth")]
     let opts = match lockdown::forwarded_token(req) {
         Some(token) => opts.token(token),
         None => opts,
     };
-    (opts, ctx)
+    opts
+}
+
+// Looked up by ready names: by a `&str` every lookup would parse (and allocate) the name.
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// Header names as configured, those that are valid.
+fn parsed_names(names: &[String]) -> Vec<HeaderName> {
+    names.iter().filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok()).collect()
 }
 
 fn json_response(body: Bytes) -> HttpResponse {
-    HttpResponse::Ok().content_type("application/json").body(body)
+    HttpResponse::Ok().insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/json"))).body(body)
 }
 
 /// Checks that a body is JSON, pointing at the position when it is not.
@@ -376,12 +368,16 @@ fn require_json(body: &[u8]) -> Result<(), GatewayError> {
 }
 
 pub(crate) fn valid_name(kind: &str, s: &str) -> Result<(), GatewayError> {
+    // One pass: allowed bytes, and no dot first, last or after another dot.
+    let mut previous = b'.';
     let ok = !s.is_empty()
         && s.len() <= 255
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        && !s.starts_with('.')
         && !s.ends_with('.')
-        && !s.contains("..");
+        && s.bytes().all(|b| {
+            let allowed = b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (b == b'.' && previous != b'.');
+            previous = b;
+            allowed
+        });
     if ok {
         Ok(())
     } else {
@@ -411,13 +407,32 @@ fn limit_of(req: &HttpRequest) -> usize {
     req.app_data::<web::Data<State>>().map_or(usize::MAX, |s| s.config.max_body)
 }
 
-/// The body as the `Bytes` extractor read it under the `PayloadConfig` limit: past the limit a
-/// 413 (from `Content-Length` before anything is read).
-fn body(read: Result<Bytes, actix_web::Error>, state: &State) -> Result<Bytes, GatewayError> {
-    read.map_err(|e| match e.as_error::<PayloadError>() {
-        Some(p) => payload_error(p, state.config.max_body),
-        None => GatewayError::bad_request(format!("cannot read the request body: {e}")),
-    })
+/// The whole request body: past the gateway's limit a 413, a body that cannot be read 400 (or
+/// 408 when it did not arrive in time, see `checks::bounded`). A body that arrives in one
+/// piece, as most do, is taken as it came: no copy.
+async fn read_body(mut payload: web::Payload, state: &State) -> Result<Bytes, GatewayError> {
+    use futures::StreamExt;
+    let limit = state.config.max_body;
+    let mut body = Bytes::new();
+    let mut joined: Option<bytes::BytesMut> = None;
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| payload_error(&e, limit))?;
+        let so_far = joined.as_ref().map_or(body.len(), |j| j.len());
+        if so_far + chunk.len() > limit {
+            return Err(too_large(limit));
+        }
+        match &mut joined {
+            Some(j) => j.extend_from_slice(&chunk),
+            None if body.is_empty() => body = chunk,
+            None => {
+                let mut j = bytes::BytesMut::with_capacity(so_far + chunk.len());
+                j.extend_from_slice(&body);
+                j.extend_from_slice(&chunk);
+                joined = Some(j);
+            }
+        }
+    }
+    Ok(joined.map_or(body, bytes::BytesMut::freeze))
 }
 
 /// Every `key=value` pair of a query string, in order, repeats included.
@@ -445,12 +460,12 @@ fn handler(kind: HandlerKind) -> actix_web::Route {
 }
 
 /// The service and endpoint the rest of the path names, and the body.
-fn resolved(
+async fn resolved(
     state: &State,
     req: &HttpRequest,
-    read: Result<Bytes, actix_web::Error>,
+    payload: web::Payload,
 ) -> Result<(resolve::Route, Bytes), GatewayError> {
-    let body = body(read, state)?;
+    let body = read_body(payload, state).await?;
     let route = resolve::resolve(&state.config.namespace, req.match_info().unprocessed())
         .map_err(|e| GatewayError::bad_request(e.0))?;
     state.config.may_call(&route.service, &route.endpoint, false).map_err(|e| GatewayError::new(Code::FORBIDDEN, e))?;
@@ -462,9 +477,9 @@ fn resolved(
 async fn api_handler(
     state: web::Data<State>,
     req: HttpRequest,
-    read: Result<Bytes, actix_web::Error>,
+    payload: web::Payload,
 ) -> Result<HttpResponse, GatewayError> {
-    let (route, body) = resolved(&state, &req, read)?;
+    let (route, body) = resolved(&state, &req, payload).await?;
     let is_form = req.content_type() == "application/x-www-form-urlencoded";
     let post = if is_form {
         let fields = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body)
@@ -485,9 +500,8 @@ async fn api_handler(
         url: req.uri().to_string(),
     };
     let encoded = Codec::MsgPack.encode(&request)?;
-    let (opts, ctx) = call_scope(&state, &req);
-    let reply =
-        ctx.scope(state.client.call_raw(&route.service, &route.endpoint, encoded, Codec::MsgPack, opts)).await?;
+    let opts = call_options(&state, &req);
+    let reply = state.client.call_raw(&route.service, &route.endpoint, encoded, Codec::MsgPack, opts).await?;
     let rsp = api_response(&reply, &route.service)?;
     let status = match rsp.status_code {
         0 => StatusCode::OK,
@@ -533,9 +547,9 @@ fn api_response(reply: &crate::client::RawReply, service: &str) -> Result<api::R
 async fn rpc_handler(
     state: web::Data<State>,
     req: HttpRequest,
-    read: Result<Bytes, actix_web::Error>,
+    payload: web::Payload,
 ) -> Result<HttpResponse, GatewayError> {
-    let (route, body) = resolved(&state, &req, read)?;
+    let (route, body) = resolved(&state, &req, payload).await?;
     let request = if body.iter().all(u8::is_ascii_whitespace) {
         // No body (a GET): the query parameters are the request.
         let query = web::Query::<serde_json::Map<String, serde_json::Value>>::from_query(req.query_string())
@@ -545,20 +559,20 @@ async fn rpc_handler(
         require_json(&body)?;
         body
     };
-    let (opts, ctx) = call_scope(&state, &req);
-    let reply = ctx.scope(state.client.call_raw(&route.service, &route.endpoint, request, Codec::Json, opts)).await?;
+    let opts = call_options(&state, &req);
+    let reply = state.client.call_raw(&route.service, &route.endpoint, request, Codec::Json, opts).await?;
     Ok(json_response(reply.to_json()?))
 }
 
 async fn event_handler(
     state: web::Data<State>,
     req: HttpRequest,
-    read: Result<Bytes, actix_web::Error>,
+    payload: web::Payload,
 ) -> Result<HttpResponse, GatewayError> {
     if req.method() != Method::POST {
         return Err(GatewayError::new(Code::METHOD_NOT_ALLOWED, "publish events with POST"));
     }
-    let body = body(read, &state)?;
+    let body = read_body(payload, &state).await?;
     let topic = req.match_info().unprocessed().trim_matches('/').replace('/', ".");
     if !subject::is_valid(&topic, false) {
         return Err(GatewayError::bad_request(format!("invalid topic {topic:?}")));
@@ -566,19 +580,20 @@ async fn event_handler(
     require_json(&body)?;
     #[cfg(feature = "auth")]
     lockdown::authorize(&state, &req, &topic, "Publish")?;
-    let (opts, ctx) = call_scope(&state, &req);
+    let opts = call_options(&state, &req);
     let id = new_id();
     let mut publish = PublishOptions::new().codec(Codec::Json).id(id.clone());
-    publish.metadata = opts.metadata.clone();
+    publish.metadata = opts.metadata;
+    publish.trace = opts.trace;
     // An event's own id is its `Micro-Id`: the HTTP request's id travels as metadata.
-    if let Some(rid) = req.extensions().get::<RequestId>() {
-        publish.metadata.insert("x-request-id", rid.0.clone());
+    if let Some(rid) = opts.id {
+        publish.metadata.insert("x-request-id", rid);
     }
     let durable = query_pairs(&req).iter().any(|(k, v)| k == "durable" && matches!(v.as_str(), "" | "1" | "true"));
     if durable {
         publish = publish.durable();
     }
-    ctx.scope(state.client.broker().publish_raw(&topic, body, Codec::Json, publish)).await?;
+    state.client.broker().publish_raw(&topic, body, Codec::Json, publish).await?;
     if durable {
         // Stored by the broker: the event is not going to be lost.
         return Ok(HttpResponse::Ok().json(serde_json::json!({"id": id, "topic": topic, "stored": true})));

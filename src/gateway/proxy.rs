@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use futures::{SinkExt, StreamExt};
 
 use super::error::GatewayError;
@@ -137,8 +137,8 @@ pub(crate) async fn forward(
         .insert_header(("x-forwarded-for", peer))
         .insert_header(("x-forwarded-host", host))
         .insert_header(("x-forwarded-proto", scheme));
-    if let Some(id) = req.extensions().get::<super::RequestId>() {
-        upstream = upstream.insert_header(("x-request-id", id.0.clone()));
+    if let Some(id) = super::checks::request_id(&req) {
+        upstream = upstream.insert_header(("x-request-id", id));
     }
     let limit = state.config.max_body;
     let mut seen = 0usize;

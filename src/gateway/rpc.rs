@@ -1,23 +1,31 @@
 //! `POST /rpc`: `{service, endpoint, request}` as JSON or as a form, one call, its reply as
 //! JSON; and how a bad `/rpc` body is answered.
 
-use actix_web::error::{JsonPayloadError, UrlencodedError};
+use std::borrow::Cow;
+
+use actix_web::error::UrlencodedError;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 
-use super::{call_scope, json_response, limit_of, payload_error, too_large, valid_name, GatewayError, State};
+use serde_json::value::RawValue;
+
+use super::{
+    call_options, json_response, limit_of, payload_error, read_body, too_large, valid_name, GatewayError, State,
+};
 use crate::codec::Codec;
 use crate::status::Code;
 
+/// Read in place from the body: nothing of it is copied unless escaped.
 #[derive(serde::Deserialize)]
-pub(super) struct RpcBody {
-    service: String,
-    #[serde(alias = "method")]
-    endpoint: String,
+pub(super) struct RpcBody<'a> {
+    #[serde(borrow)]
+    service: Cow<'a, str>,
+    #[serde(alias = "method", borrow)]
+    endpoint: Cow<'a, str>,
     /// Kept as the JSON text it came as: it is passed on, not looked at.
-    #[serde(default)]
-    request: Option<Box<serde_json::value::RawValue>>,
+    #[serde(default, borrow)]
+    request: Option<&'a RawValue>,
 }
 
 /// The form version of [`RpcBody`]: `request` is a JSON text.
@@ -38,16 +46,6 @@ pub(super) async fn rpc_other_method() -> HttpResponse {
     rsp
 }
 
-pub(super) fn json_error(e: JsonPayloadError, req: &HttpRequest) -> actix_web::Error {
-    match e {
-        JsonPayloadError::Overflow { limit } | JsonPayloadError::OverflowKnownLength { limit, .. } => too_large(limit),
-        JsonPayloadError::Payload(e) => payload_error(&e, limit_of(req)),
-        JsonPayloadError::Deserialize(e) => GatewayError::bad_request(format!("invalid /rpc request: {e}")),
-        e => GatewayError::bad_request(format!("cannot read the request body: {e}")),
-    }
-    .into()
-}
-
 pub(super) fn form_error(e: UrlencodedError, req: &HttpRequest) -> actix_web::Error {
     match e {
         UrlencodedError::Overflow { limit, .. } => too_large(limit),
@@ -62,9 +60,12 @@ pub(super) fn form_error(e: UrlencodedError, req: &HttpRequest) -> actix_web::Er
 pub(super) async fn rpc_json(
     state: web::Data<State>,
     req: HttpRequest,
-    rpc: web::Json<RpcBody>,
+    payload: web::Payload,
 ) -> Result<HttpResponse, GatewayError> {
-    call_rpc(&state, &req, rpc.into_inner()).await
+    let body = read_body(payload, &state).await?;
+    let rpc: RpcBody<'_> =
+        serde_json::from_slice(&body).map_err(|e| GatewayError::bad_request(format!("invalid /rpc request: {e}")))?;
+    call_rpc(&state, &req, &rpc.service, &rpc.endpoint, rpc.request, Some(&body)).await
 }
 
 /// `POST /rpc` with form fields, `request` a JSON text (as in the original Micro example).
@@ -76,21 +77,30 @@ pub(super) async fn rpc_form(
     let RpcForm { service, endpoint, request } = form.into_inner();
     let request = match request {
         Some(text) => Some(
-            serde_json::value::RawValue::from_string(text)
+            RawValue::from_string(text)
                 .map_err(|e| GatewayError::bad_request(format!("the request field is not valid JSON: {e}")))?,
         ),
         None => None,
     };
-    call_rpc(&state, &req, RpcBody { service, endpoint, request }).await
+    call_rpc(&state, &req, &service, &endpoint, request.as_deref(), None).await
 }
 
-async fn call_rpc(state: &State, req: &HttpRequest, rpc: RpcBody) -> Result<HttpResponse, GatewayError> {
-    valid_name("service", &rpc.service)?;
-    valid_name("endpoint", &rpc.endpoint)?;
-    state.config.may_call(&rpc.service, &rpc.endpoint, true).map_err(|e| GatewayError::new(Code::FORBIDDEN, e))?;
+/// Calls `service`'s `endpoint` with `request`, a JSON text read from `body` when given (the
+/// call then sends that part of the body as it is, without a copy).
+async fn call_rpc(
+    state: &State,
+    req: &HttpRequest,
+    service: &str,
+    endpoint: &str,
+    request: Option<&RawValue>,
+    body: Option<&Bytes>,
+) -> Result<HttpResponse, GatewayError> {
+    valid_name("service", service)?;
+    valid_name("endpoint", endpoint)?;
+    state.config.may_call(service, endpoint, true).map_err(|e| GatewayError::new(Code::FORBIDDEN, e))?;
     #[cfg(feature = "auth")]
-    super::lockdown::authorize(state, req, &rpc.service, &rpc.endpoint)?;
-    let bytes = match rpc.request {
+    super::lockdown::authorize(state, req, service, endpoint)?;
+    let bytes = match request {
         // A JSON text inside a string, as some clients send it.
         Some(raw) if raw.get().starts_with('"') => match serde_json::from_str::<String>(raw.get()) {
             Ok(text) if text.trim_start().starts_with(['{', '[']) => {
@@ -98,12 +108,20 @@ async fn call_rpc(state: &State, req: &HttpRequest, rpc: RpcBody) -> Result<Http
                     .map_err(|e| GatewayError::bad_request(format!("request is not valid JSON: {e}")))?;
                 Bytes::from(text)
             }
-            _ => Bytes::from(String::from(Box::<str>::from(raw))),
+            _ => as_sent(raw, body),
         },
-        Some(raw) => Bytes::from(String::from(Box::<str>::from(raw))),
+        Some(raw) => as_sent(raw, body),
         None => Bytes::from_static(b"{}"),
     };
-    let (opts, ctx) = call_scope(state, req);
-    let reply = ctx.scope(state.client.call_raw(&rpc.service, &rpc.endpoint, bytes, Codec::Json, opts)).await?;
+    let opts = call_options(state, req);
+    let reply = state.client.call_raw(service, endpoint, bytes, Codec::Json, opts).await?;
     Ok(json_response(reply.to_json()?))
+}
+
+/// The JSON text of `raw`: the very bytes of `body` it was read from, or a copy.
+fn as_sent(raw: &RawValue, body: Option<&Bytes>) -> Bytes {
+    match body {
+        Some(body) => body.slice_ref(raw.get().as_bytes()),
+        None => Bytes::copy_from_slice(raw.get().as_bytes()),
+    }
 }
