@@ -159,7 +159,7 @@ pub struct PublishOptions {
     pub(crate) id: Option<String>,
     pub(crate) durable: bool,
     /// The trace a publish made outside any handler continues (the gateway's HTTP request).
-    pub(crate) trace: Option<crate::message::TraceParent>,
+    pub(crate) trace: Option<TraceParent>,
 }
 
 impl PublishOptions {

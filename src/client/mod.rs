@@ -223,9 +223,8 @@ impl Client {
             trace_state = ctx.trace_state.clone();
             metadata.merge_missing(&ctx.metadata);
         });
-        if opts.trace.is_some() {
-            parent = opts.trace;
-            trace_state = opts.trace_state.take();
+        if let Some(trace) = opts.trace.take() {
+            (parent, trace_state) = (Some(trace.0), trace.1);
         }
         // The call's span; the traceparent sent is its context (a child of the current trace,
         // or a new root). With no one recording, a child of the current trace, if any.

@@ -90,10 +90,10 @@ pub struct CallOptions {
     pub(crate) node: Option<String>,
     pub(crate) id: Option<String>,
     pub(crate) token: Option<String>,
-    /// The trace a call made outside any handler continues (the gateway's HTTP request): it
-    /// takes the place of the current context's.
-    pub(crate) trace: Option<crate::message::TraceParent>,
-    pub(crate) trace_state: Option<String>,
+    /// The trace a call made outside any handler continues (the gateway's HTTP request), and
+    /// its `tracestate`: it takes the place of the current context's. Boxed: every future of
+    /// a call holds its options, and most calls have none.
+    pub(crate) trace: Option<Box<(crate::message::TraceParent, Option<String>)>>,
 }
 
 impl CallOptions {

@@ -34,7 +34,7 @@ where
     B: actix_web::body::MessageBody + 'static,
 {
     // The request's span, parented by its `traceparent` header; its identity is what the
-    // calls made for it continue (`call_options`).
+    // calls made for it continue (`trace_of`).
     // Read only when a subscriber may record the span: it decides the span's sampling state.
     let parent = if tracing::level_enabled!(tracing::Level::INFO) {
         req.headers().get(&super::TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(TraceParent::parse)

@@ -324,27 +324,33 @@ where
 
 /// Options for one RPC (or publish) made on behalf of an HTTP request: the gateway timeout as
 /// the deadline, the request id as the call's id (`Micro-Id`), allowlisted headers as
-/// metadata, the caller's `traceparent` continued.
+/// metadata, the HTTP request's trace continued ([`trace_of`]).
 fn call_options(state: &State, req: &HttpRequest) -> CallOptions {
     let mut opts = CallOptions::new().timeout(state.config.timeout);
+    opts.trace = trace_of(req).map(Box::new);
     opts.id = checks::request_id(req).map(str::to_string);
     for name in &state.metadata_headers {
         if let Some(v) = req.headers().get(name).and_then(|v| v.to_str().ok()) {
             opts = opts.metadata(name.as_str(), v);
         }
     }
-    // The gateway's span when one records it (`guard_and_tag`), else the caller's traceparent.
-    opts.trace = match req.extensions().get::<checks::HttpTrace>() {
-        Some(t) => Some(t.0),
-        None => req.headers().get(&TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(TraceParent::parse),
-    };
-    opts.trace_state = req.headers().get(&TRACESTATE).and_then(|v| v.to_str().ok()).map(str::to_string);
     #[cfg(feature = "auth")]
     let opts = match lockdown::forwarded_token(req) {
         Some(token) => opts.token(token),
         None => opts,
     };
     opts
+}
+
+/// The trace the calls and publishes made for an HTTP request continue: the gateway's span
+/// when one records it (`guard_and_tag`), else the caller's `traceparent`, with its
+/// `tracestate`.
+fn trace_of(req: &HttpRequest) -> Option<(TraceParent, Option<String>)> {
+    let trace = match req.extensions().get::<checks::HttpTrace>() {
+        Some(t) => t.0,
+        None => req.headers().get(&TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(TraceParent::parse)?,
+    };
+    Some((trace, req.headers().get(&TRACESTATE).and_then(|v| v.to_str().ok()).map(str::to_string)))
 }
 
 // Looked up by ready names: by a `&str` every lookup would parse (and allocate) the name.
@@ -584,7 +590,6 @@ async fn event_handler(
     let id = new_id();
     let mut publish = PublishOptions::new().codec(Codec::Json).id(id.clone());
     publish.metadata = opts.metadata;
-    publish.trace = opts.trace;
     // An event's own id is its `Micro-Id`: the HTTP request's id travels as metadata.
     if let Some(rid) = opts.id {
         publish.metadata.insert("x-request-id", rid);
@@ -593,6 +598,7 @@ async fn event_handler(
     if durable {
         publish = publish.durable();
     }
+    publish.trace = opts.trace.map(|t| t.0);
     state.client.broker().publish_raw(&topic, body, Codec::Json, publish).await?;
     if durable {
         // Stored by the broker: the event is not going to be lost.
