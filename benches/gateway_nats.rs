@@ -260,7 +260,7 @@ fn proc_status_bytes(field: &str) -> u64 {
 
 #[path = "gateway_nats/load.rs"]
 mod load;
-use load::{builtin_load, fetch_once, wrk_load};
+use load::{builtin_load, counted_requests, fetch_once, wrk_load};
 
 /// Loads `target` for `duration` from another thread, while this arbiter keeps serving and
 /// samples the RSS.
@@ -443,17 +443,55 @@ async fn main() -> Result<(), BoxError> {
         client.url()
     );
 
+    let pick = |which: &str| match which {
+        "rpc" => &rpc,
+        "bare" => &limit,
+        "client" | "bare-client" => &client,
+        _ => &api,
+    };
+    // A counted run (`BENCH_CALLGRIND=1` starts this binary so, under callgrind): no timed phase.
+    if let (Ok(which), Some(n)) = (std::env::var("BENCH_PROFILE"), callgrind::counted_calls()) {
+        return counted_requests(pick(&which), &which, n).await;
+    }
+    // Instructions per request (`BENCH_CALLGRIND=1`): this binary again under callgrind, per target.
+    if std::env::var("BENCH_CALLGRIND").is_ok_and(|v| v != "0") {
+        let full = cfg.full;
+        let costs = tokio::task::spawn_blocking(move || {
+            ["bare", "client", "rpc", "api"]
+                .map(|side| callgrind::measure(side, full).map(|c| (side, c)).map_err(|e| e.to_string()))
+        })
+        .await?;
+        let mut sides = Vec::new();
+        for cost in costs {
+            sides.push(cost?);
+        }
+        println!("callgrind, c=1, one keep-alive connection, per HTTP request (difference of two counted runs;");
+        println!("the process's own requests and responses are counted too, alike for every target):");
+        println!("{:<8} {:>14} {:>12}", "target", "instructions", "allocations");
+        for (side, c) in &sides {
+            println!("{side:<8} {:>14.0} {:>12.1}", c.instructions, c.allocations);
+        }
+        let of = |name: &str| &sides.iter().find(|(s, _)| *s == name).expect("measured").1;
+        let (bare, rpc, api) = (of("bare"), of("rpc"), of("api"));
+        println!(
+            "gateway nats instructions_ratio={:.3} api_instructions_ratio={:.3} {}",
+            rpc.instructions / bare.instructions,
+            api.instructions / bare.instructions,
+            sides
+                .iter()
+                .map(|(s, c)| format!("instructions_{s}={:.0} allocs_{s}={:.1}", c.instructions, c.allocations))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        return Ok(());
+    }
+
     for t in targets {
         run_phase(&cfg, t, cfg.warmup).await;
     }
 
     if let Ok(which) = std::env::var("BENCH_PROFILE") {
-        let t = match which.as_str() {
-            "rpc" => &rpc,
-            "bare" => &limit,
-            "client" | "bare-client" => &client,
-            _ => &api,
-        };
+        let t = pick(&which);
         let p = run_phase(&cfg, t, cfg.secs).await;
         println!(
             "profile {}: {} requests, {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, cpu {:.1} µs/req, NATS {:.1} µs/req, \

@@ -24,7 +24,7 @@ pub fn call_counts(full: bool) -> (u64, u64) {
 }
 
 /// Calls made before counting starts (connections, registry, caches and JIT-free warm paths).
-const WARMUP_CALLS: u64 = 100;
+pub const WARMUP_CALLS: u64 = 100;
 
 /// In a counted run (`BENCH_CALLS=n` with `BENCH_PROFILE=side`): the number of calls to make.
 pub fn counted_calls() -> Option<u64> {
@@ -38,15 +38,32 @@ pub async fn counted_run<C: Caller>(target: &C, n: u64) -> Result<(), BoxError> 
     for _ in 0..WARMUP_CALLS {
         check(target.call(&req).await?.msg)?;
     }
-    client_request(ZERO_STATS);
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let counting = Counting::start();
     for _ in 0..n {
         check(target.call(&req).await?.msg)?;
     }
-    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
-    client_request(DUMP_STATS);
-    println!("counted side={} calls={n} allocations={allocations}", target.label());
+    counting.finish(target.label(), n);
     Ok(())
+}
+
+/// What a counted run counts: from [`start`](Self::start) (callgrind's counters zeroed) to
+/// [`finish`](Self::finish) (counters dumped, allocations printed on a line
+/// [`measure`] reads).
+pub struct Counting {
+    allocations: u64,
+}
+
+impl Counting {
+    pub fn start() -> Counting {
+        client_request(ZERO_STATS);
+        Counting { allocations: ALLOCATIONS.load(Ordering::Relaxed) }
+    }
+
+    pub fn finish(self, side: &str, calls: u64) {
+        let allocations = ALLOCATIONS.load(Ordering::Relaxed) - self.allocations;
+        client_request(DUMP_STATS);
+        println!("counted side={side} calls={calls} allocations={allocations}");
+    }
 }
 
 /// callgrind's client requests (callgrind.h): write the counters to `<out file>.1`, reset them.

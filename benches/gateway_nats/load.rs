@@ -50,6 +50,29 @@ async fn exchange(
     Ok((status, head_end..head_end + length))
 }
 
+/// The counted run of `BENCH_CALLGRIND=1` (`BENCH_PROFILE=<target> BENCH_CALLS=n`, under
+/// callgrind): a warm-up, then `n` requests one after another on one keep-alive connection,
+/// each checked; callgrind counts exactly those `n` (`common::callgrind`). The requests are sent
+/// from this process, so their client side is counted too, alike for every target.
+pub(crate) async fn counted_requests(target: &HttpTarget, side: &str, n: u64) -> Result<(), BoxError> {
+    let mut stream = tokio::net::TcpStream::connect(target.addr).await?;
+    stream.set_nodelay(true)?;
+    let request = target.request_bytes();
+    let mut buf = Vec::with_capacity(1024);
+    let mut counting = None;
+    for i in 0..callgrind::WARMUP_CALLS + n {
+        if i == callgrind::WARMUP_CALLS {
+            counting = Some(callgrind::Counting::start());
+        }
+        let (status, body) = exchange(&mut stream, &request, &mut buf).await?;
+        if status != 200 || buf[body.clone()] != *target.expect.as_bytes() {
+            return Err(format!("{}: {status} {}", target.label, String::from_utf8_lossy(&buf[body])).into());
+        }
+    }
+    counting.expect("counted").finish(side, n);
+    Ok(())
+}
+
 /// One request on a fresh connection: the status and body, to check a target before loading it.
 pub(crate) async fn fetch_once(target: &HttpTarget) -> Result<(u16, String), BoxError> {
     let mut stream = tokio::net::TcpStream::connect(target.addr).await?;
