@@ -421,6 +421,34 @@ async fn an_rpc_carries_the_request_id_as_its_id_and_the_request_as_sent() {
     svc.stop().await.unwrap();
 }
 
+#[actix::test]
+async fn the_callers_trace_continues_through_the_gateway() {
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    async fn trace_of(ctx: CallContext) -> Result<Value, Status> {
+        let trace = ctx.trace().map(|t| t.trace_id());
+        Ok(json!({"trace": trace, "state": ctx.trace_state()}))
+    }
+    let url = memory_url();
+    let ns = unique("ns");
+    let name = format!("{ns}.traced");
+    let svc = Service::builder(&name).transport(&url).handle("Trace.Of", trace_of).start().await.unwrap();
+    let gw = TestGateway::start(&url, GatewayConfig::default().namespace(&ns)).await;
+    let body = json!({"service": name, "endpoint": "Trace.Of"});
+    let traced = http()
+        .post(gw.url("/rpc"))
+        .insert_header(("traceparent", format!("00-{TRACE}-00f067aa0ba902b7-01")))
+        .insert_header(("tracestate", "vendor=abc"));
+    let got = body_json(traced.send_json(&body).await.unwrap()).await;
+    assert_eq!(got, json!({"trace": TRACE, "state": "vendor=abc"}), "the caller's trace and its state");
+    // No traceparent: no trace is made up, and a tracestate alone is not passed on (W3C).
+    let got = body_json(http().post(gw.url("/rpc")).send_json(&body).await.unwrap()).await;
+    assert_ne!(got["trace"], TRACE);
+    let alone = http().post(gw.url("/rpc")).insert_header(("tracestate", "vendor=abc")).send_json(&body);
+    let got = body_json(alone.await.unwrap()).await;
+    assert_eq!(got["state"], Value::Null, "{got}");
+    svc.stop().await.unwrap();
+}
+
 /// Sends a request head (and whatever of a body it includes), then nothing more, and reads
 /// the answer: its status, its body, and how long it took. Ends at the end of the response
 /// (`Content-Length`) or of the connection.

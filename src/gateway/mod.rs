@@ -343,14 +343,14 @@ fn call_options(state: &State, req: &HttpRequest) -> CallOptions {
 }
 
 /// The trace the calls and publishes made for an HTTP request continue: the gateway's span
-/// when one records it (`guard_and_tag`), else the caller's `traceparent`, with its
-/// `tracestate`.
+/// when one records it (`guard_and_tag`), else the caller's `traceparent`; with the caller's
+/// `tracestate`, which belongs to its `traceparent`: without a valid one it is dropped (W3C
+/// Trace Context).
 fn trace_of(req: &HttpRequest) -> Option<(TraceParent, Option<String>)> {
-    let trace = match req.extensions().get::<checks::HttpTrace>() {
-        Some(t) => t.0,
-        None => req.headers().get(&TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(TraceParent::parse)?,
-    };
-    Some((trace, req.headers().get(&TRACESTATE).and_then(|v| v.to_str().ok()).map(str::to_string)))
+    let callers = req.headers().get(&TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
+    let trace = req.extensions().get::<checks::HttpTrace>().map(|t| t.0).or(callers)?;
+    let state = callers.and_then(|_| req.headers().get(&TRACESTATE)?.to_str().ok().map(str::to_string));
+    Some((trace, state))
 }
 
 // Looked up by ready names: by a `&str` every lookup would parse (and allocate) the name.
