@@ -59,18 +59,28 @@ pub(crate) async fn counted_requests(target: &HttpTarget, side: &str, n: u64) ->
     stream.set_nodelay(true)?;
     let request = target.request_bytes();
     let mut buf = Vec::with_capacity(1024);
-    let mut counting = None;
-    for i in 0..callgrind::WARMUP_CALLS + n {
-        if i == callgrind::WARMUP_CALLS {
-            counting = Some(callgrind::Counting::start());
-        }
-        let (status, body) = exchange(&mut stream, &request, &mut buf).await?;
-        if status != 200 || buf[body.clone()] != *target.expect.as_bytes() {
-            return Err(format!("{}: {status} {}", target.label, String::from_utf8_lossy(&buf[body])).into());
-        }
+    for _ in 0..callgrind::WARMUP_CALLS {
+        checked_exchange(&mut stream, &request, &mut buf, target).await?;
     }
-    counting.expect("counted").finish(side, n);
+    let counting = callgrind::Counting::start();
+    for _ in 0..n {
+        checked_exchange(&mut stream, &request, &mut buf, target).await?;
+    }
+    counting.finish(side, n);
     Ok(())
+}
+
+/// One exchange whose answer must be `target`'s expected one.
+async fn checked_exchange(
+    stream: &mut tokio::net::TcpStream,
+    request: &[u8],
+    buf: &mut Vec<u8>,
+    target: &HttpTarget,
+) -> Result<(), BoxError> {
+    match exchange(stream, request, buf).await? {
+        (200, body) if buf[body.clone()] == *target.expect.as_bytes() => Ok(()),
+        (status, body) => Err(format!("{}: {status} {}", target.label, String::from_utf8_lossy(&buf[body])).into()),
+    }
 }
 
 /// One request on a fresh connection: the status and body, to check a target before loading it.

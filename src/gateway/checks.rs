@@ -45,7 +45,7 @@ where
     let span = sampling::making(unsampled, || spans::http(req.method().as_str(), req.path()));
     if !span.is_disabled() {
         let own = telemetry::identify(&span, parent, spans::Parent::Remote);
-        req.extensions_mut().insert(HttpTrace(own));
+        req.extensions_mut().insert(HttpTrace { own, continued: parent.is_some() });
     }
     let state = req.app_data::<web::Data<State>>().cloned();
     let admitted = check_path(req.uri().path()).and_then(|()| match &state {
@@ -87,7 +87,11 @@ where
 
 /// The trace context of the gateway's span for a request, when a subscriber records it.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct HttpTrace(pub(crate) TraceParent);
+pub(crate) struct HttpTrace {
+    pub(crate) own: TraceParent,
+    /// Whether it continues the caller's valid `traceparent` (else it is a new root).
+    pub(crate) continued: bool,
+}
 
 /// What is refused from the request head alone: a declared body over the limit (413, before
 /// a byte of it is read, whatever the route), and a state-changing request from another site
@@ -128,8 +132,8 @@ pub(crate) fn same_site_or_allowed(
 /// `timeout` has passed since the request arrived a timed-out read, so a body that stalls
 /// cannot hold a connection longer than the request may take.
 fn bounded(mut payload: Payload, limit: usize, timeout: Duration) -> Payload {
-    // The timer is armed only once the body keeps the reader waiting: a body that came with the
-    // head (most do) costs no timer.
+    // The timer is armed only once the body keeps the reader waiting: a request without a body,
+    // or whose body is there by the time it is read, costs no timer.
     let arrived = tokio::time::Instant::now();
     let mut deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let (mut seen, mut done) = (0usize, false);

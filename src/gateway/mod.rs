@@ -347,9 +347,12 @@ fn call_options(state: &State, req: &HttpRequest) -> CallOptions {
 /// `tracestate`, which belongs to its `traceparent`: without a valid one it is dropped (W3C
 /// Trace Context).
 fn trace_of(req: &HttpRequest) -> Option<(TraceParent, Option<String>)> {
-    let callers = req.headers().get(&TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
-    let trace = req.extensions().get::<checks::HttpTrace>().map(|t| t.0).or(callers)?;
-    let state = callers.and_then(|_| req.headers().get(&TRACESTATE)?.to_str().ok().map(str::to_string));
+    // `guard_and_tag` read the caller's traceparent already when it made the span.
+    let (trace, continued) = match req.extensions().get::<checks::HttpTrace>() {
+        Some(t) => (t.own, t.continued),
+        None => (req.headers().get(&TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(TraceParent::parse)?, true),
+    };
+    let state = continued.then(|| req.headers().get(&TRACESTATE)?.to_str().ok().map(str::to_string)).flatten();
     Some((trace, state))
 }
 
