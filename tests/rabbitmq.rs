@@ -415,3 +415,46 @@ async fn durable_subscription_survives_a_broker_restart_and_gets_what_was_not_ac
     drop(sub);
     t.close().await.unwrap();
 }
+
+/// `what` was refused as too long for AMQP, with a typed error.
+fn refused_as_too_long(e: Option<micro::Error>, what: &str) {
+    let e = e.unwrap_or_else(|| panic!("{what}: accepted"));
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{what}: {e}");
+    assert!(e.to_string().contains("at most 255"), "{what}: {e}");
+}
+
+/// AMQP short strings (routing keys, binding keys, message ids, header names) hold at most 255
+/// bytes. Longer ones are refused with a typed error before anything is sent, and the
+/// connection goes on working.
+#[actix::test]
+async fn names_longer_than_amqp_allows_are_refused_and_the_connection_keeps_working() {
+    let t = micro::transport::connect(&amqp_url()).await.unwrap();
+    let long = format!("micro.event.{}.{}", unique("long"), "x".repeat(260));
+    let group = unique("long-group");
+    refused_as_too_long(t.publish(&long, event("x")).await.err(), "publish");
+    refused_as_too_long(t.publish_durable(&long, event("x")).await.err(), "durable publish");
+    let service = format!("micro.rpc.{}.Say.Hello", "s".repeat(260));
+    refused_as_too_long(t.request(&service, &event("x"), Duration::from_secs(2)).await.err(), "request");
+    let endpoint = format!("micro.rpc.{}.Say.{}", unique("svc"), "H".repeat(260));
+    refused_as_too_long(t.request(&endpoint, &event("x"), Duration::from_secs(2)).await.err(), "request endpoint");
+    refused_as_too_long(t.subscribe(&long, None).await.err(), "subscribe");
+    refused_as_too_long(t.subscribe(&long, Some(&group)).await.err(), "group subscribe");
+    refused_as_too_long(t.subscribe_durable(&DurableSpec::new(&long, &group)).await.err(), "durable subscribe");
+
+    let subject = format!("micro.event.{}", unique("short"));
+    let mut long_id = event("x");
+    long_id.headers.insert(headers::ID, "i".repeat(300));
+    refused_as_too_long(t.publish(&subject, long_id).await.err(), "message id");
+    let mut long_name = event("x");
+    long_name.headers.insert(format!("Micro-Meta-{}", "k".repeat(250)), "v");
+    refused_as_too_long(t.publish(&subject, long_name).await.err(), "header name");
+    let broker = Broker::new(t.clone(), "long-names");
+    refused_as_too_long(broker.publish(&"t".repeat(300), &1u8).await.err(), "Broker::publish");
+
+    // Nothing broke: the same connection still subscribes, publishes and delivers.
+    let mut sub = t.subscribe(&subject, None).await.unwrap();
+    t.publish(&subject, event("still here")).await.unwrap();
+    assert_eq!(body(&next(&mut sub, "the event after the refusals").await.message), "still here");
+    drop(sub);
+    t.close().await.unwrap();
+}

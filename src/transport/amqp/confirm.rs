@@ -6,10 +6,12 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use lapin::options::BasicPublishOptions;
+use lapin::types::ShortString;
 use lapin::{BasicProperties, Channel, Confirmation};
 use tokio::sync::{mpsc, oneshot};
 
 use super::down;
+use super::properties::short;
 use crate::error::{Error, ErrorKind, Result};
 
 /// Publishes durably on one confirm-mode channel. One task sends every message and collects
@@ -21,8 +23,8 @@ pub(super) struct DurablePublisher {
 }
 
 struct PublishRequest {
-    exchange: String,
-    routing_key: String,
+    exchange: &'static str,
+    routing_key: ShortString,
     body: Bytes,
     properties: BasicProperties,
     done: oneshot::Sender<Result<()>>,
@@ -44,19 +46,14 @@ impl DurablePublisher {
     /// is bound for is an `Unavailable` error, a nack a `Broker` error.
     pub(super) async fn publish(
         &self,
-        exchange: &str,
+        exchange: &'static str,
         routing_key: &str,
         body: Bytes,
         properties: BasicProperties,
     ) -> Result<()> {
+        let routing_key = short("the subject", routing_key)?;
         let (done, outcome) = oneshot::channel();
-        let request = PublishRequest {
-            exchange: exchange.to_string(),
-            routing_key: routing_key.to_string(),
-            body,
-            properties,
-            done,
-        };
+        let request = PublishRequest { exchange, routing_key, body, properties, done };
         self.requests.send(request).map_err(|_| down())?;
         outcome.await.unwrap_or_else(|_| Err(down()))
     }
@@ -96,7 +93,7 @@ async fn send(channel: &Channel, id: u64, request: PublishRequest, tracker: &mut
     let PublishRequest { exchange, routing_key, body, properties, done } = request;
     let properties = properties.with_delivery_mode(2).with_correlation_id(id.to_string().into());
     let opts = BasicPublishOptions { mandatory: true, ..Default::default() };
-    match channel.basic_publish(exchange.into(), routing_key.as_str().into(), opts, &body, properties).await {
+    match channel.basic_publish(exchange.into(), routing_key.clone(), opts, &body, properties).await {
         Ok(confirm) => tracker.push(id, routing_key, confirm.map(Resolved::from).boxed(), done),
         // Not handed to the broker: the message provably was not published.
         Err(e) => {
@@ -144,7 +141,7 @@ impl From<lapin::Result<Confirmation>> for Resolved {
 struct Unconfirmed {
     /// Its correlation id: a return names its message by it.
     id: u64,
-    routing_key: String,
+    routing_key: ShortString,
     state: State,
     done: oneshot::Sender<Result<()>>,
 }
@@ -180,7 +177,7 @@ impl Tracker {
     fn push(
         &mut self,
         id: u64,
-        routing_key: String,
+        routing_key: ShortString,
         confirm: BoxFuture<'static, Resolved>,
         done: oneshot::Sender<Result<()>>,
     ) {
@@ -231,7 +228,7 @@ impl Tracker {
         self.look();
         for u in self.unconfirmed.drain(..ready) {
             let was_returned = self.returned.remove(&u.id);
-            let subject = &u.routing_key;
+            let subject = u.routing_key.as_str();
             let outcome = match u.state {
                 State::Resolved(Verdict::Acked) if was_returned => {
                     Err(Error::unavailable(format!("no durable subscription would keep the event on {subject}")))
@@ -282,7 +279,7 @@ mod tests {
         for id in 1..=n {
             let (tx, fut) = confirm();
             let (done, outcome) = oneshot::channel();
-            tracker.push(id, format!("micro.event.t{id}"), fut, done);
+            tracker.push(id, format!("micro.event.t{id}").into(), fut, done);
             confirms.push(tx);
             outcomes.push(outcome);
         }

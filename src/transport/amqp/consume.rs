@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use super::naming::{binding_key, endpoints_queue, group_queue};
-use super::properties::{from_properties, to_properties};
+use super::properties::{from_properties, short, to_properties};
 use super::{down, lapin_err, Inner, Link, EXCHANGE};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Message;
@@ -34,6 +34,8 @@ pub(super) struct SubState {
 /// Subscribes: declares and binds the queue, starts its consumer, and keeps it across reconnects.
 pub(super) async fn subscribe(inner: &Arc<Inner>, pattern: &str, queue: Option<&str>) -> Result<Subscription> {
     kit::check_subject(pattern, true)?;
+    // Its binding key (as long as the pattern) must fit an AMQP short string.
+    short("the subject pattern", pattern)?;
     let link = inner.link.load_full().ok_or_else(down)?;
     let (tx, rx) = mpsc::unbounded_channel();
     let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
@@ -81,7 +83,7 @@ pub(super) async fn start_consumer(inner: &Arc<Inner>, link: &Link, sub: &Arc<Su
     ch.queue_bind(
         queue.as_str().into(),
         EXCHANGE.into(),
-        binding_key(&sub.pattern).into(),
+        short("the subject pattern", &binding_key(&sub.pattern))?,
         QueueBindOptions::default(),
         FieldTable::default(),
     )
@@ -136,7 +138,7 @@ impl ReplySink for AmqpReply {
     fn send(self: Box<Self>, message: Message) -> BoxFuture<'static, Result<()>> {
         async move {
             let link = self.inner.upgrade().and_then(|i| i.link.load_full()).ok_or_else(down)?;
-            let props = to_properties(&message.headers).with_correlation_id(self.correlation_id);
+            let props = to_properties(&message.headers)?.with_correlation_id(self.correlation_id);
             // No confirm is awaited: the reply channel is not in confirm mode, and a requester
             // that went away simply never sees it.
             link.reply

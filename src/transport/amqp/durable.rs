@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, Notify};
 
 use super::confirm::DurablePublisher;
 use super::naming::{binding_key, dead_letter_queue, durable_queue};
-use super::properties::{from_properties, to_properties};
+use super::properties::{from_properties, short, to_properties};
 use super::{down, lapin_err, Inner, Link, EXCHANGE};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Message;
@@ -94,7 +94,7 @@ pub(super) async fn start_durable(inner: &Arc<Inner>, link: &Link, state: &Arc<D
             .queue_bind(
                 queue.as_str().into(),
                 EXCHANGE.into(),
-                key.into(),
+                short("the subject pattern", &key)?,
                 QueueBindOptions::default(),
                 FieldTable::default(),
             )
@@ -316,6 +316,7 @@ impl Drop for DurableGuard {
 /// own, and keeps it across reconnects.
 pub(super) async fn subscribe(inner: &Arc<Inner>, spec: &DurableSpec) -> Result<DurableSubscription> {
     kit::check_durable(spec)?;
+    short("the subject pattern", &spec.subject)?;
     let link = inner.link.load_full().ok_or_else(down)?;
     let (tx, rx) = mpsc::unbounded_channel();
     let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
@@ -345,7 +346,7 @@ pub(super) async fn subscribe(inner: &Arc<Inner>, spec: &DurableSpec) -> Result<
 pub(super) async fn publish(inner: &Inner, subject: &str, message: Message) -> Result<()> {
     let link = inner.link.load_full().ok_or_else(down)?;
     let publisher = link.durable_publisher().await?;
-    let properties = to_properties(&message.headers);
+    let properties = to_properties(&message.headers)?;
     publisher.publish(EXCHANGE, subject, message.body, properties).await
 }
 
@@ -430,9 +431,9 @@ mod tests {
         let mut h = Headers::new();
         h.push(headers::ID, "abc");
         h.push("Micro-Meta-tenant", "acme");
-        let mut table = to_properties(&h).headers().clone().unwrap_or_default();
+        let mut table = to_properties(&h).unwrap().headers().clone().unwrap_or_default();
         table.insert(DELIVERY_COUNT_HEADER.into(), AMQPValue::LongLongInt(2));
-        let original = to_properties(&h).with_headers(table);
+        let original = to_properties(&h).unwrap().with_headers(table);
         let copy = retry_properties(&original, 4, "micro.event.user.login");
         assert_eq!(copy.delivery_mode(), &Some(2));
         let mut back = from_properties(&copy);

@@ -62,7 +62,7 @@ use consume::{start_consumer, SubState};
 use durable::{start_durable, DurableState, Settling};
 use endpoint::Endpoint;
 use naming::request_route;
-use properties::{from_properties, to_properties};
+use properties::{from_properties, short, to_properties};
 
 /// The topic exchange every subject is routed through.
 pub const EXCHANGE: &str = "micro";
@@ -428,7 +428,7 @@ impl Transport for AmqpTransport {
             self.inner.pending.lock().insert(id, tx);
             let _guard = PendingGuard { inner: &self.inner, id };
             let deadline = tokio::time::Instant::now() + timeout;
-            let mut props = to_properties(&message.headers)
+            let mut props = to_properties(&message.headers)?
                 .with_correlation_id(itoa::Buffer::new().format(id).into())
                 .with_reply_to(DIRECT_REPLY_TO.into())
                 .with_expiration(itoa::Buffer::new().format(timeout.as_millis().max(1)).into());
@@ -438,14 +438,15 @@ impl Transport for AmqpTransport {
             // endpoint travels in the `type` property.
             let (exchange, routing_key) = match request_route(subject) {
                 Some((queue, endpoint)) => {
-                    props = props.with_type(endpoint.into());
+                    props = props.with_type(short("the endpoint", endpoint)?);
                     ("", queue)
                 }
                 None => (EXCHANGE, subject),
             };
+            let routing_key = short("the subject", routing_key)?;
             let mut confirm = link
                 .rpc
-                .basic_publish(exchange.into(), routing_key.into(), opts, &message.body, props)
+                .basic_publish(exchange.into(), routing_key, opts, &message.body, props)
                 .await
                 .map_err(|e| Error::unavailable(format!("request on {subject} not sent: {e}")))?;
             let timed_out = || Error::timeout(format!("no reply on {subject} within {timeout:?}"));
@@ -487,10 +488,11 @@ impl Transport for AmqpTransport {
         async move {
             message.headers.check()?;
             let link = self.inner.link.load_full().ok_or_else(down)?;
-            let props = to_properties(&message.headers);
+            let props = to_properties(&message.headers)?;
+            let routing_key = short("the subject", subject)?;
             let confirm = link
                 .publish
-                .basic_publish(EXCHANGE.into(), subject.into(), BasicPublishOptions::default(), &message.body, props)
+                .basic_publish(EXCHANGE.into(), routing_key, BasicPublishOptions::default(), &message.body, props)
                 .await
                 // Not handed to the broker at all: the event provably was not published.
                 .map_err(|e| Error::unavailable(format!("publish on {subject} not sent: {e}")).with_source(e))?;
