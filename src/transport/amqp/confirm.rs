@@ -1,6 +1,7 @@
 //! Durable publishes: persistent, mandatory, confirmed, and each told whether it came back.
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -65,6 +66,7 @@ impl DurablePublisher {
 /// (a durable subscription's ackers included, whose settle futures hold it until their frame
 /// is written) is gone: then the channel closes, after everything it was asked to send.
 async fn run(channel: Channel, mut requests: mpsc::UnboundedReceiver<PublishRequest>) {
+    let channel = Arc::new(channel);
     let mut tracker = Tracker::default();
     let mut next_id: u64 = 0;
     let mut open = true;
@@ -73,12 +75,12 @@ async fn run(channel: Channel, mut requests: mpsc::UnboundedReceiver<PublishRequ
             request = requests.recv(), if open => match request {
                 Some(request) => {
                     next_id += 1;
-                    send(&channel, next_id, request, &mut tracker).await;
+                    send(&channel, next_id, request, &mut tracker);
                     // Take what else is waiting before looking at confirms again.
                     for _ in 0..64 {
                         let Ok(request) = requests.try_recv() else { break };
                         next_id += 1;
-                        send(&channel, next_id, request, &mut tracker).await;
+                        send(&channel, next_id, request, &mut tracker);
                     }
                 }
                 None => open = false,
@@ -89,18 +91,27 @@ async fn run(channel: Channel, mut requests: mpsc::UnboundedReceiver<PublishRequ
     let _ = channel.close(200, "bye".into()).await;
 }
 
-async fn send(channel: &Channel, id: u64, request: PublishRequest, tracker: &mut Tracker) {
+/// Hands one message to lapin and tracks it, without waiting for its frames to be written:
+/// the messages of a burst go out together, as they would from concurrent publishers.
+///
+/// lapin gives a publish its delivery tag and queues its frames on the future's first poll,
+/// which happens here, so the tracker holds the messages in delivery-tag order.
+fn send(channel: &Arc<Channel>, id: u64, request: PublishRequest, tracker: &mut Tracker) {
     let PublishRequest { exchange, routing_key, body, properties, done } = request;
-    let properties = properties.with_delivery_mode(2).with_correlation_id(id.to_string().into());
+    let properties = properties.with_delivery_mode(2).with_correlation_id(itoa::Buffer::new().format(id).into());
     let opts = BasicPublishOptions { mandatory: true, ..Default::default() };
-    match channel.basic_publish(exchange.into(), routing_key.clone(), opts, &body, properties).await {
-        Ok(confirm) => tracker.push(id, routing_key, confirm.map(Resolved::from).boxed(), done),
-        // Not handed to the broker: the message provably was not published.
-        Err(e) => {
-            let _ = done.send(Err(
-                Error::unavailable(format!("durable publish on {routing_key} not sent: {e}")).with_source(e)
-            ));
+    let (channel, key) = (channel.clone(), routing_key.clone());
+    let mut publish = async move {
+        match channel.basic_publish(exchange.into(), key, opts, &body, properties).await {
+            Ok(confirm) => Resolved::from(confirm.await),
+            Err(e) => Resolved { verdict: Verdict::NotSent(e), returned: None },
         }
+    }
+    .boxed();
+    let first = (&mut publish).now_or_never();
+    tracker.push(id, routing_key, publish, done);
+    if let Some(resolved) = first {
+        tracker.resolve_newest(resolved);
     }
 }
 
@@ -115,6 +126,8 @@ enum Verdict {
     Acked,
     Nacked,
     Failed(lapin::Error),
+    /// lapin did not hand the message to the broker: it provably was not published.
+    NotSent(lapin::Error),
 }
 
 impl From<lapin::Result<Confirmation>> for Resolved {
@@ -184,6 +197,14 @@ impl Tracker {
         self.unconfirmed.push_back(Unconfirmed { id, routing_key, state: State::Waiting(confirm), done });
     }
 
+    /// The newest publish resolved on its first poll (it could not be sent).
+    fn resolve_newest(&mut self, resolved: Resolved) {
+        let verdict = self.note(resolved);
+        if let Some(newest) = self.unconfirmed.back_mut() {
+            newest.state = State::Resolved(verdict);
+        }
+    }
+
     fn note(&mut self, resolved: Resolved) -> Verdict {
         if let Some(id) = resolved.returned {
             self.returned.insert(id);
@@ -238,6 +259,9 @@ impl Tracker {
                     ErrorKind::Broker,
                     format!("RabbitMQ did not store the durable publish on {subject}"),
                 )),
+                State::Resolved(Verdict::NotSent(e)) => {
+                    Err(Error::unavailable(format!("durable publish on {subject} not sent: {e}")).with_source(e))
+                }
                 State::Resolved(Verdict::Failed(e)) => {
                     Err(Error::new(ErrorKind::Broker, format!("durable publish on {subject} unconfirmed: {e}"))
                         .with_source(e))
