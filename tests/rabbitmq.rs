@@ -458,3 +458,56 @@ async fn names_longer_than_amqp_allows_are_refused_and_the_connection_keeps_work
     drop(sub);
     t.close().await.unwrap();
 }
+
+/// Handlers that finish together have their acks coalesced (one `basic.ack` with `multiple`
+/// for a run of deliveries). Settled newest first and mixed with hand-backs, every event is
+/// still settled as asked: each acked once, each handed back delivered again, and no tag acked
+/// twice (RabbitMQ would close the channel and deliver everything unacked again).
+#[actix::test]
+async fn acks_that_finish_together_settle_each_event_once() {
+    use futures::FutureExt;
+    let t = micro::transport::connect(&amqp_url()).await.unwrap();
+    let subject = format!("micro.event.{}.batch", unique("acks"));
+    let group = unique("acks");
+    let queue = format!("durable:{group}@{subject}");
+    let mut sub = t.subscribe_durable(&DurableSpec::new(&subject, &group).concurrency(50)).await.unwrap();
+    const N: usize = 400;
+    let publishes = (0..N).map(|i| {
+        let (t, subject) = (t.clone(), subject.clone());
+        async move { t.publish_durable(&subject, event(&i.to_string())).await }
+    });
+    for published in futures::future::join_all(publishes).await {
+        published.unwrap();
+    }
+    let (mut acked, mut handed_back) = (HashSet::new(), HashSet::new());
+    while acked.len() < N {
+        // Whatever has arrived (up to the prefetch), settled together, the newest first.
+        let mut batch = vec![next(&mut sub, "the next deliveries").await];
+        while let Some(Some(d)) = sub.next().now_or_never() {
+            batch.push(d);
+        }
+        let mut acks = Vec::new();
+        for d in batch.into_iter().rev() {
+            let i: usize = body(&d.message).parse().unwrap();
+            if i % 7 == 3 && d.attempt == 1 {
+                assert!(handed_back.insert(i), "event {i} came back twice");
+                drop(d);
+            } else {
+                assert!(acked.insert(i), "event {i} came again after its ack (attempt {})", d.attempt);
+                acks.push(d.acker.ack());
+            }
+        }
+        for settled in futures::future::join_all(acks).await {
+            settled.unwrap();
+        }
+    }
+    assert_eq!(handed_back.len(), (0..N).filter(|i| i % 7 == 3).count());
+    drop(sub);
+    wait_for("the queue to hold nothing, ready or unacked, once its consumer is gone", WAIT, || async {
+        let line = queue_line(&["messages", "consumers"], &queue)?;
+        (line.split('\t').skip(1).collect::<Vec<_>>() == ["0", "0"]).then_some(())
+    })
+    .await;
+    t.close().await.unwrap();
+    delete_queues(&[&queue, &format!("{group}.dlq")]).await;
+}

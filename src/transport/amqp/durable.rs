@@ -10,14 +10,15 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, ConfirmSelectOptions,
-    QueueBindOptions, QueueDeclareOptions,
+    BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, ConfirmSelectOptions, QueueBindOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, Notify};
 
+use super::acks::Acks;
 use super::confirm::DurablePublisher;
 use super::naming::{binding_key, dead_letter_queue, durable_queue};
 use super::properties::{from_properties, short, to_properties};
@@ -133,9 +134,10 @@ pub(super) async fn start_durable(inner: &Arc<Inner>, link: &Link, state: &Arc<D
     let queue: Arc<str> = state.queue.as_str().into();
     let tx = state.tx.clone();
     let settling = inner.settling.clone();
+    let acks = Arc::new(Acks::default());
     tokio::spawn(async move {
         while let Some(Ok(d)) = consumer.next().await {
-            if tx.send(durable_delivery(d, &queue, &publisher, &settling)).is_err() {
+            if tx.send(durable_delivery(d, &queue, &publisher, &settling, &acks)).is_err() {
                 break;
             }
         }
@@ -150,6 +152,7 @@ fn durable_delivery(
     queue: &Arc<str>,
     publisher: &Arc<DurablePublisher>,
     settling: &Arc<Settling>,
+    acks: &Arc<Acks>,
 ) -> Delivery {
     let mut headers = from_properties(&d.properties);
     let first = headers.take(ATTEMPT_HEADER).and_then(|v| v.trim().parse::<u32>().ok()).unwrap_or(1).max(1);
@@ -157,8 +160,11 @@ fn durable_delivery(
     let attempt = first.saturating_add(unsettled);
     let subject = headers.take(SUBJECT_HEADER).unwrap_or_else(|| d.routing_key.as_str().to_string());
     let body = Bytes::from(d.data);
+    acks.delivered(d.delivery_tag);
     let acker = AmqpAcker {
         acker: d.acker,
+        tag: d.delivery_tag,
+        acks: acks.clone(),
         publisher: publisher.clone(),
         settling: settling.clone(),
         queue: queue.clone(),
@@ -182,6 +188,9 @@ fn retry_properties(original: &BasicProperties, attempt: u32, subject: &str) -> 
 
 struct AmqpAcker {
     acker: lapin::Acker,
+    /// Its delivery tag, and the channel's acks it is settled among.
+    tag: u64,
+    acks: Arc<Acks>,
     /// Keeps the channel open until this delivery is settled.
     publisher: Arc<DurablePublisher>,
     settling: Arc<Settling>,
@@ -211,7 +220,8 @@ impl AckSink for AmqpAcker {
         let _settle = self.settling.start();
         async move {
             let _settle = _settle;
-            settled("ack", self.acker.ack(BasicAckOptions::default()).await)
+            let AmqpAcker { acks, tag, acker, .. } = *self;
+            settled("ack", acks.ack(tag, acker).await)
         }
         .boxed()
     }
@@ -221,7 +231,9 @@ impl AckSink for AmqpAcker {
         let requeue = BasicNackOptions { requeue: true, multiple: false };
         async move {
             let _settle = _settle;
-            settled("nack", self.acker.nack(requeue).await)
+            let result = settled("nack", self.acker.nack(requeue).await);
+            self.acks.forget(self.tag);
+            result
         }
         .boxed()
     }
@@ -236,7 +248,7 @@ impl AckSink for AmqpAcker {
             let properties = retry_properties(&self.properties, self.attempt.saturating_add(1), &self.subject);
             match self.publisher.publish("", &self.queue, self.body.clone(), properties).await {
                 Ok(()) => {
-                    if let Err(e) = settled("ack", acker.ack(BasicAckOptions::default()).await) {
+                    if let Err(e) = settled("ack", self.acks.ack(self.tag, acker.clone()).await) {
                         tracing::debug!(queue = %self.queue, error = %e, "retry copy sent, original not acked: it comes twice");
                     }
                 }
@@ -246,6 +258,7 @@ impl AckSink for AmqpAcker {
                     if let Err(e) = settled("nack", acker.nack(requeue).await) {
                         tracing::debug!(queue = %self.queue, error = %e, "nack failed");
                     }
+                    self.acks.forget(self.tag);
                 }
             }
         });

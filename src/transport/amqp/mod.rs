@@ -50,6 +50,7 @@ use super::{ConnectionState, DurableSpec, DurableSubscription, Subscription, Tra
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Message;
 
+mod acks;
 mod confirm;
 mod consume;
 mod durable;
