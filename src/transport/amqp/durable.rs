@@ -215,6 +215,17 @@ fn settled(what: &str, result: lapin::Result<bool>) -> Result<()> {
 // The futures below own the whole acker, its hold on the channel included, until the frame is
 // written (lapin resolves an ack once it is sent): the channel closes only after its last settle
 // went out, and the connection's `close` waits for every settle under way.
+impl AmqpAcker {
+    /// Hands the delivery back to its queue (`basic.nack` with `requeue`); once that is sent,
+    /// it no longer holds up the channel's coalesced acks.
+    async fn requeue(&self) -> Result<()> {
+        let requeue = BasicNackOptions { requeue: true, multiple: false };
+        let result = settled("nack", self.acker.nack(requeue).await);
+        self.acks.forget(self.tag);
+        result
+    }
+}
+
 impl AckSink for AmqpAcker {
     fn ack(self: Box<Self>) -> BoxFuture<'static, Result<()>> {
         let _settle = self.settling.start();
@@ -228,12 +239,9 @@ impl AckSink for AmqpAcker {
 
     fn hand_back(self: Box<Self>) -> BoxFuture<'static, Result<()>> {
         let _settle = self.settling.start();
-        let requeue = BasicNackOptions { requeue: true, multiple: false };
         async move {
             let _settle = _settle;
-            let result = settled("nack", self.acker.nack(requeue).await);
-            self.acks.forget(self.tag);
-            result
+            self.requeue().await
         }
         .boxed()
     }
@@ -244,21 +252,18 @@ impl AckSink for AmqpAcker {
         kit::after(delay, async move {
             // From here the copy and the settle of the original are under way.
             let _settle = self.settling.start();
-            let acker = &self.acker;
             let properties = retry_properties(&self.properties, self.attempt.saturating_add(1), &self.subject);
             match self.publisher.publish("", &self.queue, self.body.clone(), properties).await {
                 Ok(()) => {
-                    if let Err(e) = settled("ack", self.acks.ack(self.tag, acker.clone()).await) {
+                    if let Err(e) = settled("ack", self.acks.ack(self.tag, self.acker.clone()).await) {
                         tracing::debug!(queue = %self.queue, error = %e, "retry copy sent, original not acked: it comes twice");
                     }
                 }
                 Err(e) => {
                     tracing::warn!(queue = %self.queue, error = %e, "retry copy not stored; the original goes back to its queue");
-                    let requeue = BasicNackOptions { requeue: true, multiple: false };
-                    if let Err(e) = settled("nack", acker.nack(requeue).await) {
+                    if let Err(e) = self.requeue().await {
                         tracing::debug!(queue = %self.queue, error = %e, "nack failed");
                     }
-                    self.acks.forget(self.tag);
                 }
             }
         });
