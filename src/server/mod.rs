@@ -1,7 +1,8 @@
 //! The server: an endpoint table bound to a node's subjects. Each request is decoded, checked
-//! against its deadline, dispatched to an async fn or an actor, encoded and answered, as its
-//! own task on the service's arbiter, so many requests run at once. Panics are caught at
-//! dispatch and counted against the [`RestartPolicy`].
+//! against its deadline, dispatched to an async fn or an actor, encoded and answered. A request
+//! is handled in the loop that received it as far as it goes without waiting; one that waits
+//! finishes in its own task on the service's arbiter, so many requests run at once. Panics are
+//! caught at dispatch and counted against the [`RestartPolicy`].
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -24,6 +25,7 @@ use tracing::Instrument;
 
 mod actor;
 mod handler;
+mod inline;
 mod nats_micro;
 mod route;
 mod stats;
@@ -109,7 +111,7 @@ impl Server {
                 let stop = stop.clone();
                 actix_rt::spawn(serve_loop(sub, stop, move |incoming| {
                     let in_flight = server.stats.begin();
-                    actix_rt::spawn(server.clone().dispatch(incoming, in_flight));
+                    inline::run_or_spawn(server.clone().dispatch(incoming, in_flight));
                 }))
             })
             .collect()
@@ -415,7 +417,7 @@ pub(crate) async fn subscribe_node(
 
 impl Server {
     /// Handles one event with a subscription's handler, counted on the subscription too.
-    /// Counts an event in flight and handles it in its own task.
+    /// Counts an event in flight and handles it (in its own task once it waits).
     pub(crate) fn spawn_event(
         self: &Rc<Self>,
         ep: &Rc<dyn Dispatch>,
@@ -423,7 +425,7 @@ impl Server {
         incoming: Incoming,
     ) {
         let in_flight = self.stats.begin();
-        actix_rt::spawn(self.clone().dispatch_event(ep.clone(), counters.clone(), incoming, in_flight));
+        inline::run_or_spawn(self.clone().dispatch_event(ep.clone(), counters.clone(), incoming, in_flight));
     }
 
     async fn dispatch_event(
@@ -450,7 +452,8 @@ impl Server {
         }
     }
 
-    /// Handles one durable event in its own task and settles it by the handler's result.
+    /// Handles one durable event (in its own task once it waits) and settles it by the
+    /// handler's result.
     pub(crate) fn spawn_durable(
         self: &Rc<Self>,
         ep: &Rc<dyn Dispatch>,
@@ -458,7 +461,7 @@ impl Server {
         event: crate::broker::DurableEvent,
     ) {
         let in_flight = self.stats.begin();
-        actix_rt::spawn(self.clone().dispatch_durable(ep.clone(), counters.clone(), event, in_flight));
+        inline::run_or_spawn(self.clone().dispatch_durable(ep.clone(), counters.clone(), event, in_flight));
     }
 
     async fn dispatch_durable(
