@@ -29,6 +29,7 @@ mod inline;
 mod nats_micro;
 mod route;
 mod stats;
+mod stop;
 mod supervision;
 
 pub use actor::{ActorEndpoints, EndpointMessage};
@@ -362,23 +363,23 @@ impl Source for crate::broker::DurableEvents {
 }
 
 /// Reads a subscription until `stop`, then drains it and handles what was already delivered.
-pub(crate) async fn serve_loop<S: Source>(
-    mut sub: S,
-    mut stop: watch::Receiver<bool>,
-    mut handle: impl FnMut(S::Item),
-) {
+pub(crate) async fn serve_loop<S: Source>(mut sub: S, stop: watch::Receiver<bool>, mut handle: impl FnMut(S::Item)) {
+    let mut stop = stop::StopSignal::new(stop);
     loop {
-        tokio::select! {
-            biased;
-            changed = stop.changed() => {
-                if changed.is_err() || *stop.borrow() {
-                    break;
-                }
+        let next = std::future::poll_fn(|cx| {
+            if stop.asked() {
+                return std::task::Poll::Ready(None);
             }
-            next = sub.next() => match next {
-                Some(incoming) => handle(incoming),
-                None => return,
-            },
+            match sub.poll_next_unpin(cx) {
+                std::task::Poll::Ready(next) => std::task::Poll::Ready(Some(next)),
+                std::task::Poll::Pending => stop.poll_asked(cx).map(|()| None),
+            }
+        })
+        .await;
+        match next {
+            Some(Some(incoming)) => handle(incoming),
+            Some(None) => return,
+            None => break,
         }
     }
     if let Err(e) = sub.drain().await {
