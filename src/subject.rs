@@ -52,8 +52,11 @@ pub fn endpoints(base: &str) -> String {
 /// The endpoint a request subject names: its last two tokens (`Say.Hello`); `None` when the
 /// subject has fewer than three tokens.
 pub fn endpoint_of(subject: &str) -> Option<&str> {
-    let method = subject.rfind('.')?;
-    let handler = subject[..method].rfind('.')?;
+    // Byte by byte from the end: the two tokens are short, and `rfind`'s vectorised search
+    // costs more to set up than it saves on them (it runs for every request).
+    let bytes = subject.as_bytes();
+    let method = bytes.iter().rposition(|&b| b == b'.')?;
+    let handler = bytes[..method].iter().rposition(|&b| b == b'.')?;
     Some(&subject[handler + 1..])
 }
 

@@ -239,11 +239,14 @@ impl Selector {
         };
         let penalties =
             if self.inner.any_penalty.load(Ordering::Relaxed) { Some(self.inner.penalties.lock()) } else { None };
-        let now = Instant::now();
-        let healthy = |n: &Node| penalties.as_ref().is_none_or(|p| p.get(&n.id).is_none_or(|p| p.until <= now));
+        // The clock is read only when some node is blacklisted.
+        let now = penalties.as_ref().map(|_| Instant::now());
+        let healthy =
+            |n: &Node| penalties.as_ref().zip(now).is_none_or(|(p, now)| p.get(&n.id).is_none_or(|p| p.until <= now));
         let count = eligible().filter(|(_, n)| healthy(n)).count();
         let chosen = if count > 0 {
             let k = match self.inner.strategy {
+                _ if count == 1 => 0,
                 Strategy::Random => rand::random_range(0..count),
                 Strategy::RoundRobin => self.inner.turn.fetch_add(1, Ordering::Relaxed) % count,
             };
