@@ -6,7 +6,15 @@
 pub(super) fn is_point_to_point(subject: &str) -> bool {
     (subject.starts_with(crate::subject::RPC_PREFIX) || subject.starts_with(crate::subject::NODE_PREFIX))
         && subject.len() <= 255
-        && !subject.split('.').any(|t| t == "*" || t == ">")
+        && !has_wildcard_token(subject)
+}
+
+/// True when a token of `subject` is `*` or `>`. Byte-wise, and only split when such a byte is
+/// there at all: `str::split` with a char pattern runs a UTF-8 searcher per token, and this runs
+/// for every request.
+fn has_wildcard_token(subject: &str) -> bool {
+    let bytes = subject.as_bytes();
+    bytes.iter().any(|&b| b == b'*' || b == b'>') && bytes.split(|&b| b == b'.').any(|t| t == b"*" || t == b">")
 }
 
 /// A request subject (`micro.rpc.<service>.<Handler>.<Method>`, `micro.node.<id>.<Handler>.<Method>`)
@@ -67,6 +75,10 @@ mod tests {
         assert!(is_point_to_point("micro.node.go.micro.srv.greeter-0193"));
         assert!(!is_point_to_point("micro.event.user.login"));
         assert!(!is_point_to_point("micro.rpc.*"));
+        assert!(!is_point_to_point("micro.node.>"));
+        assert!(!is_point_to_point("micro.rpc.a.*.b"));
+        // `*` and `>` inside a token are not wildcards.
+        assert!(is_point_to_point("micro.rpc.a*b.c>d"));
         assert!(!is_point_to_point(&format!("micro.node.{}", "x".repeat(300))));
     }
 
