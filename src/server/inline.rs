@@ -26,11 +26,7 @@ pub(crate) fn run_or_spawn(handling: impl Future<Output = ()> + 'static) {
             actix_rt::spawn(handling);
         }
         Err(panic) => {
-            let msg = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
+            let msg = super::supervision::panic_message(panic.as_ref());
             tracing::error!(panic = %msg, "handling a message panicked outside its handler");
         }
     }

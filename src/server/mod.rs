@@ -206,11 +206,7 @@ impl Server {
     }
 
     pub(crate) fn record_panic(&self, what: &str, panic: &Box<dyn std::any::Any + Send>) {
-        let msg = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
+        let msg = supervision::panic_message(panic.as_ref());
         tracing::error!(service = %self.info.service, handler = what, panic = %msg, "handler panicked");
         self.stats.panicked();
         self.supervisor.record_restart();

@@ -6,6 +6,15 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
+/// What a caught panic says: its message when it was a string, else nothing.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
+
 /// The restart-intensity limit: more than `max_restarts` handler restarts (panics) within
 /// `within` make the service deregister and stop with
 /// [`ErrorKind::RestartIntensity`](crate::ErrorKind::RestartIntensity), so that a process
@@ -96,6 +105,15 @@ impl Supervisor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_caught_panic_says_its_message() {
+        let boxed: Box<dyn std::any::Any + Send> = std::panic::catch_unwind(|| panic!("boom")).unwrap_err();
+        assert_eq!(panic_message(boxed.as_ref()), "boom");
+        let formatted = std::panic::catch_unwind(|| panic!("boom {}", 2)).unwrap_err();
+        assert_eq!(panic_message(formatted.as_ref()), "boom 2");
+        assert_eq!(panic_message(&5u8), "");
+    }
 
     #[test]
     fn trips_only_past_the_limit() {
