@@ -79,12 +79,34 @@ struct Greeting<'a> {
 }
 
 async fn bare_hello(bare: web::Data<Bare>, query: web::Query<NameQuery>) -> HttpResponse {
-    let req = HelloRequest { name: query.into_inner().name };
-    let payload = match rmp_serde::to_vec_named(&req) {
+    raw_hello(&bare, query.into_inner().name, None).await
+}
+
+/// The diagnostic (e): the bare handler, but its raw request carries the three envelope headers
+/// the gateway's call carries (`Micro-Deadline`, `Micro-Id` with a fresh request id,
+/// `Micro-Caller`; protocol §3): what async-nats charges for them on both sides, apart from
+/// the framework.
+async fn bare_headers_hello(bare: web::Data<Bare>, query: web::Query<NameQuery>) -> HttpResponse {
+    let deadline = std::time::SystemTime::now() + GATEWAY_TIMEOUT;
+    let millis = deadline.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Micro-Deadline", itoa::Buffer::new().format(millis));
+    headers.insert("Micro-Id", micro::message::new_id());
+    headers.insert("Micro-Caller", GATEWAY_ID);
+    raw_hello(&bare, query.into_inner().name, Some(headers)).await
+}
+
+/// One raw async-nats request to the raw responder, with `headers` if given, answered as JSON.
+async fn raw_hello(bare: &Bare, name: String, headers: Option<async_nats::HeaderMap>) -> HttpResponse {
+    let payload = match rmp_serde::to_vec_named(&HelloRequest { name }) {
         Ok(p) => Bytes::from(p),
         Err(e) => return HttpResponse::InternalServerError().body(e.to_string()),
     };
-    match bare.nats.request(bare.subject.clone(), payload).await {
+    let sent = match headers {
+        Some(headers) => bare.nats.request_with_headers(bare.subject.clone(), headers, payload).await,
+        None => bare.nats.request(bare.subject.clone(), payload).await,
+    };
+    match sent {
         Ok(msg) => match rmp_serde::from_slice::<HelloReply>(&msg.payload) {
             Ok(reply) => HttpResponse::Ok().json(Greeting { message: &reply.msg }),
             Err(e) => HttpResponse::BadGateway().body(e.to_string()),
@@ -92,6 +114,9 @@ async fn bare_hello(bare: web::Data<Bare>, query: web::Query<NameQuery>) -> Http
         Err(e) => HttpResponse::BadGateway().body(e.to_string()),
     }
 }
+
+/// How long the gateway waits for a call, and the deadline the diagnostic (e) sends.
+const GATEWAY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The diagnostic (d): the bare handler, but the one RPC goes through a framework `Client` to the
 /// srv greeter service (registry, selector, envelope, server dispatch) instead of raw async-nats.
@@ -337,7 +362,11 @@ async fn main() -> Result<(), BoxError> {
     let gw_client = micro::Client::builder().name(GATEWAY_ID).transport(url.clone()).connect().await?;
     let gateway = Gateway::new(
         gw_client,
-        GatewayConfig::default().namespace(namespace.clone()).rpc_namespaces([srv_name.clone()]).workers(workers),
+        GatewayConfig::default()
+            .namespace(namespace.clone())
+            .rpc_namespaces([srv_name.clone()])
+            .workers(workers)
+            .timeout(GATEWAY_TIMEOUT),
     );
     let gw_server = HttpServer::new(move || gateway.app())
         .workers(workers)
@@ -364,6 +393,7 @@ async fn main() -> Result<(), BoxError> {
             .app_data(bare.clone())
             .route("/hello", web::get().to(bare_hello))
             .route("/client/hello", web::get().to(bare_client_hello))
+            .route("/headers/hello", web::get().to(bare_headers_hello))
     })
     .workers(workers)
     .client_request_timeout(Duration::from_secs(10))
@@ -408,8 +438,17 @@ async fn main() -> Result<(), BoxError> {
         body: None,
         expect: r#"{"message":"Hello John"}"#.into(),
     };
-    // [0 = gateway api (a), 1 = gateway /rpc (c), 2 = bare limit (b), 3 = bare+client (d)]
-    let targets = [&api, &rpc, &limit, &client];
+    let headers = HttpTarget {
+        label: "bare+headers",
+        addr: bare_addr,
+        method: "GET",
+        path: "/headers/hello?name=John".into(),
+        body: None,
+        expect: r#"{"message":"Hello John"}"#.into(),
+    };
+    // [0 = gateway api (a), 1 = gateway /rpc (c), 2 = bare limit (b), 3 = bare+client (d),
+    //  4 = bare+headers (e)]
+    let targets = [&api, &rpc, &limit, &client, &headers];
 
     // Every target answers what it should before it is measured (the first call also lets the
     // gateway's and the api service's clients discover their services).
@@ -442,11 +481,17 @@ async fn main() -> Result<(), BoxError> {
          diagnostic: splits (c)'s cost into framework RPC and gateway layer)",
         client.url()
     );
+    println!(
+        "  (e) bare+headers: GET {}  -> the bare handler's raw request with the three envelope headers (c) \
+         sends (deadline, request id, caller) (one RPC; diagnostic: what async-nats charges for them)",
+        headers.url()
+    );
 
     let pick = |which: &str| match which {
         "rpc" => &rpc,
         "bare" => &limit,
         "client" | "bare-client" => &client,
+        "headers" | "bare-headers" => &headers,
         _ => &api,
     };
     // A counted run (`BENCH_CALLGRIND=1` starts this binary so, under callgrind): no timed phase.
@@ -457,7 +502,7 @@ async fn main() -> Result<(), BoxError> {
     if std::env::var("BENCH_CALLGRIND").is_ok_and(|v| v != "0") {
         let full = cfg.full;
         let costs = tokio::task::spawn_blocking(move || {
-            ["bare", "client", "rpc", "api"]
+            ["bare", "headers", "client", "rpc", "api"]
                 .map(|side| callgrind::measure(side, full).map(|c| (side, c)).map_err(|e| e.to_string()))
         })
         .await?;
@@ -472,11 +517,12 @@ async fn main() -> Result<(), BoxError> {
             println!("{side:<8} {:>14.0} {:>12.1}", c.instructions, c.allocations);
         }
         let of = |name: &str| &sides.iter().find(|(s, _)| *s == name).expect("measured").1;
-        let (bare, rpc, api) = (of("bare"), of("rpc"), of("api"));
+        let (bare, rpc, api, headers) = (of("bare"), of("rpc"), of("api"), of("headers"));
         println!(
-            "gateway nats instructions_ratio={:.3} api_instructions_ratio={:.3} {}",
+            "gateway nats instructions_ratio={:.3} api_instructions_ratio={:.3} headers_instructions_ratio={:.3} {}",
             rpc.instructions / bare.instructions,
             api.instructions / bare.instructions,
+            headers.instructions / bare.instructions,
             sides
                 .iter()
                 .map(|(s, c)| format!("instructions_{s}={:.0} allocs_{s}={:.1}", c.instructions, c.allocations))
@@ -508,7 +554,7 @@ async fn main() -> Result<(), BoxError> {
         return Ok(());
     }
 
-    let mut series: [Series<Phase>; 4] = Default::default();
+    let mut series: [Series<Phase>; 5] = Default::default();
     println!();
     println!(
         "{:>5} {:<13} {:>9} {:>6} {:>9} {:>8} {:>8} {:>10} {:>11} {:>11} {:>8}",
@@ -526,7 +572,7 @@ async fn main() -> Result<(), BoxError> {
     );
     for round in 0..cfg.rounds {
         // Alternate the order, so drift on the shared machine hits every target alike.
-        let order: [usize; 4] = if round % 2 == 0 { [0, 1, 2, 3] } else { [3, 2, 1, 0] };
+        let order: [usize; 5] = if round % 2 == 0 { [0, 1, 2, 3, 4] } else { [4, 3, 2, 1, 0] };
         for i in order {
             let p = run_phase(&cfg, targets[i], cfg.secs).await;
             println!(
@@ -548,7 +594,7 @@ async fn main() -> Result<(), BoxError> {
     }
     let hwm = proc_status_bytes("VmHWM");
 
-    let [sa, sc, sb, sd] = &series;
+    let [sa, sc, sb, sd, se] = &series;
     let paired = |s: &Series<Phase>| -> String {
         s.0.iter().zip(&sb.0).map(|(x, b)| format!("{:.2}", x.rps() / b.rps())).collect::<Vec<_>>().join(" ")
     };
@@ -559,7 +605,7 @@ async fn main() -> Result<(), BoxError> {
         "target", "req/s", "p50 ms", "p99 ms", "cpu µs/req", "NATS µs/req", "allocs/req", "peak RSS MiB", "/ limit"
     );
     let bare_rps = sb.med(Phase::rps);
-    for (t, s) in targets.iter().zip([sa, sc, sb, sd]) {
+    for (t, s) in targets.iter().zip([sa, sc, sb, sd, se]) {
         println!(
             "{:<13} {:>9.0} {:>8.2} {:>8.2} {:>10.1} {:>11.1} {:>11.1} {:>12.1} {:>9.2}",
             t.label,
@@ -584,10 +630,11 @@ async fn main() -> Result<(), BoxError> {
         }
     );
     println!(
-        "per round (paired): api/limit {}; rpc/limit {}; bare+client/limit {}",
+        "per round (paired): api/limit {}; rpc/limit {}; bare+client/limit {}; bare+headers/limit {}",
         paired(sa),
         paired(sc),
-        paired(sd)
+        paired(sd),
+        paired(se)
     );
     println!(
         "memory of this process (gateway + api and srv services + bare app + raw responder{}): RSS {:.1} MiB at \
@@ -596,7 +643,7 @@ async fn main() -> Result<(), BoxError> {
         mib(rss_start),
         mib(rss_ready),
         sa.max(Phase::peak_rss_mib).max(sc.max(Phase::peak_rss_mib)),
-        sb.max(Phase::peak_rss_mib).max(sd.max(Phase::peak_rss_mib)),
+        sb.max(Phase::peak_rss_mib).max(sd.max(Phase::peak_rss_mib)).max(se.max(Phase::peak_rss_mib)),
         mib(hwm)
     );
 
