@@ -76,21 +76,54 @@ pub fn event(topic: &str) -> String {
 /// True if `subject` is a valid dotted name: non-empty tokens of printable ASCII without
 /// whitespace; `*` and `>` only when `wildcards` and only as whole tokens (`>` last).
 pub fn is_valid(subject: &str, wildcards: bool) -> bool {
-    if subject.is_empty() {
-        return false;
-    }
-    let mut tokens = subject.split('.').peekable();
-    while let Some(t) = tokens.next() {
-        // `#` is a wildcard on AMQP: kept out of names so every transport routes alike.
-        if t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic() && b != b'#') {
-            return false;
+    // One pass over the bytes, one table lookup each (every publish checks its topic): a token
+    // ends at a `.` or at the end, and is checked then.
+    let bytes = subject.as_bytes();
+    let mut start = 0;
+    let mut wildcard = false;
+    for (i, &b) in bytes.iter().enumerate() {
+        match BYTE_CLASS[usize::from(b)] {
+            NAME => {}
+            DOT => {
+                // `>` must be the last token.
+                if !token_ok(&bytes[start..i], wildcard, wildcards) || bytes[start..i] == *b">" {
+                    return false;
+                }
+                start = i + 1;
+                wildcard = false;
+            }
+            WILDCARD => wildcard = true,
+            _ => return false,
         }
-        let wildcard = t.contains('*') || t.contains('>');
-        if wildcard && (!wildcards || t.len() != 1 || (t == ">" && tokens.peek().is_some())) {
-            return false;
-        }
     }
-    true
+    token_ok(&bytes[start..], wildcard, wildcards)
+}
+
+const NAME: u8 = 0;
+const DOT: u8 = 1;
+const WILDCARD: u8 = 2;
+const REFUSED: u8 = 3;
+
+/// What each byte is in a subject: printable ASCII is a name byte, but for `.`, `*` and `>`;
+/// `#` is a wildcard on AMQP, kept out of names so every transport routes alike; the rest
+/// (space, controls, non-ASCII) is refused.
+const BYTE_CLASS: [u8; 256] = {
+    let mut class = [REFUSED; 256];
+    let mut b = b'!';
+    while b <= b'~' {
+        class[b as usize] = NAME;
+        b += 1;
+    }
+    class[b'.' as usize] = DOT;
+    class[b'*' as usize] = WILDCARD;
+    class[b'>' as usize] = WILDCARD;
+    class[b'#' as usize] = REFUSED;
+    class
+};
+
+/// A token of [`is_valid`]: not empty; a wildcard only where allowed, and only alone.
+fn token_ok(token: &[u8], has_wildcard: bool, wildcards: bool) -> bool {
+    !token.is_empty() && (!has_wildcard || (wildcards && token.len() == 1))
 }
 
 /// NATS wildcard matching: `*` matches one token, `>` one or more trailing tokens.
@@ -144,5 +177,39 @@ mod tests {
         assert!(!is_valid("us er", true));
         assert!(!is_valid("user.lo*", true));
         assert!(!is_valid("user.#", true));
+        assert!(!is_valid("", false));
+        assert!(!is_valid(".user", false));
+        assert!(!is_valid("user.", false));
+        assert!(!is_valid("user.>", false));
+        assert!(is_valid("user.>", true));
+        assert!(is_valid(">", true));
+        assert!(is_valid("*.*.>", true));
+        assert!(!is_valid("user.>>", true));
+        assert!(!is_valid("user.*x", true));
+        assert!(!is_valid("user.\tx", false));
+        assert!(!is_valid("usér", false));
+        assert!(is_valid("go.micro.srv-greeter_v2:x", false));
+    }
+
+    /// The rule of [`is_valid`] token by token, as its doc states it.
+    fn valid_by_tokens(subject: &str, wildcards: bool) -> bool {
+        let tokens: Vec<&str> = subject.split('.').collect();
+        tokens.iter().enumerate().all(|(i, t)| {
+            let wildcard = t.contains(['*', '>']);
+            !t.is_empty()
+                && t.bytes().all(|b| b.is_ascii_graphic() && b != b'#')
+                && (!wildcard || (wildcards && t.len() == 1 && (*t == "*" || i + 1 == tokens.len())))
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn validity_is_the_token_rule(
+            tokens in proptest::collection::vec("|a|ab|\\*|>|a\\*|>a|#|a b|\t|é", 1..5),
+            wildcards: bool,
+        ) {
+            let subject = tokens.join(".");
+            proptest::prop_assert_eq!(is_valid(&subject, wildcards), valid_by_tokens(&subject, wildcards));
+        }
     }
 }
