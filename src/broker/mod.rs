@@ -390,6 +390,7 @@ impl Broker {
             metadata.merge_missing(&ctx.metadata);
             parent = parent.or(ctx.trace);
         });
+        let generated = opts.id.is_none();
         let id = opts.id.unwrap_or_else(new_id);
         // The publish's span; the traceparent sent is its context. With no one recording, a
         // child of the current trace, if any.
@@ -408,12 +409,12 @@ impl Broker {
             h.push(headers::CONTENT_TYPE, ct);
         }
         h.push(headers::ID, id.clone());
-        // A UUID v7 id (the default) carries the publish time: no header for it.
-        if crate::message::id_timestamp(&id).is_none() {
+        // A UUID v7 id (the default, made here) carries the publish time: no header for it.
+        if !generated && crate::message::id_timestamp(&id).is_none() {
             h.push(headers::TIMESTAMP, itoa::Buffer::new().format(now_millis()).to_string());
         }
         if *self.publisher != *crate::client::CLIENT_ID {
-            h.push(headers::PUBLISHER, self.publisher.to_string());
+            h.push(headers::PUBLISHER, String::from(&*self.publisher));
         }
         if let Some(trace) = trace {
             h.push(headers::TRACEPARENT, trace.header_value());
