@@ -481,6 +481,8 @@ impl Server {
             }
         };
         let outcome = tokio::select! {
+            // The handler first: one that is done at once never starts the keep-alive timer.
+            biased;
             outcome = self.run_event(&ep, &counters, event.event(), Some(event.attempt())) => outcome,
             never = keep_alive => never,
         };
