@@ -234,9 +234,6 @@ impl NatsTransport {
     }
 }
 
-/// Pulls a consumer's messages into the subscription's channel until the subscription stops;
-/// when the pull stream ends (consumer deleted, server restarted without it), makes the
-/// consumer again with backoff.
 /// How many times JetStream has delivered a message, from its `$JS.ACK.` reply subject. After
 /// the prefix come 7 tokens, `<stream>.<consumer>.<delivered>.…`, or 9 and more with a domain
 /// and an account hash first (ADR-15). Only that token is read: `Message::info` parses every
@@ -252,6 +249,9 @@ fn delivered(reply: &str) -> Option<u64> {
     std::str::from_utf8(token).ok()?.parse().ok()
 }
 
+/// Pulls a consumer's messages into the subscription's channel until the subscription stops;
+/// when the pull stream ends (consumer deleted, server restarted without it), makes the
+/// consumer again with backoff.
 async fn pump(
     transport: NatsTransport,
     spec: DurableSpec,
